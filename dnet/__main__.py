@@ -1,0 +1,3 @@
+from dnet.cli import main
+
+main(prog_name="dnet")

@@ -1,0 +1,83 @@
+"""``dnet models`` and ``dnet info``: the zoo and architecture summaries."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dnet.cli import reports_errors
+from dnet.cli.table import format_table
+from dnet.models import create_model, zoo
+from dnet.models.summary import count_params, summarize
+
+ERROR_KEYS = ("c10", "c10+", "c100", "c100+", "svhn", "imagenet/torch7", "imagenet/torchvision")
+
+
+def _entry_facts(entry: zoo.ZooEntry) -> dict:
+    cfg = entry.config
+    return {
+        "name": entry.name,
+        "family": entry.family,
+        "dataset": entry.dataset,
+        "depth": cfg.depth,
+        "growth_rate": cfg.growth_rate,
+        "bottleneck": cfg.bottleneck,
+        "compression": cfg.compression,
+        "block_config": list(cfg.block_config),
+        "init_features": cfg.init_features,
+        "params": count_params(create_model(entry.name)),
+        "published_params": entry.published_params,
+        "errors": entry.errors,
+        "top5_errors": entry.top5_errors,
+        "source": entry.source,
+        "note": entry.note,
+    }
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the zoo as JSON.")
+@reports_errors
+def models_cmd(as_json: bool) -> None:
+    """List the model zoo: configurations, exact and published parameter counts, published errors (%)."""
+    facts = [_entry_facts(e) for e in zoo.ZOO.values()]
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    headers = ["name", "data", "L", "k", "BC", "θ", "params", "published"] + [k.replace("imagenet/", "in/") for k in ERROR_KEYS]
+    rows = [
+        [f["name"], f["dataset"], f["depth"], f["growth_rate"], "yes" if f["bottleneck"] else "no", f["compression"],
+         f"{f['params']:,}", f["published_params"]] + [f"{f['errors'][k]:.2f}" if k in f["errors"] else "–" for k in ERROR_KEYS]
+        for f in facts
+    ]
+    click.echo(format_table(headers, rows, right=range(2, len(headers))))
+    click.echo("errors: top-1 %, 10-class heads for CIFAR rows (+ = standard augmentation); sources: dnet.models.zoo")
+
+
+@click.command("info")
+@click.argument("name")
+@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Input height and width (default: the model's).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Replace the classifier's class count.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@reports_errors
+def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json: bool) -> None:
+    """Architecture summary of a zoo model: channels per block, parameters, multiply-adds."""
+    entry = zoo.get(name)
+    model = create_model(name, num_classes=num_classes)
+    size = input_size or (224 if entry.config.stem == "imagenet" else 32)
+    s = summarize(model, size)
+    if as_json:
+        click.echo(json.dumps({"name": name, "params": s.params, "macs": s.macs, "conv_macs": s.conv_macs, "input_size": size,
+                               "config": model.config.to_dict(), "blocks": s.blocks}, indent=2))
+        return
+    cfg = model.config
+    click.echo(f"{name}: {entry.family}, L={cfg.depth}, k={cfg.growth_rate}, θ={cfg.compression}, "
+               f"{cfg.init_features} initial channels, {cfg.stem} stem, {cfg.num_classes} classes")
+    rows = [[b["block"], b["layers"], b["in_channels"], b["out_channels"], f"{b['spatial']}×{b['spatial']}"] for b in s.blocks]
+    click.echo(format_table(["block", "layers", "in", "out", "size"], rows, right=range(5)))
+    click.echo(f"parameters      {s.params:,}")
+    click.echo(f"multiply-adds   {s.macs / 1e9:.2f} G at {size}×{size} "
+               f"({s.conv_macs / 1e9:.3f} G in convolutions and classifier; BN and pooling counted as thop/timm do)")
+
+
+COMMANDS = [models_cmd, info_cmd]

@@ -1,0 +1,260 @@
+"""DenseNet and DenseNet-BC, one definition for every network of the paper and the Lua code.
+
+Module and parameter names follow torchvision's ``models/densenet.py`` exactly, so ImageNet models load
+torchvision weights with ``strict=True`` (and the reverse). Where the Lua code (liuzhuang13/DenseNet,
+``models/densenet.lua``) differs from torchvision, dnet follows Lua: dropout after every convolution but the
+first (also after the bottleneck's 1x1 and the transition's conv), optional convolution biases, and the Lua
+initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import Tensor, nn
+
+from dnet.errors import ConfigError
+
+STEMS = ("cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class DenseNetConfig:
+    """Every field of a DenseNet; the defaults are the paper's DenseNet-BC on CIFAR."""
+
+    block_config: tuple[int, ...] = (16, 16, 16)  # dense layers per block
+    growth_rate: int = 12  # k
+    bottleneck: bool = True  # BC: BN-ReLU-Conv1x1(bn_size*k) before the 3x3
+    compression: float = 0.5  # theta: a transition keeps floor(theta * c) channels
+    init_features: int = 24  # output channels of the first convolution
+    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool
+    num_classes: int = 10
+    drop_rate: float = 0.0
+    bn_size: int = 4  # bottleneck width in multiples of k
+    conv_bias: bool = False  # some Lua checkpoints (nn backend) have convolution biases
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_config", tuple(int(n) for n in self.block_config))
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.block_config:
+            raise ConfigError("block_config: at least one dense block is needed")
+        if any(n <= 0 for n in self.block_config):
+            raise ConfigError(f"block_config: every block needs at least one layer, got {self.block_config}")
+        if self.growth_rate <= 0:
+            raise ConfigError(f"growth_rate: must be a positive integer, got {self.growth_rate}")
+        if not 0.0 < self.compression <= 1.0:
+            raise ConfigError(f"compression: theta must lie in (0, 1], got {self.compression}")
+        if self.init_features <= 0:
+            raise ConfigError(f"init_features: must be a positive integer, got {self.init_features}")
+        if self.stem not in STEMS:
+            raise ConfigError(f"stem: must be one of {', '.join(STEMS)}, got {self.stem!r}")
+        if self.num_classes <= 0:
+            raise ConfigError(f"num_classes: must be a positive integer, got {self.num_classes}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"drop_rate: must lie in [0, 1), got {self.drop_rate}")
+        if self.bn_size <= 0:
+            raise ConfigError(f"bn_size: must be a positive integer, got {self.bn_size}")
+
+    @classmethod
+    def from_depth(cls, depth: int, growth_rate: int, *, bottleneck: bool, **fields) -> DenseNetConfig:
+        """The paper's CIFAR rule: L = 3·n + 4 (DenseNet) or 6·n + 4 (DenseNet-BC), three equal blocks."""
+        per_layer = 6 if bottleneck else 3
+        if depth < 4 + per_layer or (depth - 4) % per_layer:
+            kind = "DenseNet-BC" if bottleneck else "DenseNet"
+            raise ConfigError(
+                f"depth: {kind} needs depth = {per_layer}·n + 4 with n ≥ 1 (e.g. {per_layer * 6 + 4}), got {depth}"
+            )
+        n = (depth - 4) // per_layer
+        fields.setdefault("compression", 0.5 if bottleneck else 1.0)
+        fields.setdefault("init_features", 2 * growth_rate if bottleneck else 16)
+        return cls(block_config=(n, n, n), growth_rate=growth_rate, bottleneck=bottleneck, **fields)
+
+    @property
+    def depth(self) -> int:
+        """Layers with weights: convolutions and the classifier, counted as the paper counts them."""
+        per_layer = 2 if self.bottleneck else 1
+        return sum(self.block_config) * per_layer + len(self.block_config) + 1
+
+    def channels(self) -> list[tuple[int, int]]:
+        """(input channels, output channels) of every dense block, in order."""
+        out, c = [], self.init_features
+        for i, n in enumerate(self.block_config):
+            c_out = c + n * self.growth_rate
+            out.append((c, c_out))
+            c = c_out if i == len(self.block_config) - 1 else math.floor(c_out * self.compression)
+        return out
+
+    @property
+    def num_features(self) -> int:
+        """Channels entering the classifier."""
+        return self.channels()[-1][1]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["block_config"] = list(self.block_config)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DenseNetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    return F.dropout(x, p=p, training=training) if p > 0 else x
+
+
+class _DenseLayer(nn.Module):
+    """BN-ReLU-Conv3x3, or BN-ReLU-Conv1x1(bn_size·k)-BN-ReLU-Conv3x3 for DenseNet-BC."""
+
+    def __init__(self, in_features: int, cfg: DenseNetConfig, memory_efficient: bool) -> None:
+        super().__init__()
+        k, bias = cfg.growth_rate, cfg.conv_bias
+        self.bottleneck = cfg.bottleneck
+        self.norm1 = nn.BatchNorm2d(in_features)
+        self.relu1 = nn.ReLU(inplace=True)
+        if cfg.bottleneck:
+            self.conv1 = nn.Conv2d(in_features, cfg.bn_size * k, 1, bias=bias)
+            self.norm2 = nn.BatchNorm2d(cfg.bn_size * k)
+            self.relu2 = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(cfg.bn_size * k, k, 3, padding=1, bias=bias)
+        else:
+            self.conv1 = nn.Conv2d(in_features, k, 3, padding=1, bias=bias)
+        self.drop_rate = float(cfg.drop_rate)
+        self.memory_efficient = memory_efficient
+
+    def _first(self, features: list[Tensor], update_stats: bool) -> Tensor:
+        """Concatenation, BN, ReLU, first convolution (and its dropout): the part that is recomputed."""
+        x = torch.cat(features, 1)
+        if update_stats:
+            x = self.norm1(x)
+        else:
+            # The recomputation in the backward pass: the same batch statistics, but the running statistics
+            # it updates are throwaway copies, so BN's running mean and variance change once per step.
+            n = self.norm1
+            x = F.batch_norm(x, n.running_mean.clone(), n.running_var.clone(), n.weight, n.bias, True, n.momentum, n.eps)
+        x = self.conv1(self.relu1(x))
+        return _dropout(x, self.drop_rate, self.training)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        if self.memory_efficient and self.training and any(f.requires_grad for f in features):
+            calls = [0]
+
+            def first(*feats: Tensor) -> Tensor:
+                calls[0] += 1
+                return self._first(list(feats), update_stats=calls[0] == 1)
+
+            x = cp.checkpoint(first, *features, use_reentrant=False)
+        else:
+            x = self._first(features, update_stats=True)
+        if self.bottleneck:
+            x = self.conv2(self.relu2(self.norm2(x)))
+            x = _dropout(x, self.drop_rate, self.training)
+        return x
+
+
+class _DenseBlock(nn.ModuleDict):
+    def __init__(self, num_layers: int, in_features: int, cfg: DenseNetConfig, memory_efficient: bool) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            layer = _DenseLayer(in_features + i * cfg.growth_rate, cfg, memory_efficient)
+            self.add_module(f"denselayer{i + 1}", layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class _Transition(nn.Sequential):
+    """BN-ReLU-Conv1x1(floor(theta·c))-[Dropout]-AvgPool2."""
+
+    def __init__(self, in_features: int, out_features: int, cfg: DenseNetConfig) -> None:
+        super().__init__()
+        self.add_module("norm", nn.BatchNorm2d(in_features))
+        self.add_module("relu", nn.ReLU(inplace=True))
+        self.add_module("conv", nn.Conv2d(in_features, out_features, 1, bias=cfg.conv_bias))
+        if cfg.drop_rate > 0:
+            self.add_module("drop", nn.Dropout(cfg.drop_rate))
+        self.add_module("pool", nn.AvgPool2d(2, stride=2))
+
+
+class DenseNet(nn.Module):
+    """A DenseNet built from a :class:`DenseNetConfig`.
+
+    ``memory_efficient`` recomputes each layer's concatenation, BN, ReLU and first convolution in the
+    backward pass, so activation memory grows linearly with depth; outputs and gradients are unchanged.
+    ``meta`` is filled by loaders with where the weights came from (an ``ArtifactMeta``), else None.
+    """
+
+    def __init__(self, config: DenseNetConfig, *, memory_efficient: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.meta = None
+        cfg = config
+        bias = cfg.conv_bias
+        stem: list[tuple[str, nn.Module]]
+        if cfg.stem == "imagenet":
+            stem = [
+                ("conv0", nn.Conv2d(3, cfg.init_features, 7, stride=2, padding=3, bias=bias)),
+                ("norm0", nn.BatchNorm2d(cfg.init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
+            ]
+        else:
+            stem = [("conv0", nn.Conv2d(3, cfg.init_features, 3, padding=1, bias=bias))]
+        self.features = nn.Sequential(OrderedDict(stem))
+        channels = cfg.channels()
+        for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels)):
+            self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))
+            if i != len(cfg.block_config) - 1:
+                self.features.add_module(f"transition{i + 1}", _Transition(c_out, channels[i + 1][0], cfg))
+        # torchvision names the last BN norm5 whatever the number of blocks; so does dnet.
+        self.features.add_module("norm5", nn.BatchNorm2d(cfg.num_features))
+        self.classifier = nn.Linear(cfg.num_features, cfg.num_classes)
+        self.reset_parameters()
+
+    @property
+    def memory_efficient(self) -> bool:
+        return any(m.memory_efficient for m in self.modules() if isinstance(m, _DenseLayer))
+
+    def set_memory_efficient(self, on: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, _DenseLayer):
+                m.memory_efficient = on
+
+    def reset_parameters(self) -> None:
+        """The Lua initialisation: conv N(0, sqrt(2 / (kW·kH·nOutputPlane))), BN γ=1 β=0, linear bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                kh, kw = m.kernel_size
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (kh * kw * m.out_channels)))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def stages(self) -> list[str]:
+        """Names of the dense blocks and transitions, in order (per-stage comparison uses them)."""
+        return [n for n, _ in self.features.named_children() if n.startswith(("denseblock", "transition"))]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(x)
+        x = F.relu(x, inplace=True)
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.classifier(torch.flatten(x, 1))

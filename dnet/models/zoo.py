@@ -1,0 +1,129 @@
+"""The model zoo: every configuration the paper and the original repository name, with published numbers.
+
+Sources (collected in shared/design/PAPER.md):
+- [CVPR17-T2] Huang et al., CVPR 2017, Table 2 (CIFAR/SVHN error, %, params).
+- [REPO-WIDE] liuzhuang13/DenseNet README, Wide-DenseNet-BC table.
+- [REPO-IN] liuzhuang13/DenseNet README, ImageNet table (original Lua Torch models, single centre crop).
+- [TV] torchvision model docs, acc@1 / acc@5 of the ports of the Lua models (bilinear resize).
+- [MEM] "Memory-Efficient Implementation of DenseNets", arXiv 1707.06990, ImageNet results.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from dnet.errors import UnknownModelError
+from dnet.models.densenet import DenseNetConfig
+
+# Published error keys: dataset (+ "+" for standard augmentation) and, for ImageNet, the preprocessing
+# the number was measured with ("imagenet/torch7" = fb.resnet.torch bicubic, "imagenet/torchvision").
+CIFAR_KEYS = ("c10", "c10+", "c100", "c100+", "svhn")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    config: DenseNetConfig
+    dataset: str  # "cifar" (CIFAR-10/100 and SVHN rows) or "imagenet"
+    published_params: str  # as printed in the source, e.g. "0.8M" or "7,978,856"
+    errors: dict[str, float] = field(default_factory=dict)  # key -> top-1 error in %
+    top5_errors: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+    note: str = ""  # what is uncertain about this entry, if anything
+
+    @property
+    def family(self) -> str:
+        if self.name.startswith("wide-"):
+            return "Wide-DenseNet-BC"
+        return "DenseNet-BC" if self.config.bottleneck else "DenseNet"
+
+    def published_error(self, dataset: str, preprocess: str | None = None, augmented: bool = True) -> float | None:
+        """The published top-1 error for an evaluation, or None when the source gives none."""
+        if self.dataset == "imagenet":
+            return self.errors.get(f"imagenet/{preprocess or 'torch7'}")
+        key = {"cifar10": "c10", "cifar100": "c100", "svhn": "svhn"}.get(dataset)
+        if key is None:
+            return None
+        if key != "svhn" and augmented:
+            key += "+"
+        return self.errors.get(key)
+
+
+def _cifar(name, depth, k, bc, params, errors, *, source="[CVPR17-T2]", note="", **fields) -> ZooEntry:
+    cfg = DenseNetConfig.from_depth(depth, k, bottleneck=bc, stem="cifar", num_classes=10, **fields)
+    keys = dict(zip(CIFAR_KEYS, errors))
+    return ZooEntry(name, cfg, "cifar", params, {k: v for k, v in keys.items() if v is not None}, {}, source, note)
+
+
+def _imagenet(name, blocks, k, init, params, top1, *, tv=None, source="[REPO-IN]", note="") -> ZooEntry:
+    cfg = DenseNetConfig(
+        block_config=blocks, growth_rate=k, bottleneck=True, compression=0.5, init_features=init,
+        stem="imagenet", num_classes=1000,
+    )
+    errors = {"imagenet/torch7": top1}
+    top5 = {}
+    if tv is not None:  # torchvision acc@1 / acc@5 -> error
+        errors["imagenet/torchvision"] = round(100.0 - tv[0], 3)
+        top5["imagenet/torchvision"] = round(100.0 - tv[1], 3)
+        source += " [TV]"
+    return ZooEntry(name, cfg, "imagenet", params, errors, top5, source, note)
+
+
+_ENTRIES = [
+    # CIFAR/SVHN, [CVPR17-T2]: errors C10, C10+, C100, C100+, SVHN. Basic DenseNet: 16 initial channels.
+    _cifar("densenet-l40-k12", 40, 12, False, "1.0M", (7.00, 5.24, 27.55, 24.42, 1.79)),
+    _cifar("densenet-l100-k12", 100, 12, False, "7.0M", (5.77, 4.10, 23.79, 20.20, 1.67)),
+    _cifar("densenet-l100-k24", 100, 24, False, "27.2M", (5.83, 3.74, 23.42, 19.25, 1.59)),
+    _cifar("densenet-bc-l100-k12", 100, 12, True, "0.8M", (5.92, 4.51, 24.15, 22.27, 1.76)),
+    _cifar("densenet-bc-l250-k24", 250, 24, True, "15.3M", (5.19, 3.62, 19.64, 17.60, 1.74)),
+    _cifar("densenet-bc-l190-k40", 190, 40, True, "25.6M", (None, 3.46, None, 17.18, None)),
+    # [REPO-WIDE]: C10+ and C100+ only.
+    _cifar("wide-densenet-bc-l40-k36", 40, 36, True, "1.5M", (None, 4.58, None, 22.30, None), source="[REPO-WIDE]"),
+    _cifar("wide-densenet-bc-l40-k48", 40, 48, True, "2.7M", (None, 3.99, None, 20.29, None), source="[REPO-WIDE]"),
+    _cifar("wide-densenet-bc-l40-k60", 40, 60, True, "4.3M", (None, 4.01, None, 19.99, None), source="[REPO-WIDE]"),
+    # ImageNet, [REPO-IN] top-1 error of the Lua models; [TV] acc@1/acc@5 of the same weights in PyTorch.
+    _imagenet("densenet121", (6, 12, 24, 16), 32, 64, "7,978,856", 25.0, tv=(74.434, 91.972)),
+    _imagenet("densenet169", (6, 12, 32, 32), 32, 64, "14,149,480", 23.6, tv=(75.600, 92.806)),
+    _imagenet("densenet201", (6, 12, 48, 32), 32, 64, "20,013,928", 22.5, tv=(76.896, 93.370)),
+    _imagenet("densenet161", (6, 12, 36, 24), 48, 96, "28,681,000", 22.2, tv=(77.138, 93.560)),
+    # [MEM] technical-report models, trained with the memory-efficient implementation.
+    _imagenet("densenet264", (6, 12, 64, 48), 32, 64, "-", 22.1, source="[MEM]",
+              note="blocks 6-12-64-48 (timm agrees; counted as 121 is, that is 265 weighted layers); "
+                   "parameter count not published"),
+    _imagenet("densenet232", (6, 32, 48, 48), 48, 96, "-", 21.2, source="[MEM]",
+              note="blocks 6-32-48-48 and 96 initial channels are not confirmed by a primary source "
+                   "(taken from one third-party port; it has 273 weighted layers, and no block list gives exactly 232); "
+                   "parameter count not published"),
+    _imagenet("densenet-cosine264-k32", (6, 12, 64, 48), 32, 64, "-", 21.6, source="[MEM]",
+              note="cosine learning rate 0.5·lr0·(1+cos(π·t/T)) per iteration; blocks as DenseNet-264"),
+    _imagenet("densenet-cosine264-k48", (6, 12, 64, 48), 48, 96, "-", 20.4, source="[MEM]",
+              note="cosine learning rate; blocks assumed as DenseNet-264 and 2k = 96 initial channels, "
+                   "not confirmed by a primary source"),
+]
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
+
+
+def names() -> list[str]:
+    return list(ZOO)
+
+
+def get(name: str) -> ZooEntry:
+    """The zoo entry called ``name``; an unknown name raises with the closest names."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, ZOO, n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else f"; see 'dnet models' ({len(ZOO)} names)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def find(config: DenseNetConfig) -> ZooEntry | None:
+    """The zoo entry with this architecture (class count and dropout aside), if any."""
+    for entry in ZOO.values():
+        a, b = entry.config, config
+        same = (a.block_config, a.growth_rate, a.bottleneck, a.compression, a.init_features, a.stem, a.bn_size)
+        if same == (b.block_config, b.growth_rate, b.bottleneck, b.compression, b.init_features, b.stem, b.bn_size):
+            return entry
+    return None

@@ -1,0 +1,64 @@
+import json
+
+from click.testing import CliRunner
+
+from dnet import __version__, zoo
+from dnet.cli import main
+
+EXPECTED_NAMES = [
+    "densenet-l40-k12", "densenet-l100-k12", "densenet-l100-k24", "densenet-bc-l100-k12", "densenet-bc-l250-k24",
+    "densenet-bc-l190-k40", "wide-densenet-bc-l40-k36", "wide-densenet-bc-l40-k48", "wide-densenet-bc-l40-k60",
+    "densenet121", "densenet169", "densenet201", "densenet161", "densenet264", "densenet232",
+    "densenet-cosine264-k32", "densenet-cosine264-k48",
+]
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_models_json_holds_every_name():
+    r = run("models", "--json")
+    assert r.exit_code == 0
+    facts = json.loads(r.output)
+    assert [f["name"] for f in facts] == EXPECTED_NAMES == zoo.names()
+    by_name = {f["name"]: f for f in facts}
+    assert by_name["densenet121"]["params"] == 7_978_856
+    assert by_name["densenet-bc-l100-k12"]["errors"]["c10+"] == 4.51
+    assert by_name["densenet121"]["errors"]["imagenet/torchvision"] == 25.566
+    assert "not confirmed" in by_name["densenet232"]["note"]
+
+
+def test_models_table_has_a_row_per_entry():
+    r = run("models")
+    assert r.exit_code == 0
+    assert sum(1 for line in r.output.splitlines() if line.split() and line.split()[0] in EXPECTED_NAMES) == 17
+
+
+def test_info_densenet121():
+    r = run("info", "densenet121")
+    assert r.exit_code == 0
+    assert "7,978,856" in r.output and "2.87 G at 224×224" in r.output
+
+
+def test_info_json():
+    r = run("info", "densenet-bc-l100-k12", "--json")
+    d = json.loads(r.output)
+    assert d["params"] == 769_162 and [b["out_channels"] for b in d["blocks"]] == [216, 300, 342]
+
+
+def test_unknown_model_is_one_line_exit_2():
+    r = run("info", "densenet12")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == ["dnet: error: unknown model 'densenet12'; closest: densenet121, densenet264, densenet232"]
+
+
+def test_help_lists_only_working_verbs():
+    r = run("--help")
+    listed = {line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(main.commands)
