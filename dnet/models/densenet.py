@@ -217,7 +217,7 @@ class DenseNet(nn.Module):
             stem = [("conv0", nn.Conv2d(3, cfg.init_features, 3, padding=1, bias=bias))]
         self.features = nn.Sequential(OrderedDict(stem))
         channels = cfg.channels()
-        for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels)):
+        for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=False)):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))
             if i != len(cfg.block_config) - 1:
                 self.features.add_module(f"transition{i + 1}", _Transition(c_out, channels[i + 1][0], cfg))

@@ -60,6 +60,6 @@ def summarize(model: DenseNet, input_size: int) -> Summary:
     cfg = model.config
     blocks = [
         {"block": i + 1, "layers": n, "in_channels": c_in, "out_channels": c_out, "spatial": sizes[f"denseblock{i + 1}"]}
-        for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, cfg.channels()))
+        for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, cfg.channels(), strict=False))
     ]
     return Summary(count_params(model), macs + other, macs, input_size, blocks)

@@ -52,7 +52,7 @@ class ZooEntry:
 
 def _cifar(name, depth, k, bc, params, errors, *, source="[CVPR17-T2]", note="", **fields) -> ZooEntry:
     cfg = DenseNetConfig.from_depth(depth, k, bottleneck=bc, stem="cifar", num_classes=10, **fields)
-    keys = dict(zip(CIFAR_KEYS, errors))
+    keys = dict(zip(CIFAR_KEYS, errors, strict=False))
     return ZooEntry(name, cfg, "cifar", params, {k: v for k, v in keys.items() if v is not None}, {}, source, note)
 
 

@@ -108,10 +108,10 @@ def test_memory_efficient_equals_standard(cfg):
     assert (y1 - y2).abs().max().item() <= 1e-6
     y1.square().sum().backward()
     y2.square().sum().backward()
-    for (n, p1), p2 in zip(std.named_parameters(), eff.parameters()):
+    for (n, p1), p2 in zip(std.named_parameters(), eff.parameters(), strict=False):
         assert (p1.grad - p2.grad).abs().max().item() <= 1e-5, n
     # BN running statistics updated once per step in both modes
-    for (n, b1), b2 in zip(std.named_buffers(), eff.buffers()):
+    for (n, b1), b2 in zip(std.named_buffers(), eff.buffers(), strict=False):
         assert torch.allclose(b1.float(), b2.float(), atol=1e-6), n
 
 
