@@ -65,11 +65,12 @@ class Engine:
         return f"<{type(self).__name__} {self.path.name} on {self.device}>"
 
 
-def open(path: str | os.PathLike, *, provider: str | None = None) -> Engine:  # noqa: A001 (engines.open)
+def open(path: str | os.PathLike, *, provider: str | None = None, threads: int | None = None) -> Engine:  # noqa: A001
     """Open a model file (.pth, .pt, .t7, .onnx, .plan) as an :class:`Engine`.
 
     ``provider`` picks where it runs: for torch files "cpu" or "cuda"; for ONNX "cpu", "cuda" or "tensorrt"
-    (ONNX Runtime execution providers). None takes the default (the CPU).
+    (ONNX Runtime execution providers). None takes the default (the CPU). ``threads`` caps the CPU threads
+    an engine uses (None: the runtime's default).
     """
     path = Path(path)
     if not path.exists():
@@ -83,7 +84,7 @@ def open(path: str | os.PathLike, *, provider: str | None = None) -> Engine:  # 
             f"dnet runs {', '.join(sorted(KINDS))}"
         )
     module = importlib.import_module(f"engines.{kind}")
-    return module.open_file(path, provider=provider)
+    return module.open_file(path, provider=provider, threads=threads)
 
 
 __all__ = ["Engine", "KINDS", "open"]

@@ -28,9 +28,11 @@ class TorchEngine(Engine):
             return self.model(x).float().cpu().numpy()
 
 
-def open_file(path: Path, *, provider: str | None = None) -> TorchEngine:
+def open_file(path: Path, *, provider: str | None = None, threads: int | None = None) -> TorchEngine:
     import dnet
 
+    if threads is not None:
+        torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
     device = provider or "cpu"
     if device not in ("cpu", "cuda"):
         raise UsageError(f"provider {device!r} is not one of the torch engine's: cpu, cuda")

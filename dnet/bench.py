@@ -1,0 +1,125 @@
+"""Latency and throughput of model files, measured the way trtexec users expect.
+
+Several engines are measured side by side: after each one's warm-up, the timed iterations are interleaved
+in rounds (engine A a slice, engine B a slice, ...), so drift of a shared machine hits every engine alike and
+the ratios stay meaningful. Inputs are random but fixed (seeded).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dnet.errors import UsageError
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    engine: str  # file name
+    kind: str  # torch | onnxruntime | tensorrt
+    precision: str
+    batch: int
+    iterations: int
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    throughput: float  # images per second, from the mean latency
+    memory_mb: float  # resident memory the engine added: opened and run once at this batch size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--batch: expected comma-separated integers like 1,8,32, got {text!r}") from None
+    if not batches or any(b < 1 for b in batches):
+        raise UsageError(f"--batch: every batch size must be a positive integer, got {text!r}")
+    return batches
+
+
+def latency_stats(seconds: list[float], batch: int) -> dict[str, float]:
+    """Mean, median, p90, p95, p99 in milliseconds and throughput in images/s."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    p50, p90, p95, p99 = np.percentile(ms, PERCENTILES)
+    mean = float(ms.mean())
+    return {"mean_ms": mean, "median_ms": float(p50), "p90_ms": float(p90), "p95_ms": float(p95),
+            "p99_ms": float(p99), "throughput": batch * 1e3 / mean}
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), else the peak so far (getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1 << 20) if os.uname().sysname == "Darwin" else peak / 1024
+
+
+def open_engines(paths: list, *, provider: str | None = None, threads: int | None = None) -> tuple[list, list[float]]:
+    """Open each model file; also return the resident memory (MB) each added when opened."""
+    import engines
+
+    opened, memory = [], []
+    try:
+        for p in paths:
+            before = rss_mb()
+            opened.append(engines.open(p, provider=provider, threads=threads))
+            memory.append(rss_mb() - before)
+    except BaseException:
+        for e in opened:
+            e.close()
+        raise
+    return opened, memory
+
+
+def _input(engine, batch: int, seed: int = 0) -> np.ndarray:
+    _, c, h, w = engine.input_shape
+    size = engine.meta.input_size if engine.meta is not None else 224
+    h, w = (h if h > 0 else size), (w if w > 0 else size)
+    return np.random.default_rng(seed).standard_normal((batch, c, h, w)).astype(np.float32)
+
+
+def bench_engines(engines: list, batch: int, *, warmup: float = 1.0, duration: float = 5.0, rounds: int = 5,
+                  min_iterations: int = 10, open_memory: list[float] | None = None) -> list[BenchResult]:
+    """Measure every engine at one batch size, interleaving the timed iterations in ``rounds`` rounds.
+
+    Each engine gets about ``duration`` seconds of timed runs in all (at least ``min_iterations``), after
+    ``warmup`` seconds of untimed runs.
+    """
+    inputs = [_input(e, batch) for e in engines]
+    per_iter, memory = [], list(open_memory or [0.0] * len(engines))
+    for i, (eng, x) in enumerate(zip(engines, inputs)):
+        before = rss_mb()
+        eng(x)  # first call: allocation, graph optimisation
+        memory[i] += max(0.0, rss_mb() - before)
+        t_end, n, t0 = time.perf_counter() + warmup, 0, time.perf_counter()
+        while n < 2 or time.perf_counter() < t_end:
+            eng(x)
+            n += 1
+        per_iter.append((time.perf_counter() - t0) / n)
+    times: list[list[float]] = [[] for _ in engines]
+    for _ in range(rounds):
+        for i, (eng, x) in enumerate(zip(engines, inputs)):
+            n = max(1, int(np.ceil(max(duration / rounds / per_iter[i], min_iterations / rounds))))
+            for _ in range(n):
+                t0 = time.perf_counter()
+                eng(x)
+                times[i].append(time.perf_counter() - t0)
+    results = []
+    for eng, t, mem in zip(engines, times, memory):
+        precision = eng.meta.precision if eng.meta is not None else "fp32"
+        results.append(BenchResult(eng.path.name, eng.kind, precision, batch, len(t), **latency_stats(t, batch),
+                                   memory_mb=mem))
+    return results

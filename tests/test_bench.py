@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dnet.bench import latency_stats, parse_batches
+from dnet.checkpoint import save_checkpoint
+from dnet.cli import main
+from dnet.errors import UsageError
+from dnet.models import DenseNetConfig, create_model
+
+
+def test_latency_stats_on_known_values():
+    s = latency_stats([i / 1000 for i in range(1, 101)], batch=4)  # 1..100 ms
+    assert s["mean_ms"] == pytest.approx(50.5)
+    assert s["median_ms"] == pytest.approx(50.5)
+    assert s["p90_ms"] == pytest.approx(90.1)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["throughput"] == pytest.approx(4 / 0.0505)
+
+
+def test_parse_batches():
+    assert parse_batches("1, 8,32") == [1, 8, 32]
+    with pytest.raises(UsageError, match="positive integer"):
+        parse_batches("0,8")
+    with pytest.raises(UsageError, match="comma-separated integers"):
+        parse_batches("1;8")
+
+
+def test_bench_cli_two_engines_json(tmp_path):
+    cfg = DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, num_classes=3)
+    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
+    b = save_checkpoint(tmp_path / "b.pth", create_model(cfg))
+    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--engine", str(b), "--batch", "1,2",
+                                  "--warmup", "0", "--duration", "0.05", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [(x["engine"], x["batch"]) for x in rows] == [("a.pth", 1), ("b.pth", 1), ("a.pth", 2), ("b.pth", 2)]
+    for x in rows:
+        assert x["iterations"] >= 10 and x["median_ms"] > 0
+        assert x["median_ms"] <= x["p99_ms"]
+        assert np.isclose(x["throughput"], x["batch"] * 1e3 / x["mean_ms"])
+
+
+def test_bench_cli_table_and_bad_batch(tmp_path):
+    cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
+    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
+    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1", "--warmup", "0", "--duration", "0.02"])
+    assert r.exit_code == 0 and "1.00×" in r.output
+    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "x"])
+    assert r.exit_code == 2 and r.output.strip() == "dnet: error: --batch: expected comma-separated integers like 1,8,32, got 'x'"
