@@ -134,33 +134,39 @@ class _DenseLayer(nn.Module):
         self.drop_rate = float(cfg.drop_rate)
         self.memory_efficient = memory_efficient
 
-    def _first(self, features: list[Tensor], update_stats: bool) -> Tensor:
-        """Concatenation, BN, ReLU, first convolution (and its dropout): the part that is recomputed."""
-        x = torch.cat(features, 1)
+    @staticmethod
+    def _norm(bn: nn.BatchNorm2d, x: Tensor, update_stats: bool) -> Tensor:
         if update_stats:
-            x = self.norm1(x)
-        else:
-            # The recomputation in the backward pass: the same batch statistics, but the running statistics
-            # it updates are throwaway copies, so BN's running mean and variance change once per step.
-            n = self.norm1
-            x = F.batch_norm(x, n.running_mean.clone(), n.running_var.clone(), n.weight, n.bias, True, n.momentum, n.eps)
-        x = self.conv1(self.relu1(x))
-        return _dropout(x, self.drop_rate, self.training)
+            return bn(x)
+        # The recomputation in the backward pass: the same batch statistics, but the running statistics it
+        # updates are throwaway copies, so BN's running mean and variance change once per step, not twice.
+        return F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, True, bn.momentum, bn.eps)
+
+    def _recomputable(self, features: list[Tensor], update_stats: bool) -> Tensor:
+        """Concatenation, BN, ReLU, first convolution (+ dropout, and for BC the second BN-ReLU).
+
+        In memory-efficient mode this is what the backward pass recomputes: only its output (bn_size·k
+        channels for BC, k otherwise) is kept per layer, not the concatenation of all earlier features.
+        """
+        x = self.conv1(self.relu1(self._norm(self.norm1, torch.cat(features, 1), update_stats)))
+        x = _dropout(x, self.drop_rate, self.training)
+        if self.bottleneck:
+            x = self.relu2(self._norm(self.norm2, x, update_stats))
+        return x
 
     def forward(self, features: list[Tensor]) -> Tensor:
         if self.memory_efficient and self.training and any(f.requires_grad for f in features):
             calls = [0]
 
-            def first(*feats: Tensor) -> Tensor:
+            def recomputable(*feats: Tensor) -> Tensor:
                 calls[0] += 1
-                return self._first(list(feats), update_stats=calls[0] == 1)
+                return self._recomputable(list(feats), update_stats=calls[0] == 1)
 
-            x = cp.checkpoint(first, *features, use_reentrant=False)
+            x = cp.checkpoint(recomputable, *features, use_reentrant=False)
         else:
-            x = self._first(features, update_stats=True)
+            x = self._recomputable(features, update_stats=True)
         if self.bottleneck:
-            x = self.conv2(self.relu2(self.norm2(x)))
-            x = _dropout(x, self.drop_rate, self.training)
+            x = _dropout(self.conv2(x), self.drop_rate, self.training)
         return x
 
 
@@ -194,8 +200,9 @@ class _Transition(nn.Sequential):
 class DenseNet(nn.Module):
     """A DenseNet built from a :class:`DenseNetConfig`.
 
-    ``memory_efficient`` recomputes each layer's concatenation, BN, ReLU and first convolution in the
-    backward pass, so activation memory grows linearly with depth; outputs and gradients are unchanged.
+    ``memory_efficient`` recomputes each layer's concatenation, BN, ReLU and first convolution (and for BC
+    the second BN-ReLU) in the backward pass, so activation memory grows linearly with depth; outputs and
+    gradients are unchanged.
     ``meta`` is filled by loaders with where the weights came from (an ``ArtifactMeta``), else None.
     """
 

@@ -1,0 +1,35 @@
+"""What every benchmark script shares: where results go and how they are printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from dnet.cli.table import format_table
+from dnet.files import atomic_write_text
+
+RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Write ``results/NAME.json`` atomically, with the machine and the time it was measured."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    body = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **payload}
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def print_table(title: str, headers: list[str], rows: list[list], right=None) -> None:
+    print(f"\n{title}")
+    print(format_table(headers, rows, right=range(1, len(headers)) if right is None else right))
