@@ -333,7 +333,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     trt = import_tensorrt(where)
     gpu_name, cc = cuda_device(where)
     if options.hardware_compat == "ampere+" and cc < AMPERE:
-        raise UsageError(f"--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this {gpu_name} is {cc}")
+        raise UsageError(
+            f"--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this {gpu_name} is "
+            f"compute capability {cc[0]}.{cc[1]}"
+        )
 
     started = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
