@@ -42,6 +42,9 @@ class BuildOptions:
     timing_cache: Path | None = None  # loaded if it exists, written back after the build
     version_compatible: bool = False  # plan runs on later TensorRT versions (embeds the lean runtime)
     hardware_compat: str = "none"  # "none" | "ampere+" | "same-cc"
+    # TensorRT lets FP32 convolutions use TF32 tensor cores (10-bit mantissa) unless told not to. Off here: an FP32
+    # plan computes what the FP32 ONNX says (precision lives in the ONNX); FP16/INT8 ONNX files are the fast path.
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         lo, opt, hi = self.batch
@@ -293,6 +296,8 @@ def _build_config(trt, builder, options: BuildOptions, chw: tuple[int, int, int]
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.opt_level is not None:
         config.builder_optimization_level = options.opt_level
+    if not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compat == "ampere+":

@@ -107,7 +107,7 @@ def test_parse_batch_profile_refuses_with_one_line(text, message):
 def test_build_options_defaults_and_refusals():
     options = BuildOptions()
     assert (options.batch, options.workspace_mib, options.opt_level, options.timing_cache) == ((1, 8, 32), None, None, None)
-    assert (options.version_compatible, options.hardware_compat) == (False, "none")
+    assert (options.version_compatible, options.hardware_compat, options.tf32) == (False, "none", False)
     with pytest.raises(UsageError, match=r"^hardware compatibility 'turing' is not one of: none, ampere\+, same-cc$"):
         BuildOptions(hardware_compat="turing")
     with pytest.raises(UsageError, match=r"^builder optimization level must be 0\.\.5, got 6$"):
@@ -331,7 +331,7 @@ def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False) -> types.
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.BuilderFlag = types.SimpleNamespace(VERSION_COMPATIBLE="VERSION_COMPATIBLE")
+    trt.BuilderFlag = types.SimpleNamespace(VERSION_COMPATIBLE="VERSION_COMPATIBLE", TF32="TF32")
     trt.HardwareCompatibilityLevel = types.SimpleNamespace(
         NONE="NONE", AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_COMPUTE_CAPABILITY"
     )
@@ -374,6 +374,9 @@ def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False) -> types.
 
         def set_flag(self, flag):
             calls.setdefault("flags", []).append(flag)
+
+        def clear_flag(self, flag):
+            calls.setdefault("cleared", []).append(flag)
 
         def create_timing_cache(self, data):
             calls["cache_in"] = bytes(data)
@@ -447,6 +450,7 @@ def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_
     assert trt.calls["pool"] == ("WORKSPACE", 64 << 20)
     assert trt.calls["builder_optimization_level"] == 2
     assert trt.calls["flags"] == ["VERSION_COMPATIBLE"]
+    assert trt.calls["cleared"] == ["TF32"]  # an FP32 layer computes in FP32 unless tf32=True
     assert trt.calls["hardware_compatibility_level"] == "AMPERE_PLUS"
     assert trt.calls["profile"] == ("input", (2, 3, 4, 4), (4, 3, 4, 4), (16, 3, 4, 4))
     assert trt.calls["cache_in"] == b"earlier" and trt.calls["cache_ignore_mismatch"] is False
@@ -467,6 +471,7 @@ def test_build_defaults_set_no_optional_option_and_start_a_fresh_timing_cache(tm
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     plan = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert not {"pool", "builder_optimization_level", "flags", "hardware_compatibility_level"} & set(trt.calls)
+    assert trt.calls["cleared"] == ["TF32"]
     assert trt.calls["cache_in"] == b""
     assert trt.calls["profile"] == ("input", (1, 3, 4, 4), (8, 3, 4, 4), (32, 3, 4, 4))
     assert read_sidecar(plan).hardware_compat == "none"
@@ -481,6 +486,13 @@ def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch,
         "TensorRT cannot parse m.onnx (2 errors): node conv_3 (Conv): unsupported auto_pad; node #7: invalid weights type"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_tf32_is_left_on_when_asked(tmp_path, monkeypatch, gpu):
+    trt = fake_tensorrt("11.4.0.106")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(tf32=True))
+    assert "cleared" not in trt.calls and read_sidecar(tmp_path / "m.plan").options["tf32"] is True
 
 
 def test_failed_build_leaves_no_plan(tmp_path, monkeypatch, gpu):

@@ -266,7 +266,7 @@ def test_collector_finds_the_names_our_sources_use(uses):
             "builder_optimization_level", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "serialize", "create_optimization_profile", "set_shape", "add_optimization_profile",
             "build_serialized_network", "STRONGLY_TYPED", "VERSION_COMPATIBLE", "AMPERE_PLUS",
-            "SAME_COMPUTE_CAPABILITY", "node_name", "get_error", "num_errors"} <= build.names
+            "SAME_COMPUTE_CAPABILITY", "TF32", "clear_flag", "node_name", "get_error", "num_errors"} <= build.names
     assert {"Runtime", "deserialize_cuda_engine", "create_execution_context", "set_input_shape", "get_tensor_shape",
             "set_tensor_address", "execute_async_v3", "engine_host_code_allowed", "TensorIOMode",
             "get_tensor_mode", "num_io_tensors"} <= run.names
