@@ -91,7 +91,9 @@ class TensorRTEngine(Engine):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         chunks = [self._run_chunk(batch[a:b]) for a, b in split_batches(len(batch), self.max_batch)]
-        return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 0), np.float32)
+        if not chunks:
+            return np.zeros((0, self.meta.num_classes if self.meta is not None else 0), np.float32)
+        return np.concatenate(chunks, axis=0)
 
     def close(self) -> None:
         for name in ("context", "engine", "runtime"):
