@@ -154,19 +154,24 @@ class TensorRTUses:
     def __init__(self, source: str) -> None:
         self.tree = ast.parse(source)
         self.modules = {"trt"}
+        self.imported: dict[str, str] = {}  # from tensorrt import X as Y: Y -> X
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Import):
                 self.modules |= {a.asname or a.name for a in node.names if a.name == "tensorrt"}
-        self.derived: set[str] = set(self.modules)
+            elif isinstance(node, ast.ImportFrom) and node.module == "tensorrt":
+                self.imported |= {a.asname or a.name: a.name for a in node.names}
+        self.derived: set[str] = self.modules | set(self.imported)
         self._propagate()
-        self.names: set[str] = set()  # every attribute name used on a TensorRT value
-        self.qualified: set[str] = set()  # attribute paths from the module itself: "BuilderFlag.FP16"
+        self.names: set[str] = set(self.imported.values())  # every attribute name used on a TensorRT value
+        self.qualified: set[str] = set(self.imported.values())  # paths from the module itself: "BuilderFlag.FP16"
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Attribute) and self._from_trt(node.value):
                 self.names.add(node.attr)
-                path = _dotted(node)
-                if path and path.split(".", 1)[0] in self.modules:
-                    self.qualified.add(path.split(".", 1)[1])
+                root, _, rest = (_dotted(node) or "").partition(".")
+                if root in self.modules:
+                    self.qualified.add(rest)
+                elif root in self.imported:
+                    self.qualified.add(f"{self.imported[root]}.{rest}")
             elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
@@ -319,6 +324,19 @@ def test_checker_follows_values_derived_from_tensorrt(bindings):
     assert used.removed() == ["BuilderFlag.INT8", "int8_calibrator", "platform_has_fast_int8"]
     # BuilderFlag.INT8 hides behind DataType.INT8 in a flat name list: the qualified check above is what catches it.
     assert missing_names(used, bindings["11.4.0.106"]) == ["int8_calibrator", "platform_has_fast_int8"]
+
+
+def test_checker_catches_from_imports_and_misspelt_names(bindings):
+    used = TensorRTUses(
+        "from tensorrt import BuilderFlag as Flag, Runtime\n"
+        "def f(config, logger, plan):\n"
+        "    config.set_flag(Flag.INT8)\n"
+        "    engine = Runtime(logger).deserialise_cuda_engine(plan)\n"
+        "    return engine.create_execution_context()\n"
+    )
+    assert used.removed() == ["BuilderFlag.INT8"]
+    for exported in bindings.values():
+        assert missing_names(used, exported) == ["deserialise_cuda_engine"]
 
 
 def test_pyproject_minimum_is_the_oldest_version_checked():
