@@ -18,6 +18,7 @@ from dnet.errors import EngineError, UsageError
 from engines.base import Engine
 
 PROVIDERS = (None, "cuda", "tensorrt")
+DEVICE = "cuda"  # where I/O tensors live; the tests drive the engine's logic on "cpu" through a stand-in tensorrt
 
 
 def split_batches(n: int, max_batch: int) -> list[tuple[int, int]]:
@@ -76,12 +77,12 @@ class TensorRTEngine(Engine):
         n = len(chunk)
         rows = max(n, self.min_batch)  # below the profile's minimum: pad with zeros, drop the extra rows
         with torch.cuda.stream(self.stream):
-            x = torch.zeros((rows, *chunk.shape[1:]), dtype=self.input_dtype, device="cuda")
+            x = torch.zeros((rows, *chunk.shape[1:]), dtype=self.input_dtype, device=DEVICE)
             x[:n].copy_(torch.from_numpy(chunk))
             if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
                 raise EngineError(f"{self.path.name}: TensorRT refused input shape {tuple(x.shape)}")
             y = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
-                            device="cuda")
+                            device=DEVICE)
             self.context.set_tensor_address(self.input_name, x.data_ptr())
             self.context.set_tensor_address(self.output_name, y.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):

@@ -507,3 +507,129 @@ def test_ampere_plus_needs_an_ampere_gpu_to_build(tmp_path, monkeypatch):
     monkeypatch.setattr(ct, "cuda_device", lambda what: ("Tesla T4", (7, 5)))
     with pytest.raises(UsageError, match=r"ampere\+ needs an Ampere or newer GPU to build on; this Tesla T4 is compute capability 7\.5$"):
         build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The engine's run logic (chunks, padding, named tensors, dtypes), on the CPU through a stand-in tensorrt whose
+# "GPU kernel" reads and writes the tensors at the addresses it is given: y = flatten(x) @ W.
+
+W = np.linspace(-1, 1, 48 * 5, dtype=np.float32).reshape(48, 5)
+
+
+def fake_runtime_tensorrt(version: str, input_dtype: str = "FLOAT"):
+    import ctypes
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.seen = seen = {"shapes": [], "host_code": None}
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.DataType = types.SimpleNamespace(FLOAT="FLOAT", HALF="HALF")
+    ctype = {"FLOAT": (ctypes.c_float, np.float32), "HALF": (ctypes.c_uint16, np.float16)}
+
+    class Context:
+        def __init__(self):
+            self.addresses, self.shape = {}, None
+
+        def set_input_shape(self, name, shape):
+            self.shape = tuple(shape)
+            seen["shapes"].append(self.shape)
+            return name == "input" and 2 <= shape[0] <= 4
+
+        def get_tensor_shape(self, name):
+            return (self.shape[0], 5)
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def execute_async_v3(self, stream):
+            n = self.shape[0]
+            raw, dtype = ctype[input_dtype]
+            x = np.frombuffer((raw * (n * 48)).from_address(self.addresses["input"]), dtype=dtype).reshape(n, 48)
+            y = np.frombuffer((ctypes.c_float * (n * 5)).from_address(self.addresses["logits"]), dtype=np.float32)
+            y[:] = (x.astype(np.float32) @ W).ravel()
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name):
+            return "INPUT" if name == "input" else "OUTPUT"
+
+        def get_tensor_dtype(self, name):
+            return input_dtype if name == "input" else "FLOAT"
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def __setattr__(self, name, value):
+            seen["host_code"] = (name, value)
+
+        def deserialize_cuda_engine(self, plan):
+            return Engine() if plan == b"serialized engine" else None
+
+    trt.Runtime = Runtime
+    return trt
+
+
+@pytest.fixture
+def cpu_engine(tmp_path, monkeypatch):
+    """A plan with profile 2,3,4 and the stand-in tensorrt; returns a function opening it."""
+    import torch
+
+    import engines.tensorrt as et
+
+    monkeypatch.setattr(et, "DEVICE", "cpu")
+    monkeypatch.setattr(et, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: __import__("contextlib").nullcontext())
+    plan = tmp_path / "m.plan"
+
+    def open_plan(input_dtype="FLOAT", plan_bytes=b"serialized engine", **changes):
+        trt = fake_runtime_tensorrt("10.16.1.11", input_dtype)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        plan.write_bytes(plan_bytes)
+        profile = {"min": [2, 3, 4, 4], "opt": [3, 3, 4, 4], "max": [4, 3, 4, 4]}
+        write_sidecar(plan, sidecar(plan="m.plan", plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
+                                    profile=profile, **changes))
+        return engines.open(plan), trt
+
+    return open_plan
+
+
+def test_engine_splits_pads_and_returns_float32_logits(cpu_engine):
+    engine, trt = cpu_engine()
+    x = np.random.default_rng(0).standard_normal((11, 3, 4, 4)).astype(np.float32)
+    with engine:
+        assert (engine.kind, engine.input_shape, engine.meta) == ("tensorrt", (-1, 3, 4, 4), META)
+        y = engine(x)
+        one = engine(x[:1])
+    assert y.dtype == np.float32 and y.shape == (11, 5)
+    np.testing.assert_allclose(y, x.reshape(11, 48) @ W, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(one, x[:1].reshape(1, 48) @ W, rtol=1e-5, atol=1e-5)
+    # 11 rows with a profile of max 4: chunks of 4, 4, 3; one row with min 2: padded to 2.
+    assert [s[0] for s in trt.seen["shapes"]] == [4, 4, 3, 2]
+    assert trt.seen["host_code"] is None  # not version-compatible: no embedded lean runtime allowed
+
+
+def test_engine_feeds_float16_inputs_and_allows_host_code_for_version_compatible_plans(cpu_engine):
+    engine, trt = cpu_engine(input_dtype="HALF", version_compatible=True)
+    x = np.random.default_rng(1).standard_normal((5, 3, 4, 4)).astype(np.float32)
+    with engine:
+        y = engine(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, x.astype(np.float16).astype(np.float32).reshape(5, 48) @ W, rtol=1e-4, atol=1e-4)
+    assert trt.seen["host_code"] == ("engine_host_code_allowed", True)
+
+
+def test_engine_refuses_a_plan_tensorrt_cannot_deserialize(cpu_engine):
+    with pytest.raises(EngineError) as e:
+        cpu_engine(plan_bytes=b"truncated")
+    assert str(e.value) == "TensorRT could not deserialize m.plan; rebuild it from m.onnx"
