@@ -241,8 +241,7 @@ def bindings() -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def uses() -> dict[str, TensorRTUses]:
-    return {path.name if path.parent.name != "engines" else "engines/tensorrt.py": TensorRTUses(path.read_text())
-            for path in SOURCES}
+    return {f"{path.parent.name}/{path.name}": TensorRTUses(path.read_text()) for path in SOURCES}
 
 
 def test_reading_the_bindings_finds_known_names_and_the_11x_removals(bindings):
@@ -266,7 +265,7 @@ def test_reading_the_bindings_finds_known_names_and_the_11x_removals(bindings):
 
 
 def test_collector_finds_the_names_our_sources_use(uses):
-    build, run = uses["tensorrt.py"], uses["engines/tensorrt.py"]
+    build, run = uses["converters/tensorrt.py"], uses["engines/tensorrt.py"]
     assert {"OnnxParser", "parse_from_file", "create_network", "create_builder_config", "set_memory_pool_limit",
             "builder_optimization_level", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "serialize", "create_optimization_profile", "set_shape", "add_optimization_profile",
