@@ -102,8 +102,11 @@ class TensorRTEngine(Engine):
                 delattr(self, name)
 
 
-def open_file(path: Path, *, provider: str | None = None) -> TensorRTEngine:
-    """Open a dnet ``.plan``; refuses, with how to rebuild, a plan built for another TensorRT version or GPU."""
+def open_file(path: Path, *, provider: str | None = None, threads: int | None = None) -> TensorRTEngine:
+    """Open a dnet ``.plan``; refuses, with how to rebuild, a plan built for another TensorRT version or GPU.
+
+    ``threads`` is accepted for the common engines.open signature; a GPU engine has no CPU thread pool.
+    """
     path = Path(path)
     if provider not in PROVIDERS:
         raise UsageError(f"provider {provider!r} is not one of the tensorrt engine's: cuda (the default)")
