@@ -36,10 +36,11 @@ from converters.t7 import reader
 from converters.t7.reader import Storage, Table, TorchObject
 from dnet.artifact import ArtifactMeta
 from dnet.data.specs import get_spec
-from dnet.errors import FileFormatError
+from dnet.errors import ConfigError, FileFormatError
 from dnet.files import sha256_file
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from dnet.statedict import infer_compression
 
 DNET_EPS = 1e-5  # torch.nn.BatchNorm2d's eps, which every dnet BN uses
 PREFIXES = ("cudnn.", "nn.")
@@ -267,12 +268,10 @@ class Layer:
 
 def _layer_ops(ops: list[_Mod], kind: str, path: str) -> Layer:
     """BN, ReLU, Conv, [Dropout], [BN, ReLU, Conv, [Dropout]] -> a Layer."""
-    it = iter(ops)
     expect = ["bn", "relu", "conv"]
     seen: list[object] = []
     dropout: list[float] = []
-    stage = 0
-    for m in it:
+    for m in ops:
         if m.kind is None:
             raise m.not_densenet()
         want = expect[len(seen) % 3] if len(seen) < 6 else None
@@ -291,7 +290,6 @@ def _layer_ops(ops: list[_Mod], kind: str, path: str) -> Layer:
             seen.append(_conv(m))
         else:
             seen.append(m)
-        stage += 1
     if len(seen) not in (3, 6):
         raise FileFormatError(f"{path}: a dense layer needs BN, ReLU, conv [, BN, ReLU, conv]; it has {len(seen)} of those")
     layer = Layer(kind, seen[0], seen[2], path=path, dropout=dropout)
@@ -543,7 +541,7 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
         if width % growth:
             raise FileFormatError(f"{root}: bottleneck width {width} is not a multiple of the growth rate {growth}")
         bn_size = width // growth
-    compression = _compression(transitions, bool(bottleneck))
+    compression = infer_compression(transitions, bool(bottleneck))
     conv_bias = any(cv.bias is not None for cv in convs.values())
     try:
         cfg = DenseNetConfig(
@@ -551,14 +549,8 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
             init_features=conv0.c_out, stem=stem, num_classes=linear[0].shape[0], drop_rate=drop, bn_size=bn_size,
             conv_bias=conv_bias,
         )
-    except FileFormatError:
-        raise
-    except Exception as e:  # ConfigError from an impossible combination
+    except ConfigError as e:  # an impossible combination
         raise FileFormatError(f"{root}: the network is not a configuration dnet can build ({e})") from None
-    if cfg.channels()[-1][1] != c or any(
-        out != math.floor(cin * compression) for (cin, out) in transitions
-    ):  # pragma: no cover - _compression guarantees it
-        raise FileFormatError(f"{root}: transition widths {transitions} do not follow one compression factor")
 
     for name, cv in convs.items():
         sd[f"{name}.weight"] = cv.weight
@@ -576,32 +568,6 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
     return Parsed(
         cfg, state, kinds.pop(), drop, input_size, any(b.running_std for b in bns.values()), "/".join(prefixes),
     )
-
-
-def _compression(transitions: list[tuple[int, int]], bottleneck: bool) -> float:
-    """The θ with floor(θ·c_in) = c_out for every transition: a round value where the data allow one."""
-    if not transitions:
-        return 0.5 if bottleneck else 1.0  # irrelevant with one block; the paper's defaults
-    lo, hi = 0.0, 1.0
-    for c_in, c_out in transitions:
-        if not 0 < c_out <= c_in:
-            raise FileFormatError(f"a transition from {c_in} to {c_out} channels does not compress (0 < θ ≤ 1)")
-        lo, hi = max(lo, c_out / c_in), min(hi, (c_out + 1) / c_in)
-
-    def fits(t: float) -> bool:
-        return 0 < t <= 1 and all(math.floor(c_in * t) == c_out for c_in, c_out in transitions)
-
-    for t in (0.5, 1.0):
-        if fits(t):
-            return t
-    for digits in range(1, 7):
-        step = 10**-digits
-        t = round(math.ceil(lo / step) * step, digits)
-        while t < hi + step:
-            if fits(t):
-                return t
-            t = round(t + step, digits)
-    raise FileFormatError(f"transition widths {transitions} do not follow one compression factor θ")
 
 
 # -- metadata and the public entry point -----------------------------------------------------------------------
