@@ -159,7 +159,8 @@ class _Reader:
             raise self.fail(f"negative string length {size}", at)
         if limit is not None and size > limit:
             raise self.fail(f"a name of {size} bytes (at most {limit} accepted)", at)
-        self.need(size, f"a string of {size} bytes")
+        if size > self.n - self.pos:
+            raise self.fail(f"a string of {size} bytes does not fit in the {self.n - self.pos} bytes left", at)
         s = bytes(self.view[self.pos : self.pos + size]).decode("utf-8", errors="surrogateescape")
         self.pos += size
         return s
@@ -325,6 +326,13 @@ def loads(data: bytes | bytearray, *, long_size: int | None = None, max_depth: i
     buf = data if isinstance(data, bytearray) else bytearray(data)
     if long_size not in (None, 4, 8):
         raise ValueError("long_size must be 4, 8 or None")
+    if len(buf) >= 4 and not 0 <= struct.unpack_from("<i", buf, 0)[0] <= 8:
+        head = bytes(buf[:8])
+        if head[:1].isdigit() and b"\n" in head:
+            raise FileFormatError(
+                "an ASCII-format Torch7 file; dnet reads the binary format (torch.save(file, obj) without 'ascii')"
+            )
+        raise FileFormatError(f"not a Torch7 binary file: it does not start with a type tag (first bytes {head.hex(' ')})")
     sizes = (long_size,) if long_size else (8, 4)
     first_error: FileFormatError | None = None
     for size in sizes:
