@@ -241,7 +241,7 @@ def test_huge_storage_header_is_checked_before_allocating():
         (_int(2) + _int(1 << 30) + b"abc", "at byte 4: a string of 1073741824 bytes does not fit in the 3 bytes left"),
         (_int(3) + _int(1) + _int(1 << 28), "at byte 8: a table of 268435456 entries does not fit in the 0 bytes left"),
         (_int(3) + _int(1) + _int(-5), "at byte 8: a table of -5 entries does not fit"),
-        (_int(3) + _int(1) + _int(1) + _int(99), "at byte 12: unknown type tag 99"),
+        (_int(3) + _int(1) + _int(1) + _int(99) + _int(0), "at byte 12: unknown type tag 99"),
         (_int(0) + b"xx", "at byte 4: 2 bytes follow the end of the object"),
         (b"", "at byte 0: the file is empty"),
         (_int(1) + b"\0\0", "at byte 4: a number needs 8 bytes, 2 left"),
