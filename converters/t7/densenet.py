@@ -605,7 +605,8 @@ def model_from_t7_object(obj: object, source: str = "", sha256: str = "") -> Den
     p = parse_densenet(obj)
     model = DenseNet(p.config)
     try:
-        model.load_state_dict(p.state_dict, strict=True)
+        # assign: the arrays are already private copies; copying them again costs more than reading the file
+        model.load_state_dict(p.state_dict, strict=True, assign=True)
     except RuntimeError as e:  # pragma: no cover - the walk checks every shape
         raise FileFormatError(f"{source or 'model'}: weights do not fit the inferred DenseNet ({str(e).splitlines()[0]})") from None
     entry = zoo.find(p.config)

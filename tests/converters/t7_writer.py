@@ -306,3 +306,25 @@ def lua_densenet(model, style: LuaStyle | None = None) -> TorchObject:
     top.append(_module("nn.Linear", weight=wt, bias=bt, gradWeight=wg, gradBias=bg))
     params.finish()
     return seq(top)
+
+
+def randomized(model, seed: int = 0):
+    """``model`` with non-trivial weights and BN statistics (so a swapped or dropped tensor shows), eval mode."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.ndim == 1:  # BN scale
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif p.ndim == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) * 1.5 + 0.5)
+    return model.eval()
