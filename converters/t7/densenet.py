@@ -573,7 +573,7 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
 # -- metadata and the public entry point -----------------------------------------------------------------------
 
 
-def _lua_zoo_match(cfg: DenseNetConfig) -> str | None:
+def lua_zoo_match(cfg: DenseNetConfig) -> str | None:
     """The zoo entry this file is the Lua code's version of: same blocks, growth, bottleneck, compression and
     stem; the initial width may differ (densenet.lua always starts with 2k channels, the paper's basic
     DenseNet with 16), as may the class count and dropout."""
@@ -614,7 +614,7 @@ def model_from_t7_object(obj: object, source: str = "", sha256: str = "") -> Den
     extra = {
         "layer_kind": p.layer_kind,
         "dropout": p.dropout,
-        "lua_zoo_match": _lua_zoo_match(p.config),
+        "lua_zoo_match": lua_zoo_match(p.config),
         "bn_running_std": p.running_std,
         "class_prefix": p.class_prefix,
     }
