@@ -328,3 +328,21 @@ def randomized(model, seed: int = 0):
             elif name.endswith("running_var"):
                 b.copy_(torch.rand(b.shape, generator=g) * 1.5 + 0.5)
     return model.eval()
+
+
+def cuda_names(obj: object, _seen: set[int] | None = None) -> object:
+    """Rename every Float tensor and storage in a tree to its cutorch name (a model saved without :float())."""
+    seen = _seen if _seen is not None else set()
+    if id(obj) in seen:
+        return obj
+    seen.add(id(obj))
+    if isinstance(obj, T7Tensor | T7Storage):
+        obj.typename = obj.typename.replace("torch.Float", "torch.Cuda")
+        if isinstance(obj, T7Tensor) and obj.storage is not None:
+            cuda_names(obj.storage, seen)
+    elif isinstance(obj, TorchObject):
+        cuda_names(obj.fields, seen)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            cuda_names(v, seen)
+    return obj

@@ -16,7 +16,7 @@ from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import LuaFunction, LuaStyle, _module, dumps, lua_densenet, randomized
+from tests.converters.t7_writer import LuaFunction, LuaStyle, _module, cuda_names, dumps, lua_densenet, randomized
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,6 +113,16 @@ def test_synthetic_lua_file_matches_the_dnet_model_it_was_made_from(name):
     expected_spec = "torch7" if cfg.stem == "imagenet" else {100: "cifar100"}.get(cfg.num_classes, "cifar10")
     assert model.meta.preprocess.name == expected_spec
     assert ("preprocess_note" in model.meta.extra) is (cfg.stem == "cifar" and cfg.num_classes not in (10, 100))
+
+
+def test_model_saved_with_cuda_tensors_loads_as_float():
+    original = randomized(DenseNet(_tiny()))
+    data = dumps(cuda_names(lua_densenet(original, LuaStyle(layer_kind="custom"))))
+    assert b"torch.CudaStorage" in data and b"torch.FloatStorage" not in data  # (_type fields still say Float)
+    model = model_from_t7_object(reader.loads(data))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert _max_rel_error(model(x).numpy(), original(x).numpy()) <= 1e-5
 
 
 def test_compression_is_inferred_as_the_round_value():
