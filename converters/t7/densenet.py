@@ -354,14 +354,16 @@ class Parsed:
     input_size: int
     running_std: bool
     class_prefix: str
-    notes: list[str] = field(default_factory=list)
 
 
-def _flatten(m: _Mod, out: list[_Mod]) -> None:
+def _flatten(m: _Mod, out: list[_Mod], seen: set[int]) -> None:
     """The top-level sequence of modules, with plain nn.Sequential containers opened (dense layers kept)."""
     if m.kind == "sequential" and _dense_layer_shape(m) is False:
+        if id(m.obj) in seen:  # a container inside itself: a file can say so, a network cannot be so
+            raise m.error("contains itself")
+        seen.add(id(m.obj))
         for child in m.children():
-            _flatten(child, out)
+            _flatten(child, out, seen)
     else:
         out.append(m)
 
@@ -400,7 +402,7 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
     if top.kind is None:
         raise top.not_densenet()
     items: list[_Mod] = []
-    _flatten(top, items)
+    _flatten(top, items, set())
     cur = _Cursor(items, root)
     dropouts: list[float] = []
     kinds: set[str] = set()

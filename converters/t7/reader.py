@@ -276,6 +276,11 @@ class _Reader:
         for s in sizes:
             numel *= s
         if ndim == 0 or numel == 0:
+            span = 1
+            for s in sizes:
+                span *= max(s, 1)
+            if span > self.n:  # numpy refuses such shapes even when empty; no real file has them
+                raise self.fail(f"empty {name} of size {sizes}", at)
             return np.empty(sizes if ndim else (0,), dtype=dt)
         if storage is None:
             raise self.fail(f"{name} of {numel} elements has no storage", at)

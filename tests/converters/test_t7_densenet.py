@@ -232,6 +232,13 @@ def test_missing_join_table_after_custom_layers():
     )
 
 
+def test_a_container_inside_itself_is_refused():
+    tree = _tree()
+    inner = _module("nn.Sequential", modules=Table({1: tree}))
+    tree.fields["modules"][2] = inner
+    assert _error(tree) == "model.modules[2].modules[1]: nn.Sequential: contains itself"
+
+
 def test_a_table_is_not_a_model():
     assert _error(Table({"epoch": 3, "modelFile": "model_3.t7"})) == (
         "model: the file holds a Lua table, not an nn module (fb.resnet.torch's latest.t7 and optimState files "

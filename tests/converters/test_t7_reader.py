@@ -276,6 +276,7 @@ def test_views_outside_or_larger_than_their_storage_are_refused():
         (T7Tensor("torch.FloatTensor", (1000, 1000), (0, 0), 1, flat), "does not fit its storage"),
         (T7Tensor("torch.FloatTensor", (2,), (-1,), 5, flat), "negative sizes or strides"),
         (T7Tensor("torch.FloatTensor", (2,), (1,), 1, None), "has no storage"),
+        (T7Tensor("torch.FloatTensor", (0, 2**62), (1, 1), 1, None), r"empty torch.FloatTensor of size \[0, 4611686018427387904\]"),
         (T7Tensor("torch.DoubleTensor", (2,), (1,), 1, flat), "torch.DoubleTensor over a torch.FloatStorage"),
     ]:
         with pytest.raises(FileFormatError, match=what):
