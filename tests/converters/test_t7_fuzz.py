@@ -30,6 +30,7 @@ from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet, randomized
 EXAMPLES = int(os.environ.get("DNET_FUZZ_EXAMPLES", "200"))
 OUTCOMES: collections.Counter = collections.Counter()  # printed with -s: how the cases ended
 INTERESTING = (0, 1, 2, 3, 4, 5, 6, 7, 8, -1, -2**31, 2**31 - 1, 2**30, 2**16, 255, 40)
+INTERESTING_LONGS = (0, 1, -1, 2**31, 2**40, 2**62, 2**63 - 1, -2**63)  # sizes, strides, offsets, counts
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,13 +67,15 @@ def mutated(draw) -> tuple[str, bytes]:
             break
         # most of a checkpoint is raw weights: aim half the mutations at the structure near the start
         pos = draw(st.integers(0, min(n, 4096) - 1) if draw(st.booleans()) else st.integers(0, n - 1))
-        op = draw(st.sampled_from(("truncate", "byte", "int", "delete", "duplicate")))
+        op = draw(st.sampled_from(("truncate", "byte", "int", "long", "delete", "duplicate")))
         if op == "truncate":
             del data[pos:]
         elif op == "byte":
             data[pos] = draw(st.integers(0, 255))
         elif op == "int":
             data[pos : pos + 4] = struct.pack("<i", draw(st.sampled_from(INTERESTING)))
+        elif op == "long":
+            data[pos : pos + 8] = struct.pack("<q", draw(st.sampled_from(INTERESTING_LONGS)))
         elif op == "delete":
             del data[pos : pos + draw(st.integers(1, 64))]
         else:
