@@ -202,12 +202,15 @@ class _Reader:
 
     def table(self, index: int) -> Table:
         at = self.pos
-        size = self.int()
+        return self.entries(index, self.int(), "a table", at)
+
+    def entries(self, index: int, size: int, what: str, at: int) -> Table:
+        """``size`` key/value pairs into a new table registered as ``index`` (a table may hold itself)."""
         # every entry is at least a key and a value, each at least one 4-byte tag
         if size < 0 or size * 8 > self.n - self.pos:
-            raise self.fail(f"a table of {size} entries does not fit in the {self.n - self.pos} bytes left", at)
+            raise self.fail(f"{what} of {size} entries does not fit in the {self.n - self.pos} bytes left", at)
         t = Table()
-        self.memo[index] = t  # before the entries: a table may hold itself
+        self.memo[index] = t
         for _ in range(size):
             key_at = self.pos
             k = self.object()
@@ -298,27 +301,17 @@ class _Reader:
         )
 
     def tds(self, index: int, name: str):
+        """tds.Hash (a long count, then key/value objects) and tds.Vec (a long count, then values)."""
         at = self.pos
         size = self.long()
-        per = 8 if name == "tds.Hash" else 4
-        if size < 0 or size * per > self.n - self.pos:
+        if name == "tds.Hash":
+            return self.entries(index, size, name, at)
+        if size < 0 or size * 4 > self.n - self.pos:
             raise self.fail(f"{name} of {size} entries does not fit in the {self.n - self.pos} bytes left", at)
-        if name == "tds.Vec":
-            out: list | Table = []
-            self.memo[index] = out
-            for _ in range(size):
-                out.append(self.object())
-            return out
-        out = Table()
+        out: list = []
         self.memo[index] = out
         for _ in range(size):
-            key_at = self.pos
-            k = self.object()
-            v = self.object()
-            try:
-                out[k] = v
-            except TypeError:
-                raise self.fail(f"a key of type {type(k).__name__} cannot be used", key_at) from None
+            out.append(self.object())
         return out
 
 

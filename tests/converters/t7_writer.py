@@ -14,8 +14,20 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
+import torch
 
 from converters.t7.reader import Table, TorchObject
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Import into a test module to run its tiny forward passes on one thread: two threads fighting over a
+    shared 2-core machine are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass(eq=False)
@@ -310,8 +322,6 @@ def lua_densenet(model, style: LuaStyle | None = None) -> TorchObject:
 
 def randomized(model, seed: int = 0):
     """``model`` with non-trivial weights and BN statistics (so a swapped or dropped tensor shows), eval mode."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

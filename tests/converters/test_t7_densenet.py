@@ -16,17 +16,16 @@ from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import LuaFunction, LuaStyle, _module, cuda_names, dumps, lua_densenet, randomized
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny forward passes: one thread is faster than two fighting over a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+from tests.converters.t7_writer import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    LuaFunction,
+    LuaStyle,
+    _module,
+    cuda_names,
+    dumps,
+    lua_densenet,
+    one_torch_thread,
+    randomized,
+)
 
 FIXTURES = {
     "cifar10-densenet-bc-l40-k12": (
