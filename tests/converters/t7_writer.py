@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.t7.reader import Table, TorchObject
+from converters.t7.reader import Storage, Table, TorchObject
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,10 +30,7 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@dataclass(eq=False)
-class T7Storage:
-    typename: str
-    data: np.ndarray
+T7Storage = Storage  # a storage to write is what the reader returns: a class name and a 1-D array
 
 
 @dataclass(eq=False)
