@@ -513,7 +513,7 @@ def parse_densenet(obj: object, root: str = "model") -> Parsed:
         bns["features.norm5"] = bn
         pool = cur.take("avgpool", "a transition's convolution or the final average pooling")
         k = pool.int("kW")
-        if pool.int("kH") != k or pool.int("padW", 0) != 0 or pool.int("padH", 0) != 0:
+        if k < 1 or pool.int("kH") != k or pool.int("padW", 0) != 0 or pool.int("padH", 0) != 0:
             raise pool.error("the final average pooling should be square with no padding")
         final_pool = k
         flat = cur.take("flatten", "nn.Reshape or nn.View before the classifier")
