@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.data.specs import get_spec
 from dnet.errors import ConfigError, FileFormatError
@@ -163,6 +164,7 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
         model=entry.name if entry else "custom", num_classes=cfg.num_classes, input_size=size,
         preprocess=get_spec(spec), source=source, source_sha256=sha256_file(path) if path.is_file() else "",
         config=cfg.to_dict(), extra={"format": "torchvision state dict"},
+        dnet_version=__version__,
     )
     return model.eval()
 

@@ -34,6 +34,7 @@ import torch
 
 from converters.t7 import reader
 from converters.t7.reader import Storage, Table, TorchObject
+from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.data.specs import get_spec
 from dnet.errors import ConfigError, FileFormatError
@@ -625,6 +626,7 @@ def model_from_t7_object(obj: object, source: str = "", sha256: str = "") -> Den
     model.meta = ArtifactMeta(
         model=entry.name if entry else "custom", num_classes=p.config.num_classes, input_size=p.input_size,
         preprocess=get_spec(spec), source=source, source_sha256=sha256, config=p.config.to_dict(), extra=extra,
+        dnet_version=__version__,
     )
     return model.eval()
 
