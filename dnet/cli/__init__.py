@@ -32,9 +32,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import bench, demo, models
+    from dnet.cli import bench, demo, inspect, models
 
-    for module in (models, demo, bench):
+    for module in (models, inspect, demo, bench):
         for command in module.COMMANDS:
             main.add_command(command)
 
