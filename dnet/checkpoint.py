@@ -62,7 +62,7 @@ def model_from_checkpoint(obj: dict, source: str = "checkpoint") -> DenseNet:
         raise FileFormatError(f"{source}: dnet checkpoint version {obj.get('version')!r} is not supported (expected {VERSION})")
     try:
         model = DenseNet(DenseNetConfig.from_dict(obj["config"]))
-        model.load_state_dict(obj["state_dict"], strict=True)
+        model.load_state_dict(obj["state_dict"], strict=True, assign=True)  # no second copy of the weights
     except (KeyError, RuntimeError, TypeError) as e:
         raise FileFormatError(f"{source}: checkpoint does not match its configuration ({str(e).splitlines()[0]})") from None
     if obj.get("meta"):
