@@ -62,45 +62,78 @@ def lua_load(image: str | os.PathLike | Image.Image) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(F32) * _INV255
 
 
-def _cubic_axis(src: np.ndarray, n_dst: int, axis: int) -> np.ndarray:
-    """One 1-D pass of ``image.scale`` bicubic along ``axis`` (Lua ``scaleCubic_rowcol``), vectorised."""
-    n_src = src.shape[axis]
-    if n_dst == n_src:
-        return src.copy()
+def _cubic_rows(src: np.ndarray, n_dst: int, keep: tuple[int, int] | None = None) -> np.ndarray:
+    """One 1-D pass of ``image.scale`` bicubic (Lua ``scaleCubic_rowcol``) along axis 1 of a C×N×M array.
+
+    ``keep = (start, stop)`` computes only those output rows (each output depends only on its own source
+    neighbours, so a crop of the result is bit-identical). Vectorised over whole rows: gathering contiguous
+    rows is what keeps numpy fast here.
+    """
+    n_src = src.shape[1]
+    start, stop = keep if keep is not None else (0, n_dst)
+    if n_dst == n_src:  # Lua copies a pass whose length does not change
+        return src[:, start:stop].copy()
     if n_dst == 1 or n_src == 1:
         raise UsageError(f"cannot bicubic-resize a side of {n_src} pixels to {n_dst}")
-    src = np.moveaxis(src, axis, -1)
     scale = F32(n_src - 1) / F32(n_dst - 1)  # (float)(src_len - 1) / (dst_len - 1): float32 division
-    di = np.arange(n_dst - 1, dtype=F32)
+    di = np.arange(start, min(stop, n_dst - 1), dtype=F32)
     si_f = di * scale  # float32 product
     si_i = np.minimum(si_f.astype(np.int64), n_src - 2)  # (int) truncation; guard against rounding up
-    t = (si_f - si_i.astype(F32)).astype(F32)
-    p1 = src[..., si_i]
-    p2 = src[..., si_i + 1]
-    p0 = src[..., np.maximum(si_i - 1, 0)]
-    p3 = src[..., np.minimum(si_i + 2, n_src - 1)]
+    t = (si_f - si_i.astype(F32)).astype(F32).reshape(1, -1, 1)
+    p0 = src[:, np.maximum(si_i - 1, 0)]
+    p1 = src[:, si_i]
+    p2 = src[:, si_i + 1]
+    p3 = src[:, np.minimum(si_i + 2, n_src - 1)]
     first = si_i == 0
-    last = si_i + 2 >= n_src
     if first.any():  # missing left/top neighbour: linear extrapolation 2·p1 − p2
-        p0[..., first] = F32(2) * p1[..., first] - p2[..., first]
+        p0[:, first] = F32(2) * p1[:, first] - p2[:, first]
+    last = si_i + 2 >= n_src
     if last.any():  # missing right/bottom neighbour: 2·p2 − p1
-        p3[..., last] = F32(2) * p2[..., last] - p1[..., last]
-    a1 = p2 - p0
-    a2 = F32(2) * p0 - F32(5) * p1 + F32(4) * p2 - p3
-    a3 = F32(3) * (p1 - p2) + p3 - p0
-    inner = a1 + t * (a2 + t * a3)  # float32 (temp_t) arithmetic
-    # ``a0 + 0.5 * x * (...)``: the literal 0.5 is a C double, so the last multiply-add is in double
-    value = (p1.astype(np.float64) + (0.5 * t.astype(np.float64)) * inner.astype(np.float64)).astype(F32)
-    out = np.empty(src.shape[:-1] + (n_dst,), dtype=F32)
-    out[..., :-1] = value
-    out[..., -1] = src[..., -1]  # the last sample is a copy of the last source sample
-    return np.moveaxis(out, -1, axis)
+        p3[:, last] = F32(2) * p2[:, last] - p1[:, last]
+    # a1 = p2 − p0, a2 = 2p0 − 5p1 + 4p2 − p3, a3 = 3(p1 − p2) + p3 − p0 and a1 + t·(a2 + t·a3), all in
+    # float32 (temp_t) and in C's left-to-right order, so the roundings are Lua's
+    a3 = F32(3) * (p1 - p2)
+    a3 += p3
+    a3 -= p0
+    a2 = F32(2) * p0
+    a2 -= F32(5) * p1
+    a2 += F32(4) * p2
+    a2 -= p3
+    inner = a3
+    inner *= t
+    inner += a2
+    inner *= t
+    inner += p2 - p0  # a1
+    # ``a0 + 0.5 * x * (...)``: the literal 0.5 is a C double, so the last multiply-add is done in double
+    value = inner.astype(np.float64)
+    value *= 0.5 * t.astype(np.float64)
+    value += p1
+    out = np.empty((src.shape[0], stop - start) + src.shape[2:], dtype=F32)
+    out[:, :len(di)] = value
+    if stop == n_dst:
+        out[:, -1] = src[:, -1]  # the last sample is a copy of the last source sample
+    return out
 
 
-def lua_scale_bicubic(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image.scale(img, width, height, 'bicubic')`` on a float32 C×H×W array: width pass, then height."""
+def _cubic_axis(src: np.ndarray, n_dst: int, axis: int, keep: tuple[int, int] | None = None) -> np.ndarray:
+    """The pass along ``axis`` (1: height, 2: width) of a C×H×W array."""
+    if axis == 1:
+        return _cubic_rows(src, n_dst, keep)
+    columns = np.ascontiguousarray(src.transpose(0, 2, 1))
+    return np.ascontiguousarray(_cubic_rows(columns, n_dst, keep).transpose(0, 2, 1))
+
+
+def lua_scale_bicubic(image: np.ndarray, width: int, height: int, *,
+                      window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``image.scale(img, width, height, 'bicubic')`` on a float32 C×H×W array: width pass, then height.
+
+    ``window = (x, y, w, h)`` returns only that part of the result (bit-identical to cropping it after).
+    """
     image = np.asarray(image, dtype=F32)
-    return _cubic_axis(_cubic_axis(image, width, axis=2), height, axis=1)
+    if window is None:
+        return _cubic_axis(_cubic_axis(image, width, axis=2), height, axis=1)
+    x, y, w, h = window
+    return _cubic_axis(_cubic_axis(image, width, axis=2, keep=(x, x + w)), height, axis=1, keep=(y, y + h))
 
 
 def scaled_size(width: int, height: int, size: int) -> tuple[int, int] | None:
@@ -182,11 +215,24 @@ def _torchvision(pil: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 def _torch7(image, spec: PreprocessSpec, ten: bool) -> np.ndarray:
     x = lua_load(image)
-    if spec.resize is not None:
-        x = lua_scale(x, spec.resize)
-    x = color_normalize(x, spec.mean, spec.std)
-    crop = spec.crop or min(x.shape[1:])
-    return ten_crop(x, crop) if ten else center_crop(x, crop)
+    if ten:
+        if spec.resize is not None:
+            x = lua_scale(x, spec.resize)
+        return ten_crop(color_normalize(x, spec.mean, spec.std), spec.crop or min(x.shape[1:]))
+    # Centre crop only: resample just the 224×224 window and normalise it. Every output pixel is computed
+    # from its own source neighbours, so this is bit-identical to Scale → ColorNormalize → CenterCrop.
+    _, h, w = x.shape
+    target = scaled_size(w, h, spec.resize) if spec.resize is not None else None
+    sw, sh = target if target is not None else (w, h)
+    crop = spec.crop or min(sw, sh)
+    if sw < crop or sh < crop:
+        raise DataError(f"image of {sw}×{sh} is smaller than the {crop}×{crop} crop")
+    left, top = math.ceil((sw - crop) / 2), math.ceil((sh - crop) / 2)
+    if target is None:
+        x = x[:, top:top + crop, left:left + crop]
+    else:
+        x = lua_scale_bicubic(x, sw, sh, window=(left, top, crop, crop))
+    return np.ascontiguousarray(color_normalize(x, spec.mean, spec.std))
 
 
 def preprocess(image: str | os.PathLike | Image.Image, spec: str | PreprocessSpec = "torch7", *,
