@@ -196,3 +196,22 @@ def test_empty_data_set_and_bad_arguments(tmp_path):
         evaluate(FixedEngine(), empty, progress=False)
     with pytest.raises(UsageError, match="--ten-crop needs an image data set"):
         evaluate(digits_checkpoint(), open_dataset("digits"), ten_crop=True, progress=False)
+
+
+def test_static_batch_engine_gets_padded_batches(tmp_path):
+    ds = open_dataset("folder", _folder(tmp_path))  # 6 images
+    seen = []
+
+    class Static(FixedEngine):
+        def run(self, batch):
+            seen.append(len(batch))
+            return super().run(batch)
+
+    engine = Static()
+    engine.input_shape = (4, 3, 32, 32)
+    report = evaluate(engine, ds, preprocess=_small_spec(), workers=0, batch=100, progress=False)
+    assert seen == [4, 4] and report.images == 6 and report.top1_correct == 6
+    seen.clear()
+    engine.input_shape = (20, 3, 32, 32)  # ten crops: 2 images a run
+    report = evaluate(engine, ds, preprocess=_small_spec(), workers=0, ten_crop=True, progress=False)
+    assert seen == [20, 20, 20] and report.images == 6
