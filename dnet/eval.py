@@ -112,7 +112,7 @@ class EvalReport:
     def line(self) -> str:
         """The one-line summary: ``top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · ...``."""
         if self.published_error is not None:
-            paper = f"paper {self.published_error:g}, Δ {self.delta:+.2f}, 95% CI ±{self.top1_ci95:.2f}"
+            paper = f"paper {self.published_error}, Δ {self.delta:+.2f}, 95% CI ±{self.top1_ci95:.2f}"
         else:
             paper = f"95% CI ±{self.top1_ci95:.2f}"
         parts = [f"top-1 error {self.top1_error:.2f} % ({paper})", f"top-5 {self.top5_error:.1f} %",
