@@ -215,3 +215,14 @@ def test_static_batch_engine_gets_padded_batches(tmp_path):
     engine.input_shape = (20, 3, 32, 32)  # ten crops: 2 images a run
     report = evaluate(engine, ds, preprocess=_small_spec(), workers=0, ten_crop=True, progress=False)
     assert seen == [20, 20, 20] and report.images == 6
+
+
+def test_report_line_reads_like_the_issue_example():
+    from dnet.eval import EvalReport
+
+    n, top1, top5 = 50_000, 50_000 - 12_655, 50_000 - 3_950
+    r = EvalReport("densenet121.int8.onnx", "densenet121", "imagenet", "test", "torch7", False, n, top1, top5,
+                   25.31, 7.9, binomial_ci95(12_655, n), binomial_ci95(3_950, n), 50_000 / 212, 212.0, 100.0, 500.0,
+                   published_error=25.0, delta=0.31)
+    assert r.line() == "top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · 50,000 images · 212 img/s"
+    assert "predictions" not in r.to_dict() and r.to_dict()["published_error"] == 25.0
