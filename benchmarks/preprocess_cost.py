@@ -2,7 +2,8 @@
 
 Runs on photo-sized images (ImageNet's typical 500×375 and 500×333, a 640×427, and the three Lua fixtures
 when ../shared is present), timing, per image and side by side in one process:
-  - ``lua_scale`` (dnet's numpy image.scale bicubic, short side → 256) on an already loaded float32 image;
+  - ``lua_scale`` (dnet's numpy image.scale bicubic, short side → 256) on an already loaded float32 image,
+    and the same resampling of only the 224×224 centre window (what ``preprocess`` does; bit-identical);
   - Pillow's BICUBIC and BILINEAR resize to the same size (uint8, C);
   - the whole pipelines from a JPEG file: ``preprocess(path, "torch7")`` and ``preprocess(path, "torchvision")``.
 Writes benchmarks/results/preprocess_cost.json and prints a table. Timings on a shared CPU are noisy:
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from dnet.cli.table import format_table
-from dnet.data.transforms import lua_load, lua_scale, preprocess, scaled_size
+from dnet.data.transforms import lua_load, lua_scale, lua_scale_bicubic, preprocess, scaled_size
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "preprocess"
@@ -35,6 +36,12 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     base = 127 + 90 * np.sin(xx / 13.0)[..., None] * np.cos(yy / 29.0)[..., None]
     return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def window(size: tuple[int, int], crop: int = 224) -> tuple[int, int, int, int]:
+    """The centre-crop window of a scaled image (what ``preprocess`` resamples)."""
+    w, h = size
+    return -(-(w - crop) // 2), -(-(h - crop) // 2), crop, crop
 
 
 def best_ms(fn, repeats: int) -> float:
@@ -74,6 +81,8 @@ def main() -> None:
         r = {
             "image": label, "width": w, "height": h, "scaled": list(size),
             "lua_bicubic_resize_ms": best_ms(lambda loaded=loaded: lua_scale(loaded, 256), args.repeats),
+            "lua_bicubic_crop_window_ms": best_ms(
+                lambda loaded=loaded, size=size: lua_scale_bicubic(loaded, *size, window=window(size)), args.repeats),
             "pillow_bicubic_resize_ms": best_ms(lambda pil=pil, size=size: pil.resize(size, Image.BICUBIC), args.repeats),
             "pillow_bilinear_resize_ms": best_ms(lambda pil=pil, size=size: pil.resize(size, Image.BILINEAR), args.repeats),
             "torch7_pipeline_ms": best_ms(lambda path=path: preprocess(path, "torch7"), args.repeats),
@@ -83,6 +92,7 @@ def main() -> None:
         r["pipeline_ratio_torch7_over_torchvision"] = r["torch7_pipeline_ms"] / r["torchvision_pipeline_ms"]
         results.append(r)
         rows.append([label, f"{w}×{h}→{size[0]}×{size[1]}", f"{r['lua_bicubic_resize_ms']:.2f}",
+                     f"{r['lua_bicubic_crop_window_ms']:.2f}",
                      f"{r['pillow_bicubic_resize_ms']:.2f}", f"{r['pillow_bilinear_resize_ms']:.2f}",
                      f"{r['resize_ratio_lua_over_pillow_bicubic']:.1f}×", f"{r['torch7_pipeline_ms']:.2f}",
                      f"{r['torchvision_pipeline_ms']:.2f}"])
@@ -96,8 +106,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(["image", "size", "lua resize ms", "PIL bicubic ms", "PIL bilinear ms", "lua/PIL",
-                        "torch7 total ms", "torchvision total ms"], rows, right=(2, 3, 4, 5, 6, 7)))
+    print(format_table(["image", "size", "lua resize ms", "lua 224 window ms", "PIL bicubic ms", "PIL bilinear ms",
+                        "lua/PIL", "torch7 total ms", "torchvision total ms"], rows, right=(2, 3, 4, 5, 6, 7, 8)))
     print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
 
