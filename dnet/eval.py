@@ -275,10 +275,11 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         if batch < 1:
             raise UsageError(f"{engine.path.name} has a fixed batch of {fixed}, too small for ten crops")
 
-    n = len(dataset)
-    indices = np.arange(n) if limit is None or limit >= n else (np.arange(limit) * n) // max(limit, 1)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
+    n = len(dataset)
+    # --limit N: N images spread evenly over the set (sorted sets such as ImageNet keep every class)
+    indices = np.arange(n) if limit is None or limit >= n else (np.arange(limit) * n) // limit
     rank, world = _distributed()
     group_owned = False
     if world > 1:
