@@ -192,3 +192,16 @@ def test_image_smaller_than_the_crop_and_ten_crop_without_torch7(tmp_path):
     with pytest.raises(UsageError, match="ten-crop is only defined for the torch7"):
         preprocess(tmp_path / "s.png", "torchvision", ten_crop=True)
     assert preprocess(tmp_path / "s.png", "digits").shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resampling_a_window_equals_cropping_the_full_result(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(3, 70, 2)
+    th, tw = rng.integers(2, 90, 2)
+    x = rng.random((3, h, w), dtype=np.float32)
+    full = lua_scale_bicubic(x, int(tw), int(th))
+    cw, ch = rng.integers(1, tw + 1), rng.integers(1, th + 1)
+    left, top = rng.integers(0, tw - cw + 1), rng.integers(0, th - ch + 1)
+    part = lua_scale_bicubic(x, int(tw), int(th), window=(int(left), int(top), int(cw), int(ch)))
+    assert np.array_equal(part, full[:, top:top + ch, left:left + cw])
