@@ -226,3 +226,19 @@ def test_report_line_reads_like_the_issue_example():
                    published_error=25.0, delta=0.31)
     assert r.line() == "top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · 50,000 images · 212 img/s"
     assert "predictions" not in r.to_dict() and r.to_dict()["published_error"] == 25.0
+
+
+def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    test = open_dataset("digits")
+    for tty, progress, shown in [(True, True, True), (False, True, False), (True, False, False)]:
+        err = Terminal() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        evaluate(digits_checkpoint(), test, batch=120, progress=progress)
+        assert ("top-1 err" in err.getvalue()) == shown, (tty, progress)

@@ -128,3 +128,20 @@ def test_torchrun_two_processes_give_the_same_numbers_as_one(tmp_path, nproc):
     assert b["world_size"] == nproc and a["world_size"] == 1
     for key in ("images", "top1_correct", "top5_correct", "top1_error", "top5_error", "top1_ci95"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_folder_with_workers_and_a_bad_file(tmp_path):
+    model = save_random(tmp_path / "m.pth", 2, "torch7", 224)
+    data = _images(tmp_path / "imgs", bad=True)
+    args = ["--engine", str(model), "--data", str(data), "--dataset", "folder", "--json", "--quiet", "--skip-bad",
+            "--workers", "1", "--batch", "2"]
+    one = run(*args)
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    many = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "dnet", "eval", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert many.returncode == 0, many.stderr[-2000:]
+    a, b = json.loads(one.output), json.loads(many.stdout)
+    assert a["images"] == b["images"] == 4 and len(a["skipped"]) == len(b["skipped"]) == 1
+    assert (a["top1_correct"], a["top5_correct"]) == (b["top1_correct"], b["top5_correct"])
