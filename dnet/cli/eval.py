@@ -28,7 +28,7 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 @click.command("eval")
 @click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
               help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .plan/.engine (TensorRT).")
-@click.option("--data", type=click.Path(), default=None,
+@click.option("--data", type=click.Path(), default=None, metavar="DIR",
               help="Folder holding the data set (or the data set's own folder/file).")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
@@ -36,15 +36,15 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 @click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
               help="Override the model file's preprocessing (ImageNet-style image sets).")
 @click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: average the ten crops' outputs.")
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate N images spread evenly over the set.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: cores − 1).")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, metavar="N")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
 @click.option("--provider", default=None, help="Where the engine runs: cpu, cuda, tensorrt (engine-dependent).")
-@click.option("--tolerance", type=float, default=None,
+@click.option("--tolerance", type=float, default=None, metavar="PTS",
               help="Exit with status 3 when top-1 error exceeds the published one by more than PTS points.")
 @click.option("--skip-bad", is_flag=True, help="Skip undecodable images (counted and listed) instead of failing.")
 @click.option("--download", is_flag=True, help="Download the data set into --data (CIFAR, SVHN), checksum verified.")
-@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.csv",
               help="Write per-image predictions to this CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
