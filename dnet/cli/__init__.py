@@ -32,9 +32,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import bench, demo, inspect, models
+    from dnet.cli import bench, demo, eval, inspect, models
 
-    for module in (models, inspect, demo, bench):
+    for module in (models, inspect, eval, demo, bench):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -7,13 +7,17 @@ entry point; every loader refuses a wrong layout with a line saying what it expe
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dnet.data.specs import PreprocessSpec, get_spec, register_spec
-from dnet.errors import UsageError
+from dnet.data.transforms import IMAGE_SUFFIXES
+from dnet.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class FileDataset:
     labels: np.ndarray  # int64 N
     num_classes: int
     class_names: list[str]
+    spec: PreprocessSpec | None = None  # None: the model's own preprocessing decides
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -68,11 +73,258 @@ def _digits_spec() -> PreprocessSpec:
 
 DIGITS_SPEC = register_spec(_digits_spec())
 
-LOADERS = {"digits": _digits}
+
+def _need_root(name: str, root) -> Path:
+    if root is None:
+        raise UsageError(f"data set {name!r} needs --data: the folder holding it")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such folder (for {name}: give the folder holding it, or --download)")
+    return root
+
+
+# --- CIFAR-10 / CIFAR-100, binary distribution: fixed-size records, label byte(s) then 3×32×32 pixels -------
+
+CIFAR_PIXELS = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_bytes: int  # CIFAR-100 records start with the coarse label, then the fine one (the one we use)
+    num_classes: int
+    spec: str
+
+
+CIFAR_FORMATS = {
+    "cifar10": _CifarFormat("cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+                            ("test_batch.bin",), 1, 10, "cifar10"),
+    "cifar100": _CifarFormat("cifar-100-binary", ("train.bin",), ("test.bin",), 2, 100, "cifar100"),
+}
+
+
+def read_cifar_records(path: Path, label_bytes: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR binary file as (uint8 N×32×32×3, int64 N); the size must be a whole number of records."""
+    record = label_bytes + CIFAR_PIXELS
+    size = path.stat().st_size
+    if size == 0 or size % record:
+        raise DataError(f"{path}: {size:,} bytes is not a whole number of {record}-byte CIFAR records "
+                        f"(is this the binary version of the right data set?)")
+    raw = np.fromfile(path, dtype=np.uint8).reshape(-1, record)
+    labels = raw[:, label_bytes - 1].astype(np.int64)
+    if labels.max() >= num_classes:
+        raise DataError(f"{path}: label {int(labels.max())} out of range for {num_classes} classes "
+                        f"(CIFAR-10 and CIFAR-100 files mixed up?)")
+    images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def _cifar(name: str):
+    fmt = CIFAR_FORMATS[name]
+
+    def load(root, split: str, *, download: bool = False) -> ArrayDataset:
+        if download:
+            from dnet.data.download import download as fetch_set
+
+            root = Path(root if root is not None else ".").expanduser()
+            if not (root / fmt.folder).is_dir() and root.name != fmt.folder:
+                fetch_set(name, root)
+        root = _need_root(name, root)
+        folder = root / fmt.folder if (root / fmt.folder).is_dir() else root
+        files = fmt.train if split == "train" else fmt.test
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise DataError(f"{root}: expected {fmt.folder}/{missing[0]} (the binary CIFAR distribution; "
+                            f"the Python pickle version is not read) — pass the folder holding {fmt.folder}/ "
+                            f"or use --download")
+        parts = [read_cifar_records(folder / f, fmt.label_bytes, fmt.num_classes) for f in files]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        return ArrayDataset(name, split, images, labels, fmt.num_classes, get_spec(fmt.spec))
+
+    return load
+
+
+# --- SVHN, the cropped-digits .mat files ------------------------------------------------------------------
+
+# The DenseNet paper (Sec. 4.2): SVHN pixels are divided by 255 to lie in [0, 1], no mean subtraction.
+SVHN_SPEC = register_spec(PreprocessSpec("svhn", (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), 255.0, input_size=32))
+# zlib cannot expand data by more than ~1032:1, so a header claiming more than this per file byte is a lie
+_MAX_EXPANSION = 1100
+
+
+def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` (32×32×3×N uint8) and ``y`` (N×1, 1..10) as (N×32×32×3, int64 N) with index = label − 1.
+
+    The Lua models were trained on the labels as stored (1..10, 1-based), so index 9 is the digit 0.
+    """
+    import scipy.io
+
+    try:
+        info = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(str(path))}
+    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+        raise DataError(f"{path}: not a readable MATLAB (v5) file ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    if "X" not in info or "y" not in info:
+        raise DataError(f"{path}: expected variables X and y (SVHN cropped digits), found {', '.join(sorted(info)) or 'none'}")
+    shape = info["X"][0]
+    if len(shape) != 4 or shape[:3] != (32, 32, 3):
+        raise DataError(f"{path}: X has shape {shape}, expected 32×32×3×N")
+    if int(np.prod(shape)) > _MAX_EXPANSION * path.stat().st_size:
+        raise DataError(f"{path}: header claims {shape} but the file is only {path.stat().st_size:,} bytes")
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+    except (ValueError, TypeError, OSError) as e:
+        raise DataError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+    if x.dtype != np.uint8 or len(y) != x.shape[3]:
+        raise DataError(f"{path}: X is {x.dtype} with {x.shape[3]} images but y has {len(y)} labels")
+    if len(y) == 0 or y.min() < 1 or y.max() > 10:
+        raise DataError(f"{path}: labels must lie in 1..10 (10 is the digit 0)")
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y.astype(np.int64) - 1
+
+
+def _svhn(root, split: str, *, download: bool = False) -> ArrayDataset:
+    filename = f"{split}_32x32.mat"
+    if download:
+        from dnet.data.download import download as fetch_set
+
+        root = Path(root if root is not None else ".").expanduser()
+        if not (root / filename).is_file() and not root.is_file():
+            fetch_set(f"svhn/{split}", root)
+    root = _need_root("svhn", root)
+    path = root if root.is_file() else root / filename
+    if not path.is_file():
+        raise DataError(f"{root}: expected {filename} (SVHN cropped digits, format 2) or use --download")
+    images, labels = read_svhn_mat(path)
+    return ArrayDataset("svhn", split, images, labels, 10, SVHN_SPEC)
+
+
+# --- folders of image files -------------------------------------------------------------------------------
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _class_folders(root: Path, name: str) -> FileDataset:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class subfolders (expected one subfolder of images per class)")
+    paths, labels = [], []
+    for index, cls in enumerate(classes):
+        found = _images_under(root / cls)
+        if not found:
+            raise DataError(f"{root / cls}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        paths += found
+        labels += [index] * len(found)
+    return FileDataset(name, "test", paths, np.asarray(labels, dtype=np.int64), len(classes), classes)
+
+
+def _folder(root, split: str, *, download: bool = False) -> FileDataset:
+    if download:
+        raise UsageError("--download does not apply to a folder of images")
+    root = _need_root("folder", root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    return dataclasses.replace(_class_folders(root, "folder"), split=split)
+
+
+# --- ImageNet (ILSVRC-2012 validation) ---------------------------------------------------------------------
+
+SYNSET = re.compile(r"^n\d{8}$")
+GROUND_TRUTH = "LOC_val_solution.csv"  # Kaggle's ImageNet object-localization challenge layout
+SYNSET_NAMES = "LOC_synset_mapping.txt"
+
+
+def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
+    for folder in [start, *list(start.parents)[:levels]]:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _imagenet_root(root: Path, split: str) -> Path:
+    sub = "val" if split == "test" else "train"
+    for candidate in (root / "ILSVRC" / "Data" / "CLS-LOC" / sub, root / "Data" / "CLS-LOC" / sub, root / sub):
+        if candidate.is_dir():
+            return candidate
+    return root
+
+
+def read_ground_truth(csv_path: Path) -> dict[str, str]:
+    """``LOC_val_solution.csv``: ImageId → the synset of its first box."""
+    truth = {}
+    with open(csv_path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+            raise DataError(f"{csv_path}: expected the header 'ImageId,PredictionString', got {header}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            tokens = row[1].split() if len(row) > 1 else []
+            if not tokens or not SYNSET.match(tokens[0]):
+                raise DataError(f"{csv_path}:{line}: expected 'ImageId,nXXXXXXXX x y x y ...', got {','.join(row)[:80]!r}")
+            truth[row[0]] = tokens[0]
+    if not truth:
+        raise DataError(f"{csv_path}: holds no rows")
+    return truth
+
+
+def _imagenet(root, split: str, *, download: bool = False) -> FileDataset:
+    if download:
+        raise UsageError("ImageNet cannot be downloaded automatically (it needs an account at image-net.org); "
+                         "pass --data with the validation folder")
+    root = _imagenet_root(_need_root("imagenet", root), split)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if subdirs:
+        odd = [p.name for p in subdirs if not SYNSET.match(p.name)]
+        if odd:
+            raise DataError(f"{root}: subfolder {sorted(odd)[0]!r} is not a synset id (expected nXXXXXXXX folders; "
+                            f"for any other class-per-folder layout use --dataset folder)")
+        return dataclasses.replace(_class_folders(root, "imagenet"), split=split)
+    images = _images_under(root)
+    if not images:
+        raise DataError(f"{root}: no images and no synset subfolders (expected the ImageNet validation images)")
+    csv_path = _find_upwards(root, GROUND_TRUTH)
+    if csv_path is None:
+        raise DataError(f"{root}: {len(images):,} images in one folder but no {GROUND_TRUTH} beside it or above it "
+                        f"(the ground truth), and no synset subfolders")
+    truth = read_ground_truth(csv_path)
+    names_file = _find_upwards(root, SYNSET_NAMES)
+    if names_file is not None:
+        classes = [line.split()[0] for line in names_file.read_text().splitlines() if line.strip()]
+    else:
+        classes = sorted(set(truth.values()))
+    index = {s: i for i, s in enumerate(classes)}
+    unknown = [p.name for p in images if p.stem not in truth]
+    if unknown:
+        raise DataError(f"{csv_path}: has no ground truth for {len(unknown):,} image(s), e.g. {unknown[0]}")
+    missing = sorted(set(truth) - {p.stem for p in images})
+    if missing:
+        raise DataError(f"{root}: {len(missing):,} image(s) listed in {GROUND_TRUTH} are missing, e.g. {missing[0]}")
+    labels = np.asarray([index[truth[p.stem]] for p in images], dtype=np.int64)
+    return FileDataset("imagenet", split, images, labels, len(classes), classes)
+
+
+LOADERS = {
+    "digits": _digits,
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "svhn": _svhn,
+    "imagenet": _imagenet,
+    "folder": _folder,
+}
+
+# the names `dnet eval --dataset` accepts
+DATASETS = tuple(LOADERS)
 
 
 def open_dataset(name: str, root: str | Path | None = None, split: str = "test", *, download: bool = False):
-    """Open a data set by name: digits (built in), and the loaders registered in ``LOADERS``."""
+    """Open a data set by name: ``digits`` (built in) and the loaders registered in ``LOADERS``."""
     if split not in ("train", "test"):
         raise UsageError(f"split must be 'train' or 'test', got {split!r}")
     loader = LOADERS.get(name)
@@ -83,4 +335,4 @@ def open_dataset(name: str, root: str | Path | None = None, split: str = "test",
     return loader(root, split, download=download)
 
 
-__all__ = ["ArrayDataset", "FileDataset", "open_dataset", "get_spec", "LOADERS"]
+__all__ = ["ArrayDataset", "DATASETS", "FileDataset", "LOADERS", "get_spec", "open_dataset"]

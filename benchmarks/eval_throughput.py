@@ -1,0 +1,144 @@
+"""Data-pipeline overhead of ``dnet eval``: end-to-end eval throughput against the same engine's raw throughput.
+
+Generates a folder of real-size JPEGs (ImageNet-like 500×375 and 375×500, smooth content plus noise,
+quality 90), a DenseNet-121 with random weights, and measures on this machine, side by side:
+  - decode:   ``preprocess(path, "torch7")`` alone, images/s in one process;
+  - raw:      the engine on already-preprocessed batches (no decoding), images/s;
+  - eval:     ``dnet.eval.evaluate`` on the folder (decoding in worker processes), images/s;
+  - overhead: 1 − eval/raw.
+Engines: the PyTorch engine on a dnet checkpoint, and ONNX Runtime on an ONNX export of the same model
+(a minimal ONNX Runtime engine defined here when ``engines.onnxruntime`` is not in this checkout).
+Writes benchmarks/results/eval_throughput.json and prints a table. A shared CPU makes absolute numbers noisy.
+
+    PYTHONPATH=$PWD python benchmarks/eval_throughput.py [--images 256] [--batch 32] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dnet.cli.table import format_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_folder(folder: Path, n: int, classes: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = (375, 500) if i % 3 else (500, 375)
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = 127 + 90 * np.sin(xx / rng.uniform(5, 30))[..., None] * np.cos(yy / rng.uniform(5, 30))[..., None]
+        pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        d = folder / f"c{i % classes:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(d / f"{i:05d}.jpg", quality=90)
+
+
+def onnx_engine(model, meta, path: Path):
+    """engines.onnxruntime when present, else a minimal ONNX Runtime engine for this measurement."""
+    import torch
+
+    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=17)
+    try:
+        import engines.onnxruntime  # noqa: F401
+
+        import engines
+
+        eng = engines.open(path)
+        if eng.meta is None:
+            eng.meta = meta
+        return eng, "engines.onnxruntime"
+    except ImportError:
+        pass
+    import onnxruntime as ort
+
+    from engines.base import Engine
+
+    class OrtEngine(Engine):
+        kind = "onnxruntime"
+
+        def __init__(self) -> None:
+            self.path, self.meta, self.input_shape = path, meta, (-1, 3, 224, 224)
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run(self, batch):
+            return self.session.run(None, {"input": batch})[0]
+
+    return OrtEngine(), "benchmark-local ONNX Runtime engine (engines.onnxruntime absent in this branch)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--engines", default="onnxruntime,torch")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
+    args = ap.parse_args()
+
+    import torch
+
+    import dnet
+    import engines
+    from dnet.artifact import ArtifactMeta
+    from dnet.checkpoint import save_checkpoint
+    from dnet.data.datasets import open_dataset
+    from dnet.data.specs import get_spec
+    from dnet.data.transforms import preprocess
+    from dnet.eval import evaluate
+
+    tmp = Path(tempfile.mkdtemp(prefix="dnet-evalbench-"))
+    make_folder(tmp / "images", args.images)
+    ds = open_dataset("folder", tmp / "images")
+    torch.manual_seed(0)
+    model = dnet.create_model("densenet121", num_classes=10).eval()
+    meta = ArtifactMeta("custom", 10, 224, get_spec("torch7"))
+
+    t0 = time.perf_counter()
+    decoded = [preprocess(p, "torch7") for p in ds.paths[: min(64, len(ds))]]
+    decode_ips = len(decoded) / (time.perf_counter() - t0)
+    batch = np.stack((decoded * (args.batch // len(decoded) + 1))[: args.batch])
+
+    rows, results = [], []
+    for kind in args.engines.split(","):
+        if kind == "torch":
+            engine = engines.open(save_checkpoint(tmp / "d121.pth", model, meta))
+            name = "engines.torch"
+        else:
+            engine, name = onnx_engine(model, meta, tmp / "d121.onnx")
+        engine(batch)  # warm-up
+        runs = max(1, args.images // args.batch)
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            engine(batch)
+        raw_ips = runs * args.batch / (time.perf_counter() - t0)
+        report = evaluate(engine, ds, batch=args.batch, workers=args.workers, progress=False)
+        r = {"engine": name, "kind": kind, "images": report.images, "batch": args.batch, "workers": args.workers,
+             "raw_img_s": raw_ips, "eval_img_s": report.throughput, "eval_engine_only_img_s": report.engine_throughput,
+             "overhead": 1 - report.throughput / raw_ips}
+        results.append(r)
+        rows.append([kind, report.images, f"{raw_ips:.1f}", f"{report.throughput:.1f}", f"{r['overhead'] * 100:.0f} %"])
+        engine.close()
+
+    out = {"benchmark": "eval_throughput", "model": "densenet121 (random weights)", "preprocess": "torch7",
+           "decode_img_s_one_process": decode_ips, "cpu_count": os.cpu_count(),
+           "machine": {"python": platform.python_version(), "torch": torch.__version__},
+           "note": "shared CPU: the engine and the decoding workers compete for the same cores", "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"decoding (torch7 preprocess) in one process: {decode_ips:.1f} img/s; cores: {os.cpu_count()}")
+    print(format_table(["engine", "images", "raw img/s", "eval img/s", "overhead"], rows, right=(1, 2, 3, 4)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""``dnet eval``: top-1/top-5 error of a model file on a data set, beside the published number."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from dnet.cli import reports_errors
+from dnet.data.datasets import DATASETS
+from dnet.errors import UsageError
+
+ARRAY_SETS = ("cifar10", "cifar100", "svhn", "digits")
+
+
+def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
+    """--dataset, else the data set the model's preprocessing names (CIFAR, SVHN, digits), else ImageNet."""
+    if dataset is not None:
+        return dataset
+    if meta is not None and meta.preprocess.name in ARRAY_SETS:
+        return meta.preprocess.name
+    if data is not None:
+        return "imagenet"
+    raise UsageError("say which data set: --dataset imagenet|cifar10|cifar100|svhn|digits|folder (and --data DIR)")
+
+
+@click.command("eval")
+@click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
+              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .plan/.engine (TensorRT).")
+@click.option("--data", type=click.Path(), default=None, metavar="DIR",
+              help="Folder holding the data set (or the data set's own folder/file).")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
+              help="Override the model file's preprocessing (ImageNet-style image sets).")
+@click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: average the ten crops' outputs.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, metavar="N")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
+@click.option("--provider", default=None, help="Where the engine runs: cpu, cuda, tensorrt (engine-dependent).")
+@click.option("--tolerance", type=float, default=None, metavar="PTS",
+              help="Exit with status 3 when top-1 error exceeds the published one by more than PTS points.")
+@click.option("--skip-bad", is_flag=True, help="Skip undecodable images (counted and listed) instead of failing.")
+@click.option("--download", is_flag=True, help="Download the data set into --data (CIFAR, SVHN), checksum verified.")
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.csv",
+              help="Write per-image predictions to this CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
+             skip_bad, download, predictions_path, as_json, quiet) -> None:
+    """Top-1/top-5 error of a model file on a data set, with a 95% CI and the paper's number."""
+    import engines
+    from dnet.data.datasets import open_dataset
+    from dnet.eval import check_tolerance, evaluate, write_predictions
+
+    with engines.open(engine_path, provider=provider) as engine:
+        name = _pick_dataset(dataset, data, engine.meta)
+        if download and data is None:
+            raise UsageError("--download needs --data: the folder to download into")
+        ds = open_dataset(name, data, split, download=download)
+        report = evaluate(engine, ds, batch=batch, limit=limit, workers=workers, preprocess=preprocess,
+                          ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if predictions_path:
+            write_predictions(predictions_path, report, ds)
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            click.echo(report.line())
+            for path in report.skipped:
+                click.echo(f"  skipped: {path}")
+    if tolerance is not None:
+        check_tolerance(report, tolerance)
+
+
+COMMANDS = [eval_cmd]

@@ -1,0 +1,244 @@
+"""dnet.eval: top-k and CI on hand-made logits, and evaluate() on real (digits) and generated data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
+from dnet.data.specs import get_spec
+from dnet.data.transforms import preprocess_array
+from dnet.errors import AccuracyError, DataError, UsageError
+from dnet.eval import (
+    binomial_ci95,
+    check_tolerance,
+    evaluate,
+    published_error,
+    reduce_ten_crop,
+    top5_labels,
+    topk_hits,
+)
+from dnet.models.zoo import get as zoo_get
+from engines.base import Engine
+from tests.evalmodels import digits_checkpoint, save_random, write_cifar_bin
+
+LOGITS = np.array([
+    [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 1: rank 0
+    [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 5: rank 1 (only 0.9 is higher)
+    [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 2: rank 6 (lowest)
+    [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 4: rank 4 (0.9, 0.5, 0.4, 0.3 higher)
+    [0.7, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1],  # label 1: tied for first -> counted as a hit
+    [0.2, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6],  # label 0: rank 6
+])
+LABELS = np.array([1, 5, 2, 4, 1, 0])
+
+
+def test_topk_on_hand_made_logits():
+    assert topk_hits(LOGITS, LABELS, 1).tolist() == [True, False, False, False, True, False]
+    assert topk_hits(LOGITS, LABELS, 5).tolist() == [True, True, False, True, True, False]
+    assert topk_hits(LOGITS, LABELS, 7).all()
+
+
+def test_top5_labels_best_first():
+    assert top5_labels(LOGITS[:1]).tolist() == [[1, 5, 6, 3, 4]]
+    assert top5_labels(LOGITS[:1, :3], k=5).tolist() == [[1, 0, 2]]
+
+
+def test_binomial_ci95_known_values():
+    assert binomial_ci95(12_655, 50_000) == pytest.approx(0.3811, abs=1e-4)  # 25.31 % on ImageNet val: ±0.38
+    assert binomial_ci95(50, 100) == pytest.approx(9.7998, abs=1e-4)  # 1.96 · sqrt(.25/100)
+    assert binomial_ci95(0, 360) == 0.0 and np.isnan(binomial_ci95(0, 0))
+
+
+def test_ten_crop_reduction_averages_the_crops_outputs():
+    logits = np.arange(2 * 10 * 3, dtype=np.float32).reshape(20, 3)
+    out = reduce_ten_crop(logits)
+    assert out.shape == (2, 3) and out[0].tolist() == [13.5, 14.5, 15.5] and out[1].tolist() == [43.5, 44.5, 45.5]
+
+
+def test_published_error_lookup():
+    assert published_error("densenet-bc-l100-k12", "cifar10", "cifar10") == 4.51
+    assert published_error("densenet-bc-l100-k12", "cifar100", "cifar100") == 22.27
+    assert published_error("densenet-bc-l100-k12", "svhn", "svhn") == 1.76
+    assert published_error("densenet121", "imagenet", "torch7") == 25.0
+    assert published_error("densenet121", "imagenet", "torchvision") == 25.566
+    assert published_error("densenet121", "imagenet", "torch7", ten_crop=True) is None
+    assert published_error("densenet121", "cifar10", "cifar10") is None  # an ImageNet model on CIFAR
+    assert published_error("densenet-bc-l100-k12", "imagenet", "torch7") is None
+    assert published_error("custom", "digits", "digits") is None and published_error(None, "digits", "digits") is None
+
+
+def test_digits_model_counts_match_a_direct_forward_pass():
+    path = digits_checkpoint()
+    test = open_dataset("digits")
+    report = evaluate(path, test, batch=50, progress=False)
+    import dnet
+
+    model = dnet.load(path)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(preprocess_array(test.images, test.spec))).numpy()
+    expect = int((logits.argmax(1) == test.labels).sum())
+    assert report.images == 360 and report.top1_correct == expect
+    assert report.top1_error == pytest.approx(100 * (360 - expect) / 360)
+    assert report.top1_error < 10  # a trained model, not chance (90 %)
+    assert report.top5_correct >= report.top1_correct and report.published_error is None
+    assert len(report.predictions) == 360 and report.preprocess == "digits"
+
+
+def test_limit_spreads_over_the_set_and_batches_do_not_change_counts():
+    path = digits_checkpoint()
+    test = open_dataset("digits")
+    a = evaluate(path, test, batch=7, limit=90, progress=False)
+    b = evaluate(path, test, batch=90, limit=90, progress=False)
+    assert a.images == b.images == 90 and a.top1_correct == b.top1_correct and a.top5_correct == b.top5_correct
+    assert [p[0] for p in a.predictions] == [i * 4 for i in range(90)]  # 360 // 90 = every 4th image
+
+
+def test_class_count_mismatch_is_one_line(tmp_path):
+    path = digits_checkpoint()
+    rng = np.random.default_rng(0)
+    other = ArrayDataset("cifar100", "test", rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
+                         np.zeros(4, np.int64), 100, get_spec("digits"))
+    with pytest.raises(DataError) as e:
+        evaluate(path, other, progress=False)
+    assert str(e.value) == ("the model has 10 classes but data set cifar100 has 100; "
+                            "evaluate it on the data set it was trained for")
+
+
+class FixedEngine(Engine):
+    """An engine without metadata whose logits favour class (sum of pixels > 0)."""
+
+    kind = "fixed"
+
+    def __init__(self, classes=2, size=32):
+        self.path = Path("fixed.onnx")
+        self.meta = None
+        self.input_shape = (-1, 3, size, size)
+        self.classes = classes
+
+    def run(self, batch):
+        score = batch.reshape(len(batch), -1).mean(1)
+        out = np.zeros((len(batch), self.classes), np.float32)
+        out[:, 1] = score
+        return out
+
+
+def _folder(root, n_per_class=3, size=(40, 36)):
+    for c, value in enumerate((30, 220)):
+        for i in range(n_per_class):
+            d = root / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full(size + (3,), value + i, np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_engine_without_metadata_needs_a_preprocessing(tmp_path):
+    ds = open_dataset("folder", _folder(tmp_path))
+    with pytest.raises(UsageError, match="fixed.onnx carries no preprocessing metadata; .* --preprocess torch7"):
+        evaluate(FixedEngine(), ds, progress=False)
+
+
+def _small_spec():
+    # torch7 arithmetic at a small size so the test stays fast: Scale(36), CenterCrop(32)
+    import dataclasses
+
+    return dataclasses.replace(get_spec("torch7"), name="torch7", resize=36, crop=32, input_size=32)
+
+
+def test_folder_eval_in_worker_processes_equals_in_process(tmp_path):
+    ds = open_dataset("folder", _folder(tmp_path))
+    spec = _small_spec()
+    one = evaluate(FixedEngine(), ds, preprocess=spec, workers=0, batch=4, progress=False)
+    two = evaluate(FixedEngine(), ds, preprocess=spec, workers=2, batch=4, progress=False)
+    assert (one.images, one.top1_correct) == (two.images, two.top1_correct) == (6, 6)
+    assert one.predictions == two.predictions
+    ten = evaluate(FixedEngine(), ds, preprocess=spec, workers=0, ten_crop=True, progress=False)
+    assert ten.images == 6 and ten.top1_correct == 6 and ten.ten_crop
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecodable_image_fails_naming_it_or_is_skipped(tmp_path, workers):
+    root = _folder(tmp_path)
+    bad = root / "class1" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    ds = open_dataset("folder", root)
+    with pytest.raises(DataError) as e:
+        evaluate(FixedEngine(), ds, preprocess=_small_spec(), workers=workers, progress=False)
+    assert str(e.value).startswith(f"{bad}: cannot decode image") and "\n" not in str(e.value)
+    report = evaluate(FixedEngine(), ds, preprocess=_small_spec(), workers=workers, skip_bad=True, progress=False)
+    assert report.images == 6 and len(report.skipped) == 1 and report.skipped[0].startswith(str(bad))
+
+
+def test_zoo_model_gets_the_published_number_and_the_tolerance_gate(tmp_path):
+    write_cifar_bin(tmp_path / "cifar-10-batches-bin" / "test_batch.bin", 12)
+    entry = zoo_get("densenet-bc-l100-k12")
+    path = save_random(tmp_path / "bc100.pth", 10, "cifar10", 32, "densenet-bc-l100-k12", entry.config)
+    report = evaluate(path, open_dataset("cifar10", tmp_path), progress=False)
+    assert report.published_error == 4.51 and report.delta == pytest.approx(report.top1_error - 4.51)
+    assert report.top1_error > 50  # random weights on random pixels
+    check_tolerance(report, 100.0)  # within a (silly) tolerance: no error
+    with pytest.raises(AccuracyError, match=r"is \+\d+\.\d\d points from the published 4.51 %, more than the tolerance of 1"):
+        check_tolerance(report, 1.0)
+    assert AccuracyError.exit_code == 3
+
+
+def test_tolerance_without_a_published_number_is_a_usage_error():
+    report = evaluate(digits_checkpoint(), open_dataset("digits"), limit=10, progress=False)
+    with pytest.raises(UsageError, match="--tolerance needs a published error, and there is none for model 'custom'"):
+        check_tolerance(report, 1.0)
+
+
+def test_empty_data_set_and_bad_arguments(tmp_path):
+    empty = FileDataset("folder", "test", [], np.zeros(0, np.int64), 2, ["a", "b"])
+    with pytest.raises(DataError, match="data set folder holds no images"):
+        evaluate(FixedEngine(), empty, progress=False)
+    with pytest.raises(UsageError, match="--ten-crop needs an image data set"):
+        evaluate(digits_checkpoint(), open_dataset("digits"), ten_crop=True, progress=False)
+
+
+def test_static_batch_engine_gets_padded_batches(tmp_path):
+    ds = open_dataset("folder", _folder(tmp_path))  # 6 images
+    seen = []
+
+    class Static(FixedEngine):
+        def run(self, batch):
+            seen.append(len(batch))
+            return super().run(batch)
+
+    engine = Static()
+    engine.input_shape = (4, 3, 32, 32)
+    report = evaluate(engine, ds, preprocess=_small_spec(), workers=0, batch=100, progress=False)
+    assert seen == [4, 4] and report.images == 6 and report.top1_correct == 6
+    seen.clear()
+    engine.input_shape = (20, 3, 32, 32)  # ten crops: 2 images a run
+    report = evaluate(engine, ds, preprocess=_small_spec(), workers=0, ten_crop=True, progress=False)
+    assert seen == [20, 20, 20] and report.images == 6
+
+
+def test_report_line_reads_like_the_issue_example():
+    from dnet.eval import EvalReport
+
+    n, top1, top5 = 50_000, 50_000 - 12_655, 50_000 - 3_950
+    r = EvalReport("densenet121.int8.onnx", "densenet121", "imagenet", "test", "torch7", False, n, top1, top5,
+                   25.31, 7.9, binomial_ci95(12_655, n), binomial_ci95(3_950, n), 50_000 / 212, 212.0, 100.0, 500.0,
+                   published_error=25.0, delta=0.31)
+    assert r.line() == "top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · 50,000 images · 212 img/s"
+    assert "predictions" not in r.to_dict() and r.to_dict()["published_error"] == 25.0
+
+
+def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    test = open_dataset("digits")
+    for tty, progress, shown in [(True, True, True), (False, True, False), (True, False, False)]:
+        err = Terminal() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        evaluate(digits_checkpoint(), test, batch=120, progress=progress)
+        assert ("top-1 err" in err.getvalue()) == shown, (tty, progress)
