@@ -32,7 +32,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import bench, demo, eval, inspect, models
+    from dnet.cli import bench, demo, eval, inspect, models  # noqa: A004 (the verb's module)
 
     for module in (models, inspect, eval, demo, bench):
         for command in module.COMMANDS:
