@@ -32,9 +32,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import demo, models
+    from dnet.cli import demo, models, train
 
-    for module in (models, demo):
+    for module in (models, train, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 
