@@ -34,6 +34,7 @@ from dnet.train.recipe import DATASETS, SCHEDULES, recipe
 @click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format.")
 @click.option("--sync-bn", is_flag=True, default=None, help="Synchronise BN statistics across processes (CUDA).")
 @click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes (image-file data sets).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch (default: its own choice).")
 @click.option("--seed", type=int, help="Random seed (0).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<dataset>-<model>-<time>).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),

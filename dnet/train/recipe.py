@@ -38,7 +38,7 @@ _DEFAULT_MODEL = {
 MODEL_FIELDS = ("depth", "growth_rate", "bc", "init_features", "compression")
 
 # Fields a resumed run may change: where things are and how fast they run, never what is computed.
-RESUMABLE = frozenset({"epochs", "data", "out", "workers", "quiet", "download", "memory_efficient", "channels_last"})
+RESUMABLE = frozenset({"epochs", "data", "out", "workers", "threads", "quiet", "download", "memory_efficient", "channels_last"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False
     workers: int = 0
+    threads: int | None = None  # CPU threads for torch (None: torch's default); 1 is fastest for tiny inputs
     seed: int = 0
     download: bool = False
     out: str | None = None

@@ -455,6 +455,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
     ``on_epoch_end(epoch, row)`` is called after each epoch's files are written (tests use it to interrupt).
     """
     d = setup_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     log = log or (lambda s: print(s, flush=True))
     say = log if d.main else (lambda s: None)
     if cfg.sync_bn and d.device.type != "cuda":
@@ -465,7 +467,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
         run_dir = Path(resume)
         saved, ckpt = _load_resume(run_dir, cfg, d)
         cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: getattr(cfg, k) for k in
-                                                           ("epochs", "data", "workers", "quiet", "download",
+                                                           ("epochs", "data", "workers", "threads", "quiet", "download",
                                                             "memory_efficient", "channels_last")},
                                      "out": str(run_dir)})
     else:
