@@ -53,8 +53,9 @@ def train_cmd(resume: str | None, **options) -> None:
         # Options given again must agree with the run (train() names any that differ); the rest come from it.
         cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k != "out"})
     result = train(cfg, resume=resume)
-    click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
-               f"files in {result.run_dir}")
+    if result.is_main:
+            click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
+                   f"files in {result.run_dir}")
 
 
 COMMANDS = [train_cmd]

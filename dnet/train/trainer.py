@@ -85,6 +85,7 @@ class TrainResult:
     history: list[dict]
     model: DenseNet
     meta: ArtifactMeta
+    is_main: bool = True  # rank 0 (the process that wrote the files)
 
     @property
     def last(self) -> Path:
@@ -558,4 +559,4 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
     model.eval()
     final = history[-1]["test_error"] if history else math.nan
     return TrainResult(run_dir, len(history), best_error, final, history, model,
-                       meta({"epoch": len(history), "test_error": final}))
+                       meta({"epoch": len(history), "test_error": final}), d.main)
