@@ -511,8 +511,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
 
     def meta(extra: dict) -> ArtifactMeta:
         return ArtifactMeta(model=name, num_classes=config.num_classes, input_size=spec.input_size, preprocess=spec,
-                            source=f"dnet train ({cfg.dataset})", config=config.to_dict(), dnet_version=__version__,
-                            extra={"dataset": cfg.dataset, **extra})
+                            config=config.to_dict(), dnet_version=__version__,
+                            extra={"trained_by": "dnet train", "dataset": cfg.dataset, **extra})
 
     if d.main:
         atomic_write_text(run_dir / CONFIG_JSON, json.dumps(

@@ -101,3 +101,24 @@ def test_imagenet_train_and_eval_shapes():
     raw = np.asarray(img, np.float32)[16:240, 48:272] / 255.0
     expected = (raw[..., 0] - 0.485) / 0.229
     assert np.allclose(v[0].numpy(), expected, atol=1e-5)
+
+
+def test_image_file_batches_are_augmented_per_sample_and_reproducible(tmp_path):
+    from dnet.data.datasets import FileDataset
+    from dnet.train.recipe import recipe
+    from dnet.train.trainer import Batches, Distributed
+
+    paths = []
+    for i, (w, h) in enumerate([(300, 240), (240, 300), (260, 260)]):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(_images(1, 300, seed=i)[0]).resize((w, h)).save(p)
+        paths.append(p)
+    ds = FileDataset("imagenet", "train", paths, np.array([0, 1, 2]), 3, ["a", "b", "c"])
+    cfg = recipe("imagenet", batch=2)
+    train_a = [x for x, _ in Batches(ds, cfg, Distributed(), train=True, epoch=0)]
+    train_b = [x for x, _ in Batches(ds, cfg, Distributed(), train=True, epoch=0)]
+    assert [tuple(x.shape) for x in train_a] == [(2, 3, 224, 224), (1, 3, 224, 224)]
+    assert all(torch.equal(a, b) for a, b in zip(train_a, train_b, strict=True))
+    test = [(x, y) for x, y in Batches(ds, cfg, Distributed(), train=False, epoch=0)]
+    assert [y.tolist() for _, y in test] == [[0, 1], [2]]
+    assert torch.equal(test[0][0][0], augment.imagenet_eval(Image.open(paths[0]), get_spec("torch7")))
