@@ -162,6 +162,9 @@ def plot_accuracy_latency(rows: list[Row], path: Path) -> None:
             continue
         ax.scatter(r.latency_ms, 100.0 - r.error)
         ax.annotate(r.label, (r.latency_ms, 100.0 - r.error), textcoords="offset points", xytext=(5, 5))
+    accs = [100.0 - r.error for r in rows if r.latency_ms is not None]
+    if accs:
+        ax.set_ylim(min(accs) - 1.0, 100.2)  # accuracy cannot exceed 100%
     ax.set_xlabel("latency, batch 1 (ms)")
     ax.set_ylabel("top-1 accuracy on digits test (%)")
     ax.set_title("DenseNet-BC on digits: accuracy vs latency")

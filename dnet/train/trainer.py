@@ -165,6 +165,7 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     ax1.plot(epochs, [r["test_loss"] for r in history], label="test")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
+    ax1.set_yscale("log")
     ax1.legend()
     ax2.plot(epochs, [r["train_error"] for r in history], label="train")
     ax2.plot(epochs, [r["test_error"] for r in history], label="test")
@@ -304,6 +305,11 @@ def model_name(config: DenseNetConfig, cfg: TrainConfig) -> str:
         return cfg.model
     entry = zoo.find(config)
     return entry.name if entry is not None else "custom"
+
+
+def describe(config: DenseNetConfig) -> str:
+    """'DenseNet-BC-22 (k=12)': the architecture in the paper's words, for titles and logs."""
+    return f"DenseNet{'-BC' if config.bottleneck else ''}-{config.depth} (k={config.growth_rate})"
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -522,7 +528,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
         say(f"{run_dir}: already trained {start_epoch} epochs (--epochs {cfg.epochs}); nothing to do")
     else:
         what = "resuming" if ckpt is not None else "training"
-        say(f"{what} {name} ({sum(p.numel() for p in model.parameters()):,} parameters, dropout "
+        say(f"{what} {name if name != 'custom' else describe(config)} ({sum(p.numel() for p in model.parameters()):,} parameters, dropout "
             f"{config.drop_rate:g}) on {cfg.dataset}: {len(train_set)} train / {len(test_set)} test images, "
             f"epochs {start_epoch + 1}-{cfg.epochs}, lr {cfg.lr:g} {cfg.lr_schedule}, device {d.device}")
         if d.enabled:
@@ -550,7 +556,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
             if is_best:
                 save_checkpoint(run_dir / BEST, model, m, train=state)
             _write_metrics(run_dir, history)
-            plot_curves(history, run_dir / CURVES_PNG, f"{name} on {cfg.dataset}")
+            plot_curves(history, run_dir / CURVES_PNG, f"{describe(config)} on {cfg.dataset}")
             say(f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
                 f"train error {row['train_error']:5.2f}%  test error {row['test_error']:5.2f}%  "
                 f"lr {row['lr']:.4g}  {row['time_s']:.1f}s  {row['img_per_s']:.0f} img/s" + ("  *" if is_best else ""))
