@@ -1,0 +1,61 @@
+"""``dnet train``: the paper's recipe on a data set; works the same under ``torchrun``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from dnet.cli import reports_errors
+from dnet.train.recipe import DATASETS, SCHEDULES, recipe
+
+
+@click.command("train")
+@click.option("--model", help="Zoo name (see 'dnet models'); or give --depth (and --growth-rate, --bc ...).")
+@click.option("--depth", type=int, help="Custom CIFAR-style DenseNet: depth L (6n+4 for BC, 3n+4 otherwise).")
+@click.option("--growth-rate", type=int, help="Custom model: growth rate k (default 12).")
+@click.option("--bc/--no-bc", default=None, help="Custom model: DenseNet-BC (default) or basic DenseNet.")
+@click.option("--init-features", type=int, help="Custom model: channels of the first convolution.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="Data set (default cifar10; digits is built in).")
+@click.option("--data", type=click.Path(file_okay=False), help="Folder holding the data set.")
+@click.option("--download", is_flag=True, default=None, help="Download the data set into --data if absent.")
+@click.option("--num-classes", type=int, help="Check the data set has this many classes (taken from it anyway).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs in all (300 CIFAR, 40 SVHN, 90 ImageNet).")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch per process (64 CIFAR/SVHN, 256 ImageNet).")
+@click.option("--lr", type=float, help="Initial learning rate (0.1).")
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), help="multistep (÷10 at 50/75%), step30, cosine.")
+@click.option("--weight-decay", type=float, help="Weight decay (1e-4).")
+@click.option("--no-decay-bn-bias", "decay_bn_bias", flag_value=False, default=None,
+              help="Exempt BN weights and biases from weight decay (the Lua code decays them).")
+@click.option("--drop-rate", type=float, help="Dropout (default: 0.2 without augmentation, else 0).")
+@click.option("--no-augment", "augment", flag_value=False, default=None, help="Train without data augmentation.")
+@click.option("--memory-efficient", is_flag=True, default=None, help="Recompute BN-ReLU-conv1x1 in backward.")
+@click.option("--amp", is_flag=True, default=None, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
+@click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format.")
+@click.option("--sync-bn", is_flag=True, default=None, help="Synchronise BN statistics across processes (CUDA).")
+@click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes (image-file data sets).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch (default: its own choice).")
+@click.option("--seed", type=int, help="Random seed (0).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<dataset>-<model>-<time>).")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True),
+              help="Continue the run in this folder, up to --epochs in all.")
+@click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
+@reports_errors
+def train_cmd(resume: str | None, **options) -> None:
+    """Train a DenseNet with the paper's recipe; writes config.json, metrics.csv, curves.png, last/best.pth."""
+    from dnet.train.trainer import read_run_config, train
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume is None:
+        cfg = recipe(given.pop("dataset", "cifar10"), **given)
+    else:
+        saved, _ = read_run_config(resume)
+        # Options given again must agree with the run (train() names any that differ); the rest come from it.
+        cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k != "out"})
+    result = train(cfg, resume=resume)
+    if result.is_main:
+            click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
+                   f"files in {result.run_dir}")
+
+
+COMMANDS = [train_cmd]

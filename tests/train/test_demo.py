@@ -1,0 +1,64 @@
+"""A shortened ``dnet demo``: the same stages (train → convert → eval → report) with a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dnet.cli import main
+from dnet.demo import DemoConfig, Row, format_report, run_demo
+from dnet.errors import AccuracyError
+
+
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def test_short_demo_writes_the_report_and_names_skipped_stages(tmp_path):
+    lines = []
+    result = run_demo(DemoConfig(out=str(tmp_path), epochs=2, depth=10, growth_rate=4, min_accuracy=0.0,
+                                 calib_images=32, quiet=True), log=lines.append)
+    assert result.train.epochs_done == 2
+    assert (tmp_path / "train" / "last.pth").is_file() and (tmp_path / "train" / "metrics.csv").is_file()
+    assert (tmp_path / "accuracy_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((tmp_path / "report.json").read_text())
+    rows = doc["rows"]
+    assert rows[0]["label"] == "PyTorch FP32" and rows[0]["delta"] is None
+    assert rows[0]["error"] == pytest.approx(result.train.final_error)
+    assert rows[0]["latency_ms"] > 0 and rows[0]["throughput"] > 0 and rows[0]["size_bytes"] > 0
+    expected_skips = [s for s, m in (("convert", "converters.pipeline"), ("eval", "dnet.eval")) if not _have(m)]
+    assert [s["stage"] for s in doc["skipped"]] == expected_skips
+    for stage in expected_skips:
+        assert any(line.startswith(f"stage {stage} skipped: ") for line in lines)
+    assert any(line.strip() == str(tmp_path / "report.json") for line in lines)  # says where things went
+    if not expected_skips:  # the full pipeline: FP32, FP16, INT8 ONNX rows beside the checkpoint
+        assert [r["label"] for r in rows] == ["PyTorch FP32", "ONNX FP32", "ONNX FP16", "ONNX INT8"]
+
+
+def test_demo_fails_loudly_below_its_accuracy_promise(tmp_path):
+    with pytest.raises(AccuracyError, match=r"FP32 test accuracy \d+\.\d\d% is below the demo's 101%"):
+        run_demo(DemoConfig(out=str(tmp_path), epochs=1, depth=10, growth_rate=4, min_accuracy=101.0,
+                            calib_images=32, quiet=True), log=lambda s: None)
+    assert (tmp_path / "report.json").is_file()  # the report is written before the verdict
+
+
+def test_report_table_has_error_delta_latency_throughput_and_size():
+    rows = [Row("ONNX FP32", "/x/model.fp32.onnx", 1.11, None, 0.5, 2000.0, 300 * 1024),
+            Row("ONNX INT8", "/x/model.int8.onnx", 1.39, 0.28, 0.25, 4000.0, 100 * 1024)]
+    assert format_report(rows).splitlines() == [
+        "model      file             error %  Δ vs FP32  latency ms (b=1)  img/s     size",
+        "---------  ---------------  -------  ---------  ----------------  -----  -------",
+        "ONNX FP32  model.fp32.onnx     1.11          –              0.50  2,000  300 KiB",
+        "ONNX INT8  model.int8.onnx     1.39      +0.28              0.25  4,000  100 KiB",
+    ]
+
+
+def test_demo_command_is_registered():
+    r = CliRunner().invoke(main, ["demo", "--help"])
+    assert r.exit_code == 0 and "digits" in r.output
