@@ -32,9 +32,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import demo, models
+    from dnet.cli import compare, convert, demo, models
 
-    for module in (models, demo):
+    for module in (models, demo, convert, compare):
         for command in module.COMMANDS:
             main.add_command(command)
 
