@@ -299,3 +299,28 @@ def sort_topologically(proto: onnx.ModelProto) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def unshare_initializers(proto: onnx.ModelProto) -> int:
+    """Give every node its own copy of an initializer that several nodes read (returns copies made).
+
+    The exporter deduplicates equal constants (e.g. the γ = 1 of freshly initialised BNs); graph rewriters that
+    insert a Cast per (node, input) name their new tensors after the input, and collide on shared ones.
+    """
+    inits = {t.name: t for t in proto.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__{node.name}"
+                proto.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                copies += 1
+            else:
+                seen.add(name)
+    return copies

@@ -131,3 +131,39 @@ def _tiny_file(seed: int, kwargs: tuple) -> bytes:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         fast_export(mp)
         return onnx_export.export(model, Path(tmp) / "m.onnx", **dict(kwargs)).read_bytes()
+
+
+DIGITS_CONFIG = DenseNetConfig(block_config=(2, 2), growth_rate=6, init_features=12, num_classes=10)
+
+
+@functools.lru_cache(maxsize=1)
+def digits_model():
+    """The tiny DenseNet trained for a few epochs on scikit-learn's digits: decisive logits, like a real model.
+
+    Returns (model, test inputs float32 N×3×8×8, test labels). Deterministic (seeded, single-threaded data).
+    """
+    from dnet.data.datasets import open_dataset
+
+    train, test = open_dataset("digits", split="train"), open_dataset("digits", split="test")
+    x = torch.from_numpy(normalise_images(train.images, train.spec))
+    y = torch.from_numpy(train.labels)
+    torch.manual_seed(0)
+    model = create_model(DIGITS_CONFIG)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    model.meta = ArtifactMeta("custom", 10, 8, train.spec)
+    model._test_seed = None
+    return model, normalise_images(test.images, test.spec), test.labels
+
+
+def normalise_images(images: np.ndarray, spec) -> np.ndarray:
+    from converters.calibration import normalise
+
+    return normalise(images, spec)
