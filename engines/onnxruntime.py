@@ -97,6 +97,9 @@ def open_file(
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        # A fixed thread count means a shared machine or a side-by-side benchmark: idle threads must not spin
+        # (ONNX Runtime's default), or they steal the cores the other runner is timed on.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
