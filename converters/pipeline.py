@@ -90,6 +90,7 @@ def _load_model(src: Path, src_format: str):
 
 
 def _spec(options: ConvertOptions, fallback=None):
+    import dnet.data.datasets  # noqa: F401  (registers the data sets' own specs, e.g. digits)
     from dnet.data.specs import get_spec
 
     return get_spec(options.preprocess) if options.preprocess else fallback
