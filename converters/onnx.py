@@ -317,7 +317,7 @@ def unshare_initializers(proto: onnx.ModelProto) -> int:
             if name in seen:
                 copy = onnx.TensorProto()
                 copy.CopyFrom(inits[name])
-                copy.name = f"{name}__{node.name}"
+                copy.name = f"{name}__{node.name}_{i}"
                 proto.graph.initializer.append(copy)
                 node.input[i] = copy.name
                 copies += 1

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from converters.onnx import read_meta, read_model, run_onnx, sort_topologically
+from converters.onnx import read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
 from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.errors import AccuracyError, DnetError, UsageError
@@ -134,8 +134,14 @@ def to_fp16(
     src = Path(src)
     sha = sha256_file(src)
     proto = read_model(src)
+    private = onnx.ModelProto()
+    private.CopyFrom(proto)
+    unshare_initializers(private)  # the converter names its Casts after inputs; shared ones would collide
+    # The exporter lists initializers in value_info too; the converter would then retype (and Cast) a float32
+    # initializer of a kept-float32 node as if it were float16. Shape inference rebuilds value_info anyway.
+    del private.graph.value_info[:]
     fp16 = convert_float_to_float16(
-        proto, keep_io_types=keep_io_types, op_block_list=list(FP16_KEEP_FLOAT32), disable_shape_infer=False
+        private, keep_io_types=keep_io_types, op_block_list=list(FP16_KEEP_FLOAT32), disable_shape_infer=False
     )
     _guard_unmodified(src, sha)
     sort_topologically(fp16)
