@@ -37,6 +37,7 @@ class ConvertOptions:
     calib_method: str = "minmax"
     calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
+    int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
     batch: tuple[int, int, int] = (1, 8, 32)
     workspace_mib: int | None = None
@@ -50,6 +51,8 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if self.calib_method not in METHODS:
             raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+        if self.int8_activations not in ("int8", "uint8"):
+            raise UsageError(f"--int8-activations must be int8 or uint8, got {self.int8_activations!r}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -186,8 +189,10 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         from converters.precision import to_int8
 
         cache = opts.calib_cache or files["calib_cache"]
+        if target == "trt" and opts.int8_activations != "int8":
+            raise UsageError("TensorRT needs int8 activations with zero point 0; drop --int8-activations uint8")
         typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                  spec=spec, progress=opts.progress)
+                                  spec=spec, progress=opts.progress, activations=opts.int8_activations)
         written += [cache, typed]
     if target != "trt":
         return written

@@ -49,7 +49,13 @@ INT8_OP_TYPES = ("Conv", "Gemm", "Concat", "AveragePool", "MaxPool", "Relu")
 # Biases stay float32: TensorRT's parser dequantizes only INT8/FP8/INT4 (onnx-tensorrt docs/operators.md,
 # DequantizeLinear), so an int32 bias DQ would not parse. Cost, measured: ONNX Runtime's CPU fusion into
 # QLinearConv needs an int32 bias, so convolutions with a (folded-BN) bias run as DQ -> float Conv -> Q.
-INT8_QUANTIZE_BIAS = False
+INT8_QUANTIZE_BIAS = False  # (ONNX Runtime quantizes float biases itself when it fuses: nothing is lost)
+# "int8": symmetric int8 activations, zero point 0: the layout TensorRT consumes (the default, and the only one
+# `--to trt` accepts). "uint8": asymmetric uint8 activations, for ONNX Runtime on x86 only: its CPU kernels
+# are u8 x s8, and with int8 activations it converted and fused only 66 of densenet121's 120 convolutions into
+# QLinearConv (the 3x3 convs whose output feeds several concats stayed DQ -> float Conv -> Q); with uint8 all
+# 120 fuse and the concats become QLinearConcat (measured in benchmarks/onnx_speed.py).
+INT8_ACTIVATIONS = ("int8", "uint8")
 
 
 @contextlib.contextmanager
@@ -204,7 +210,8 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
     with tempfile.TemporaryDirectory(prefix="dnet-calib-") as tmp:
         private = Path(tmp) / "model.onnx"
         shutil.copyfile(fp32, private)
-        options = {"symmetric": True}
+        # raw ranges: the quantizer symmetrises them for int8 (zero point 0); uint8 uses them as they are
+        options: dict = {}
         if method == "minmax":
             options["max_intermediate_outputs"] = CALIB_CHUNK
         elif method == "percentile":
@@ -235,7 +242,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
     }
 
 
-def _quantize(fp32_copy: Path, out: Path, cache: CalibrationCache) -> None:
+def _quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: str = "int8") -> None:
     """onnxruntime.quantization's quantize_static, fed the cached ranges (so every run takes the same path)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
@@ -254,15 +261,15 @@ def _quantize(fp32_copy: Path, out: Path, cache: CalibrationCache) -> None:
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=False,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             calibration_cache_path=str(ort_cache),
             op_types_to_quantize=list(INT8_OP_TYPES),
             extra_options={
-                "ActivationSymmetric": True,  # zero point 0, as TensorRT requires
+                "ActivationSymmetric": activations == "int8",  # zero point 0, as TensorRT requires
                 "WeightSymmetric": True,
-            "QuantizeBias": INT8_QUANTIZE_BIAS,
+                "QuantizeBias": INT8_QUANTIZE_BIAS,
             },
         )
 
@@ -277,6 +284,7 @@ def to_int8(
     spec=None,
     check_inputs: np.ndarray | None = None,
     progress: bool = False,
+    activations: str = "int8",
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
@@ -284,6 +292,8 @@ def to_int8(
     no image is read; otherwise the images are read through ``spec`` (default: the model's own
     preprocessing), calibrated, and the cache is written.
     """
+    if activations not in INT8_ACTIVATIONS:
+        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}")
     if method not in METHODS:
         raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     src = Path(src)
@@ -314,7 +324,7 @@ def to_int8(
         "method": method,
         "images": cache.images,
         "data": cache.data,
-        "symmetric": True,
+        "activations": "int8 symmetric" if activations == "int8" else "uint8 asymmetric (ONNX Runtime CPU only)",
         "per_channel_weights": True,
         "tool": "onnxruntime.quantization QDQ",
     }
@@ -322,7 +332,7 @@ def to_int8(
         private = Path(tmp) / "fp32.onnx"
         shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
         quantized = Path(tmp) / "int8.onnx"
-        _quantize(private, quantized, cache)
+        _quantize(private, quantized, cache, activations)
         _guard_unmodified(src, sha)
         q = onnx.load_model(str(quantized))
     if cache_path is not None:

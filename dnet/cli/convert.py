@@ -39,6 +39,8 @@ def _batch(value: str) -> tuple[int, int, int]:
 @click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
+@click.option("--int8-activations", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True,
+              help="uint8: asymmetric activations that ONNX Runtime's CPU kernels fuse fully (not for TensorRT).")
 @click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
@@ -52,7 +54,7 @@ def _batch(value: str) -> tuple[int, int, int]:
 @click.option("--hardware-compat", type=click.Choice(["none", "ampere+", "same-cc"]), default="none", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, opset, input_size,
+def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations, opset, input_size,
                 preprocess, precision, batch, workspace_mib, opt_level, timing_cache, version_compatible,
                 hardware_compat, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
@@ -62,7 +64,7 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
     written = convert(
         src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
-        calib_cache=calib_cache, opset=opset, input_size=input_size, preprocess=preprocess, precision=precision,
+        calib_cache=calib_cache, int8_activations=int8_activations, opset=opset, input_size=input_size, preprocess=preprocess, precision=precision,
         batch=_batch(batch), workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compat=hardware_compat,
         progress=not quiet and sys.stderr.isatty(),

@@ -226,8 +226,8 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
     src.write_bytes(fp32.read_bytes())
     real = precision._quantize
 
-    def rewriting(copy, out, cache):  # what a misbehaving library would do to the file it is handed
-        real(copy, out, cache)
+    def rewriting(copy, out, cache, activations):  # what a misbehaving library would do to the file it is handed
+        real(copy, out, cache, activations)
         with open(src, "ab") as f:
             f.write(b"\0")
 
@@ -235,3 +235,15 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
     with pytest.raises(precision.InputModifiedError, match="was modified during the conversion"):
         precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8))
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_path, fp32, real_inputs):
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    path, summary = precision.to_int8(fp32, tmp_path / "u8.onnx", calib=calib, activations="uint8")
+    assert summary["activations"].startswith("uint8 asymmetric")
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert act_zps and all(z.dtype == np.uint8 for z in act_zps) and any(z.any() for z in act_zps)
+    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
+    assert precision.cosine(ref, got) >= 0.99
