@@ -29,7 +29,7 @@ import torch
 
 from converters import onnx as onnx_export
 from converters import precision
-from converters.calibration import CalibrationSet
+from converters.calibration import CalibrationSet, normalise
 from dnet import __version__
 from dnet.cli.table import format_table
 from dnet.data.specs import get_spec
@@ -111,10 +111,11 @@ def main() -> None:
         build["onnx-int8-u8"] = time.perf_counter() - t
         engines = {k: ort_engine.open_file(p, threads=args.threads) for k, p in files.items()}
         runners = {"torch-eager": None, **engines}
-        rng = np.random.default_rng(0)
+        # real photos (not the calibration crops), centre 224 of the 256 tiles, normalised as torch7 does
+        held_out = calibration_images(args.calib_count + max(batches))[args.calib_count:, 16:240, 16:240]
         rows, results = [], []
         for b in batches:
-            x = rng.standard_normal((b, 3, 224, 224), dtype=np.float32)
+            x = normalise(held_out[:b], spec)
             xt = torch.from_numpy(x)
             times: dict[str, list[float]] = {k: [] for k in runners}
             ref = None

@@ -10,6 +10,11 @@ TensorRT 11 builds strongly typed networks only, so the types TensorRT runs are 
 
 The input file is never modified: quantization works on a private copy, and the input's sha256 is checked
 after every step.
+
+Why onnxruntime.quantization and not NVIDIA ModelOpt's ONNX PTQ: ``pip install --dry-run
+"nvidia-modelopt[onnx]==0.47.0"`` would replace this environment's onnxruntime 1.31 with onnxruntime-gpu 1.24,
+downgrade onnx to 1.21 and add cupy-cuda12x, polygraphy and onnx-graphsurgeon: not a clean install, so it was
+not measured. onnxruntime.quantization is already a dependency and writes the same explicit Q/DQ layout.
 """
 
 from __future__ import annotations
