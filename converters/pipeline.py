@@ -141,6 +141,8 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     if not src.is_file():
         raise DnetError(f"{src}: no such file")
     _check_output(out)
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
     written: list[Path] = []
 
     if target in ("pth", "torchvision"):

@@ -149,3 +149,11 @@ def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
     h, q = onnx_export.run_onnx(fp16[-1], x), onnx_export.run_onnx(int8[-1], x)
     assert precision.rel_l2(ref, h) <= 1e-3 and np.array_equal(ref.argmax(1), h.argmax(1))
     assert precision.cosine(ref, q) >= 0.99
+
+
+def test_the_output_may_not_be_the_source(tmp_path):
+    src = tiny_onnx(tmp_path)
+    before = src.read_bytes()
+    with pytest.raises(UsageError, match="is the source file; dnet never overwrites its input"):
+        convert(src, src_format="onnx", target="onnx-fp16", out=src)
+    assert src.read_bytes() == before
