@@ -100,15 +100,12 @@ def write_meta(proto: onnx.ModelProto, meta: ArtifactMeta) -> None:
         proto.metadata_props.add(key=k, value=v)
 
 
-def save_model(proto: onnx.ModelProto, out: str | os.PathLike) -> Path:
-    """Check and write ``proto`` atomically (one self-contained file)."""
+def check_graph(proto: onnx.ModelProto, what: str) -> None:
+    """The ONNX checker, with its complaint as one line of the project's errors (``what`` names the graph)."""
     try:
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as e:
-        raise FileFormatError(f"ONNX checker refused the graph: {str(e).splitlines()[0]}") from None
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(proto.SerializeToString())
-    return Path(out)
+        raise FileFormatError(f"ONNX checker refused the {what}: {str(e).strip().splitlines()[0]}") from None
 
 
 def input_size_of(proto: onnx.ModelProto) -> int | None:
@@ -233,10 +230,7 @@ def export(
               rng.standard_normal((7, 3, size, size), dtype=np.float32)]
     if check_inputs is not None and len(check_inputs):
         inputs.append(np.asarray(check_inputs, np.float32))
-    try:
-        onnx.checker.check_model(proto, full_check=False)
-    except onnx.checker.ValidationError as e:
-        raise FileFormatError(f"ONNX checker refused the exported graph: {str(e).splitlines()[0]}") from None
+    check_graph(proto, "exported graph")
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         verify_fp32(model, tmp, inputs)

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from converters.onnx import read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
+from converters.onnx import check_graph, read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
 from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.errors import AccuracyError, DnetError, UsageError
@@ -157,7 +157,7 @@ def to_fp16(
     _guard_unmodified(src, sha)
     sort_topologically(fp16)
     _set_meta(fp16, _meta_for(proto, src, "fp16"))
-    onnx.checker.check_model(fp16)
+    check_graph(fp16, "FP16 graph")
     data = fp16.SerializeToString()
     # Real inputs when the caller has them (calibration images); random ones otherwise. A random-weight
     # network amplifies float16 rounding far more than a trained one (see the note in onnx_speed.py).
@@ -344,7 +344,7 @@ def to_int8(
         summary["cache_sha256"] = _cache_sha(cache)
     _set_meta(q, _meta_for(proto, src, "int8", summary))
     q.producer_name, q.producer_version = "dnet", __version__
-    onnx.checker.check_model(q)
+    check_graph(q, "INT8 graph")
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString())
         batch = check_inputs if check_inputs is not None else (images[:8] if images is not None else None)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 
 from dnet.cli import main
-from tests.converters.tiny_models import fast_export, photo_tiles, tiny_checkpoint, write_images
+from tests.converters.tiny_models import fast_export, locked_folder, photo_tiles, tiny_checkpoint, write_images
 
 
 @pytest.fixture
@@ -69,12 +67,7 @@ def test_corrupt_onnx_source(tmp_path):
 
 def test_unwritable_output_folder(tmp_path, monkeypatch):
     src = tiny_checkpoint(tmp_path)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    if os.geteuid() == 0:  # root may write anywhere: let the permission check see what a user would
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    locked = locked_folder(tmp_path, monkeypatch)
     try:
         code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "-o", locked / "m.onnx")
         assert code == 1 and f"cannot write to output folder {locked}: permission denied" in one_error_line(err)

@@ -151,7 +151,7 @@ def test_corrupt_and_truncated_onnx_are_refused_in_one_line(tmp_path, exported):
         onnx_export.read_model(bad)
 
 
-@pytest.mark.slow  # 60-170 s on the shared 2-core machine (the dynamo export of 121 layers dominates)
+# ~15 s on an idle 2-core machine (the dynamo export of 121 layers dominates; 2-3 min when the cores are shared)
 def test_densenet121_fp32_matches_pytorch_at_batch_1_and_7(tmp_path):
     from dnet.data.specs import get_spec
     from dnet.models import create_model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import numpy as np
 import onnx
@@ -15,7 +14,14 @@ from converters.calibration import CalibrationSet
 from converters.pipeline import convert, names_for
 from dnet.errors import DnetError, NotInstalledError, UsageError
 from tests.conftest import shared_fixture
-from tests.converters.tiny_models import fast_export, photo_tiles, tiny_checkpoint, tiny_onnx, write_images
+from tests.converters.tiny_models import (
+    fast_export,
+    locked_folder,
+    photo_tiles,
+    tiny_checkpoint,
+    tiny_onnx,
+    write_images,
+)
 
 
 @pytest.fixture
@@ -104,12 +110,7 @@ def test_a_non_dnet_onnx_says_which_facts_it_lacks(tmp_path, calib_dir):
 
 def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
     src = tiny_checkpoint(tmp_path)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    if os.geteuid() == 0:  # root may write anywhere: let the permission check see what a user would
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    locked = locked_folder(tmp_path, monkeypatch)
     try:
         with pytest.raises(DnetError, match="cannot write to output folder"):
             convert(src, src_format="pth", target="onnx", out=locked / "m.onnx")

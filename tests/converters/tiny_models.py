@@ -79,6 +79,19 @@ def photo_tiles(size: int = 32, per_photo: int = 6, offset: int = 0) -> np.ndarr
     return np.stack(tiles).astype(np.uint8)
 
 
+def locked_folder(parent: Path, monkeypatch) -> Path:
+    """A folder nobody may write to (for root, whom permissions do not stop, the write check is told so)."""
+    import os
+
+    locked = parent / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    return locked
+
+
 def write_images(folder: Path, images: np.ndarray) -> Path:
     from PIL import Image
 
