@@ -217,9 +217,10 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
         shutil.copyfile(fp32, private)
         # raw ranges: the quantizer symmetrises them for int8 (zero point 0); uint8 uses them as they are
         options: dict = {}
-        if method == "minmax":
-            options["max_intermediate_outputs"] = CALIB_CHUNK
-        elif method == "percentile":
+        # No max_intermediate_outputs: onnxruntime 1.31's MinMaxCalibrater *drops* the batches it holds when
+        # that limit is reached. Feeding CALIB_CHUNK batches per collect_data call bounds memory instead: each
+        # call merges its ranges (minmax) or histograms (entropy, percentile) and clears what it held.
+        if method == "percentile":
             options["percentile"] = 99.999
         calibrator = create_calibrator(
             private,

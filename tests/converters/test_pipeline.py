@@ -158,3 +158,20 @@ def test_the_output_may_not_be_the_source(tmp_path):
     with pytest.raises(UsageError, match="is the source file; dnet never overwrites its input"):
         convert(src, src_format="onnx", target="onnx-fp16", out=src)
     assert src.read_bytes() == before
+
+
+def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
+    from dnet.checkpoint import save_checkpoint
+    from dnet.data.datasets import open_dataset
+    from tests.converters.tiny_models import digits_model
+
+    model, x, labels = digits_model()
+    src = save_checkpoint(tmp_path / "digits.pth", model, model.meta)
+    train = open_dataset("digits", split="train")
+    written = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "digits.int8.onnx",
+                      calib=CalibrationSet(images=train.images, count=128, name="digits/train"))
+    meta = onnx_export.read_meta(onnx_export.read_model(written[-1]))
+    assert meta.calibration["data"] == "digits/train" and meta.calibration["images"] == 128
+    acc32 = np.mean(onnx_export.run_onnx(written[0], x).argmax(1) == labels)
+    acc8 = np.mean(onnx_export.run_onnx(written[-1], x).argmax(1) == labels)
+    assert acc32 > 0.9 and acc8 >= acc32 - 0.02  # 360 real test images

@@ -247,3 +247,12 @@ def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_
     assert act_zps and all(z.dtype == np.uint8 for z in act_zps) and any(z.any() for z in act_zps)
     ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
     assert precision.cosine(ref, got) >= 0.99
+
+
+def test_minmax_ranges_cover_every_calibration_image_across_chunks(tmp_path, fp32):
+    # more images than one collect_data chunk (16 × 4 = 64), so the ranges must be merged across calls
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((100, 3, 32, 32), dtype=np.float32)
+    x[97, 1, 3, 4], x[2, 0, 0, 0] = 9.5, -8.25  # the extremes sit in the second and the first chunk
+    ranges = precision.calibrate(fp32, x, "minmax")
+    assert ranges["input"] == (-8.25, 9.5)
