@@ -127,7 +127,7 @@ def test_missing_output_folder_and_wrong_suffix_are_refused(tmp_path):
         convert(src, src_format="t7", target="onnx", out=tmp_path / "m.onnx")
 
 
-T7 = ["cifar10-densenet-bc-l40-k12", "cifar100-densenet-l40-k12-dropout"]
+T7 = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout"]
 
 
 @pytest.mark.parametrize("name", T7)
