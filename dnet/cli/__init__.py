@@ -32,9 +32,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dnet.cli import bench, demo, eval, inspect, models, train  # noqa: A004 (the verb's module)
+    from dnet.cli import bench, compare, convert, demo, eval, inspect, models, train  # noqa: A004 (verb modules)
 
-    for module in (models, inspect, train, eval, demo, bench):
+    for module in (models, inspect, train, convert, eval, compare, demo, bench):
         for command in module.COMMANDS:
             main.add_command(command)
 

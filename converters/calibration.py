@@ -1,0 +1,177 @@
+"""Calibration images for INT8, and the calibration cache (activation ranges keyed by tensor name).
+
+Images come from a folder (decoded with Pillow, fed through the model's own preprocessing) or from an
+in-memory uint8 N×H×W×3 array (``ArrayDataset.images``). The cache is JSON bound to the FP32 model by its
+sha256, so a second conversion of the same model reuses the ranges instead of calibrating again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dnet.data.specs import PreprocessSpec
+from dnet.errors import DataError, FileFormatError
+from dnet.files import atomic_write_text
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".JPEG")
+CACHE_FORMAT = "dnet.calibration"
+CACHE_VERSION = 1
+METHODS = ("minmax", "entropy", "percentile")
+MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding (a header's claim, checked first)
+
+
+def _resize_shorter(img, size: int, interpolation: str):
+    from PIL import Image
+
+    w, h = img.size
+    # fb.resnet.torch's Scale: the shorter side to ``size``, the other truncated (not rounded).
+    if w <= h:
+        new = (size, int(h * size / w))
+    else:
+        new = (int(w * size / h), size)
+    method = Image.Resampling.BICUBIC if interpolation == "lua-bicubic" else Image.Resampling.BILINEAR
+    return img.resize(new, method)
+
+
+def preprocess_pil(img, spec: PreprocessSpec) -> np.ndarray:
+    """One RGB Pillow image through ``spec``: shorter side to ``resize``, centre crop, normalise -> 3×H×W.
+
+    A stand-in for ``dnet.data.transforms.preprocess`` (Lua-exact bicubic), which replaces it once merged;
+    Pillow's bicubic differs from Lua's image.scale by a few grey levels, harmless for calibration ranges.
+    """
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if spec.resize:
+        img = _resize_shorter(img, spec.resize, spec.interpolation)
+    crop = spec.crop or spec.input_size
+    w, h = img.size
+    if spec.resize is None and (w, h) != (crop, crop):
+        img = img.resize((crop, crop), Image.Resampling.BILINEAR)
+        w, h = img.size
+    # centre crop, offsets rounded up as fb.resnet.torch's CenterCrop does
+    x0, y0 = int(np.ceil((w - crop) / 2)), int(np.ceil((h - crop) / 2))
+    img = img.crop((x0, y0, x0 + crop, y0 + crop))
+    return normalise(np.asarray(img, dtype=np.uint8)[None], spec)[0]
+
+
+def normalise(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 N×H×W×3 -> float32 N×3×H×W with the spec's scale, mean and std."""
+    x = images.astype(np.float32) * (spec.pixel_scale / 255.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"calibration folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
+    if not files:
+        raise DataError(f"calibration folder {folder} contains no images ({', '.join(IMAGE_SUFFIXES[:7])})")
+    return files
+
+
+def pick(n_total: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``n_total`` (folders sorted by class would otherwise give one class)."""
+    if count >= n_total:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, count).round().astype(int))
+
+
+def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> np.ndarray:
+    """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = list_images(folder)
+    out = []
+    for i in pick(len(files), count):
+        path = files[i]
+        try:
+            with Image.open(path) as img:
+                if img.size[0] * img.size[1] > MAX_PIXELS:
+                    raise DataError(f"calibration image {path} claims {img.size[0]}×{img.size[1]} pixels; refused (limit {MAX_PIXELS:,})")
+                img.load()
+                out.append(preprocess_pil(img, spec))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"calibration image {path} cannot be decoded ({type(e).__name__}: {str(e)[:100]})") from None
+    return np.stack(out)
+
+
+def read_array(images: np.ndarray, spec: PreprocessSpec, count: int) -> np.ndarray:
+    """Up to ``count`` images of a uint8 N×H×W×3 array (evenly spread) through ``spec``."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise DataError(f"calibration images must be uint8 N×H×W×3, got {images.dtype} {images.shape}")
+    if not len(images):
+        raise DataError("calibration array holds no images")
+    chosen = images[pick(len(images), count)]
+    if spec.resize is None and chosen.shape[1:3] == (spec.input_size, spec.input_size):
+        return normalise(chosen, spec)
+    from PIL import Image
+
+    return np.stack([preprocess_pil(Image.fromarray(im), spec) for im in chosen])
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Where calibration images come from; read only when calibration actually runs (a cache hit reads none)."""
+
+    folder: Path | None = None
+    images: np.ndarray | None = None  # uint8 N×H×W×3
+    count: int = 512
+    name: str = ""  # how the summary names the data, e.g. "digits/train"
+
+    def __post_init__(self) -> None:
+        if (self.folder is None) == (self.images is None):
+            raise DataError("calibration needs exactly one of an image folder or an image array")
+        if self.count <= 0:
+            raise DataError(f"calibration count must be positive, got {self.count}")
+
+    def describe(self) -> str:
+        return self.name or (str(self.folder) if self.folder is not None else "array")
+
+    def load(self, spec: PreprocessSpec) -> np.ndarray:
+        if self.folder is not None:
+            return read_folder(self.folder, spec, self.count)
+        return read_array(self.images, spec, self.count)
+
+
+# --- the cache ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalibrationCache:
+    model_sha256: str  # of the FP32 ONNX the ranges were measured on
+    method: str
+    images: int
+    data: str
+    ranges: dict[str, tuple[float, float]]  # tensor name -> (lowest, highest)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": CACHE_FORMAT, "version": CACHE_VERSION, "model_sha256": self.model_sha256,
+            "method": self.method, "images": self.images, "data": self.data,
+            "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(self.ranges.items())},
+        }, indent=1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        atomic_write_text(path, self.to_json())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CalibrationCache:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("format") != CACHE_FORMAT or d.get("version") != CACHE_VERSION:
+                raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}")
+            ranges = {str(k): (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
+            return cls(str(d["model_sha256"]), str(d["method"]), int(d["images"]), str(d.get("data", "")), ranges)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise FileFormatError(f"{path}: not a dnet calibration cache ({str(e)[:120]}); delete it to calibrate again") from None

@@ -1,0 +1,234 @@
+"""The conversion chain: t7 | pth | onnx -> dnet model -> FP32 ONNX -> FP16 / INT8 ONNX -> TensorRT engine.
+
+``convert`` is what ``dnet convert``, the demo and the benchmarks call. Every step writes atomically; the
+intermediate files are kept beside the output (``densenet121.onnx`` next to ``densenet121.int8.onnx`` and
+``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.calibration import METHODS, CalibrationSet
+from dnet.errors import DnetError, NotInstalledError, UsageError
+from dnet.files import sha256_file
+
+SOURCES = ("t7", "pth", "onnx")
+TARGETS = ("pth", "torchvision", "onnx", "onnx-fp16", "onnx-int8", "trt")
+PRECISIONS = ("fp32", "fp16", "int8")
+SUFFIXES = {"t7": (".t7",), "pth": (".pth", ".pt"), "onnx": (".onnx",)}
+CHECK_IMAGES = 8  # real images verified beside random ones when calibration images are at hand
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Every option of a conversion; each ``dnet convert`` flag maps to one field."""
+
+    opset: int = 18
+    input_size: int | None = None
+    preprocess: str | None = None  # spec name, for sources that do not say how they are fed
+    bn: str = "batchnorm"  # how pre-activation BNs are exported (see converters.onnx.export)
+    calib: CalibrationSet | None = None
+    calib_method: str = "minmax"
+    calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
+    keep_io_types: bool = True  # FP16: float32 input and logits
+    int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
+    precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
+    batch: tuple[int, int, int] = (1, 8, 32)
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    hardware_compat: str = "none"
+    progress: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.calib_method not in METHODS:
+            raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+        if self.int8_activations not in ("int8", "uint8"):
+            raise UsageError(f"--int8-activations must be int8 or uint8, got {self.int8_activations!r}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+def names_for(out: Path) -> dict[str, Path]:
+    """The files of a chain ending in ``out``: fp32/fp16/int8 ONNX and the calibration cache, side by side."""
+    name = out.name
+    for suffix in (".plan", ".engine", ".onnx", ".pth", ".pt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for tag in (".int8", ".fp16", ".fp32"):
+        if name.endswith(tag):
+            name = name[: -len(tag)]
+            break
+    d = out.parent
+    files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
+             "calib_cache": d / f"{name}.calib.json"}
+    return files
+
+
+def _check_output(out: Path) -> None:
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise DnetError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise DnetError(f"cannot write to output folder {folder}: permission denied")
+    if out.is_dir():
+        raise UsageError(f"output {out} is a folder; give a file name")
+
+
+def _load_model(src: Path, src_format: str):
+    import dnet
+
+    if src.suffix.lower() not in SUFFIXES[src_format]:
+        raise UsageError(f"--from {src_format} expects a {' or '.join(SUFFIXES[src_format])} file, got {src.name}")
+    return dnet.load(src)
+
+
+def _spec(options: ConvertOptions, fallback=None):
+    import dnet.data.datasets  # noqa: F401  (registers the data sets' own specs, e.g. digits)
+    from dnet.data.specs import get_spec
+
+    return get_spec(options.preprocess) if options.preprocess else fallback
+
+
+def _real_inputs(options: ConvertOptions, spec) -> np.ndarray | None:
+    """A few calibration images through the model's preprocessing, to verify each step on real inputs."""
+    if options.calib is None or spec is None:
+        return None
+    return dataclasses.replace(options.calib, count=min(CHECK_IMAGES, options.calib.count)).load(spec)
+
+
+def _onnx_facts(src: Path, options: ConvertOptions, target: str):
+    """Read an ONNX source; a file without dnet metadata must have its missing facts supplied by options."""
+    from converters.onnx import input_size_of, read_meta, read_model
+
+    proto = read_model(src)
+    meta = read_meta(proto)
+    if meta is not None:
+        return meta.preprocess if not options.preprocess else _spec(options), meta.input_size
+    size = options.input_size or input_size_of(proto)
+    lacking = []
+    if target == "onnx-int8" or (target == "trt" and options.precision == "int8"):
+        if options.preprocess is None and options.calib is not None:
+            lacking.append("its preprocessing (give --preprocess torch7|torchvision|cifar10|cifar100|digits)")
+    if size is None:
+        lacking.append("its input size (give --input-size N)")
+    if lacking:
+        raise UsageError(f"{src.name} is not a dnet export (no dnet metadata): it lacks {' and '.join(lacking)}")
+    return _spec(options), size
+
+
+def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike, **options) -> list[Path]:
+    """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
+
+    ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
+    ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
+    """
+    if src_format not in SOURCES:
+        raise UsageError(f"--from must be one of {', '.join(SOURCES)}, got {src_format!r}")
+    if target not in TARGETS:
+        raise UsageError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}")
+    opts = ConvertOptions(**options)
+    src, out = Path(src), Path(out)
+    if not src.is_file():
+        raise DnetError(f"{src}: no such file")
+    _check_output(out)
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
+    written: list[Path] = []
+
+    if target in ("pth", "torchvision"):
+        if src_format == "onnx":
+            raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
+        model = _load_model(src, src_format)
+        return [_write_torch(model, out, target)]
+
+    files = names_for(out)
+    typed_target = {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, opts.precision)
+    files[typed_target] = out if target != "trt" else files[typed_target]
+    if typed_target != "fp32" and files["fp32"] == files[typed_target]:  # "-o model.onnx --to onnx-int8"
+        files["fp32"] = out.parent / f"{out.stem}.fp32.onnx"
+
+    # 1. FP32 ONNX
+    if src_format == "onnx":
+        if target == "onnx":
+            raise UsageError(f"{src.name} is already an FP32 ONNX file; choose --to onnx-fp16, onnx-int8 or trt")
+        spec, _size = _onnx_facts(src, opts, target)
+        fp32 = src
+    else:
+        from converters.onnx import export, model_meta
+
+        model = _load_model(src, src_format)
+        spec = _spec(opts, model.meta.preprocess if model.meta is not None else None)
+        meta = model_meta(model, input_size=opts.input_size, source=src.name, source_sha256=sha256_file(src),
+                          preprocess=spec if opts.preprocess else None)
+        spec = meta.preprocess
+        fp32 = files["fp32"]
+        if fp32 == src:
+            raise UsageError(f"the FP32 ONNX {fp32} would overwrite the source; choose another output name")
+        export(model, fp32, meta=meta, opset=opts.opset, input_size=opts.input_size, bn=opts.bn,
+               check_inputs=_real_inputs(opts, spec))
+        written.append(fp32)
+    if typed_target == "fp32" and target != "trt":
+        return written
+
+    # 2. typed ONNX
+    typed = fp32
+    if typed_target == "fp16":
+        from converters.precision import to_fp16
+
+        typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=_real_inputs(opts, spec))
+        written.append(typed)
+    elif typed_target == "int8":
+        from converters.precision import to_int8
+
+        cache = opts.calib_cache or files["calib_cache"]
+        if target == "trt" and opts.int8_activations != "int8":
+            raise UsageError("TensorRT needs int8 activations with zero point 0; drop --int8-activations uint8")
+        typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
+                                  spec=spec, progress=opts.progress, activations=opts.int8_activations)
+        written += [cache, typed]
+    if target != "trt":
+        return written
+
+    # 3. TensorRT engine (converters.tensorrt, imported only here: nothing imports TensorRT at import time)
+    try:
+        from converters.tensorrt import BuildOptions, build_engine
+    except ImportError as e:
+        raise NotInstalledError(f"TensorRT support (converters.tensorrt) is not available ({e}); "
+                                f"the {typed_target.upper()} ONNX is at {typed}") from None
+    build = BuildOptions(batch=opts.batch, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
+                         timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
+                         hardware_compat=opts.hardware_compat)
+    try:
+        plan = build_engine(typed, out, build)
+    except NotInstalledError as e:
+        raise NotInstalledError(f"{e}; the {typed_target.upper()} ONNX is at {typed}") from None
+    written.append(Path(plan))
+    return written
+
+
+def _write_torch(model, out: Path, target: str) -> Path:
+    import torch
+
+    from dnet.files import atomic_path
+
+    if target == "pth":
+        from dnet.checkpoint import save_checkpoint
+
+        return save_checkpoint(out, model, model.meta)
+    try:
+        from dnet.statedict import torchvision_state_dict
+    except ImportError as e:
+        raise NotInstalledError(f"torchvision export needs dnet.statedict, which this build lacks ({e})") from None
+    with atomic_path(out) as tmp:
+        torch.save(torchvision_state_dict(model), tmp)
+    return out

@@ -1,0 +1,106 @@
+"""``dnet convert`` on the command line: kept files, and one line with exit ≠ 0 for each bad input."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from dnet.cli import main
+from tests.converters.tiny_models import fast_export, locked_folder, photo_tiles, tiny_checkpoint, write_images
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    fast_export(monkeypatch)
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dnet: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_convert_to_int8_lists_the_kept_files(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
+    code, out, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 10,
+                         "--calib-method", "percentile", "-o", tmp_path / "tiny.int8.onnx", "-q")
+    assert code == 0, err
+    assert "kept    " in out and "tiny.onnx" in out and "tiny.calib.json" in out
+    assert "output  " in out and "intermediate files are kept beside the output" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.calib.json", "tiny.int8.onnx", "tiny.onnx", "tiny.pth"]
+
+
+def test_empty_calibration_folder(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", tmp_path / "empty",
+                       "-o", tmp_path / "t.int8.onnx")
+    assert code == 1
+    assert "calibration folder" in one_error_line(err) and "contains no images" in err
+    assert not (tmp_path / "t.int8.onnx").exists()
+
+
+def test_undecodable_calibration_image_is_named(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=1))
+    (calib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "-o", tmp_path / "t.int8.onnx")
+    assert code == 1
+    assert f"calibration image {calib / 'broken.jpg'} cannot be decoded" in one_error_line(err)
+    assert not (tmp_path / "t.int8.onnx").exists() and not (tmp_path / "t.calib.json").exists()
+
+
+def test_corrupt_onnx_source(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 garbage")
+    code, _, err = run("convert", bad, "--from", "onnx", "--to", "onnx-fp16", "-o", tmp_path / "b.fp16.onnx")
+    assert code == 1 and "bad.onnx: not a readable ONNX file" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_unwritable_output_folder(tmp_path, monkeypatch):
+    src = tiny_checkpoint(tmp_path)
+    locked = locked_folder(tmp_path, monkeypatch)
+    try:
+        code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "-o", locked / "m.onnx")
+        assert code == 1 and f"cannot write to output folder {locked}: permission denied" in one_error_line(err)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_model_without_preprocessing_names_the_option(tmp_path, fast):
+    import torch
+
+    from dnet.checkpoint import save_checkpoint
+    from tests.converters.tiny_models import tiny_model
+
+    model = tiny_model()
+    src = save_checkpoint(tmp_path / "bare.pth", model, None)
+    assert torch.load(src, weights_only=True)["meta"] is None
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "-o", tmp_path / "bare.onnx")
+    assert code == 2 and "name one with --preprocess" in one_error_line(err)
+    code, out, err = run("convert", src, "--from", "pth", "--to", "onnx", "--preprocess", "cifar10", "-o", tmp_path / "bare.onnx")
+    assert code == 0, err
+
+
+def test_trt_without_tensorrt_is_one_line_and_keeps_the_onnx(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--precision", "fp32", "--batch", "1,4,8",
+                       "-o", tmp_path / "tiny.plan")
+    line = one_error_line(err)
+    assert code != 0 and f"the FP32 ONNX is at {tmp_path / 'tiny.onnx'}" in line
+    assert (tmp_path / "tiny.onnx").is_file() and not (tmp_path / "tiny.plan").exists()
+
+
+def test_bad_batch_profile_is_a_usage_error(tmp_path):
+    src = tiny_checkpoint(tmp_path)
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "8,1,32", "-o", tmp_path / "t.plan")
+    assert code == 2 and "--batch" in one_error_line(err)

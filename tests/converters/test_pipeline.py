@@ -1,0 +1,177 @@
+"""converters.pipeline.convert: the chain, the files it keeps, and what it refuses."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+
+import engines
+from converters import onnx as onnx_export
+from converters.calibration import CalibrationSet
+from converters.pipeline import convert, names_for
+from dnet.errors import DnetError, NotInstalledError, UsageError
+from tests.conftest import shared_fixture
+from tests.converters.tiny_models import (
+    fast_export,
+    locked_folder,
+    photo_tiles,
+    tiny_checkpoint,
+    tiny_onnx,
+    write_images,
+)
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    fast_export(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("calib"), photo_tiles(size=40, per_photo=3))
+
+
+def test_names_keep_intermediates_beside_the_output(tmp_path):
+    n = names_for(tmp_path / "densenet121.int8.onnx")
+    assert n["fp32"] == tmp_path / "densenet121.onnx" and n["int8"] == tmp_path / "densenet121.int8.onnx"
+    assert names_for(tmp_path / "densenet121.plan")["fp16"] == tmp_path / "densenet121.fp16.onnx"
+    assert n["calib_cache"] == tmp_path / "densenet121.calib.json"
+
+
+def test_pth_to_int8_writes_fp32_cache_and_int8_in_order(tmp_path, fast, calib_dir):
+    src = tiny_checkpoint(tmp_path)
+    out = tmp_path / "tiny.int8.onnx"
+    written = convert(src, src_format="pth", target="onnx-int8", out=out,
+                      calib=CalibrationSet(folder=calib_dir, count=12))
+    assert written == [tmp_path / "tiny.onnx", tmp_path / "tiny.calib.json", out]
+    meta = onnx_export.read_meta(onnx_export.read_model(out))
+    assert meta.precision == "int8" and meta.source == "tiny.pth" and meta.calibration["images"] == 12
+    assert meta.calibration["data"] == str(calib_dir)
+    with engines.open(out) as eng:
+        assert eng(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 5)
+
+
+def test_int8_output_named_like_the_fp32_one_does_not_overwrite_it(tmp_path, fast, calib_dir):
+    src = tiny_checkpoint(tmp_path)
+    written = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "tiny.onnx",
+                      calib=CalibrationSet(folder=calib_dir, count=8))
+    assert written[0] == tmp_path / "tiny.fp32.onnx" and written[-1] == tmp_path / "tiny.onnx"
+    assert onnx_export.read_meta(onnx_export.read_model(written[-1])).precision == "int8"
+
+
+def test_pth_to_fp16_and_to_pth(tmp_path, fast, calib_dir):
+    src = tiny_checkpoint(tmp_path)
+    written = convert(src, src_format="pth", target="onnx-fp16", out=tmp_path / "t.fp16.onnx",
+                      calib=CalibrationSet(folder=calib_dir, count=8))
+    assert [p.name for p in written] == ["t.onnx", "t.fp16.onnx"]
+    (pth,) = convert(src, src_format="pth", target="pth", out=tmp_path / "copy.pth")
+    import dnet
+
+    assert dnet.load(pth).meta == dnet.load(src).meta
+
+
+def test_torchvision_state_dict_target(tmp_path):
+    if importlib.util.find_spec("dnet.statedict") is None:
+        pytest.skip("dnet.statedict (the t7 importer's branch) is not in this build yet")
+    import torch
+
+    src = tiny_checkpoint(tmp_path)
+    (out,) = convert(src, src_format="pth", target="torchvision", out=tmp_path / "tv.pth")
+    sd = torch.load(out, weights_only=True)
+    assert "features.conv0.weight" in sd and "classifier.weight" in sd
+
+
+def test_trt_without_tensorrt_keeps_the_typed_onnx_and_says_where(tmp_path, fast, calib_dir):
+    src = tiny_checkpoint(tmp_path)
+    with pytest.raises(NotInstalledError, match=r"the INT8 ONNX is at .*tiny\.int8\.onnx"):
+        convert(src, src_format="pth", target="trt", out=tmp_path / "tiny.plan", precision="int8",
+                calib=CalibrationSet(folder=calib_dir, count=8))
+    assert (tmp_path / "tiny.onnx").is_file() and (tmp_path / "tiny.int8.onnx").is_file()
+    assert not (tmp_path / "tiny.plan").exists()
+
+
+def test_a_non_dnet_onnx_says_which_facts_it_lacks(tmp_path, calib_dir):
+    proto = onnx.load(str(tiny_onnx(tmp_path)))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(UsageError, match=r"foreign\.onnx is not a dnet export \(no dnet metadata\): it lacks its "
+                                         r"preprocessing \(give --preprocess torch7"):
+        convert(foreign, src_format="onnx", target="onnx-int8", out=tmp_path / "f.int8.onnx",
+                calib=CalibrationSet(folder=calib_dir, count=8))
+    assert not (tmp_path / "f.int8.onnx").exists()
+    written = convert(foreign, src_format="onnx", target="onnx-int8", out=tmp_path / "f.int8.onnx",
+                      calib=CalibrationSet(folder=calib_dir, count=8), preprocess="cifar10")
+    assert written[-1].is_file() and onnx_export.read_meta(onnx_export.read_model(written[-1])) is None
+
+
+def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
+    src = tiny_checkpoint(tmp_path)
+    locked = locked_folder(tmp_path, monkeypatch)
+    try:
+        with pytest.raises(DnetError, match="cannot write to output folder"):
+            convert(src, src_format="pth", target="onnx", out=locked / "m.onnx")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_output_folder_and_wrong_suffix_are_refused(tmp_path):
+    src = tiny_checkpoint(tmp_path)
+    with pytest.raises(DnetError, match="does not exist"):
+        convert(src, src_format="pth", target="onnx", out=tmp_path / "nowhere" / "m.onnx")
+    with pytest.raises(UsageError, match=r"--from t7 expects a \.t7 file, got tiny\.pth"):
+        convert(src, src_format="t7", target="onnx", out=tmp_path / "m.onnx")
+
+
+T7 = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout"]
+
+
+@pytest.mark.parametrize("name", T7)
+def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
+    if importlib.util.find_spec("converters.t7") is None:
+        pytest.skip("converters.t7 (the .t7 importer, another branch) is not in this build yet")
+    from converters import precision
+    from converters.calibration import normalise
+
+    src = shared_fixture("t7", f"{name}.t7")
+    calib = write_images(tmp_path / "calib", photo_tiles(size=32, per_photo=4))
+    fp16 = convert(src, src_format="t7", target="onnx-fp16", out=tmp_path / f"{name}.fp16.onnx",
+                   calib=CalibrationSet(folder=calib, count=16))
+    int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp_path / f"{name}.int8.onnx",
+                   calib=CalibrationSet(folder=calib, count=16))
+    fp32 = tmp_path / f"{name}.onnx"
+    meta = onnx_export.read_meta(onnx_export.read_model(fp32))
+    x = normalise(photo_tiles(size=32, per_photo=3, offset=2), meta.preprocess)
+    ref = onnx_export.run_onnx(fp32, x)
+    h, q = onnx_export.run_onnx(fp16[-1], x), onnx_export.run_onnx(int8[-1], x)
+    assert precision.rel_l2(ref, h) <= 1e-3 and np.array_equal(ref.argmax(1), h.argmax(1))
+    assert precision.cosine(ref, q) >= 0.99
+
+
+def test_the_output_may_not_be_the_source(tmp_path):
+    src = tiny_onnx(tmp_path)
+    before = src.read_bytes()
+    with pytest.raises(UsageError, match="is the source file; dnet never overwrites its input"):
+        convert(src, src_format="onnx", target="onnx-fp16", out=src)
+    assert src.read_bytes() == before
+
+
+def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
+    from dnet.checkpoint import save_checkpoint
+    from dnet.data.datasets import open_dataset
+    from tests.converters.tiny_models import digits_model
+
+    model, x, labels = digits_model()
+    src = save_checkpoint(tmp_path / "digits.pth", model, model.meta)
+    train = open_dataset("digits", split="train")
+    written = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "digits.int8.onnx",
+                      calib=CalibrationSet(images=train.images, count=128, name="digits/train"))
+    meta = onnx_export.read_meta(onnx_export.read_model(written[-1]))
+    assert meta.calibration["data"] == "digits/train" and meta.calibration["images"] == 128
+    acc32 = np.mean(onnx_export.run_onnx(written[0], x).argmax(1) == labels)
+    acc8 = np.mean(onnx_export.run_onnx(written[-1], x).argmax(1) == labels)
+    assert acc32 > 0.9 and acc8 >= acc32 - 0.02  # 360 real test images

@@ -1,0 +1,258 @@
+"""converters.precision: FP16 and INT8 Q/DQ files, their checks, and the input never being modified."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from converters import onnx as onnx_export
+from converters import precision
+from converters.calibration import CalibrationSet, normalise
+from dnet.errors import AccuracyError
+from dnet.files import sha256_file
+from tests.converters.tiny_models import CIFAR, digits_model, photo_tiles, tiny_onnx
+
+# Operators TensorRT's ONNX parser supports (onnx/onnx-tensorrt, docs/operators.md, "Operator Support Matrix",
+# TensorRT 10.x, opsets 9-20), restricted to those a classifier export could plausibly contain. Anything
+# outside this list in a dnet file would make `dnet convert --to trt` fail at parse time.
+TENSORRT_ONNX_OPS = {
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "DequantizeLinear",
+    "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul",
+    "QuantizeLinear", "ReduceMean", "Relu", "Reshape", "Shape", "Softmax", "Squeeze", "Sub", "Transpose",
+    "Unsqueeze",
+}
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("fp32"))
+
+
+@pytest.fixture(scope="module")
+def real_inputs():
+    return normalise(photo_tiles(offset=1), CIFAR)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A trained tiny DenseNet (digits), its FP32 ONNX and the real test images."""
+    model, x, labels = digits_model()
+    path = onnx_export.export(model, tmp_path_factory.mktemp("digits") / "digits.onnx")
+    return path, x, labels
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory, fp32):
+    folder = tmp_path_factory.mktemp("int8")
+    calib = CalibrationSet(images=photo_tiles(offset=0), count=32, name="photos")
+    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json")
+    return path, summary
+
+
+def producers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in proto.graph.node for o in n.output}
+
+
+# --- FP16 -------------------------------------------------------------------------------------------------
+
+
+def test_fp16_file_computes_in_float16_with_float32_boundary(tmp_path, digits):
+    fp32, x, _ = digits
+    path = precision.to_fp16(fp32, tmp_path / "digits.fp16.onnx", check_inputs=x)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    inits = {t.name: t for t in proto.graph.initializer}
+    conv_weights = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(conv_weights) == 1 + 2 * 4 + 1 and all(w.data_type == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    # BNs and the global average stay float32: their inputs are cast up
+    prod = producers(proto)
+    kept = [n for n in proto.graph.node if n.op_type in ("ReduceMean", "BatchNormalization")]
+    assert len(kept) == 1 + 4 + 1 + 1  # global average, 4 layers' norm1, 1 transition norm, norm5
+    for node in kept:
+        cast = prod[node.input[0]]
+        assert cast.op_type == "Cast" and next(a.i for a in cast.attribute if a.name == "to") == onnx.TensorProto.FLOAT
+    meta = onnx_export.read_meta(proto)
+    assert meta.precision == "fp16" and meta.extra["fp32_onnx_sha256"] == sha256_file(fp32)
+
+
+def test_fp16_meets_its_bound_on_real_images(tmp_path, digits):
+    fp32, x, labels = digits
+    path = precision.to_fp16(fp32, tmp_path / "digits.fp16.onnx", check_inputs=x)
+    ref, got = onnx_export.run_onnx(fp32, x), onnx_export.run_onnx(path, x)
+    assert precision.rel_l2(ref, got) <= 1e-3
+    assert np.array_equal(ref.argmax(1), got.argmax(1))
+    assert precision.rel_l2(ref, got) > 0  # really float16: not bit-identical to FP32
+    assert np.mean(ref.argmax(1) == labels) > 0.9  # the model is trained: its decisions mean something
+
+
+def test_fp16_with_float16_boundary_when_asked(tmp_path, digits):
+    fp32, x, _ = digits
+    path = precision.to_fp16(fp32, tmp_path / "io16.onnx", keep_io_types=False, check_inputs=x)
+    proto = onnx.load(str(path))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+def test_fp16_failing_its_bound_raises_with_numbers_and_writes_nothing(tmp_path, digits, monkeypatch):
+    fp32, x, _ = digits
+    real = precision.run_onnx
+    monkeypatch.setattr(precision, "run_onnx", lambda p, b, threads=None: real(p, b) * (1.0 if p == fp32 else 1.01))
+    with pytest.raises(AccuracyError, match=r"batch of 360: relative L2 error 0\.01\d* \(bound 0\.001\)"):
+        precision.to_fp16(fp32, tmp_path / "m.fp16.onnx", check_inputs=x)
+    assert not (tmp_path / "m.fp16.onnx").exists()
+
+
+# --- INT8 -------------------------------------------------------------------------------------------------
+
+
+def test_int8_has_qdq_around_every_conv_input_and_weight(int8):
+    path, _ = int8
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    prod = producers(proto)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1 + 2 * 5 + 1  # stem, 5 bottleneck layers, 1 transition
+    for conv in convs:
+        dq_x = prod[conv.input[0]]
+        assert dq_x.op_type == "DequantizeLinear", conv.name
+        assert dq_x.input[0] in prod and prod[dq_x.input[0]].op_type == "QuantizeLinear", conv.name
+        dq_w = prod[conv.input[1]]
+        assert dq_w.op_type == "DequantizeLinear", conv.name
+        w = inits[dq_w.input[0]]
+        assert w.dtype == np.int8
+        scale = inits[dq_w.input[1]]
+        assert scale.shape == (w.shape[0],)  # per output channel
+        axis = next((a.i for a in dq_w.attribute if a.name == "axis"), 1)
+        assert axis == 0
+
+
+def test_int8_is_symmetric_with_zero_points_zero(int8):
+    path, _ = int8
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 20
+    for n in qdq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+
+
+def test_int8_uses_only_operators_tensorrt_parses(int8):
+    path, _ = int8
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ops <= TENSORRT_ONNX_OPS, ops - TENSORRT_ONNX_OPS
+    assert all(n.domain in ("", "ai.onnx") for n in onnx.load(str(path)).graph.node)
+
+
+def test_int8_keeps_cosine_099_with_fp32_on_real_photos(int8, fp32, real_inputs):
+    path, summary = int8
+    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
+    assert precision.cosine(ref, got) >= 0.99
+    assert precision.rel_l2(ref, got) > 1e-4  # really quantized
+    meta = onnx_export.read_meta(onnx_export.read_model(path))
+    assert meta.precision == "int8"
+    assert meta.calibration["method"] == "minmax" and meta.calibration["images"] == 32
+    assert meta.calibration["data"] == "photos"
+
+
+def test_calibration_cache_is_reused_and_the_int8_file_is_byte_identical(tmp_path, fp32, monkeypatch):
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    cache = tmp_path / "cache.json"
+    first, s1 = precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, cache_path=cache)
+    assert not s1["reused_cache"] and cache.is_file()
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibration ran although the cache matches")
+
+    monkeypatch.setattr(precision, "calibrate", no_calibration)
+    second, s2 = precision.to_int8(fp32, tmp_path / "b.onnx", calib=None, cache_path=cache)
+    assert s2["reused_cache"]
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_cache_of_another_model_or_method_is_not_reused(tmp_path, fp32):
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    cache = tmp_path / "cache.json"
+    precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, cache_path=cache)
+    _, s = precision.to_int8(fp32, tmp_path / "b.onnx", calib=calib, method="percentile", cache_path=cache)
+    assert not s["reused_cache"]
+    other = tiny_onnx(tmp_path, "other.onnx", seed=1)
+    _, s = precision.to_int8(other, tmp_path / "c.onnx", calib=calib, method="percentile", cache_path=cache)
+    assert not s["reused_cache"]
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, real_inputs):
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, method=method, cache_path=tmp_path / "c.json")
+    from converters.calibration import CalibrationCache
+
+    cache = CalibrationCache.load(tmp_path / "c.json")
+    assert cache.method == method and cache.model_sha256 == sha256_file(fp32) and cache.images == 16
+    assert "input" in cache.ranges and all(lo <= hi for lo, hi in cache.ranges.values())
+    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
+    assert precision.cosine(ref, got) >= 0.99
+
+
+def test_calibration_methods_differ(tmp_path, fp32):
+    from converters.calibration import CalibrationCache
+
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    highs = {}
+    for method in ("minmax", "percentile"):
+        precision.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, method=method, cache_path=tmp_path / f"{method}.json")
+        highs[method] = CalibrationCache.load(tmp_path / f"{method}.json").ranges
+    some = [k for k in highs["minmax"] if k in highs["percentile"]]
+    # minmax takes the extreme; the 99.999th percentile can only be inside it
+    assert all(highs["percentile"][k][1] <= highs["minmax"][k][1] + 1e-6 for k in some)
+    assert any(highs["percentile"][k][1] < highs["minmax"][k][1] - 1e-6 for k in some)
+
+
+def test_the_input_onnx_is_never_modified(tmp_path, fp32):
+    src = tmp_path / "src.onnx"
+    src.write_bytes(fp32.read_bytes())
+    before, mtime = sha256_file(src), src.stat().st_mtime_ns
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    precision.to_int8(src, tmp_path / "q.onnx", calib=calib)
+    precision.to_fp16(src, tmp_path / "h.onnx", check=False)
+    assert sha256_file(src) == before and src.stat().st_mtime_ns == mtime
+
+
+def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypatch):
+    src = tmp_path / "src.onnx"
+    src.write_bytes(fp32.read_bytes())
+    real = precision._quantize
+
+    def rewriting(copy, out, cache, activations):  # what a misbehaving library would do to the file it is handed
+        real(copy, out, cache, activations)
+        with open(src, "ab") as f:
+            f.write(b"\0")
+
+    monkeypatch.setattr(precision, "_quantize", rewriting)
+    with pytest.raises(precision.InputModifiedError, match="was modified during the conversion"):
+        precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8))
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_path, fp32, real_inputs):
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    path, summary = precision.to_int8(fp32, tmp_path / "u8.onnx", calib=calib, activations="uint8")
+    assert summary["activations"].startswith("uint8 asymmetric")
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert act_zps and all(z.dtype == np.uint8 for z in act_zps) and any(z.any() for z in act_zps)
+    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
+    assert precision.cosine(ref, got) >= 0.99
+
+
+def test_minmax_ranges_cover_every_calibration_image_across_chunks(tmp_path, fp32):
+    # more images than one collect_data chunk (16 × 4 = 64), so the ranges must be merged across calls
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((100, 3, 32, 32), dtype=np.float32)
+    x[97, 1, 3, 4], x[2, 0, 0, 0] = 9.5, -8.25  # the extremes sit in the second and the first chunk
+    ranges = precision.calibrate(fp32, x, "minmax")
+    assert ranges["input"] == (-8.25, 9.5)

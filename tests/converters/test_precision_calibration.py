@@ -1,0 +1,87 @@
+"""converters.calibration: the image reader (model preprocessing), bad folders, and the cache file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dnet.data.datasets  # noqa: F401  (registers the digits spec)
+from converters.calibration import CalibrationCache, CalibrationSet, pick, preprocess_pil, read_array, read_folder
+from dnet.data.specs import get_spec
+from dnet.errors import DataError, FileFormatError
+from tests.conftest import shared_fixture
+
+
+def test_imagenet_spec_resizes_shorter_side_crops_centre_and_normalises():
+    spec = get_spec("torch7")
+    img = Image.fromarray(np.full((300, 451, 3), 128, np.uint8))
+    x = preprocess_pil(img, spec)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+    expect = (128 / 255 - np.array(spec.mean)) / np.array(spec.std)
+    np.testing.assert_allclose(x[:, 100, 100], expect, rtol=1e-5)
+
+
+def test_reader_is_close_to_the_lua_reference_pipeline():
+    # Pillow's bicubic stands in for Lua's image.scale until dnet.data.transforms lands: close, not exact.
+    png = shared_fixture("preprocess", "chelsea.png")
+    ref = np.load(shared_fixture("preprocess", "chelsea.val.npy"))
+    with Image.open(png) as img:
+        x = preprocess_pil(img, get_spec("torch7"))
+    assert x.shape == ref.shape
+    assert np.mean(np.abs(x - ref)) < 0.02 and np.corrcoef(x.ravel(), ref.ravel())[0, 1] > 0.999
+
+
+def test_folder_is_read_sorted_recursive_and_evenly_spread(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), i * 10 + (cls == "b") * 100, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    x = read_folder(tmp_path, get_spec("digits"), count=4)
+    assert x.shape == (4, 3, 8, 8)
+    assert list(pick(10, 4)) == [0, 3, 6, 9]  # both class folders are represented
+    spec = get_spec("digits")
+    raw = np.round(x[:, 0, 0, 0] * spec.std[0] + spec.mean[0]).astype(int)
+    assert list(raw) == [0, 30, 110, 140]
+
+
+def test_empty_and_missing_folders_are_data_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="contains no images"):
+        read_folder(tmp_path, get_spec("cifar10"), 4)
+    with pytest.raises(DataError, match="does not exist or is not a folder"):
+        read_folder(tmp_path / "absent", get_spec("cifar10"), 4)
+
+
+def test_an_undecodable_image_is_named(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataError, match=f"calibration image {tmp_path / 'zz.png'} cannot be decoded"):
+        read_folder(tmp_path, get_spec("cifar10"), 4)
+
+
+def test_array_of_uint8_images_is_accepted_and_checked():
+    imgs = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    x = read_array(imgs, get_spec("digits"), 5)
+    assert x.shape == (5, 3, 8, 8)
+    with pytest.raises(DataError, match="uint8 N×H×W×3"):
+        read_array(imgs.astype(np.float32), get_spec("digits"), 5)
+    with pytest.raises(DataError, match="exactly one of"):
+        CalibrationSet()
+
+
+def test_cache_is_json_keyed_by_tensor_name_and_round_trips(tmp_path):
+    cache = CalibrationCache("ab" * 32, "entropy", 16, "photos", {"input": (-2.5, 2.75), "cat_2": (0.0, 7.125)})
+    path = cache.save(tmp_path / "c.json")
+    d = json.loads(path.read_text())
+    assert d["format"] == "dnet.calibration" and d["model_sha256"] == "ab" * 32
+    assert d["ranges"] == {"cat_2": [0.0, 7.125], "input": [-2.5, 2.75]}
+    assert CalibrationCache.load(path) == cache
+
+
+def test_a_corrupt_cache_is_one_clear_line(tmp_path):
+    (tmp_path / "c.json").write_text('{"format": "something else"}')
+    with pytest.raises(FileFormatError, match="not a dnet calibration cache"):
+        CalibrationCache.load(tmp_path / "c.json")

@@ -1,0 +1,182 @@
+"""Small models, real photos and exported files shared by the ONNX / precision / pipeline / compare tests."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters.onnx import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
+from dnet.artifact import ArtifactMeta
+from dnet.checkpoint import save_checkpoint
+from dnet.data.specs import get_spec
+from dnet.models import DenseNetConfig, create_model
+
+TINY = DenseNetConfig(block_config=(2, 3), growth_rate=4, init_features=8, num_classes=5)
+CIFAR = get_spec("cifar10")
+
+
+def measure_bn_statistics(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
+    """BN running statistics of ``batch`` (one train-mode pass, momentum 1), as a trained model has."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def tiny_model(seed: int = 0, config: DenseNetConfig = TINY):
+    torch.manual_seed(seed)
+    model = create_model(config)
+    # non-trivial BN affine parameters, so that folding and Mul/Add rewriting are really exercised
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    measure_bn_statistics(model, torch.randn(16, 3, 32, 32))
+    model.meta = ArtifactMeta("custom", config.num_classes, 32, CIFAR)
+    model._test_seed = seed if config == TINY else None  # lets fast_export reuse the torch export
+    return model
+
+
+def tiny_checkpoint(folder: Path, name: str = "tiny.pth", seed: int = 0) -> Path:
+    model = tiny_model(seed)
+    return save_checkpoint(folder / name, model, model.meta)
+
+
+def photos() -> list[np.ndarray]:
+    """Real RGB photos from scikit-image's data module (uint8 H×W×3); skip when it is not installed."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image (a dev dependency) provides the real photos")
+    out = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "motorcycle_left"):
+        try:
+            img = getattr(data, name)()
+        except Exception:  # a photo that needs a download (pooch) is skipped, the bundled ones suffice
+            continue
+        out.append(img[..., :3] if img.ndim == 3 else np.repeat(img[..., None], 3, 2))
+    return out
+
+
+def photo_tiles(size: int = 32, per_photo: int = 6, offset: int = 0) -> np.ndarray:
+    """Real-image inputs: a few crops of each photo, resized to size×size, as uint8 N×size×size×3."""
+    from PIL import Image
+
+    tiles = []
+    for img in photos():
+        h, w = img.shape[:2]
+        side = min(h, w) // 2
+        for k in range(per_photo):
+            y = (k * 37 + offset * 13) % (h - side)
+            x = (k * 53 + offset * 29) % (w - side)
+            tiles.append(np.asarray(Image.fromarray(img[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)))
+    return np.stack(tiles).astype(np.uint8)
+
+
+def locked_folder(parent: Path, monkeypatch) -> Path:
+    """A folder nobody may write to (for root, whom permissions do not stop, the write check is told so)."""
+    import os
+
+    locked = parent / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    return locked
+
+
+def write_images(folder: Path, images: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"img{i:03d}.png")
+    return folder
+
+
+@functools.lru_cache(maxsize=4)
+def _exported_bytes(seed: int) -> bytes:
+    from converters.onnx import DEFAULT_OPSET
+
+    return _REAL_EXPORT(tiny_model(seed), 32, DEFAULT_OPSET).SerializeToString()
+
+
+def fast_export(monkeypatch) -> None:
+    """Make ``converters.onnx.export`` reuse one torch export per seed of the tiny model.
+
+    torch's dynamo exporter takes seconds per call; the steps after it (metadata, BN rewriting, checker,
+    verification against PyTorch, atomic write) are what these tests check, and they all still run.
+    """
+    import onnx
+
+    from converters import onnx as onnx_export
+
+    def export_proto(model, size, opset):
+        seed = getattr(model, "_test_seed", None)
+        if seed is None or size != 32:
+            return _REAL_EXPORT(model, size, opset)
+        return onnx.load_model_from_string(_exported_bytes(seed))
+
+    monkeypatch.setattr(onnx_export, "_export_proto", export_proto)
+
+
+def tiny_onnx(folder: Path, name: str = "tiny.onnx", seed: int = 0, **kwargs) -> Path:
+    """An exported FP32 ONNX of the tiny model (cached torch export), with dnet metadata."""
+    path = folder / name
+    path.write_bytes(_tiny_file(seed, tuple(sorted(kwargs.items()))))
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _tiny_file(seed: int, kwargs: tuple) -> bytes:
+    import tempfile
+
+    from converters import onnx as onnx_export
+
+    model = tiny_model(seed)
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        fast_export(mp)
+        return onnx_export.export(model, Path(tmp) / "m.onnx", **dict(kwargs)).read_bytes()
+
+
+DIGITS_CONFIG = DenseNetConfig(block_config=(2, 2), growth_rate=6, init_features=12, num_classes=10)
+
+
+@functools.lru_cache(maxsize=1)
+def digits_model():
+    """The tiny DenseNet trained for a few epochs on scikit-learn's digits: decisive logits, like a real model.
+
+    Returns (model, test inputs float32 N×3×8×8, test labels). Deterministic (seeded, single-threaded data).
+    """
+    from dnet.data.datasets import open_dataset
+
+    train, test = open_dataset("digits", split="train"), open_dataset("digits", split="test")
+    x = torch.from_numpy(normalise_images(train.images, train.spec))
+    y = torch.from_numpy(train.labels)
+    torch.manual_seed(0)
+    model = create_model(DIGITS_CONFIG)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    model.meta = ArtifactMeta("custom", 10, 8, train.spec)
+    model._test_seed = None
+    return model, normalise_images(test.images, test.spec), test.labels
+
+
+def normalise_images(images: np.ndarray, spec) -> np.ndarray:
+    from converters.calibration import normalise
+
+    return normalise(images, spec)
