@@ -29,10 +29,11 @@ import torch
 
 from converters import onnx as onnx_export
 from converters import precision
-from converters.calibration import CalibrationSet, normalise
+from converters.calibration import CalibrationSet
 from dnet import __version__
 from dnet.cli.table import format_table
 from dnet.data.specs import get_spec
+from dnet.data.transforms import preprocess_array
 from dnet.models import create_model
 from engines import onnxruntime as ort_engine
 
@@ -103,7 +104,7 @@ def main() -> None:
         held_out = calibration_images(args.calib_count + max(batches))[args.calib_count:, 16:240, 16:240]
         t = time.perf_counter()
         files["onnx-fp16"] = precision.to_fp16(files["onnx-fp32"], tmp / "m.fp16.onnx",
-                                                check_inputs=normalise(held_out, spec))
+                                                check_inputs=preprocess_array(held_out, spec))
         build["onnx-fp16"] = time.perf_counter() - t
         calib = CalibrationSet(images=calibration_images(args.calib_count), count=args.calib_count, name="skimage-photos")
         t = time.perf_counter()
@@ -116,7 +117,7 @@ def main() -> None:
         runners = {"torch-eager": None, **engines}
         rows, results = [], []
         for b in batches:
-            x = normalise(held_out[:b], spec)
+            x = preprocess_array(held_out[:b], spec)
             xt = torch.from_numpy(x)
             times: dict[str, list[float]] = {k: [] for k in runners}
             ref = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.data.specs import PreprocessSpec
+from dnet.data.transforms import preprocess, preprocess_array
 from dnet.errors import DataError, FileFormatError
 from dnet.files import atomic_write_text
 
@@ -23,48 +24,6 @@ CACHE_FORMAT = "dnet.calibration"
 CACHE_VERSION = 1
 METHODS = ("minmax", "entropy", "percentile")
 MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding (a header's claim, checked first)
-
-
-def _resize_shorter(img, size: int, interpolation: str):
-    from PIL import Image
-
-    w, h = img.size
-    # fb.resnet.torch's Scale: the shorter side to ``size``, the other truncated (not rounded).
-    if w <= h:
-        new = (size, int(h * size / w))
-    else:
-        new = (int(w * size / h), size)
-    method = Image.Resampling.BICUBIC if interpolation == "lua-bicubic" else Image.Resampling.BILINEAR
-    return img.resize(new, method)
-
-
-def preprocess_pil(img, spec: PreprocessSpec) -> np.ndarray:
-    """One RGB Pillow image through ``spec``: shorter side to ``resize``, centre crop, normalise -> 3×H×W.
-
-    A stand-in for ``dnet.data.transforms.preprocess`` (Lua-exact bicubic), which replaces it once merged;
-    Pillow's bicubic differs from Lua's image.scale by a few grey levels, harmless for calibration ranges.
-    """
-    from PIL import Image
-
-    img = img.convert("RGB")
-    if spec.resize:
-        img = _resize_shorter(img, spec.resize, spec.interpolation)
-    crop = spec.crop or spec.input_size
-    w, h = img.size
-    if spec.resize is None and (w, h) != (crop, crop):
-        img = img.resize((crop, crop), Image.Resampling.BILINEAR)
-        w, h = img.size
-    # centre crop, offsets rounded up as fb.resnet.torch's CenterCrop does
-    x0, y0 = int(np.ceil((w - crop) / 2)), int(np.ceil((h - crop) / 2))
-    img = img.crop((x0, y0, x0 + crop, y0 + crop))
-    return normalise(np.asarray(img, dtype=np.uint8)[None], spec)[0]
-
-
-def normalise(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """uint8 N×H×W×3 -> float32 N×3×H×W with the spec's scale, mean and std."""
-    x = images.astype(np.float32) * (spec.pixel_scale / 255.0)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -97,7 +56,10 @@ def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> 
                 if img.size[0] * img.size[1] > MAX_PIXELS:
                     raise DataError(f"calibration image {path} claims {img.size[0]}×{img.size[1]} pixels; refused (limit {MAX_PIXELS:,})")
                 img.load()
-                out.append(preprocess_pil(img, spec))
+                if spec.resize is None and img.size != (spec.input_size, spec.input_size):
+                    # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
+                    img = img.convert("RGB").resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
+                out.append(preprocess(img, spec))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise DataError(f"calibration image {path} cannot be decoded ({type(e).__name__}: {str(e)[:100]})") from None
     return np.stack(out)
@@ -112,10 +74,10 @@ def read_array(images: np.ndarray, spec: PreprocessSpec, count: int) -> np.ndarr
         raise DataError("calibration array holds no images")
     chosen = images[pick(len(images), count)]
     if spec.resize is None and chosen.shape[1:3] == (spec.input_size, spec.input_size):
-        return normalise(chosen, spec)
+        return preprocess_array(chosen, spec)
     from PIL import Image
 
-    return np.stack([preprocess_pil(Image.fromarray(im), spec) for im in chosen])
+    return np.stack([preprocess(Image.fromarray(im), spec) for im in chosen])
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class BuildOptions:
     def __post_init__(self) -> None:
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
-            raise UsageError(f"batch profile {lo},{opt},{hi} must satisfy 1 <= min <= opt <= max")
+            raise UsageError(f"--batch profile {lo},{opt},{hi} must satisfy 1 <= min <= opt <= max")
         if self.workspace_mib is not None and self.workspace_mib < 1:
             raise UsageError(f"workspace must be at least 1 MiB, got {self.workspace_mib}")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
@@ -76,9 +76,9 @@ def parse_batch_profile(text: str) -> tuple[int, int, int]:
             raise ValueError
         lo, opt, hi = (int(p) for p in parts)
     except ValueError:
-        raise UsageError(f"batch profile {text!r} is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)") from None
+        raise UsageError(f"--batch profile {text!r} is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)") from None
     if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"batch profile {text!r} must satisfy 1 <= min <= opt <= max")
+        raise UsageError(f"--batch profile {text!r} must satisfy 1 <= min <= opt <= max")
     return lo, opt, hi
 
 

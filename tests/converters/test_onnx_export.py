@@ -11,7 +11,7 @@ import torch
 from onnx import numpy_helper
 
 from converters import onnx as onnx_export
-from converters.calibration import normalise
+from dnet.data.transforms import preprocess_array
 from dnet.errors import AccuracyError, FileFormatError, UsageError
 from dnet.files import sha256_file
 from tests.conftest import shared_fixture
@@ -59,7 +59,7 @@ def test_export_matches_pytorch_on_random_inputs(exported, batch):
 
 def test_export_matches_pytorch_on_real_photos(exported):
     model, path = exported
-    x = normalise(photo_tiles(), CIFAR)
+    x = preprocess_array(photo_tiles(), CIFAR)
     ref, got = torch_logits(model, x), onnx_export.run_onnx(path, x)
     assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 

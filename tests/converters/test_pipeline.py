@@ -74,14 +74,25 @@ def test_pth_to_fp16_and_to_pth(tmp_path, fast, calib_dir):
 
 
 def test_torchvision_state_dict_target(tmp_path):
-    if importlib.util.find_spec("dnet.statedict") is None:
-        pytest.skip("dnet.statedict (the t7 importer's branch) is not in this build yet")
     import torch
 
-    src = tiny_checkpoint(tmp_path)
+    import dnet
+    from dnet.checkpoint import save_checkpoint
+    from dnet.errors import ConfigError
+    from dnet.models import DenseNetConfig, create_model
+
+    cfg = DenseNetConfig(block_config=(2, 2), growth_rate=4, init_features=8, stem="imagenet", num_classes=5)
+    model = create_model(cfg).eval()
+    src = save_checkpoint(tmp_path / "in.pth", model)
     (out,) = convert(src, src_format="pth", target="torchvision", out=tmp_path / "tv.pth")
     sd = torch.load(out, weights_only=True)
-    assert "features.conv0.weight" in sd and "classifier.weight" in sd
+    assert list(sd) == list(model.state_dict())  # plain torchvision keys, no dnet wrapper
+    back = dnet.load(out)  # shapes alone say what it is
+    assert back.config == cfg
+    # a CIFAR-stem model has no torchvision form: refused, nothing written
+    with pytest.raises(ConfigError, match="cifar stem"):
+        convert(tiny_checkpoint(tmp_path), src_format="pth", target="torchvision", out=tmp_path / "tv2.pth")
+    assert not (tmp_path / "tv2.pth").exists()
 
 
 def test_trt_without_tensorrt_keeps_the_typed_onnx_and_says_where(tmp_path, fast, calib_dir):
@@ -135,7 +146,7 @@ def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
     if importlib.util.find_spec("converters.t7") is None:
         pytest.skip("converters.t7 (the .t7 importer, another branch) is not in this build yet")
     from converters import precision
-    from converters.calibration import normalise
+    from dnet.data.transforms import preprocess_array
 
     src = shared_fixture("t7", f"{name}.t7")
     calib = write_images(tmp_path / "calib", photo_tiles(size=32, per_photo=4))
@@ -145,7 +156,7 @@ def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
                    calib=CalibrationSet(folder=calib, count=16))
     fp32 = tmp_path / f"{name}.onnx"
     meta = onnx_export.read_meta(onnx_export.read_model(fp32))
-    x = normalise(photo_tiles(size=32, per_photo=3, offset=2), meta.preprocess)
+    x = preprocess_array(photo_tiles(size=32, per_photo=3, offset=2), meta.preprocess)
     ref = onnx_export.run_onnx(fp32, x)
     h, q = onnx_export.run_onnx(fp16[-1], x), onnx_export.run_onnx(int8[-1], x)
     assert precision.rel_l2(ref, h) <= 1e-3 and np.array_equal(ref.argmax(1), h.argmax(1))

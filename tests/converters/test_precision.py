@@ -9,7 +9,8 @@ from onnx import numpy_helper
 
 from converters import onnx as onnx_export
 from converters import precision
-from converters.calibration import CalibrationSet, normalise
+from converters.calibration import CalibrationSet
+from dnet.data.transforms import preprocess_array
 from dnet.errors import AccuracyError
 from dnet.files import sha256_file
 from tests.converters.tiny_models import CIFAR, digits_model, photo_tiles, tiny_onnx
@@ -32,7 +33,7 @@ def fp32(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_inputs():
-    return normalise(photo_tiles(offset=1), CIFAR)
+    return preprocess_array(photo_tiles(offset=1), CIFAR)
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,20 @@ import pytest
 from PIL import Image
 
 import dnet.data.datasets  # noqa: F401  (registers the digits spec)
-from converters.calibration import CalibrationCache, CalibrationSet, pick, preprocess_pil, read_array, read_folder
+from converters.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
 from dnet.data.specs import get_spec
 from dnet.errors import DataError, FileFormatError
 from tests.conftest import shared_fixture
 
 
-def test_imagenet_spec_resizes_shorter_side_crops_centre_and_normalises():
-    spec = get_spec("torch7")
-    img = Image.fromarray(np.full((300, 451, 3), 128, np.uint8))
-    x = preprocess_pil(img, spec)
-    assert x.shape == (3, 224, 224) and x.dtype == np.float32
-    expect = (128 / 255 - np.array(spec.mean)) / np.array(spec.std)
-    np.testing.assert_allclose(x[:, 100, 100], expect, rtol=1e-5)
-
-
-def test_reader_is_close_to_the_lua_reference_pipeline():
-    # Pillow's bicubic stands in for Lua's image.scale until dnet.data.transforms lands: close, not exact.
+def test_folder_images_go_through_the_models_own_lua_exact_preprocessing(tmp_path):
+    # Calibration sees exactly what evaluation feeds the model: dnet.data.transforms (Lua-exact bicubic).
     png = shared_fixture("preprocess", "chelsea.png")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "chelsea.png").write_bytes(png.read_bytes())
+    x = read_folder(tmp_path, get_spec("torch7"), count=1)
     ref = np.load(shared_fixture("preprocess", "chelsea.val.npy"))
-    with Image.open(png) as img:
-        x = preprocess_pil(img, get_spec("torch7"))
-    assert x.shape == ref.shape
-    assert np.mean(np.abs(x - ref)) < 0.02 and np.corrcoef(x.ravel(), ref.ravel())[0, 1] > 0.999
+    assert x.shape == (1, *ref.shape) and np.abs(x[0] - ref).max() <= 1e-5
 
 
 def test_folder_is_read_sorted_recursive_and_evenly_spread(tmp_path):

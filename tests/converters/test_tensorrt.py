@@ -90,12 +90,12 @@ def test_parse_batch_profile_accepts_min_opt_max_and_one_number():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("8,1,32", "batch profile '8,1,32' must satisfy 1 <= min <= opt <= max"),
-        ("0,1,2", "batch profile '0,1,2' must satisfy 1 <= min <= opt <= max"),
-        ("1,64,32", "batch profile '1,64,32' must satisfy 1 <= min <= opt <= max"),
-        ("1,8", "batch profile '1,8' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
-        ("1,8,x", "batch profile '1,8,x' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
-        ("1.5,2,4", "batch profile '1.5,2,4' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
+        ("8,1,32", "--batch profile '8,1,32' must satisfy 1 <= min <= opt <= max"),
+        ("0,1,2", "--batch profile '0,1,2' must satisfy 1 <= min <= opt <= max"),
+        ("1,64,32", "--batch profile '1,64,32' must satisfy 1 <= min <= opt <= max"),
+        ("1,8", "--batch profile '1,8' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
+        ("1,8,x", "--batch profile '1,8,x' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
+        ("1.5,2,4", "--batch profile '1.5,2,4' is not MIN,OPT,MAX (three whole numbers, e.g. 1,8,32)"),
     ],
 )
 def test_parse_batch_profile_refuses_with_one_line(text, message):
@@ -114,7 +114,7 @@ def test_build_options_defaults_and_refusals():
         BuildOptions(opt_level=6)
     with pytest.raises(UsageError, match=r"^workspace must be at least 1 MiB, got 0$"):
         BuildOptions(workspace_mib=0)
-    with pytest.raises(UsageError, match=r"^batch profile 4,2,8 must satisfy"):
+    with pytest.raises(UsageError, match=r"^--batch profile 4,2,8 must satisfy"):
         BuildOptions(batch=(4, 2, 8))
 
 

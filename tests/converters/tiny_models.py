@@ -177,6 +177,6 @@ def digits_model():
 
 
 def normalise_images(images: np.ndarray, spec) -> np.ndarray:
-    from converters.calibration import normalise
+    from dnet.data.transforms import preprocess_array
 
-    return normalise(images, spec)
+    return preprocess_array(images, spec)
