@@ -208,11 +208,8 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     build = BuildOptions(batch=opts.batch, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
                          timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
                          hardware_compat=opts.hardware_compat)
-    try:
-        plan = build_engine(typed, out, build)
-    except NotInstalledError as e:
-        raise NotInstalledError(f"{e}; the {typed_target.upper()} ONNX is at {typed}") from None
-    written.append(Path(plan))
+    # A missing TensorRT or GPU raises NotInstalledError whose line already says where the typed ONNX is.
+    written.append(Path(build_engine(typed, out, build)))
     return written
 
 
