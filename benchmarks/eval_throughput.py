@@ -50,9 +50,8 @@ def onnx_engine(model, meta, path: Path):
     torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=17)
     try:
-        import engines.onnxruntime  # noqa: F401
-
         import engines
+        import engines.onnxruntime  # noqa: F401
 
         eng = engines.open(path)
         if eng.meta is None:
