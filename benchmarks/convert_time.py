@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ def main() -> None:
     import torch
 
     from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet, write_folder
-    from benchmarks.report import print_table, write_result
+    from benchmarks.report import add_quick, print_table, write_result
     from converters import onnx as onnx_export
     from converters import precision
     from converters.calibration import CalibrationSet
@@ -61,8 +60,7 @@ def main() -> None:
     ap.add_argument("--calib-count", type=int, default=512)
     ap.add_argument("--method", default="minmax")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("DNET_BENCH_QUICK")),
-                    help="calibrate on 64 images (also: DNET_BENCH_QUICK=1)")
+    add_quick(ap, "calibrate on 64 images")
     args = ap.parse_args()
     count = 64 if args.quick else args.calib_count
     torch.set_num_threads(args.threads)

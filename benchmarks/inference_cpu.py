@@ -17,7 +17,6 @@ Writes benchmarks/results/inference_cpu.json.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -112,7 +111,7 @@ def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False) -> tuple
 
 def main() -> None:
     from benchmarks.ort_profile import profile, rows_for
-    from benchmarks.report import print_table, write_result
+    from benchmarks.report import add_quick, print_table, write_result
     from dnet.bench import bench_engines, open_engines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,8 +123,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--muladd", action="store_true", help="also FP32 with BatchNormalization exported as Mul/Add")
     ap.add_argument("--profile", action="store_true", help="also profile each ONNX variant in ONNX Runtime")
-    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("DNET_BENCH_QUICK")),
-                    help="a fast, rougher pass (also: DNET_BENCH_QUICK=1)")
+    add_quick(ap, "a fast, rougher pass")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds, args.calib_count = 2.0, 4, 16

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def trained_checkpoint(out: Path, epochs: int | None) -> tuple[Path, dict]:
 
 
 def main() -> None:
-    from benchmarks.report import print_table, write_result
+    from benchmarks.report import add_quick, print_table, write_result
     from converters.calibration import METHODS, CalibrationSet
     from converters.pipeline import convert
     from dnet.data.datasets import open_dataset
@@ -46,8 +45,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs when training (default: the demo's)")
     ap.add_argument("--train-out", type=Path, help="keep the trained run here (default: a temporary folder)")
     ap.add_argument("--calib-count", type=int, default=512)
-    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("DNET_BENCH_QUICK")),
-                    help="train 8 epochs instead of the demo's 30 (also: DNET_BENCH_QUICK=1)")
+    add_quick(ap, "train 8 epochs instead of the demo's 30")
     args = ap.parse_args()
     test = open_dataset("digits", None, "test")
     calib = CalibrationSet(images=open_dataset("digits", None, "train").images, count=args.calib_count,
