@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.report import print_table, write_result
+from benchmarks.report import add_quick, print_table, write_result
 
 
 def make_folder(folder: Path, n: int, classes: int = 10) -> None:
@@ -44,7 +44,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--engines", default="onnxruntime,torch")
+    add_quick(ap, "64 images")
     args = ap.parse_args()
+    if args.quick:
+        args.images = 64
 
     import torch
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.report import print_table, write_result
+from benchmarks.report import add_quick, print_table, write_result
 from dnet.data.transforms import lua_load, lua_scale, lua_scale_bicubic, preprocess, scaled_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,10 @@ def best_ms(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
+    add_quick(ap, "three repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 3
 
     images: dict[str, Path] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dnet-bench-"))

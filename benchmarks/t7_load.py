@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import dnet
-from benchmarks.report import print_table, write_result
+from benchmarks.report import add_quick, print_table, write_result
 from converters.t7 import reader
 from dnet.checkpoint import save_checkpoint
 from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet
@@ -43,7 +43,10 @@ def _times(fn, repeat: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
+    add_quick(ap, "two repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 2
 
     torch.manual_seed(0)
     model = dnet.create_model("densenet121").eval()
