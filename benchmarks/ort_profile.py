@@ -59,7 +59,8 @@ def profile(path: str | Path, *, batch: int = 8, threads: int = 2, runs: int = 1
 def rows_for(p: dict, top: int = 8) -> list[list]:
     rows = []
     for op, ms in list(p["per_op_ms"].items())[:top]:
-        rows.append([p["file"], op, p["executed_ops"].get(op, p["executed_ops"].get(f"com.microsoft.{op}", "?")),
+        nodes = sum(n for k, n in p["executed_ops"].items() if k.split(".")[-1] == op)  # any domain (e.g. nchwc)
+        rows.append([p["file"], op, nodes,
                      f"{ms:.1f}", f"{ms / p['kernel_ms']:.0%}"])
     return rows
 

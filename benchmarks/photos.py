@@ -60,28 +60,16 @@ def write_folder(images: np.ndarray, folder: Path) -> list[Path]:
     return paths
 
 
-def measure_bn_statistics(model: torch.nn.Module, batch: torch.Tensor) -> None:
-    """Give a randomly initialised model the BN statistics of ``batch`` (one train-mode pass, momentum 1).
+def random_densenet(name: str = "densenet121", seed: int = 0, stat_images: int = 8) -> torch.nn.Module:
+    """A seeded random-weight zoo model with BN statistics measured on ``stat_images`` photo crops.
 
     With identity BN statistics a random densenet121's activations grow to ~1e8 by the last block, beyond
     float16's range; a trained model's statistics keep them normalised, and so do these.
     """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(batch)
-    for m in bns:
-        m.momentum = 0.1
-    model.eval()
-
-
-def random_densenet(name: str = "densenet121", seed: int = 0, stat_images: int = 8) -> torch.nn.Module:
-    """A seeded random-weight zoo model with BN statistics measured on ``stat_images`` photo crops."""
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
     from dnet.models import create_model
+    from tests.converters.tiny_models import measure_bn_statistics
 
     torch.manual_seed(seed)
     model = create_model(name).eval()
