@@ -155,41 +155,6 @@ def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
     return {s: last[s] for s in stages if s in last}
 
 
-def chain_concats(proto: onnx.ModelProto) -> int:
-    """Rewrite each dense block's concatenations as a chain: Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn).
-
-    The exporter writes every layer's input as a fresh concatenation of all earlier features, so each layer's
-    new features feed every later Concat. The values are identical either way; what changes is that each
-    tensor then feeds a single Concat. That matters for INT8 in ONNX Runtime on x86: it converts a
-    TensorRT-style int8 Q->DQ pair to uint8 only when the Q feeds exactly one DQ, and it gives every consumer
-    of a shared DQ its own copy, so in the unchained graph the 3x3 convolutions' outputs kept int8 while their
-    inputs became uint8, and 54 of densenet121's 120 convolutions ran as DQ -> float Conv -> Q (measured with
-    benchmarks/ort_profile.py: batch 8 went from 425 to 190 ms). Returns how many Concats were rewritten.
-    """
-    axis = {}
-    for node in proto.graph.node:
-        if node.op_type == "Concat":
-            axis[node.output[0]] = next((a.i for a in node.attribute if a.name == "axis"), None)
-    by_inputs = {}
-    for node in proto.graph.node:
-        if node.op_type == "Concat":
-            by_inputs.setdefault(tuple(node.input), node)
-    count = 0
-    for node in proto.graph.node:
-        if node.op_type != "Concat" or len(node.input) < 3:
-            continue
-        prev = by_inputs.get(tuple(node.input[:-1]))
-        if prev is None or prev is node or axis[prev.output[0]] != axis[node.output[0]]:
-            continue
-        last = node.input[-1]
-        del node.input[:]
-        node.input.extend([prev.output[0], last])
-        count += 1
-    if count:
-        sort_topologically(proto)
-    return count
-
-
 def bn_to_mul_add(proto: onnx.ModelProto) -> int:
     """Rewrite every inference BatchNormalization as a per-channel Mul and Add (returns how many).
 
@@ -253,7 +218,6 @@ def export(
     meta = dataclasses.replace(meta, input_size=size)
     proto = _export_proto(model, size, opset)
     stages = stage_tensors(proto, model.stages())
-    chain_concats(proto)
     if bn == "muladd":
         bn_to_mul_add(proto)
     # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages are kept.

@@ -108,29 +108,6 @@ def test_bns_after_a_conv_are_folded_and_preactivation_bns_remain(exported):
     assert ops.count("BatchNormalization") == layers + (len(TINY.block_config) - 1) + 1
 
 
-def test_concatenations_are_chained_so_each_tensor_feeds_one_concat(exported):
-    graph = onnx.load(str(exported[1])).graph
-    concats = [n for n in graph.node if n.op_type == "Concat"]
-    # TINY (blocks of 2 and 3 layers): layer inputs x0 | x0,f1 | x0,f1,f2 and the block outputs, each Concat
-    # now joins the previous Concat with one new tensor
-    assert concats and all(len(n.input) == 2 for n in concats)
-    fed = [i for n in concats for i in n.input]
-    assert len(fed) == len(set(fed))
-
-
-def test_chain_concats_rewrites_a_fresh_concatenation_of_all_earlier_tensors():
-    from onnx import TensorProto, helper
-
-    x = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [1, 1]) for i in range(3)]
-    nodes = [helper.make_node("Concat", ["x0", "x1"], ["c1"], axis=1),
-             helper.make_node("Concat", ["x0", "x1", "x2"], ["c2"], axis=1),
-             helper.make_node("Concat", ["x0", "x1", "x2"], ["c3"], axis=0)]  # another axis: left alone
-    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c2", "c3")]
-    proto = helper.make_model(helper.make_graph(nodes, "g", x, out))
-    assert onnx_export.chain_concats(proto) == 1
-    assert [list(n.input) for n in proto.graph.node] == [["x0", "x1"], ["c1", "x2"], ["x0", "x1", "x2"]]
-
-
 def test_bn_as_mul_add_matches_and_has_no_batchnorm(tmp_path, fast):
     model = tiny_model(seed=0)
     path = onnx_export.export(model, tmp_path / "ma.onnx", bn="muladd")
