@@ -29,8 +29,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dnet converters engines tests benchmarks
 
+# Each script writes benchmarks/results/NAME.json and prints its table; `make bench QUICK=1` is a fast, rougher pass.
+BENCHMARKS := inference_cpu int8_accuracy convert_time train_memory train_throughput t7_load preprocess_cost \
+              eval_throughput int8_concat_chain
+
 bench: $(STAMP)
-	@echo "not yet: the benchmarks land with the bench issue"
+	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; DNET_BENCH_QUICK=$(QUICK) $(BIN)/python -m benchmarks.$$b; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -6,19 +6,16 @@ quality 90), a DenseNet-121 with random weights, and measures on this machine, s
   - raw:      the engine on already-preprocessed batches (no decoding), images/s;
   - eval:     ``dnet.eval.evaluate`` on the folder (decoding in worker processes), images/s;
   - overhead: 1 − eval/raw.
-Engines: the PyTorch engine on a dnet checkpoint, and ONNX Runtime on an ONNX export of the same model
-(a minimal ONNX Runtime engine defined here when ``engines.onnxruntime`` is not in this checkout).
+Engines: the PyTorch engine on a dnet checkpoint, and ONNX Runtime on dnet's ONNX export of the same model.
 Writes benchmarks/results/eval_throughput.json and prints a table. A shared CPU makes absolute numbers noisy.
 
-    PYTHONPATH=$PWD python benchmarks/eval_throughput.py [--images 256] [--batch 32] [--workers 1]
+    python -m benchmarks.eval_throughput [--images 256] [--batch 32] [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnet.cli.table import format_table
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.report import add_quick, print_table, write_result
 
 
 def make_folder(folder: Path, n: int, classes: int = 10) -> None:
@@ -43,48 +38,16 @@ def make_folder(folder: Path, n: int, classes: int = 10) -> None:
         Image.fromarray(pixels).save(d / f"{i:05d}.jpg", quality=90)
 
 
-def onnx_engine(model, meta, path: Path):
-    """engines.onnxruntime when present, else a minimal ONNX Runtime engine for this measurement."""
-    import torch
-
-    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=17)
-    try:
-        import engines.onnxruntime  # noqa: F401
-
-        import engines
-
-        eng = engines.open(path)
-        if eng.meta is None:
-            eng.meta = meta
-        return eng, "engines.onnxruntime"
-    except ImportError:
-        pass
-    import onnxruntime as ort
-
-    from engines.base import Engine
-
-    class OrtEngine(Engine):
-        kind = "onnxruntime"
-
-        def __init__(self) -> None:
-            self.path, self.meta, self.input_shape = path, meta, (-1, 3, 224, 224)
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-        def run(self, batch):
-            return self.session.run(None, {"input": batch})[0]
-
-    return OrtEngine(), "benchmark-local ONNX Runtime engine (engines.onnxruntime absent in this branch)"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--engines", default="onnxruntime,torch")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
+    add_quick(ap, "64 images")
     args = ap.parse_args()
+    if args.quick:
+        args.images = 64
 
     import torch
 
@@ -115,7 +78,9 @@ def main() -> None:
             engine = engines.open(save_checkpoint(tmp / "d121.pth", model, meta))
             name = "engines.torch"
         else:
-            engine, name = onnx_engine(model, meta, tmp / "d121.onnx")
+            from converters.onnx import export
+
+            engine, name = engines.open(export(model, tmp / "d121.onnx", meta=meta)), "engines.onnxruntime"
         engine(batch)  # warm-up
         runs = max(1, args.images // args.batch)
         t0 = time.perf_counter()
@@ -130,14 +95,12 @@ def main() -> None:
         rows.append([kind, report.images, f"{raw_ips:.1f}", f"{report.throughput:.1f}", f"{r['overhead'] * 100:.0f} %"])
         engine.close()
 
-    out = {"benchmark": "eval_throughput", "model": "densenet121 (random weights)", "preprocess": "torch7",
-           "decode_img_s_one_process": decode_ips, "cpu_count": os.cpu_count(),
-           "machine": {"python": platform.python_version(), "torch": torch.__version__},
-           "note": "shared CPU: the engine and the decoding workers compete for the same cores", "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    path = write_result("eval_throughput", {
+        "model": "densenet121 (random weights)", "preprocess": "torch7", "decode_img_s_one_process": decode_ips,
+        "note": "shared CPU: the engine and the decoding workers compete for the same cores", "results": results})
     print(f"decoding (torch7 preprocess) in one process: {decode_ips:.1f} img/s; cores: {os.cpu_count()}")
-    print(format_table(["engine", "images", "raw img/s", "eval img/s", "overhead"], rows, right=(1, 2, 3, 4)))
+    print_table("dnet eval overhead", ["engine", "images", "raw img/s", "eval img/s", "overhead"], rows)
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

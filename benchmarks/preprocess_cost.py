@@ -9,14 +9,12 @@ when ../shared is present), timing, per image and side by side in one process:
 Writes benchmarks/results/preprocess_cost.json and prints a table. Timings on a shared CPU are noisy:
 read the ratios, taken in the same run, rather than absolute numbers.
 
-    PYTHONPATH=$PWD python benchmarks/preprocess_cost.py [--repeats 20]
+    python -m benchmarks.preprocess_cost [--repeats 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnet.cli.table import format_table
+from benchmarks.report import add_quick, print_table, write_result
 from dnet.data.transforms import lua_load, lua_scale, lua_scale_bicubic, preprocess, scaled_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +57,10 @@ def best_ms(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "preprocess_cost.json")
+    add_quick(ap, "three repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 3
 
     images: dict[str, Path] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dnet-bench-"))
@@ -97,18 +97,14 @@ def main() -> None:
                      f"{r['resize_ratio_lua_over_pillow_bicubic']:.1f}×", f"{r['torch7_pipeline_ms']:.2f}",
                      f"{r['torchvision_pipeline_ms']:.2f}"])
 
-    report = {
-        "benchmark": "preprocess_cost", "repeats": args.repeats, "statistic": "minimum ms per image over the repeats, single thread",
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "pillow": Image.__version__,
-                    "processor": platform.processor() or platform.machine()},
-        "note": "shared CPU; compare ratios within this run",
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(["image", "size", "lua resize ms", "lua 224 window ms", "PIL bicubic ms", "PIL bilinear ms",
-                        "lua/PIL", "torch7 total ms", "torchvision total ms"], rows, right=(2, 3, 4, 5, 6, 7, 8)))
-    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    path = write_result("preprocess_cost", {
+        "repeats": args.repeats, "statistic": "minimum ms per image over the repeats, single thread",
+        "numpy": np.__version__, "pillow": Image.__version__, "note": "shared CPU; compare ratios within this run",
+        "results": results})
+    print_table("preprocessing cost per image", ["image", "size", "lua resize ms", "lua 224 window ms", "PIL bicubic ms",
+                                                 "PIL bilinear ms", "lua/PIL", "torch7 total ms", "torchvision total ms"],
+                rows, right=(2, 3, 4, 5, 6, 7, 8))
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

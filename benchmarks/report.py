@@ -18,7 +18,14 @@ RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().par
 
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__}
+            "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
+            "load_average": os.getloadavg()}
+
+
+def add_quick(parser, what: str) -> None:
+    """``--quick``: a fast, rougher pass (``what`` it changes); ``make bench QUICK=1`` sets it for every script."""
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("DNET_BENCH_QUICK")),
+                        help=f"{what} (also: DNET_BENCH_QUICK=1)")
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -6,7 +6,7 @@ released checkpoints), and with memory-efficient custom layers. Times ``converte
 only) and ``dnet.load`` (parse, map, build the model, sha256), and, side by side, ``dnet.load`` of the same
 weights as a dnet ``.pth`` checkpoint. Timings on a shared machine are noisy: compare the ratios.
 
-    PYTHONPATH=$PWD python benchmarks/t7_load.py [--repeat 5]
+    python -m benchmarks.t7_load [--repeat 5]
 
 Result: benchmarks/results/t7_load.json and a table on stdout.
 """
@@ -14,26 +14,19 @@ Result: benchmarks/results/t7_load.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-import dnet  # noqa: E402
-from converters.t7 import reader  # noqa: E402
-from dnet.checkpoint import save_checkpoint  # noqa: E402
-from dnet.cli.table import format_table  # noqa: E402
-from dnet.files import atomic_write_text  # noqa: E402
-from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet  # noqa: E402
+import dnet
+from benchmarks.report import add_quick, print_table, write_result
+from converters.t7 import reader
+from dnet.checkpoint import save_checkpoint
+from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet
 
 TARGET_S = 2.0
 
@@ -50,8 +43,10 @@ def _times(fn, repeat: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "t7_load.json")
+    add_quick(ap, "two repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 2
 
     torch.manual_seed(0)
     model = dnet.create_model("densenet121").eval()
@@ -85,19 +80,10 @@ def main() -> None:
             rows.append([name, f"{size / 1e6:.1f}", f"{r['parse_s']['median']:.3f}", f"{r['dnet_load_s']['median']:.3f}",
                          f"{r['dnet_load_s']['min']:.3f}", f"{r['pth_dnet_load_s']['median']:.3f}",
                          f"{r['ratio_t7_to_pth_median']:.2f}", "yes" if r["under_target"] else "NO"])
-    report = {
-        "benchmark": "t7_load", "target_s": TARGET_S, "repeat": args.repeat,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average": os.getloadavg()},
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(format_table(["file", "MB", "parse s", "dnet.load s", "min s", ".pth load s", "t7/pth", f"< {TARGET_S:g} s"],
-                       rows, right=range(1, 8)))
-    print(f"medians of {args.repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: noisy); "
-          f"written {args.out}")
+    path = write_result("t7_load", {"target_s": TARGET_S, "repeat": args.repeat, "results": results})
+    print_table(f"DenseNet-121 .t7 load, medians of {args.repeat}",
+                ["file", "MB", "parse s", "dnet.load s", "min s", ".pth load s", "t7/pth", f"< {TARGET_S:g} s"], rows)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: noisy); written {path}")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,10 @@ import time
 MODES = ["standard", "memory-efficient", "torchvision-memory-efficient"]
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(mode: str, batch: int, steps: int) -> dict:
     import torch
+
+    from dnet.bench import peak_rss_mb, reset_peak, rss_mb
 
     torch.manual_seed(0)
     if mode.startswith("torchvision"):
@@ -54,15 +48,15 @@ def child(mode: str, batch: int, steps: int) -> dict:
         opt.step()
 
     step()  # allocates gradients and momentum buffers
-    baseline = _status_mb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    baseline = rss_mb()
+    if not reset_peak():
+        raise SystemExit("train_memory needs Linux (/proc/self/clear_refs resets the peak resident memory)")
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    peak = _status_mb("VmHWM")
+    peak = peak_rss_mb()
     return {"mode": mode, "baseline_mb": baseline, "peak_mb": peak, "activation_mb": peak - baseline,
             "step_s": sorted(times)[len(times) // 2], "steps": steps, "batch": batch}
 

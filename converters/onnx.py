@@ -159,7 +159,7 @@ def bn_to_mul_add(proto: onnx.ModelProto) -> int:
     """Rewrite every inference BatchNormalization as a per-channel Mul and Add (returns how many).
 
     DenseNet's BNs that follow a concatenation (pre-activation) cannot fold into a convolution; exporters fold
-    the others. Measured (benchmarks/onnx_speed.py, densenet121, ONNX Runtime 1.31 CPU, 2 threads): Mul/Add ran
+    the others. Measured (benchmarks/inference_cpu.py --muladd, densenet121, ONNX Runtime 1.31 CPU, 2 threads): Mul/Add ran
     at 0.90-0.94× the speed of BatchNormalization, which ONNX Runtime fuses into its NCHWc convolutions; so
     "batchnorm" is the default and this rewrite an option.
     """

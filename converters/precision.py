@@ -59,7 +59,7 @@ INT8_QUANTIZE_BIAS = False  # (ONNX Runtime quantizes float biases itself when i
 # `--to trt` accepts). "uint8": asymmetric uint8 activations, for ONNX Runtime on x86 only: its CPU kernels
 # are u8 x s8, and with int8 activations it converted and fused only 66 of densenet121's 120 convolutions into
 # QLinearConv (the 3x3 convs whose output feeds several concats stayed DQ -> float Conv -> Q); with uint8 all
-# 120 fuse and the concats become QLinearConcat (measured in benchmarks/onnx_speed.py).
+# 120 fuse and the concats become QLinearConcat (measured by benchmarks/inference_cpu.py --profile).
 INT8_ACTIVATIONS = ("int8", "uint8")
 
 
@@ -160,7 +160,7 @@ def to_fp16(
     check_graph(fp16, "FP16 graph")
     data = fp16.SerializeToString()
     # Real inputs when the caller has them (calibration images); random ones otherwise. A random-weight
-    # network amplifies float16 rounding far more than a trained one (see the note in onnx_speed.py).
+    # network amplifies float16 rounding far more than a trained one (see benchmarks/inference_cpu.py).
     if check_inputs is not None and len(check_inputs):
         batches = [np.asarray(check_inputs, np.float32)]
     else:

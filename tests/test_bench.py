@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnet.bench import latency_stats, parse_batches
+from dnet.bench import latency_stats, parse_batches, peak_rss_mb, reset_peak, rss_mb
 from dnet.checkpoint import save_checkpoint
 from dnet.cli import main
 from dnet.errors import UsageError
@@ -50,3 +50,13 @@ def test_bench_cli_table_and_bad_batch(tmp_path):
     assert r.exit_code == 0 and "1.00×" in r.output
     r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "x"])
     assert r.exit_code == 2 and r.output.strip() == "dnet: error: --batch: expected comma-separated integers like 1,8,32, got 'x'"
+
+
+@pytest.mark.skipif(not reset_peak(), reason="needs Linux /proc/self/clear_refs")
+def test_peak_memory_sees_a_freed_transient_allocation():
+    reset_peak()
+    before = rss_mb()
+    block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched; numpy maps blocks this large, so del unmaps it
+    del block
+    assert rss_mb() - before < 16  # gone from the resident memory...
+    assert peak_rss_mb() - before >= 60  # ...but the peak remembers it

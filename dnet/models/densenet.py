@@ -265,3 +265,18 @@ class DenseNet(nn.Module):
         x = F.relu(x, inplace=True)
         x = F.adaptive_avg_pool2d(x, 1)
         return self.classifier(torch.flatten(x, 1))
+
+
+def measure_bn_statistics(model: nn.Module, batch: Tensor) -> nn.Module:
+    """Set BN running statistics to those of ``batch`` (one train-mode pass, momentum 1), as a trained model
+    has; random-weight models for tests and benchmarks use it to keep activations normalised. Eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    return model.eval()

@@ -14,8 +14,9 @@ from converters import onnx as onnx_export
 from dnet.data.transforms import preprocess_array
 from dnet.errors import AccuracyError, FileFormatError, UsageError
 from dnet.files import sha256_file
+from dnet.models.densenet import measure_bn_statistics
 from tests.conftest import shared_fixture
-from tests.converters.tiny_models import CIFAR, TINY, fast_export, measure_bn_statistics, photo_tiles, tiny_model
+from tests.converters.tiny_models import CIFAR, TINY, fast_export, photo_tiles, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,10 @@ from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
 from dnet.data.specs import get_spec
 from dnet.models import DenseNetConfig, create_model
+from dnet.models.densenet import measure_bn_statistics
 
 TINY = DenseNetConfig(block_config=(2, 3), growth_rate=4, init_features=8, num_classes=5)
 CIFAR = get_spec("cifar10")
-
-
-def measure_bn_statistics(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
-    """BN running statistics of ``batch`` (one train-mode pass, momentum 1), as a trained model has."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(batch)
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
 
 
 def tiny_model(seed: int = 0, config: DenseNetConfig = TINY):

@@ -1,0 +1,48 @@
+"""The benchmark scripts' helpers (their numbers are measured by running them, never asserted here)."""
+
+import numpy as np
+import onnx
+import pytest
+
+from benchmarks.convert_time import stage_timer
+from benchmarks.ort_profile import profile
+from benchmarks.photos import photo_crops, write_folder
+from tests.converters.tiny_models import tiny_onnx
+
+pytest.importorskip("skimage")
+
+
+def test_photo_crops_are_seeded_real_content(tmp_path):
+    a, b, c = photo_crops(6, size=64, seed=3), photo_crops(6, size=64, seed=3), photo_crops(6, size=64, seed=4)
+    assert a.shape == (6, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert all(img.std() > 5 for img in a)  # photo content, not flat images
+    paths = write_folder(a[:3], tmp_path / "calib")
+    assert [p.name for p in paths] == ["photo0000.jpg", "photo0001.jpg", "photo0002.jpg"]
+
+
+def test_stage_timer_times_calls_and_restores():
+    import types
+
+    mod = types.SimpleNamespace(f=lambda x: x + 1)
+    original = mod.f
+    stages = {}
+    with stage_timer(stages, [(mod, "f", "adding")]):
+        assert mod.f(1) == 2 and mod.f(2) == 3
+    assert mod.f is original and list(stages) == ["adding"] and stages["adding"] >= 0
+
+
+def test_profile_counts_executed_ops_and_times_them(tmp_path):
+    from converters.calibration import CalibrationSet
+    from converters.precision import to_int8
+
+    fp32 = tiny_onnx(tmp_path)
+    int8, _ = to_int8(fp32, tmp_path / "tiny.int8.onnx", calib=CalibrationSet(images=photo_crops(8, size=32), count=8),
+                      activations="uint8")
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(fp32)).graph.node)
+    p = profile(int8, batch=2, threads=1, runs=3, size=32)
+    # uint8 activations: ONNX Runtime fuses every DQ -> Conv -> Q into one QLinearConv
+    assert p["executed_ops"].get("com.microsoft.QLinearConv") == convs and "Conv" not in p["executed_ops"]
+    assert p["runs"] == 3 and p["kernel_ms"] > 0 and p["per_op_ms"]["QLinearConv"] > 0
+    assert sum(p["per_op_ms"].values()) == pytest.approx(p["kernel_ms"])
+    assert set(p["per_op_ms"]) <= {k.split(".")[-1] for k in p["executed_ops"]}
