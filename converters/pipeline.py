@@ -201,7 +201,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
 
     # 3. TensorRT engine (converters.tensorrt, imported only here: nothing imports TensorRT at import time)
     try:
-        from converters.tensorrt import BuildOptions, build_engine
+        from converters.tensorrt import BuildOptions, build_plan
     except ImportError as e:
         raise NotInstalledError(f"TensorRT support (converters.tensorrt) is not available ({e}); "
                                 f"the {typed_target.upper()} ONNX is at {typed}") from None
@@ -209,7 +209,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
                          timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
                          hardware_compat=opts.hardware_compat)
     # A missing TensorRT or GPU raises NotInstalledError whose line already says where the typed ONNX is.
-    written.append(Path(build_engine(typed, out, build)))
+    written.append(Path(build_plan(typed, out, build)))
     return written
 
 

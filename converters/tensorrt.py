@@ -2,11 +2,11 @@
 
 Precision lives in the ONNX file (FP32, FP16 casts, INT8 Q/DQ pairs from ``converters.precision``); the build is
 strongly typed, so TensorRT compiles exactly the types the ONNX says. TensorRT 11 removed the weak-typing
-builder flags (``BuilderFlag.FP16/INT8``), the implicit INT8 calibrator and ``platform_has_fast_*``; none of them is
+builder flags (the FP16 and INT8 members of ``BuilderFlag``), the implicit INT8 calibrator and ``platform_has_fast_*``; none of them is
 used here, so the same code builds with TensorRT 10.9+ and 11.x (``tests/converters/test_tensorrt_api.py`` checks
 every ``trt.*`` name used here against the real bindings of both).
 
-``tensorrt`` and CUDA are imported only inside :func:`build_engine`; the sidecar and the compatibility decision
+``tensorrt`` and CUDA are imported only inside :func:`build_plan`; the sidecar and the compatibility decision
 are plain functions that run anywhere.
 """
 
@@ -321,7 +321,7 @@ def _network_flags(trt) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions | None = None) -> Path:
+def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions | None = None) -> Path:
     """Build ``plan_path`` (strongly typed) from ``onnx_path`` and write ``plan_path.json`` beside it.
 
     Raises NotInstalledError when TensorRT or a CUDA GPU is missing (the message names the ONNX file, which is kept),
@@ -397,7 +397,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
 __all__ = [
     "BuildOptions",
     "EngineSidecar",
-    "build_engine",
+    "build_plan",
     "check_compatible",
     "parse_batch_profile",
     "read_sidecar",

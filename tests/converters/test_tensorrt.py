@@ -26,7 +26,7 @@ import engines
 from converters.tensorrt import (
     BuildOptions,
     EngineSidecar,
-    build_engine,
+    build_plan,
     check_compatible,
     parse_batch_profile,
     read_sidecar,
@@ -258,7 +258,7 @@ def test_build_without_tensorrt_says_so_and_keeps_the_onnx(tmp_path, no_tensorrt
     onnx_path = tiny_onnx(tmp_path / "m.int8.onnx")
     before = sha256_file(onnx_path)
     with pytest.raises(NotInstalledError) as e:
-        build_engine(onnx_path, tmp_path / "m.plan")
+        build_plan(onnx_path, tmp_path / "m.plan")
     assert str(e.value) == f"{INSTALL}; the INT8 ONNX is at {onnx_path}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx"]
     assert sha256_file(onnx_path) == before
@@ -271,7 +271,7 @@ def test_build_without_a_gpu_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     onnx_path = tiny_onnx(tmp_path / "m.onnx", dataclasses.replace(META, precision="fp16"))
     with pytest.raises(NotInstalledError) as e:
-        build_engine(onnx_path, tmp_path / "m.plan")
+        build_plan(onnx_path, tmp_path / "m.plan")
     assert str(e.value) == f"no CUDA GPU found (torch.cuda.is_available() is False); the FP16 ONNX is at {onnx_path}"
     assert not (tmp_path / "m.plan").exists()
 
@@ -279,9 +279,9 @@ def test_build_without_a_gpu_says_so(tmp_path, monkeypatch):
 def test_build_refuses_a_file_that_is_not_onnx(tmp_path, no_tensorrt):
     (tmp_path / "m.onnx").write_bytes(b"\xff\xfe not protobuf" * 10)
     with pytest.raises(FileFormatError, match=r"m\.onnx: not a readable ONNX file"):
-        build_engine(tmp_path / "m.onnx", tmp_path / "m.plan")
+        build_plan(tmp_path / "m.onnx", tmp_path / "m.plan")
     with pytest.raises(FileFormatError, match=r"absent\.onnx: no such ONNX file"):
-        build_engine(tmp_path / "absent.onnx", tmp_path / "m.plan")
+        build_plan(tmp_path / "absent.onnx", tmp_path / "m.plan")
 
 
 def test_open_plan_without_tensorrt_says_so(tmp_path, no_tensorrt):
@@ -442,7 +442,7 @@ def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_
     cache.write_bytes(b"earlier")
     options = BuildOptions(batch=(2, 4, 16), workspace_mib=64, opt_level=2, timing_cache=cache,
                            version_compatible=True, hardware_compat="ampere+")
-    plan = build_engine(onnx_path, tmp_path / "m.plan", options)
+    plan = build_plan(onnx_path, tmp_path / "m.plan", options)
 
     assert plan == tmp_path / "m.plan" and plan.read_bytes().startswith(b"PLAN:")
     assert trt.calls["network_flags"] == flags  # 10.x: 1 << STRONGLY_TYPED; 11.x: always strongly typed
@@ -469,7 +469,7 @@ def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_
 def test_build_defaults_set_no_optional_option_and_start_a_fresh_timing_cache(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("10.16.1.11")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    plan = build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert not {"pool", "builder_optimization_level", "flags", "hardware_compatibility_level"} & set(trt.calls)
     assert trt.calls["cleared"] == ["TF32"]
     assert trt.calls["cache_in"] == b""
@@ -481,7 +481,7 @@ def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch,
     errors = [(3, "conv_3", "Conv", "unsupported auto_pad"), (7, "", "", "invalid weights type")]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", parse_errors=errors))
     with pytest.raises(EngineError) as e:
-        build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert str(e.value) == (
         "TensorRT cannot parse m.onnx (2 errors): node conv_3 (Conv): unsupported auto_pad; node #7: invalid weights type"
     )
@@ -491,14 +491,14 @@ def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch,
 def test_tf32_is_left_on_when_asked(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("11.4.0.106")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(tf32=True))
+    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(tf32=True))
     assert "cleared" not in trt.calls and read_sidecar(tmp_path / "m.plan").options["tf32"] is True
 
 
 def test_failed_build_leaves_no_plan(tmp_path, monkeypatch, gpu):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", build_fails=True))
     with pytest.raises(EngineError, match=r"^TensorRT could not build an engine from m\.onnx"):
-        build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
@@ -506,7 +506,7 @@ def test_ampere_plus_needs_an_ampere_gpu_to_build(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
     monkeypatch.setattr(ct, "cuda_device", lambda what: ("Tesla T4", (7, 5)))
     with pytest.raises(UsageError, match=r"ampere\+ needs an Ampere or newer GPU to build on; this Tesla T4 is compute capability 7\.5$"):
-        build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
+        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

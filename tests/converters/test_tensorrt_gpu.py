@@ -79,7 +79,7 @@ def digits_32(split: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cifar(tensorrt_gpu, tmp_path_factory):
     """The Lua DenseNet-BC (L=40, k=12) fixture as FP32/FP16/INT8 ONNX and plans, and 360 real test images."""
-    from converters.tensorrt import BuildOptions, build_engine, read_onnx_meta
+    from converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 
     src = shared_fixture(*CIFAR_T7)
     out = tmp_path_factory.mktemp("cifar")
@@ -89,7 +89,7 @@ def cifar(tensorrt_gpu, tmp_path_factory):
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "cifar.fp16.onnx")[-1]
     meta, _ = read_onnx_meta(onnx["fp32"])
-    plans = {p: build_engine(onnx[p], out / f"cifar.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
+    plans = {p: build_plan(onnx[p], out / f"cifar.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
     return {"onnx": onnx, "plans": plans, "x": normalise(digits_32("test"), meta.preprocess), "meta": meta}
 
 
@@ -99,7 +99,7 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
     import torch
 
     import dnet
-    from converters.tensorrt import BuildOptions, build_engine
+    from converters.tensorrt import BuildOptions, build_plan
     from dnet.checkpoint import save_checkpoint
 
     out = tmp_path_factory.mktemp("densenet121")
@@ -111,7 +111,7 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
     onnx = {"fp32": out / "d121.onnx", "int8": out / "d121.int8.onnx"}
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "d121.fp16.onnx")[-1]
-    plans = {p: build_engine(onnx[p], out / f"d121.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
+    plans = {p: build_plan(onnx[p], out / f"d121.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
     crops = np.concatenate([np.load(shared_fixture("preprocess", f"{name}.tencrop.npy")) for name in REAL_CROPS])
     return {"onnx": onnx, "plans": plans, "x": crops.astype(np.float32)}
 
