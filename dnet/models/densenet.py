@@ -185,9 +185,13 @@ class _DenseBlock(nn.ModuleDict):
 
 
 class _Transition(nn.Sequential):
-    """BN-ReLU-Conv1x1(floor(theta·c))-[Dropout]-AvgPool2."""
+    """BN-ReLU-Conv1x1(floor(theta·c))-[Dropout]-AvgPool2.
 
-    def __init__(self, in_features: int, out_features: int, cfg: DenseNetConfig) -> None:
+    In memory-efficient mode BN-ReLU-Conv is recomputed in the backward pass, so the BN output of the whole
+    concatenated block (the widest tensor of the network) is not kept.
+    """
+
+    def __init__(self, in_features: int, out_features: int, cfg: DenseNetConfig, memory_efficient: bool) -> None:
         super().__init__()
         self.add_module("norm", nn.BatchNorm2d(in_features))
         self.add_module("relu", nn.ReLU(inplace=True))
@@ -195,13 +199,31 @@ class _Transition(nn.Sequential):
         if cfg.drop_rate > 0:
             self.add_module("drop", nn.Dropout(cfg.drop_rate))
         self.add_module("pool", nn.AvgPool2d(2, stride=2))
+        self.memory_efficient = memory_efficient
+
+    def _recomputable(self, x: Tensor, update_stats: bool) -> Tensor:
+        x = self.conv(self.relu(_DenseLayer._norm(self.norm, x, update_stats)))
+        return self.drop(x) if hasattr(self, "drop") else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.memory_efficient and self.training and x.requires_grad:
+            calls = [0]
+
+            def recomputable(t: Tensor) -> Tensor:
+                calls[0] += 1
+                return self._recomputable(t, update_stats=calls[0] == 1)
+
+            x = cp.checkpoint(recomputable, x, use_reentrant=False)
+        else:
+            x = self._recomputable(x, update_stats=True)
+        return self.pool(x)
 
 
 class DenseNet(nn.Module):
     """A DenseNet built from a :class:`DenseNetConfig`.
 
     ``memory_efficient`` recomputes each layer's concatenation, BN, ReLU and first convolution (and for BC
-    the second BN-ReLU) in the backward pass, so activation memory grows linearly with depth; outputs and
+    the second BN-ReLU), and each transition's BN-ReLU-Conv, in the backward pass, so activation memory grows linearly with depth; outputs and
     gradients are unchanged.
     ``meta`` is filled by loaders with where the weights came from (an ``ArtifactMeta``), else None.
     """
@@ -227,7 +249,8 @@ class DenseNet(nn.Module):
         for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=False)):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))
             if i != len(cfg.block_config) - 1:
-                self.features.add_module(f"transition{i + 1}", _Transition(c_out, channels[i + 1][0], cfg))
+                transition = _Transition(c_out, channels[i + 1][0], cfg, memory_efficient)
+                self.features.add_module(f"transition{i + 1}", transition)
         # torchvision names the last BN norm5 whatever the number of blocks; so does dnet.
         self.features.add_module("norm5", nn.BatchNorm2d(cfg.num_features))
         self.classifier = nn.Linear(cfg.num_features, cfg.num_classes)
@@ -235,11 +258,11 @@ class DenseNet(nn.Module):
 
     @property
     def memory_efficient(self) -> bool:
-        return any(m.memory_efficient for m in self.modules() if isinstance(m, _DenseLayer))
+        return any(m.memory_efficient for m in self.modules() if isinstance(m, _DenseLayer | _Transition))
 
     def set_memory_efficient(self, on: bool) -> None:
         for m in self.modules():
-            if isinstance(m, _DenseLayer):
+            if isinstance(m, _DenseLayer | _Transition):
                 m.memory_efficient = on
 
     def reset_parameters(self) -> None:
