@@ -33,18 +33,14 @@ def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 8) -> dict[str, flo
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    from benchmarks.report import run_times
+
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     flop = 2.0 * n ** 3
 
     def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return flop / min(times) / 1e9
+        return flop / min(run_times(fn, repeats, warmup=1)) / 1e9
 
     out = {"torch.mm": best(lambda: torch.mm(a, b))}
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.report import add_quick, print_table, write_result
+from benchmarks.report import add_quick, print_table, run_times, write_result
 from dnet.data.transforms import lua_load, lua_scale, lua_scale_bicubic, preprocess, scaled_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +44,7 @@ def window(size: tuple[int, int], crop: int = 224) -> tuple[int, int, int, int]:
 def best_ms(fn, repeats: int) -> float:
     """Fastest of ``repeats`` runs, in ms (one warm-up run first): on a shared CPU the minimum is the
     least disturbed estimate of the work itself."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return min(times)
+    return min(run_times(fn, repeats, warmup=1)) * 1000
 
 
 def main() -> None:

@@ -40,3 +40,15 @@ def write_result(name: str, payload: dict) -> Path:
 def print_table(title: str, headers: list[str], rows: list[list], right=None) -> None:
     print(f"\n{title}")
     print(format_table(headers, rows, right=range(1, len(headers)) if right is None else right))
+
+
+def run_times(fn, repeats: int, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times

@@ -17,27 +17,17 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import dnet
-from benchmarks.report import add_quick, print_table, write_result
+from benchmarks.report import add_quick, print_table, run_times, write_result
 from converters.t7 import reader
 from dnet.checkpoint import save_checkpoint
 from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet
 
 TARGET_S = 2.0
-
-
-def _times(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -59,15 +49,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pth = Path(tmp) / "densenet121.pth"
         save_checkpoint(pth, model)
-        pth_times = _times(lambda: dnet.load(pth), args.repeat)
+        pth_times = run_times(lambda: dnet.load(pth), args.repeat)
         for name, style in variants.items():
             path = Path(tmp) / "densenet121.t7"
             path.write_bytes(dumps(lua_densenet(model, style)))
             size = path.stat().st_size
             loaded = dnet.load(path)
             same = all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
-            parse = _times(lambda p=path: reader.load(p), args.repeat)
-            full = _times(lambda p=path: dnet.load(p), args.repeat)
+            parse = run_times(lambda p=path: reader.load(p), args.repeat)
+            full = run_times(lambda p=path: dnet.load(p), args.repeat)
             r = {
                 "variant": name, "bytes": size, "weights_equal": same,
                 "parse_s": {"min": min(parse), "median": statistics.median(parse)},

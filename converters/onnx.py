@@ -239,16 +239,21 @@ def export(
     return Path(out)
 
 
-def run_onnx(path_or_bytes, batch: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Run an ONNX model (file path or serialized bytes) on the CPU and return its first output."""
+def cpu_session(path_or_bytes, threads: int | None = None):
+    """A quiet ONNX Runtime CPU session for a file path or serialized model bytes (checks and comparisons)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes,
-                                opts, providers=["CPUExecutionProvider"])
+    model = str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path_or_bytes, batch: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Run an ONNX model (file path or serialized bytes) on the CPU and return its first output."""
+    sess = cpu_session(path_or_bytes, threads)
     return sess.run(None, {sess.get_inputs()[0].name: batch})[0]
 
 

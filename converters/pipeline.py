@@ -16,7 +16,7 @@ import numpy as np
 
 from converters.calibration import METHODS, CalibrationSet
 from dnet.errors import DnetError, NotInstalledError, UsageError
-from dnet.files import sha256_file
+from dnet.files import check_output_path, sha256_file
 
 SOURCES = ("t7", "pth", "onnx")
 TARGETS = ("pth", "torchvision", "onnx", "onnx-fp16", "onnx-int8", "trt")
@@ -72,16 +72,6 @@ def names_for(out: Path) -> dict[str, Path]:
     files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
              "calib_cache": d / f"{name}.calib.json"}
     return files
-
-
-def _check_output(out: Path) -> None:
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise DnetError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise DnetError(f"cannot write to output folder {folder}: permission denied")
-    if out.is_dir():
-        raise UsageError(f"output {out} is a folder; give a file name")
 
 
 def _load_model(src: Path, src_format: str):
@@ -140,7 +130,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     src, out = Path(src), Path(out)
     if not src.is_file():
         raise DnetError(f"{src}: no such file")
-    _check_output(out)
+    check_output_path(out)
     if out.resolve() == src.resolve():
         raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
     written: list[Path] = []

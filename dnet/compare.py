@@ -55,9 +55,8 @@ def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
 
 def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     import onnx
-    import onnxruntime as ort
 
-    from converters.onnx import read_meta, read_model
+    from converters.onnx import cpu_session, read_meta, read_model
 
     proto = read_model(path)
     meta = read_meta(proto)
@@ -69,9 +68,7 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
         types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
         for tensor in stages.values():
             proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, types.get(tensor, onnx.TensorProto.FLOAT), None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(proto.SerializeToString())
     inp = sess.get_inputs()[0]
     feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
     names = [proto.graph.output[0].name, *stages.values()]

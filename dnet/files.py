@@ -9,7 +9,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dnet.errors import DnetError
+from dnet.errors import DnetError, UsageError
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse, in one line, an output whose folder is missing or unwritable, or that names a folder.
+
+    Steps that run long call it first, so they fail before the work rather than after it.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise DnetError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise DnetError(f"cannot write to output folder {folder}: permission denied")
+    if target.is_dir():
+        raise UsageError(f"output {target} is a folder; give a file name")
+    return Path(folder, target.name)
 
 
 @contextlib.contextmanager
@@ -18,12 +34,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     A failure (or an exception) removes the temporary file and leaves any previous ``path`` as it was.
     """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise DnetError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise DnetError(f"cannot write to output folder {folder}: permission denied")
+    target = check_output_path(path)
+    folder = target.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp_path = Path(tmp)
