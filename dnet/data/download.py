@@ -41,6 +41,14 @@ DOWNLOADS: dict[str, list[Download]] = {
 }
 
 
+def where_to_get(name: str) -> str:
+    """Where data set ``name`` comes from, for the line a missing data folder gets."""
+    if name == "imagenet":
+        return "https://image-net.org (ILSVRC2012 train/ and val/ folders, one sub-folder per class)"
+    urls = [d.url for key, items in DOWNLOADS.items() if key.split("/")[0] == name for d in items]
+    return ", ".join(urls) if urls else "its distribution"
+
+
 def _open_url(url: str):
     """The response stream (a seam for tests; ``file://`` URLs work too)."""
     return urllib.request.urlopen(url, timeout=60)  # noqa: S310 (URLs come from DOWNLOADS)

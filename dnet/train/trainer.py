@@ -32,6 +32,7 @@ from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import is_checkpoint, read_pth, save_checkpoint
 from dnet.data.datasets import ArrayDataset, open_dataset
+from dnet.data.download import where_to_get
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import DataError, DnetError, FileFormatError, UsageError
 from dnet.files import atomic_path, atomic_write_text
@@ -47,15 +48,6 @@ CURVES_PNG = "curves.png"
 LAST = "last.pth"
 BEST = "best.pth"
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "time_s", "img_per_s")
-
-# Where each data set can be fetched, for the line a missing data folder gets.
-DATA_SOURCES = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "svhn": "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat, test_32x32.mat)",
-    "imagenet": "https://image-net.org (ILSVRC2012 train/ and val/ folders, one sub-folder per class)",
-}
-
 
 class TrainingDiverged(DnetError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -188,10 +180,10 @@ def open_training_data(cfg: TrainConfig):
     if cfg.dataset != "digits" and not cfg.download:
         if cfg.data is None:
             raise DataError(f"--data is needed for {cfg.dataset}: a folder holding it "
-                            f"(from {DATA_SOURCES[cfg.dataset]}), or add --download")
+                            f"(from {where_to_get(cfg.dataset)}), or add --download")
         if not Path(cfg.data).is_dir():
             raise DataError(f"data folder {cfg.data} does not exist: put {cfg.dataset} there "
-                            f"(from {DATA_SOURCES[cfg.dataset]}) or pass --download")
+                            f"(from {where_to_get(cfg.dataset)}) or pass --download")
     try:
         train_set = open_dataset(cfg.dataset, cfg.data, "train", download=cfg.download)
         test_set = open_dataset(cfg.dataset, cfg.data, "test", download=cfg.download)

@@ -170,7 +170,7 @@ def test_missing_data_folder_says_how_to_get_it(tmp_path):
     code, out = _cli(["train", "--dataset", "cifar10", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert code == 1
     assert out == (f"dnet: error: data folder {tmp_path / 'nope'} does not exist: put cifar10 there "
-                   "(from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) or pass --download")
+                   "(from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz) or pass --download")
     assert not (tmp_path / "r").exists()
 
 
