@@ -52,7 +52,7 @@ def main() -> None:
     import torch
 
     import dnet
-    import engines
+    from dnet import engines
     from dnet.artifact import ArtifactMeta
     from dnet.checkpoint import save_checkpoint
     from dnet.data.datasets import open_dataset
@@ -76,11 +76,11 @@ def main() -> None:
     for kind in args.engines.split(","):
         if kind == "torch":
             engine = engines.open(save_checkpoint(tmp / "d121.pth", model, meta))
-            name = "engines.torch"
+            name = "dnet.engines.torch"
         else:
-            from converters.onnx import export
+            from dnet.converters.onnx import export
 
-            engine, name = engines.open(export(model, tmp / "d121.onnx", meta=meta)), "engines.onnxruntime"
+            engine, name = engines.open(export(model, tmp / "d121.onnx", meta=meta)), "dnet.engines.onnxruntime"
         engine(batch)  # warm-up
         runs = max(1, args.images // args.batch)
         t0 = time.perf_counter()

@@ -61,9 +61,9 @@ def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False) -> tuple
     """The model files, in the order they are measured: a dnet .pth checkpoint and its FP32, FP16 and two INT8 ONNX files
     (with ``muladd``, also FP32 with the pre-activation BNs as Mul/Add, last); build seconds and checks."""
     from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet
-    from converters import onnx as onnx_export
-    from converters import precision
-    from converters.calibration import CalibrationSet
+    from dnet.converters import onnx as onnx_export
+    from dnet.converters import precision
+    from dnet.converters.calibration import CalibrationSet
     from dnet.checkpoint import save_checkpoint
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array

@@ -35,8 +35,8 @@ def trained_checkpoint(out: Path, epochs: int | None) -> tuple[Path, dict]:
 
 def main() -> None:
     from benchmarks.report import add_quick, print_table, write_result
-    from converters.calibration import METHODS, CalibrationSet
-    from converters.pipeline import convert
+    from dnet.converters.calibration import METHODS, CalibrationSet
+    from dnet.converters.pipeline import convert
     from dnet.data.datasets import open_dataset
     from dnet.eval import evaluate
 

@@ -22,7 +22,7 @@ import onnx
 
 def chain_concats(proto: onnx.ModelProto) -> int:
     """Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn) wherever the shorter Concat exists (same axis)."""
-    from converters.onnx import sort_topologically
+    from dnet.converters.onnx import sort_topologically
 
     concats = [n for n in proto.graph.node if n.op_type == "Concat"]
     axis = {n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), None) for n in concats}
@@ -46,9 +46,9 @@ def main() -> None:
     from benchmarks.ort_profile import profile
     from benchmarks.photos import photo_crops, random_densenet
     from benchmarks.report import print_table, write_result
-    from converters import onnx as onnx_export
-    from converters import precision
-    from converters.calibration import CalibrationSet
+    from dnet.converters import onnx as onnx_export
+    from dnet.converters import precision
+    from dnet.converters.calibration import CalibrationSet
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
 

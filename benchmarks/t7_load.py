@@ -23,7 +23,7 @@ import torch
 
 import dnet
 from benchmarks.report import add_quick, print_table, run_times, write_result
-from converters.t7 import reader
+from dnet.converters.t7 import reader
 from dnet.checkpoint import save_checkpoint
 from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.calibration import METHODS, CalibrationSet
+from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.errors import DnetError, NotInstalledError, UsageError
 from dnet.files import check_output_path, sha256_file
 
@@ -98,7 +98,7 @@ def _real_inputs(options: ConvertOptions, spec) -> np.ndarray | None:
 
 def _onnx_facts(src: Path, options: ConvertOptions, target: str):
     """Read an ONNX source; a file without dnet metadata must have its missing facts supplied by options."""
-    from converters.onnx import input_size_of, read_meta, read_model
+    from dnet.converters.onnx import input_size_of, read_meta, read_model
 
     proto = read_model(src)
     meta = read_meta(proto)
@@ -154,7 +154,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         spec, _size = _onnx_facts(src, opts, target)
         fp32 = src
     else:
-        from converters.onnx import export, model_meta
+        from dnet.converters.onnx import export, model_meta
 
         model = _load_model(src, src_format)
         spec = _spec(opts, model.meta.preprocess if model.meta is not None else None)
@@ -173,12 +173,12 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     # 2. typed ONNX
     typed = fp32
     if typed_target == "fp16":
-        from converters.precision import to_fp16
+        from dnet.converters.precision import to_fp16
 
         typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=_real_inputs(opts, spec))
         written.append(typed)
     elif typed_target == "int8":
-        from converters.precision import to_int8
+        from dnet.converters.precision import to_int8
 
         cache = opts.calib_cache or files["calib_cache"]
         if target == "trt" and opts.int8_activations != "int8":
@@ -191,7 +191,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
 
     # 3. TensorRT engine (converters.tensorrt, imported only here: nothing imports TensorRT at import time)
     try:
-        from converters.tensorrt import BuildOptions, build_plan
+        from dnet.converters.tensorrt import BuildOptions, build_plan
     except ImportError as e:
         raise NotInstalledError(f"TensorRT support (converters.tensorrt) is not available ({e}); "
                                 f"the {typed_target.upper()} ONNX is at {typed}") from None

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from converters.onnx import check_graph, read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
+from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
+from dnet.converters.onnx import check_graph, read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
 from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.errors import AccuracyError, DnetError, UsageError
@@ -110,7 +110,7 @@ def _meta_for(
 
 
 def _set_meta(proto: onnx.ModelProto, meta: ArtifactMeta | None) -> None:
-    from converters.onnx import write_meta
+    from dnet.converters.onnx import write_meta
 
     if meta is not None:
         write_meta(proto, meta)
@@ -140,7 +140,7 @@ def to_fp16(
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from converters.onnx import input_size_of
+    from dnet.converters.onnx import input_size_of
 
     src = Path(src)
     sha = sha256_file(src)

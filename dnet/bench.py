@@ -99,8 +99,7 @@ def peak_rss_mb() -> float:
 
 def open_engines(paths: list, *, provider: str | None = None, threads: int | None = None) -> tuple[list, list[float]]:
     """Open each model file; also return the resident memory (MB) each added when opened."""
-    import engines
-
+    from dnet import engines
     opened, memory = [], []
     try:
         for p in paths:

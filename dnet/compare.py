@@ -56,7 +56,7 @@ def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
 def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     import onnx
 
-    from converters.onnx import cpu_session, read_meta, read_model
+    from dnet.converters.onnx import cpu_session, read_meta, read_model
 
     proto = read_model(path)
     meta = read_meta(proto)
@@ -79,8 +79,8 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
 
 def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Per-stage outputs (in order) and the logits of the model file ``path`` on ``batch``."""
-    import engines
-    from engines.base import KINDS
+    from dnet import engines
+    from dnet.engines.base import KINDS
 
     path = Path(path)
     kind = KINDS.get(path.suffix.lower())
@@ -102,8 +102,7 @@ def _row(stage: str, ref: np.ndarray, got: np.ndarray) -> StageRow:
 
 
 def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
-    import engines
-
+    from dnet import engines
     with engines.open(ref) as eng:
         meta, shape = eng.meta, eng.input_shape
     size = meta.input_size if meta is not None else shape[2]
@@ -113,7 +112,7 @@ def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarr
         return np.random.default_rng(0).standard_normal((count, 3, size, size), dtype=np.float32)
     if meta is None:
         raise UsageError(f"{ref.name} does not record its preprocessing; compare a dnet file first, or omit --images")
-    from converters.calibration import read_folder
+    from dnet.converters.calibration import read_folder
 
     return read_folder(images, meta.preprocess, count)
 

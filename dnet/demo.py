@@ -72,8 +72,8 @@ def stage_train(cfg: DemoConfig, out: Path, log: Callable[[str], None]) -> Train
 
 def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Path]:
     """FP32, FP16 and INT8 ONNX from the checkpoint (``dnet convert``'s library); INT8 calibrated on training images."""
-    from converters.calibration import CalibrationSet
-    from converters.pipeline import convert
+    from dnet.converters.calibration import CalibrationSet
+    from dnet.converters.pipeline import convert
 
     calib = CalibrationSet(images=open_dataset("digits", None, "train").images, count=cfg.calib_images,
                            name="digits/train")
@@ -86,7 +86,7 @@ def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Pat
 def stage_eval(cfg: DemoConfig, files: dict[str, Path]) -> list[Row]:
     """Each file's error on the digits test split (``dnet eval``'s library) and its speed (``dnet bench``'s),
     the speeds measured side by side; Δ is against the first file (the FP32 reference)."""
-    import engines
+    from dnet import engines
     from dnet.bench import bench_engines
     from dnet.eval import evaluate
 

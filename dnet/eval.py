@@ -251,8 +251,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
              workers: int | None = None, preprocess: str | PreprocessSpec | None = None, ten_crop: bool = False,
              skip_bad: bool = False, progress: bool = True) -> EvalReport:
     """Evaluate a model file (or an open Engine) on ``dataset``; see the module docstring."""
-    import engines
-
+    from dnet import engines
     if isinstance(engine_or_path, str | os.PathLike):
         with engines.open(engine_or_path) as engine:
             return evaluate(engine, dataset, batch=batch, limit=limit, workers=workers, preprocess=preprocess,

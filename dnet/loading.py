@@ -17,7 +17,7 @@ def load(path: str | os.PathLike) -> DenseNet:
         raise FileFormatError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".t7":
-        from converters.t7.densenet import load_t7_densenet
+        from dnet.converters.t7.densenet import load_t7_densenet
 
         return load_t7_densenet(path)
     if suffix in (".pth", ".pt"):

@@ -1,5 +1,5 @@
 """One small protocol for running any model file on a batch: ``engines.open(path)`` picks by file kind."""
 
-from engines.base import Engine, open
+from dnet.engines.base import Engine, open
 
 __all__ = ["Engine", "open"]

@@ -83,7 +83,7 @@ def open(path: str | os.PathLike, *, provider: str | None = None, threads: int |
             f"{path}: unknown model file kind {path.suffix or '(no suffix)'!r}; "
             f"dnet runs {', '.join(sorted(KINDS))}"
         )
-    module = importlib.import_module(f"engines.{kind}")
+    module = importlib.import_module(f"dnet.engines.{kind}")
     return module.open_file(path, provider=provider, threads=threads)
 
 

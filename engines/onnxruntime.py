@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
-from engines.base import Engine
+from dnet.engines.base import Engine
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -51,7 +51,7 @@ class OnnxRuntimeEngine(Engine):
     kind = "onnxruntime"
 
     def __init__(self, path: Path, session, provider: str) -> None:
-        from converters.onnx import read_meta, read_model
+        from dnet.converters.onnx import read_meta, read_model
 
         self.path = path
         self.session = session
@@ -87,7 +87,7 @@ def open_file(
     """Open an ONNX file as an engine; ``threads`` sets ONNX Runtime's intra-op threads (None: its default)."""
     import onnxruntime as ort
 
-    from converters.onnx import read_model
+    from dnet.converters.onnx import read_model
 
     path = Path(path)
     read_model(path)  # one clear line for a missing, corrupt or external-data file before ORT sees it

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tensorrt import EngineSidecar, check_compatible, cuda_device, import_tensorrt, read_sidecar
+from dnet.converters.tensorrt import EngineSidecar, check_compatible, cuda_device, import_tensorrt, read_sidecar
 from dnet.errors import EngineError, UsageError
-from engines.base import Engine
+from dnet.engines.base import Engine
 
 PROVIDERS = (None, "cuda", "tensorrt")
 DEVICE = "cuda"  # where I/O tensors live; the tests drive the engine's logic on "cpu" through a stand-in tensorrt

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dnet.errors import NotInstalledError, UsageError
-from engines.base import Engine
+from dnet.engines.base import Engine
 
 
 class TorchEngine(Engine):

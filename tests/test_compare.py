@@ -9,8 +9,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from converters import precision
-from converters.calibration import CalibrationSet
+from dnet.converters import precision
+from dnet.converters.calibration import CalibrationSet
 from dnet.cli import main
 from dnet.compare import compare
 from dnet.files import sha256_file

@@ -21,7 +21,7 @@ from dnet.eval import (
     topk_hits,
 )
 from dnet.models.zoo import get as zoo_get
-from engines.base import Engine
+from dnet.engines.base import Engine
 from tests.evalmodels import digits_checkpoint, save_random, write_cifar_bin
 
 LOGITS = np.array([

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.t7 import reader
-from converters.t7.reader import Storage, Table, TorchObject
+from dnet.converters.t7 import reader
+from dnet.converters.t7.reader import Storage, Table, TorchObject
 from dnet import __version__
 from dnet.artifact import ArtifactMeta
 from dnet.data.specs import get_spec

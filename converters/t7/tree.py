@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.t7.reader import Storage, Table, TorchObject
+from dnet.converters.t7.reader import Storage, Table, TorchObject
 
 SETTINGS = ("nInputPlane", "nOutputPlane", "kW", "kH", "dW", "dH", "padW", "padH", "groups", "eps", "affine", "p",
             "v2", "dimension", "nInputDims", "ceil_mode", "count_include_pad", "nelement", "numElements", "inplace")

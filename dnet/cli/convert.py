@@ -13,7 +13,7 @@ from dnet.cli.table import format_table
 
 def _batch(value: str) -> tuple[int, int, int]:
     try:
-        from converters.tensorrt import parse_batch_profile
+        from dnet.converters.tensorrt import parse_batch_profile
 
         return tuple(parse_batch_profile(value))
     except ImportError:
@@ -58,8 +58,8 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
                 preprocess, precision, batch, workspace_mib, opt_level, timing_cache, version_compatible,
                 hardware_compat, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
-    from converters.calibration import CalibrationSet
-    from converters.pipeline import convert
+    from dnet.converters.calibration import CalibrationSet
+    from dnet.converters.pipeline import convert
 
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
     written = convert(

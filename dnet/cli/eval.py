@@ -52,7 +52,7 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, as_json, quiet) -> None:
     """Top-1/top-5 error of a model file on a data set, with a 95% CI and the paper's number."""
-    import engines
+    from dnet import engines
     from dnet.data.datasets import open_dataset
     from dnet.eval import check_tolerance, evaluate, write_predictions
 

@@ -14,7 +14,7 @@ from dnet.errors import FileFormatError
 
 def _densenet_summary(obj: object) -> dict:
     """What ``dnet.load`` would make of the tree: the configuration, or why it is not a DenseNet."""
-    from converters.t7.densenet import lua_zoo_match, parse_densenet
+    from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
     from dnet.models import zoo
 
     try:
@@ -35,7 +35,7 @@ def _densenet_summary(obj: object) -> dict:
 @reports_errors
 def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
     """Print the module tree of a .t7 file: paths, classes, tensor shapes, layer settings, and what it is."""
-    from converters.t7 import reader, tree
+    from dnet.converters.t7 import reader, tree
 
     obj = reader.load(path, long_size=None if long_size == "auto" else int(long_size))
     root = tree.module_tree(obj)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.t7.reader import Storage, Table, TorchObject
+from dnet.converters.t7.reader import Storage, Table, TorchObject
 
 
 @pytest.fixture(autouse=True, scope="module")

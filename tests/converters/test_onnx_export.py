@@ -1,4 +1,4 @@
-"""converters.onnx: export, checker, parity with PyTorch, metadata, memory-efficient graph, BN rewriting."""
+"""dnet.converters.onnx: export, checker, parity with PyTorch, metadata, memory-efficient graph, BN rewriting."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from converters import onnx as onnx_export
+from dnet.converters import onnx as onnx_export
 from dnet.data.transforms import preprocess_array
 from dnet.errors import AccuracyError, FileFormatError, UsageError
 from dnet.files import sha256_file
@@ -174,8 +174,8 @@ T7_FIXTURES = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optme
 
 
 def _needs_t7():
-    if importlib.util.find_spec("converters.t7") is None:
-        pytest.skip("converters.t7 (the .t7 importer, another branch) is not in this build yet")
+    if importlib.util.find_spec("dnet.converters.t7") is None:
+        pytest.skip("dnet.converters.t7 (the .t7 importer, another branch) is not in this build yet")
 
 
 @pytest.mark.parametrize("name", T7_FIXTURES)

@@ -1,4 +1,4 @@
-"""converters.pipeline.convert: the chain, the files it keeps, and what it refuses."""
+"""dnet.converters.pipeline.convert: the chain, the files it keeps, and what it refuses."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-import engines
-from converters import onnx as onnx_export
-from converters.calibration import CalibrationSet
-from converters.pipeline import convert, names_for
+from dnet import engines
+from dnet.converters import onnx as onnx_export
+from dnet.converters.calibration import CalibrationSet
+from dnet.converters.pipeline import convert, names_for
 from dnet.errors import DnetError, NotInstalledError, UsageError
 from tests.conftest import shared_fixture
 from tests.converters.tiny_models import (
@@ -143,9 +143,9 @@ T7 = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cif
 
 @pytest.mark.parametrize("name", T7)
 def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
-    if importlib.util.find_spec("converters.t7") is None:
-        pytest.skip("converters.t7 (the .t7 importer, another branch) is not in this build yet")
-    from converters import precision
+    if importlib.util.find_spec("dnet.converters.t7") is None:
+        pytest.skip("dnet.converters.t7 (the .t7 importer, another branch) is not in this build yet")
+    from dnet.converters import precision
     from dnet.data.transforms import preprocess_array
 
     src = shared_fixture("t7", f"{name}.t7")

@@ -1,4 +1,4 @@
-"""converters.precision: FP16 and INT8 Q/DQ files, their checks, and the input never being modified."""
+"""dnet.converters.precision: FP16 and INT8 Q/DQ files, their checks, and the input never being modified."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from converters import onnx as onnx_export
-from converters import precision
-from converters.calibration import CalibrationSet
+from dnet.converters import onnx as onnx_export
+from dnet.converters import precision
+from dnet.converters.calibration import CalibrationSet
 from dnet.data.transforms import preprocess_array
 from dnet.errors import AccuracyError
 from dnet.files import sha256_file
@@ -189,7 +189,7 @@ def test_cache_of_another_model_or_method_is_not_reused(tmp_path, fp32):
 def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, real_inputs):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, method=method, cache_path=tmp_path / "c.json")
-    from converters.calibration import CalibrationCache
+    from dnet.converters.calibration import CalibrationCache
 
     cache = CalibrationCache.load(tmp_path / "c.json")
     assert cache.method == method and cache.model_sha256 == sha256_file(fp32) and cache.images == 16
@@ -199,7 +199,7 @@ def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, re
 
 
 def test_calibration_methods_differ(tmp_path, fp32):
-    from converters.calibration import CalibrationCache
+    from dnet.converters.calibration import CalibrationCache
 
     calib = CalibrationSet(images=photo_tiles(), count=16)
     highs = {}

@@ -1,4 +1,4 @@
-"""converters.calibration: the image reader (model preprocessing), bad folders, and the cache file."""
+"""dnet.converters.calibration: the image reader (model preprocessing), bad folders, and the cache file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import dnet.data.datasets  # noqa: F401  (registers the digits spec)
-from converters.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
+from dnet.converters.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
 from dnet.data.specs import get_spec
 from dnet.errors import DataError, FileFormatError
 from tests.conftest import shared_fixture

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import dnet
-from converters.t7 import reader
-from converters.t7.densenet import model_from_t7_object, parse_densenet
-from converters.t7.reader import Table, TorchObject
+from dnet.converters.t7 import reader
+from dnet.converters.t7.densenet import model_from_t7_object, parse_densenet
+from dnet.converters.t7.reader import Table, TorchObject
 from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig

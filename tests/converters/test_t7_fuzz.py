@@ -20,8 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converters.t7 import reader
-from converters.t7.densenet import model_from_t7_object
+from dnet.converters.t7 import reader
+from dnet.converters.t7.densenet import model_from_t7_object
 from dnet.errors import DnetError
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.conftest import SHARED

@@ -8,8 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from converters.t7 import reader
-from converters.t7.reader import Storage, Table, TorchObject
+from dnet.converters.t7 import reader
+from dnet.converters.t7.reader import Storage, Table, TorchObject
 from dnet.errors import FileFormatError, UnsafeFileError
 from tests.conftest import shared_fixture
 from tests.converters.t7_writer import LuaFunction, T7Storage, T7Tensor, dumps, tensor

@@ -21,9 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-import converters.tensorrt as ct
-import engines
-from converters.tensorrt import (
+import dnet.converters.tensorrt as ct
+from dnet import engines
+from dnet.converters.tensorrt import (
     BuildOptions,
     EngineSidecar,
     build_plan,
@@ -37,7 +37,7 @@ from dnet.artifact import ArtifactMeta
 from dnet.data.specs import get_spec
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.files import sha256_file
-from engines.tensorrt import split_batches
+from dnet.engines.tensorrt import split_batches
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = "TensorRT is not installed: pip install 'dnet[tensorrt]' (needs NVIDIA's package index)"
@@ -244,7 +244,7 @@ def test_split_batches_covers_every_row_once_in_order(n, max_batch):
 
 
 def test_modules_do_not_import_tensorrt():
-    code = "import sys, converters.tensorrt, engines.tensorrt; print(sorted(m for m in sys.modules if 'tensorrt' == m))"
+    code = "import sys, dnet.converters.tensorrt, dnet.engines.tensorrt; print(sorted(m for m in sys.modules if 'tensorrt' == m))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -303,7 +303,7 @@ def fake_gpu(monkeypatch):
     fake = types.ModuleType("tensorrt")
     fake.__version__ = "10.16.1.11"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr("engines.tensorrt.cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    monkeypatch.setattr("dnet.engines.tensorrt.cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
     return fake
 
 
@@ -584,7 +584,7 @@ def cpu_engine(tmp_path, monkeypatch):
     """A plan with profile 2,3,4 and the stand-in tensorrt; returns a function opening it."""
     import torch
 
-    import engines.tensorrt as et
+    import dnet.engines.tensorrt as et
 
     monkeypatch.setattr(et, "DEVICE", "cpu")
     monkeypatch.setattr(et, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))

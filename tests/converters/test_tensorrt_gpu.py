@@ -37,14 +37,14 @@ def tensorrt_gpu():
 
 def _convert(src, **kwargs):
     try:
-        from converters.pipeline import convert
+        from dnet.converters.pipeline import convert
     except ImportError as e:  # written in parallel by the ONNX issue
-        pytest.skip(f"converters.pipeline is not available here ({e})")
+        pytest.skip(f"dnet.converters.pipeline is not available here ({e})")
     return convert(src, **kwargs)
 
 
 def _calibration_set(**kwargs):
-    from converters.calibration import CalibrationSet
+    from dnet.converters.calibration import CalibrationSet
 
     return CalibrationSet(**kwargs)
 
@@ -79,7 +79,7 @@ def digits_32(split: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cifar(tensorrt_gpu, tmp_path_factory):
     """The Lua DenseNet-BC (L=40, k=12) fixture as FP32/FP16/INT8 ONNX and plans, and 360 real test images."""
-    from converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
+    from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 
     src = shared_fixture(*CIFAR_T7)
     out = tmp_path_factory.mktemp("cifar")
@@ -99,7 +99,7 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
     import torch
 
     import dnet
-    from converters.tensorrt import BuildOptions, build_plan
+    from dnet.converters.tensorrt import BuildOptions, build_plan
     from dnet.checkpoint import save_checkpoint
 
     out = tmp_path_factory.mktemp("densenet121")
@@ -117,8 +117,7 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
 
 
 def _check_precision(models, precision):
-    import engines
-
+    from dnet import engines
     x = models["x"]
     ref = onnx_runtime_cpu(models["onnx"][precision], x)
     with engines.open(models["plans"][precision]) as engine:
@@ -144,8 +143,7 @@ def test_densenet121_plan_matches_onnx_runtime_cpu(densenet121, precision):
 
 
 def test_batches_1_8_32_and_above_the_profile_max(cifar):
-    import engines
-
+    from dnet import engines
     x = cifar["x"]
     ref = onnx_runtime_cpu(cifar["onnx"]["fp32"], x[:45])
     with engines.open(cifar["plans"]["fp32"]) as engine:
@@ -162,7 +160,7 @@ def test_plan_carries_the_onnx_metadata_and_this_gpu(cifar):
     import tensorrt
     import torch
 
-    from converters.tensorrt import read_sidecar
+    from dnet.converters.tensorrt import read_sidecar
     from dnet.files import sha256_file
 
     side = read_sidecar(cifar["plans"]["int8"])
@@ -175,8 +173,8 @@ def test_plan_carries_the_onnx_metadata_and_this_gpu(cifar):
 
 
 def test_plan_whose_sidecar_claims_another_compute_capability_is_refused(cifar):
-    import engines
-    from converters.tensorrt import sidecar_path
+    from dnet import engines
+    from dnet.converters.tensorrt import sidecar_path
     from dnet.errors import EngineError
 
     plan = cifar["plans"]["fp32"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.onnx import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
+from dnet.converters.onnx import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
 from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
 from dnet.data.specs import get_spec
@@ -91,7 +91,7 @@ def write_images(folder: Path, images: np.ndarray) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _exported_bytes(seed: int) -> bytes:
-    from converters.onnx import DEFAULT_OPSET
+    from dnet.converters.onnx import DEFAULT_OPSET
 
     return _REAL_EXPORT(tiny_model(seed), 32, DEFAULT_OPSET).SerializeToString()
 
@@ -104,7 +104,7 @@ def fast_export(monkeypatch) -> None:
     """
     import onnx
 
-    from converters import onnx as onnx_export
+    from dnet.converters import onnx as onnx_export
 
     def export_proto(model, size, opset):
         seed = getattr(model, "_test_seed", None)
@@ -126,7 +126,7 @@ def tiny_onnx(folder: Path, name: str = "tiny.onnx", seed: int = 0, **kwargs) ->
 def _tiny_file(seed: int, kwargs: tuple) -> bytes:
     import tempfile
 
-    from converters import onnx as onnx_export
+    from dnet.converters import onnx as onnx_export
 
     model = tiny_model(seed)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:

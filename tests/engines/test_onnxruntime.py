@@ -1,4 +1,4 @@
-"""engines.onnxruntime: runs dnet and foreign ONNX files, reads their metadata, refuses what it cannot run."""
+"""dnet.engines.onnxruntime: runs dnet and foreign ONNX files, reads their metadata, refuses what it cannot run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-import engines
+from dnet import engines
 from dnet.errors import FileFormatError, NotInstalledError, UsageError
-from engines import onnxruntime as ort_engine
+from dnet.engines import onnxruntime as ort_engine
 from tests.converters.tiny_models import CIFAR, tiny_model, tiny_onnx
 
 

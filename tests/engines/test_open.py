@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-import engines
+from dnet import engines
 from dnet.checkpoint import save_checkpoint
 from dnet.errors import FileFormatError, UsageError
 from dnet.models import DenseNetConfig, create_model
