@@ -49,11 +49,11 @@ def main() -> None:
 
     from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet, write_folder
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters import onnx as onnx_export
+    from dnet.checkpoint import save_checkpoint
+    from dnet.converters import export as onnx_export
     from dnet.converters import precision
     from dnet.converters.calibration import CalibrationSet
     from dnet.converters.pipeline import convert
-    from dnet.checkpoint import save_checkpoint
     from dnet.data.specs import get_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

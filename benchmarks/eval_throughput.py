@@ -78,7 +78,7 @@ def main() -> None:
             engine = engines.open(save_checkpoint(tmp / "d121.pth", model, meta))
             name = "dnet.engines.torch"
         else:
-            from dnet.converters.onnx import export
+            from dnet.converters.export import export
 
             engine, name = engines.open(export(model, tmp / "d121.onnx", meta=meta)), "dnet.engines.onnxruntime"
         engine(batch)  # warm-up

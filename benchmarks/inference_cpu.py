@@ -22,18 +22,30 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper
+
+from benchmarks.ort_profile import profile, rows_for
+from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet
+from benchmarks.report import add_quick, print_table, run_times, write_result
+from dnet.bench import bench_engines, open_engines
+from dnet.checkpoint import save_checkpoint
+from dnet.converters import export as onnx_export
+from dnet.converters import precision
+from dnet.converters.calibration import CalibrationSet
+from dnet.data.specs import get_spec
+from dnet.data.transforms import preprocess_array
+from dnet.engines.onnxruntime import run as ort_run
+from dnet.engines.onnxruntime import session
+from dnet.similarity import cosine
 
 GFLOP_PER_IMAGE = 2 * 2.87  # DenseNet-121, 224×224: 2.87 G multiply-adds
 
 
 def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 8) -> dict[str, float]:
     """Best-of-``repeats`` float32 n×n×n matrix product rate (GFLOP/s) in PyTorch and in ONNX Runtime (MLAS)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
 
-    from benchmarks.report import run_times
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -47,10 +59,7 @@ def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 8) -> dict[str, flo
                               [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(proto, threads=threads)
     feed = {"a": a.numpy(), "b": b.numpy()}
     out["onnxruntime MatMul"] = best(lambda: sess.run(None, feed))
     onnx.checker.check_model(proto)
@@ -60,13 +69,7 @@ def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 8) -> dict[str, flo
 def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False) -> tuple[dict[str, Path], dict]:
     """The model files, in the order they are measured: a dnet .pth checkpoint and its FP32, FP16 and two INT8 ONNX files
     (with ``muladd``, also FP32 with the pre-activation BNs as Mul/Add, last); build seconds and checks."""
-    from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet
-    from dnet.converters import onnx as onnx_export
-    from dnet.converters import precision
-    from dnet.converters.calibration import CalibrationSet
-    from dnet.checkpoint import save_checkpoint
-    from dnet.data.specs import get_spec
-    from dnet.data.transforms import preprocess_array
+
 
     model = random_densenet("densenet121", seed=seed)
     spec = get_spec("torch7")
@@ -96,19 +99,16 @@ def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False) -> tuple
     if muladd:
         timed("onnx-fp32-muladd", lambda: onnx_export.export(model, tmp / "densenet121.muladd.onnx", meta=meta, bn="muladd"))
     info["calibration"] = {"images": calib_count, "data": DESCRIPTION, "method": "minmax"}
-    ref = onnx_export.run_onnx(files["onnx-fp32"], check)
+    ref = ort_run(files["onnx-fp32"], check)
     info["agreement_vs_fp32"] = {}
     for name in ("onnx-fp16", "onnx-int8-qdq-trt", "onnx-int8-u8-ort"):
-        got = onnx_export.run_onnx(files[name], check)
-        info["agreement_vs_fp32"][name] = {"cosine": precision.cosine(ref, got),
+        got = ort_run(files[name], check)
+        info["agreement_vs_fp32"][name] = {"cosine": cosine(ref, got),
                                            "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1)))}
     return files, info
 
 
 def main() -> None:
-    from benchmarks.ort_profile import profile, rows_for
-    from benchmarks.report import add_quick, print_table, write_result
-    from dnet.bench import bench_engines, open_engines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)

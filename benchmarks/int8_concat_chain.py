@@ -22,7 +22,7 @@ import onnx
 
 def chain_concats(proto: onnx.ModelProto) -> int:
     """Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn) wherever the shorter Concat exists (same axis)."""
-    from dnet.converters.onnx import sort_topologically
+    from dnet.converters.graph import sort_topologically
 
     concats = [n for n in proto.graph.node if n.op_type == "Concat"]
     axis = {n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), None) for n in concats}
@@ -46,11 +46,13 @@ def main() -> None:
     from benchmarks.ort_profile import profile
     from benchmarks.photos import photo_crops, random_densenet
     from benchmarks.report import print_table, write_result
-    from dnet.converters import onnx as onnx_export
+    from dnet.converters import export as onnx_export
     from dnet.converters import precision
     from dnet.converters.calibration import CalibrationSet
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
+    from dnet.engines.onnxruntime import run as ort_run
+    from dnet.similarity import cosine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="densenet121")
@@ -70,14 +72,14 @@ def main() -> None:
         onnx.save(proto, str(tmp / "chained.onnx"))
         for graph, src in (("fresh concats (export)", fp32), (f"chained ({chained} rewritten)", tmp / "chained.onnx")):
             q, _ = precision.to_int8(src, tmp / f"{src.stem}.int8.onnx", calib=calib, cache_path=tmp / f"{src.stem}.json")
-            ref, got = onnx_export.run_onnx(src, check), onnx_export.run_onnx(q, check)
+            ref, got = ort_run(src, check), ort_run(q, check)
             for label, f in (("FP32", src), ("INT8 qdq-trt", q)):
                 p = profile(f, batch=8, threads=args.threads, runs=5)
                 fused = p["executed_ops"].get("com.microsoft.QLinearConv", 0)
                 r = {"graph": graph, "file": label, "run_ms_b8": p["run_ms_median"], "qlinearconv": fused,
                      "float_conv_between_qdq": p["executed_ops"].get("Conv", 0), "top_ops_ms": dict(list(p["per_op_ms"].items())[:5])}
                 if label != "FP32":
-                    r["cosine_vs_fp32"] = precision.cosine(ref, got)
+                    r["cosine_vs_fp32"] = cosine(ref, got)
                 results.append(r)
                 rows.append([graph, label, f"{r['run_ms_b8']:.0f}", fused, r["float_conv_between_qdq"],
                              f"{r['cosine_vs_fp32']:.4f}" if "cosine_vs_fp32" in r else "–"])

@@ -15,22 +15,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import onnx
+
+from benchmarks.report import print_table, write_result
+from dnet.engines.onnxruntime import session
 
 
 def profile(path: str | Path, *, batch: int = 8, threads: int = 2, runs: int = 10, size: int = 224) -> dict:
     """Op counts of ORT's optimised graph and per-op-type kernel time (ms per run) for ``path`` at ``batch``."""
-    import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="dnet-prof-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "prof")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = session(path, threads=threads, profile_prefix=Path(tmp) / "prof",
+                       optimized_model_path=Path(tmp) / "optimised.onnx")
         inp = sess.get_inputs()[0]
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(dtype)
@@ -66,7 +62,6 @@ def rows_for(p: dict, top: int = 8) -> list[list]:
 
 
 def main() -> None:
-    from benchmarks.report import print_table, write_result
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+")

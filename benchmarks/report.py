@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from dnet.cli.table import format_table
 from dnet.files import atomic_write_text
+from dnet.table import format_table
 
 RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 

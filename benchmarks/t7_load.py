@@ -23,9 +23,9 @@ import torch
 
 import dnet
 from benchmarks.report import add_quick, print_table, run_times, write_result
-from dnet.converters.t7 import reader
 from dnet.checkpoint import save_checkpoint
-from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet
+from dnet.converters.t7 import reader
+from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
 
 TARGET_S = 2.0
 

@@ -13,27 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from dnet.data.images import list_images, open_image
 from dnet.data.specs import PreprocessSpec
 from dnet.data.transforms import preprocess, preprocess_array
 from dnet.errors import DataError, FileFormatError
 from dnet.files import atomic_write_text
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".JPEG")
 CACHE_FORMAT = "dnet.calibration"
 CACHE_VERSION = 1
 METHODS = ("minmax", "entropy", "percentile")
-MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding (a header's claim, checked first)
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"calibration folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
-    if not files:
-        raise DataError(f"calibration folder {folder} contains no images ({', '.join(IMAGE_SUFFIXES[:7])})")
-    return files
 
 
 def pick(n_total: int, count: int) -> np.ndarray:
@@ -45,23 +35,17 @@ def pick(n_total: int, count: int) -> np.ndarray:
 
 def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> np.ndarray:
     """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W."""
-    from PIL import Image, UnidentifiedImageError
-
-    files = list_images(folder)
+    files = list_images(folder, what="calibration folder")
     out = []
     for i in pick(len(files), count):
-        path = files[i]
         try:
-            with Image.open(path) as img:
-                if img.size[0] * img.size[1] > MAX_PIXELS:
-                    raise DataError(f"calibration image {path} claims {img.size[0]}×{img.size[1]} pixels; refused (limit {MAX_PIXELS:,})")
-                img.load()
-                if spec.resize is None and img.size != (spec.input_size, spec.input_size):
-                    # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
-                    img = img.convert("RGB").resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
-                out.append(preprocess(img, spec))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"calibration image {path} cannot be decoded ({type(e).__name__}: {str(e)[:100]})") from None
+            img = open_image(files[i])
+        except DataError as e:
+            raise DataError(f"calibration image {e}") from None
+        if spec.resize is None and img.size != (spec.input_size, spec.input_size):
+            # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
+            img = img.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
+        out.append(preprocess(img, spec))
     return np.stack(out)
 
 
@@ -75,8 +59,6 @@ def read_array(images: np.ndarray, spec: PreprocessSpec, count: int) -> np.ndarr
     chosen = images[pick(len(images), count)]
     if spec.resize is None and chosen.shape[1:3] == (spec.input_size, spec.input_size):
         return preprocess_array(chosen, spec)
-    from PIL import Image
-
     return np.stack([preprocess(Image.fromarray(im), spec) for im in chosen])
 
 

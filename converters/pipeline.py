@@ -13,10 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
+from dnet.artifact.sidecar import HARDWARE_COMPAT
+from dnet.checkpoint import save_checkpoint
 from dnet.converters.calibration import METHODS, CalibrationSet
-from dnet.errors import DnetError, NotInstalledError, UsageError
-from dnet.files import check_output_path, sha256_file
+from dnet.converters.export import DEFAULT_OPSET, export, model_meta
+from dnet.converters.precision import INT8_ACTIVATIONS, to_fp16, to_int8
+from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
+from dnet.data.specs import get_spec
+from dnet.errors import DnetError, UsageError
+from dnet.files import atomic_path, check_output_path, sha256_file
+from dnet.loading import load
+from dnet.statedict import torchvision_state_dict
 
 SOURCES = ("t7", "pth", "onnx")
 TARGETS = ("pth", "torchvision", "onnx", "onnx-fp16", "onnx-int8", "trt")
@@ -29,32 +39,35 @@ CHECK_IMAGES = 8  # real images verified beside random ones when calibration ima
 class ConvertOptions:
     """Every option of a conversion; each ``dnet convert`` flag maps to one field."""
 
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
     input_size: int | None = None
     preprocess: str | None = None  # spec name, for sources that do not say how they are fed
-    bn: str = "batchnorm"  # how pre-activation BNs are exported (see converters.onnx.export)
+    bn: str = "batchnorm"  # how pre-activation BNs are exported (see dnet.converters.export.export)
     calib: CalibrationSet | None = None
     calib_method: str = "minmax"
     calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
     int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
-    batch: tuple[int, int, int] = (1, 8, 32)
+    profile: tuple[int, int, int] = PROFILE
     workspace_mib: int | None = None
     opt_level: int | None = None
     timing_cache: Path | None = None
     version_compatible: bool = False
-    hardware_compat: str = "none"
+    hardware_compat: str = HARDWARE_COMPAT[0]
     progress: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.calib_method not in METHODS:
-            raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
-        if self.int8_activations not in ("int8", "uint8"):
-            raise UsageError(f"--int8-activations must be int8 or uint8, got {self.int8_activations!r}")
+            raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {self.calib_method!r}",
+                             option="calib_method")
+        if self.int8_activations not in INT8_ACTIVATIONS:
+            raise UsageError(f"INT8 activations must be one of {', '.join(INT8_ACTIVATIONS)}, got "
+                             f"{self.int8_activations!r}", option="int8_activations")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                             option="precision")
 
 
 def names_for(out: Path) -> dict[str, Path]:
@@ -75,17 +88,13 @@ def names_for(out: Path) -> dict[str, Path]:
 
 
 def _load_model(src: Path, src_format: str):
-    import dnet
-
     if src.suffix.lower() not in SUFFIXES[src_format]:
-        raise UsageError(f"--from {src_format} expects a {' or '.join(SUFFIXES[src_format])} file, got {src.name}")
-    return dnet.load(src)
+        raise UsageError(f"a {src_format} source is a {' or '.join(SUFFIXES[src_format])} file, got {src.name}",
+                         option="src_format")
+    return load(src)
 
 
 def _spec(options: ConvertOptions, fallback=None):
-    import dnet.data.datasets  # noqa: F401  (registers the data sets' own specs, e.g. digits)
-    from dnet.data.specs import get_spec
-
     return get_spec(options.preprocess) if options.preprocess else fallback
 
 
@@ -98,22 +107,45 @@ def _real_inputs(options: ConvertOptions, spec) -> np.ndarray | None:
 
 def _onnx_facts(src: Path, options: ConvertOptions, target: str):
     """Read an ONNX source; a file without dnet metadata must have its missing facts supplied by options."""
-    from dnet.converters.onnx import input_size_of, read_meta, read_model
-
     proto = read_model(src)
     meta = read_meta(proto)
     if meta is not None:
         return meta.preprocess if not options.preprocess else _spec(options), meta.input_size
     size = options.input_size or input_size_of(proto)
-    lacking = []
-    if target == "onnx-int8" or (target == "trt" and options.precision == "int8"):
-        if options.preprocess is None and options.calib is not None:
-            lacking.append("its preprocessing (give --preprocess torch7|torchvision|cifar10|cifar100|digits)")
+    if _typed_target(target, options) == "int8" and options.preprocess is None and options.calib is not None:
+        raise UsageError(f"{src.name} is not a dnet export (no dnet metadata): it does not say how calibration "
+                         "images are preprocessed; name a preprocessing", option="preprocess")
     if size is None:
-        lacking.append("its input size (give --input-size N)")
-    if lacking:
-        raise UsageError(f"{src.name} is not a dnet export (no dnet metadata): it lacks {' and '.join(lacking)}")
+        raise UsageError(f"{src.name} is not a dnet export (no dnet metadata) and its input has no fixed size; "
+                         "give the input size", option="input_size")
     return _spec(options), size
+
+
+def _typed_target(target: str, options: ConvertOptions) -> str:
+    """The precision of the ONNX file a target needs: fp32, fp16 or int8 (for trt, the precision option)."""
+    return {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, options.precision)
+
+
+def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
+    """Everything that can be refused before any work is done (no export runs for a request that must fail)."""
+    if src_format not in SOURCES:
+        raise UsageError(f"source format must be one of {', '.join(SOURCES)}, got {src_format!r}", option="src_format")
+    if target not in TARGETS:
+        raise UsageError(f"target must be one of {', '.join(TARGETS)}, got {target!r}", option="target")
+    if not src.is_file():
+        raise DnetError(f"{src}: no such file")
+    if src.suffix.lower() not in SUFFIXES[src_format]:
+        raise UsageError(f"a {src_format} source is a {' or '.join(SUFFIXES[src_format])} file, got {src.name}",
+                         option="src_format")
+    check_output_path(out)
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
+    if src_format == "onnx" and target in ("pth", "torchvision"):
+        raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
+    if src_format == "onnx" and target == "onnx":
+        raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
+    if target == "trt" and opts.int8_activations != "int8":
+        raise UsageError("TensorRT needs int8 activations with zero point 0, not uint8", option="int8_activations")
 
 
 def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike, **options) -> list[Path]:
@@ -122,44 +154,30 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
     ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
     """
-    if src_format not in SOURCES:
-        raise UsageError(f"--from must be one of {', '.join(SOURCES)}, got {src_format!r}")
-    if target not in TARGETS:
-        raise UsageError(f"--to must be one of {', '.join(TARGETS)}, got {target!r}")
     opts = ConvertOptions(**options)
     src, out = Path(src), Path(out)
-    if not src.is_file():
-        raise DnetError(f"{src}: no such file")
-    check_output_path(out)
-    if out.resolve() == src.resolve():
-        raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
-    written: list[Path] = []
-
+    _check_request(src, src_format, target, out, opts)
+    build = BuildOptions(profile=opts.profile, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
+                         timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
+                         hardware_compat=opts.hardware_compat) if target == "trt" else None
     if target in ("pth", "torchvision"):
-        if src_format == "onnx":
-            raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
-        model = _load_model(src, src_format)
-        return [_write_torch(model, out, target)]
+        return [_write_torch(load(src), out, target)]
 
     files = names_for(out)
-    typed_target = {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, opts.precision)
+    typed_target = _typed_target(target, opts)
     files[typed_target] = out if target != "trt" else files[typed_target]
     if typed_target != "fp32" and files["fp32"] == files[typed_target]:  # "-o model.onnx --to onnx-int8"
         files["fp32"] = out.parent / f"{out.stem}.fp32.onnx"
+    written: list[Path] = []
 
     # 1. FP32 ONNX
     if src_format == "onnx":
-        if target == "onnx":
-            raise UsageError(f"{src.name} is already an FP32 ONNX file; choose --to onnx-fp16, onnx-int8 or trt")
         spec, _size = _onnx_facts(src, opts, target)
         fp32 = src
     else:
-        from dnet.converters.onnx import export, model_meta
-
-        model = _load_model(src, src_format)
-        spec = _spec(opts, model.meta.preprocess if model.meta is not None else None)
+        model = load(src)
         meta = model_meta(model, input_size=opts.input_size, source=src.name, source_sha256=sha256_file(src),
-                          preprocess=spec if opts.preprocess else None)
+                          preprocess=_spec(opts))
         spec = meta.preprocess
         fp32 = files["fp32"]
         if fp32 == src:
@@ -173,49 +191,24 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     # 2. typed ONNX
     typed = fp32
     if typed_target == "fp16":
-        from dnet.converters.precision import to_fp16
-
         typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=_real_inputs(opts, spec))
         written.append(typed)
     elif typed_target == "int8":
-        from dnet.converters.precision import to_int8
-
         cache = opts.calib_cache or files["calib_cache"]
-        if target == "trt" and opts.int8_activations != "int8":
-            raise UsageError("TensorRT needs int8 activations with zero point 0; drop --int8-activations uint8")
         typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
                                   spec=spec, progress=opts.progress, activations=opts.int8_activations)
         written += [cache, typed]
     if target != "trt":
         return written
 
-    # 3. TensorRT engine (converters.tensorrt, imported only here: nothing imports TensorRT at import time)
-    try:
-        from dnet.converters.tensorrt import BuildOptions, build_plan
-    except ImportError as e:
-        raise NotInstalledError(f"TensorRT support (converters.tensorrt) is not available ({e}); "
-                                f"the {typed_target.upper()} ONNX is at {typed}") from None
-    build = BuildOptions(batch=opts.batch, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
-                         timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
-                         hardware_compat=opts.hardware_compat)
-    # A missing TensorRT or GPU raises NotInstalledError whose line already says where the typed ONNX is.
+    # 3. TensorRT engine: a missing TensorRT or GPU raises NotInstalledError whose line says where the typed ONNX is.
     written.append(Path(build_plan(typed, out, build)))
     return written
 
 
 def _write_torch(model, out: Path, target: str) -> Path:
-    import torch
-
-    from dnet.files import atomic_path
-
     if target == "pth":
-        from dnet.checkpoint import save_checkpoint
-
         return save_checkpoint(out, model, model.meta)
-    try:
-        from dnet.statedict import torchvision_state_dict
-    except ImportError as e:
-        raise NotInstalledError(f"torchvision export needs dnet.statedict, which this build lacks ({e})") from None
     with atomic_path(out) as tmp:
         torch.save(torchvision_state_dict(model), tmp)
     return out

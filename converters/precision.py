@@ -31,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from dnet.converters.onnx import check_graph, read_meta, read_model, run_onnx, sort_topologically, unshare_initializers
 from dnet import __version__
-from dnet.artifact import ArtifactMeta
-from dnet.errors import AccuracyError, DnetError, UsageError
+from dnet.artifact.meta import ArtifactMeta
+from dnet.artifact.onnxfile import check_graph, input_size_of, read_meta, read_model, write_meta
+from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
+from dnet.converters.graph import sort_topologically, unshare_initializers
+from dnet.engines.onnxruntime import require_onnxruntime, run
+from dnet.errors import AccuracyError, InputModifiedError, UsageError
 from dnet.files import atomic_path, sha256_file
+from dnet.similarity import cosine, rel_l2
 
 # Float32 islands in the FP16 graph, measured on DenseNet: a pre-activation BN computes (x - mean)·γ/σ + β,
 # where rounding mean and σ to float16 cancels badly (on a small DenseNet-BC it was 0.7e-3 of the 1.1e-3
@@ -76,19 +79,6 @@ def _quiet():
         root.setLevel(level)
 
 
-class InputModifiedError(DnetError):
-    """The input file changed during a conversion (a library wrote into it); never expected."""
-
-
-def rel_l2(ref: np.ndarray, got: np.ndarray) -> float:
-    return float(np.linalg.norm((got - ref).ravel()) / max(np.linalg.norm(ref.ravel()), 1e-30))
-
-
-def cosine(ref: np.ndarray, got: np.ndarray) -> float:
-    a, b = ref.ravel().astype(np.float64), got.ravel().astype(np.float64)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
-
 def _guard_unmodified(path: Path, sha: str) -> None:
     if sha256_file(path) != sha:
         raise InputModifiedError(f"{path} was modified during the conversion; restore it from a backup and report this")
@@ -107,13 +97,6 @@ def _meta_for(
         dnet_version=__version__,
         extra={**meta.extra, "fp32_onnx": src.name, "fp32_onnx_sha256": sha256_file(src)},
     )
-
-
-def _set_meta(proto: onnx.ModelProto, meta: ArtifactMeta | None) -> None:
-    from dnet.converters.onnx import write_meta
-
-    if meta is not None:
-        write_meta(proto, meta)
 
 
 def _random_inputs(proto: onnx.ModelProto, size: int | None) -> np.ndarray:
@@ -138,9 +121,8 @@ def to_fp16(
     the logits ≤ 1e-3 and identical top-1, else :class:`AccuracyError` with the numbers and no file.
     ``check=False`` skips it (benchmarks of random-weight models, whose logits amplify float16 rounding).
     """
+    require_onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    from dnet.converters.onnx import input_size_of
 
     src = Path(src)
     sha = sha256_file(src)
@@ -156,7 +138,7 @@ def to_fp16(
     )
     _guard_unmodified(src, sha)
     sort_topologically(fp16)
-    _set_meta(fp16, _meta_for(proto, src, "fp16"))
+    write_meta(fp16, _meta_for(proto, src, "fp16"))
     check_graph(fp16, "FP16 graph")
     data = fp16.SerializeToString()
     # Real inputs when the caller has them (calibration images); random ones otherwise. A random-weight
@@ -169,7 +151,7 @@ def to_fp16(
         tmp.write_bytes(data)
         for batch in batches if check else []:
             feed = batch if keep_io_types else batch.astype(np.float16)
-            ref, got = run_onnx(src, batch), run_onnx(tmp, feed).astype(np.float32)
+            ref, got = run(src, batch), run(tmp, feed).astype(np.float32)
             err = rel_l2(ref, got)
             agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
             if err > FP16_REL_L2 or agree < 1.0:
@@ -298,6 +280,7 @@ def to_int8(
     no image is read; otherwise the images are read through ``spec`` (default: the model's own
     preprocessing), calibrated, and the cache is written.
     """
+    require_onnxruntime()
     if activations not in INT8_ACTIVATIONS:
         raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}")
     if method not in METHODS:
@@ -343,14 +326,14 @@ def to_int8(
         q = onnx.load_model(str(quantized))
     if cache_path is not None:
         summary["cache_sha256"] = _cache_sha(cache)
-    _set_meta(q, _meta_for(proto, src, "int8", summary))
+    write_meta(q, _meta_for(proto, src, "int8", summary))
     q.producer_name, q.producer_version = "dnet", __version__
     check_graph(q, "INT8 graph")
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString())
         batch = check_inputs if check_inputs is not None else (images[:8] if images is not None else None)
         if batch is not None:
-            ref, got = run_onnx(src, batch), run_onnx(tmp, batch)
+            ref, got = run(src, batch), run(tmp, batch)
             summary["check_cosine"] = cosine(ref, got)
     if cache_path is not None and not reused:
         cache.save(cache_path)

@@ -1,11 +1,44 @@
-"""dnet: DenseNet from the original Lua Torch release to modern deployment."""
+"""dnet: DenseNet from the original Lua Torch release to modern deployment.
+
+The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig`` and ``zoo``
+are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from importlib import metadata
 
-from dnet.errors import DnetError  # noqa: E402
-from dnet.loading import load  # noqa: E402
-from dnet.models import DenseNet, DenseNetConfig, create_model, zoo  # noqa: E402
+from dnet.errors import DnetError
+
+DISTRIBUTION = "dnet"  # the name pip knows the project by (the import package is always dnet)
+
+try:
+    __version__ = metadata.version(DISTRIBUTION)  # defined once, in pyproject.toml
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+# public name -> module that defines it
+_LAZY = {
+    "load": "dnet.loading",
+    "create_model": "dnet.models",
+    "DenseNet": "dnet.models.densenet",
+    "DenseNetConfig": "dnet.models.densenet",
+    "zoo": "dnet.models.zoo",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dnet' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "load", "zoo"]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from dnet.errors import UsageError
+from dnet import engines
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -36,16 +36,6 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_batches(text: str) -> list[int]:
-    try:
-        batches = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--batch: expected comma-separated integers like 1,8,32, got {text!r}") from None
-    if not batches or any(b < 1 for b in batches):
-        raise UsageError(f"--batch: every batch size must be a positive integer, got {text!r}")
-    return batches
 
 
 def latency_stats(seconds: list[float], batch: int) -> dict[str, float]:
@@ -99,7 +89,6 @@ def peak_rss_mb() -> float:
 
 def open_engines(paths: list, *, provider: str | None = None, threads: int | None = None) -> tuple[list, list[float]]:
     """Open each model file; also return the resident memory (MB) each added when opened."""
-    from dnet import engines
     opened, memory = [], []
     try:
         for p in paths:
@@ -120,16 +109,16 @@ def _input(engine, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, c, h, w)).astype(np.float32)
 
 
-def bench_engines(engines: list, batch: int, *, warmup: float = 1.0, duration: float = 5.0, rounds: int = 5,
+def bench_engines(opened: list, batch: int, *, warmup: float = 1.0, duration: float = 5.0, rounds: int = 5,
                   min_iterations: int = 10, open_memory: list[float] | None = None) -> list[BenchResult]:
     """Measure every engine at one batch size, interleaving the timed iterations in ``rounds`` rounds.
 
     Each engine gets about ``duration`` seconds of timed runs in all (at least ``min_iterations``), after
     ``warmup`` seconds of untimed runs.
     """
-    inputs = [_input(e, batch) for e in engines]
-    per_iter, memory = [], list(open_memory or [0.0] * len(engines))
-    for i, (eng, x) in enumerate(zip(engines, inputs)):
+    inputs = [_input(e, batch) for e in opened]
+    per_iter, memory = [], list(open_memory or [0.0] * len(opened))
+    for i, (eng, x) in enumerate(zip(opened, inputs)):
         before = rss_mb()
         reset_peak()
         eng(x)  # first call: allocation, graph optimisation; its transient peak (workspaces) counts too
@@ -139,16 +128,16 @@ def bench_engines(engines: list, batch: int, *, warmup: float = 1.0, duration: f
             eng(x)
             n += 1
         per_iter.append((time.perf_counter() - t0) / n)
-    times: list[list[float]] = [[] for _ in engines]
+    times: list[list[float]] = [[] for _ in opened]
     for _ in range(rounds):
-        for i, (eng, x) in enumerate(zip(engines, inputs)):
+        for i, (eng, x) in enumerate(zip(opened, inputs)):
             n = max(1, int(np.ceil(max(duration / rounds / per_iter[i], min_iterations / rounds))))
             for _ in range(n):
                 t0 = time.perf_counter()
                 eng(x)
                 times[i].append(time.perf_counter() - t0)
     results = []
-    for eng, t, mem in zip(engines, times, memory):
+    for eng, t, mem in zip(opened, times, memory):
         precision = eng.meta.precision if eng.meta is not None else "fp32"
         results.append(BenchResult(eng.path.name, eng.kind, precision, batch, len(t), **latency_stats(t, batch),
                                    memory_mb=mem))

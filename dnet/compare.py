@@ -14,8 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import torch
 
+from dnet import engines
+from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.converters.calibration import read_folder
+from dnet.engines.base import KINDS
+from dnet.engines.onnxruntime import session
 from dnet.errors import UsageError
+from dnet.loading import load
+from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
 
 LOGITS = "logits"
 
@@ -36,11 +45,7 @@ class StageRow:
 
 
 def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
-    import torch
-
-    import dnet
-
-    model = dnet.load(path).eval()
+    model = load(path).eval()
     outs: dict[str, np.ndarray] = {}
     hooks = []
     for name in model.stages():
@@ -54,10 +59,6 @@ def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
-    import onnx
-
-    from dnet.converters.onnx import cpu_session, read_meta, read_model
-
     proto = read_model(path)
     meta = read_meta(proto)
     stages: dict[str, str] = dict((meta.extra.get("stages") or {}) if meta is not None else {})
@@ -68,7 +69,7 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
         types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
         for tensor in stages.values():
             proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, types.get(tensor, onnx.TensorProto.FLOAT), None))
-    sess = cpu_session(proto.SerializeToString())
+    sess = session(proto)
     inp = sess.get_inputs()[0]
     feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
     names = [proto.graph.output[0].name, *stages.values()]
@@ -79,9 +80,6 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
 
 def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Per-stage outputs (in order) and the logits of the model file ``path`` on ``batch``."""
-    from dnet import engines
-    from dnet.engines.base import KINDS
-
     path = Path(path)
     kind = KINDS.get(path.suffix.lower())
     if kind == "torch":
@@ -93,16 +91,11 @@ def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.nd
 
 
 def _row(stage: str, ref: np.ndarray, got: np.ndarray) -> StageRow:
-    a, b = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    rel = float(np.linalg.norm(b - a) / max(na, 1e-30))
-    cos = float(a @ b / max(na * nb, 1e-30))
-    top1 = float(np.mean(ref.argmax(1) == got.argmax(1))) if stage == LOGITS else None
-    return StageRow(stage, tuple(ref.shape), rel, cos, float(np.max(np.abs(b - a))), top1)
+    top1 = top1_agreement(ref, got) if stage == LOGITS else None
+    return StageRow(stage, tuple(ref.shape), rel_l2(ref, got), cosine(ref, got), max_abs(ref, got), top1)
 
 
 def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
-    from dnet import engines
     with engines.open(ref) as eng:
         meta, shape = eng.meta, eng.input_shape
     size = meta.input_size if meta is not None else shape[2]
@@ -112,8 +105,6 @@ def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarr
         return np.random.default_rng(0).standard_normal((count, 3, size, size), dtype=np.float32)
     if meta is None:
         raise UsageError(f"{ref.name} does not record its preprocessing; compare a dnet file first, or omit --images")
-    from dnet.converters.calibration import read_folder
-
     return read_folder(images, meta.preprocess, count)
 
 

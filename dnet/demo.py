@@ -1,6 +1,6 @@
 """The demo pipeline on the built-in digits data set: train → convert → eval → report.
 
-Each stage is the library code a user's command runs (``dnet train``, ``converters.pipeline.convert``,
+Each stage is the library code a user's command runs (``dnet train``, ``dnet.converters.pipeline.convert``,
 ``dnet.eval.evaluate``, ``dnet.bench``), not an imitation.
 """
 
@@ -12,9 +12,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dnet import engines
+from dnet.bench import bench_engines
+from dnet.converters.calibration import CalibrationSet
+from dnet.converters.pipeline import convert
 from dnet.data.datasets import open_dataset
 from dnet.errors import AccuracyError
+from dnet.eval import evaluate
 from dnet.files import atomic_path, atomic_write_text
+from dnet.table import format_table
 from dnet.train.recipe import recipe
 from dnet.train.trainer import TrainResult, train
 
@@ -72,9 +78,6 @@ def stage_train(cfg: DemoConfig, out: Path, log: Callable[[str], None]) -> Train
 
 def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Path]:
     """FP32, FP16 and INT8 ONNX from the checkpoint (``dnet convert``'s library); INT8 calibrated on training images."""
-    from dnet.converters.calibration import CalibrationSet
-    from dnet.converters.pipeline import convert
-
     calib = CalibrationSet(images=open_dataset("digits", None, "train").images, count=cfg.calib_images,
                            name="digits/train")
     *_, int8 = convert(checkpoint, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib)
@@ -86,10 +89,6 @@ def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Pat
 def stage_eval(cfg: DemoConfig, files: dict[str, Path]) -> list[Row]:
     """Each file's error on the digits test split (``dnet eval``'s library) and its speed (``dnet bench``'s),
     the speeds measured side by side; Δ is against the first file (the FP32 reference)."""
-    from dnet import engines
-    from dnet.bench import bench_engines
-    from dnet.eval import evaluate
-
     test = open_dataset("digits", None, "test")
     errors = {label: evaluate(path, test, progress=False).top1_error for label, path in files.items()}
     opened = [engines.open(p, threads=cfg.threads) for p in files.values()]
@@ -106,8 +105,6 @@ def stage_eval(cfg: DemoConfig, files: dict[str, Path]) -> list[Row]:
 
 
 def format_report(rows: list[Row]) -> str:
-    from dnet.cli.table import format_table
-
     body = [[r.label, Path(r.file).name, f"{r.error:.2f}", "–" if r.delta is None else f"{r.delta:+.2f}",
              "–" if r.latency_ms is None else f"{r.latency_ms:.2f}",
              "–" if r.throughput is None else f"{r.throughput:,.0f}", f"{r.size_bytes / 1024:,.0f} KiB"]

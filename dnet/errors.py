@@ -2,6 +2,10 @@
 
 Library code raises these; the CLI prints ``dnet: error: <message>`` on one line and exits with
 ``exit_code``. Anything else escaping the CLI is a bug and keeps its traceback.
+
+Messages speak the library's terms. An error about one option names it in ``option`` (the field of the options
+dataclass, e.g. ``"calib_method"``); the CLI appends the flag that sets it (``(--calib-method)``), so the library
+never needs to know its command line.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ class DnetError(Exception):
     """Base of every error a user can cause and fix."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class UsageError(DnetError):
@@ -45,6 +53,14 @@ class EngineError(DnetError):
 
 class NotInstalledError(EngineError):
     """An optional dependency (TensorRT, CUDA, an execution provider) is not installed."""
+
+
+class InputModifiedError(DnetError):
+    """The input file changed during a conversion (a library wrote into it); never expected."""
+
+
+class TrainingDiverged(DnetError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class AccuracyError(DnetError):

@@ -1,6 +1,6 @@
 """Top-1/top-5 error of any model file on a data set, beside the paper's published number.
 
-``evaluate`` feeds an :class:`engines.base.Engine` batches decoded in worker processes (a torch
+``evaluate`` feeds an :class:`dnet.engines.base.Engine` batches decoded in worker processes (a torch
 ``DataLoader``), counts top-k hits, and under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) shards the images by
 rank and sums the counts over the gloo backend, so N processes give the same numbers as one.
 """
@@ -15,12 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
+import torch.utils.data
 
+from dnet import engines
 from dnet.data.datasets import ArrayDataset, FileDataset
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.data.transforms import preprocess as preprocess_image
 from dnet.data.transforms import preprocess_array
-from dnet.errors import AccuracyError, DataError, DnetError, UnknownModelError, UsageError
+from dnet.errors import AccuracyError, DataError, UnknownModelError, UsageError
+from dnet.files import atomic_write_text
+from dnet.models import zoo
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -137,8 +143,6 @@ def published_error(model: str | None, dataset: str, preprocess: str, *, ten_cro
     """The zoo's published top-1 error for this model, data set and preprocessing, or None."""
     if not model or ten_crop:  # every published number is single-crop
         return None
-    from dnet.models import zoo
-
     try:
         entry = zoo.get(model)
     except UnknownModelError:
@@ -152,8 +156,6 @@ def published_error(model: str | None, dataset: str, preprocess: str, *, ten_cro
 
 def write_predictions(path: str | os.PathLike, report: EvalReport, dataset) -> None:
     """CSV: index, file (or empty for array data sets), label, prediction, top5 (space separated), correct."""
-    from dnet.files import atomic_write_text
-
     names = [str(p) for p in dataset.paths] if isinstance(dataset, FileDataset) else None
     lines = ["index,file,label,prediction,top5,correct"]
     for index, label, top5 in report.predictions:
@@ -165,16 +167,18 @@ def write_predictions(path: str | os.PathLike, report: EvalReport, dataset) -> N
 # --- feeding the engine ----------------------------------------------------------------------------------
 
 class _Decoded:
-    """Map-style data set for a torch DataLoader: image i → (input, label, index, error message or '')."""
+    """Map-style data set for a torch DataLoader: image i → (input, label, index, error message or '').
 
-    def __init__(self, dataset: FileDataset, indices: np.ndarray, spec: PreprocessSpec, ten_crop: bool,
-                 skip_bad: bool) -> None:
+    A decoding error travels back as a value (a blank input and its one-line message), never as an exception
+    through the worker processes, so the caller decides whether it skips the image or fails with that line.
+    """
+
+    def __init__(self, dataset: FileDataset, indices: np.ndarray, spec: PreprocessSpec, ten_crop: bool) -> None:
         self.paths = dataset.paths
         self.labels = dataset.labels
         self.indices = indices
         self.spec = spec
         self.ten_crop = ten_crop
-        self.skip_bad = skip_bad
         size = spec.crop or spec.input_size
         self.blank_shape = ((10,) if ten_crop else ()) + (3, size, size)
 
@@ -186,8 +190,6 @@ class _Decoded:
         try:
             x = preprocess_image(self.paths[index], self.spec, ten_crop=self.ten_crop)
         except DataError as e:
-            if not self.skip_bad:
-                raise
             return np.zeros(self.blank_shape, np.float32), int(self.labels[index]), index, str(e)
         return x, int(self.labels[index]), index, ""
 
@@ -197,27 +199,14 @@ def _collate(items):
     return np.stack(xs), np.asarray(labels, np.int64), np.asarray(indices, np.int64), list(errors)
 
 
-def _file_batches(dataset: FileDataset, indices, spec, ten_crop, skip_bad, batch, workers):
-    import torch.utils.data
-
-    source = _Decoded(dataset, indices, spec, ten_crop, skip_bad)
+def _file_batches(dataset: FileDataset, indices, spec, ten_crop, batch, workers):
+    source = _Decoded(dataset, indices, spec, ten_crop)
     if workers <= 0:
         for start in range(0, len(source), batch):
             yield _collate([source[i] for i in range(start, min(start + batch, len(source)))])
         return
-    loader = torch.utils.data.DataLoader(source, batch_size=batch, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate, prefetch_factor=4, persistent_workers=False)
-    try:
-        yield from loader
-    except DnetError as e:
-        # torch re-raises a worker's exception as the same type with the worker's traceback in the
-        # message; keep only its last line ("dnet.errors.DataError: <the one-line message>")
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        if len(lines) > 1 and "Traceback" in str(e):
-            last = lines[-1].strip()
-            prefix = f"{type(e).__module__}.{type(e).__name__}: "
-            raise type(e)(last[len(prefix):] if last.startswith(prefix) else last) from None
-        raise
+    yield from torch.utils.data.DataLoader(source, batch_size=batch, shuffle=False, num_workers=workers,
+                                           collate_fn=_collate, prefetch_factor=4, persistent_workers=False)
 
 
 def _array_batches(dataset: ArrayDataset, indices, spec, batch):
@@ -251,7 +240,6 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
              workers: int | None = None, preprocess: str | PreprocessSpec | None = None, ten_crop: bool = False,
              skip_bad: bool = False, progress: bool = True) -> EvalReport:
     """Evaluate a model file (or an open Engine) on ``dataset``; see the module docstring."""
-    from dnet import engines
     if isinstance(engine_or_path, str | os.PathLike):
         with engines.open(engine_or_path) as engine:
             return evaluate(engine, dataset, batch=batch, limit=limit, workers=workers, preprocess=preprocess,
@@ -282,8 +270,6 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
     rank, world = _distributed()
     group_owned = False
     if world > 1:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             dist.init_process_group("gloo")
             group_owned = True
@@ -291,7 +277,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
 
     if isinstance(dataset, FileDataset):
         workers = default_workers() if workers is None else workers
-        batches = _file_batches(dataset, indices, spec, ten_crop, skip_bad, batch, workers)
+        batches = _file_batches(dataset, indices, spec, ten_crop, batch, workers)
     else:
         batches = _array_batches(dataset, indices, spec, batch)
 
@@ -307,6 +293,8 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
     start = time.perf_counter()
     try:
         for x, labels, idx, errors in batches:
+            if not skip_bad and any(errors):
+                raise DataError(next(e for e in errors if e))
             ok = np.asarray([not e for e in errors], dtype=bool)
             skipped += [e for e in errors if e]
             if not ok.any():
@@ -341,8 +329,6 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         if bar is not None:
             bar.close()
         if group_owned:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
     if seen == 0:
@@ -366,9 +352,6 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
 
 def _sum_over_ranks(seen, top1, top5, seconds, engine_seconds, skipped, predictions):
     """Counts summed, times the slowest rank's, skipped files and predictions gathered (gloo)."""
-    import torch
-    import torch.distributed as dist
-
     counts = torch.tensor([seen, top1, top5], dtype=torch.int64)
     dist.all_reduce(counts, op=dist.ReduceOp.SUM)
     times = torch.tensor([seconds, engine_seconds], dtype=torch.float64)

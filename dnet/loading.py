@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 from dnet.checkpoint import is_checkpoint, model_from_checkpoint, read_pth
+from dnet.converters.t7.densenet import load_t7_densenet
 from dnet.errors import FileFormatError
 from dnet.models.densenet import DenseNet
+from dnet.statedict import model_from_state_dict
 
 
 def load(path: str | os.PathLike) -> DenseNet:
@@ -17,14 +19,10 @@ def load(path: str | os.PathLike) -> DenseNet:
         raise FileFormatError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".t7":
-        from dnet.converters.t7.densenet import load_t7_densenet
-
         return load_t7_densenet(path)
     if suffix in (".pth", ".pt"):
         obj = read_pth(path)
         if is_checkpoint(obj):
             return model_from_checkpoint(obj, str(path))
-        from dnet.statedict import model_from_state_dict
-
         return model_from_state_dict(obj, path)
     raise FileFormatError(f"{path}: dnet.load reads .t7, .pth and .pt files, not {suffix or 'files without a suffix'}")

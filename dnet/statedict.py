@@ -15,11 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dnet import __version__
-from dnet.artifact import ArtifactMeta
-from dnet.data.specs import get_spec
 from dnet.errors import ConfigError, FileFormatError
-from dnet.files import sha256_file
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
 
@@ -155,17 +151,10 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
             f"{source}: {bad[0]} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
-    entry = zoo.find(cfg)
-    if cfg.stem == "imagenet":
-        spec, size = "torchvision", 224
-    else:
-        spec, size = ("cifar100" if cfg.num_classes == 100 else "cifar10"), 32
-    model.meta = ArtifactMeta(
-        model=entry.name if entry else "custom", num_classes=cfg.num_classes, input_size=size,
-        preprocess=get_spec(spec), source=source, source_sha256=sha256_file(path) if path.is_file() else "",
-        config=cfg.to_dict(), extra={"format": "torchvision state dict"},
-        dnet_version=__version__,
-    )
+    # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
+    # ImageNet state dict records that one; CIFAR-stem ones are fed as the zoo says (zoo.expects).
+    model.meta = zoo.artifact_meta(cfg, preprocess="torchvision" if cfg.stem == "imagenet" else None, source=path,
+                                   extra={"format": "torchvision state dict"})
     return model.eval()
 
 

@@ -1,4 +1,4 @@
-"""One small protocol for running any model file on a batch: ``engines.open(path)`` picks by file kind."""
+"""One small protocol for running any model file on a batch: ``dnet.engines.open(path)`` picks by file kind."""
 
 from dnet.engines.base import Engine, open
 

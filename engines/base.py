@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact import ArtifactMeta
+from dnet.artifact.meta import ArtifactMeta
 from dnet.errors import EngineError, FileFormatError
 
 # suffix -> module under engines/ whose ``open_file(path, provider=...)`` returns an Engine.

@@ -1,4 +1,4 @@
-"""Native TensorRT engine: a ``.plan`` built by ``converters.tensorrt`` and its ``.plan.json`` sidecar.
+"""Native TensorRT engine: a ``.plan`` built by ``dnet.converters.tensorrt`` and its ``.plan.json`` sidecar.
 
 Inputs and outputs are torch CUDA tensors (no pycuda); inference uses the named-tensor API
 (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) on a torch CUDA stream. A batch larger than the
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.converters.tensorrt import EngineSidecar, check_compatible, cuda_device, import_tensorrt, read_sidecar
-from dnet.errors import EngineError, UsageError
+from dnet.artifact.sidecar import EngineSidecar, check_compatible, read_sidecar
 from dnet.engines.base import Engine
+from dnet.engines.gpu import cuda_device, import_tensorrt
+from dnet.errors import EngineError, UsageError
 
 PROVIDERS = (None, "cuda", "tensorrt")
 DEVICE = "cuda"  # where I/O tensors live; the tests drive the engine's logic on "cpu" through a stand-in tensorrt

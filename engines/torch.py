@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnet.errors import NotInstalledError, UsageError
 from dnet.engines.base import Engine
+from dnet.errors import NotInstalledError, UsageError
+from dnet.loading import load
 
 
 class TorchEngine(Engine):
@@ -19,7 +20,7 @@ class TorchEngine(Engine):
         self.device = device
         self.model = model.eval().to(device)
         self.meta = getattr(model, "meta", None)
-        size = self.meta.input_size if self.meta is not None else (224 if model.config.stem == "imagenet" else 32)
+        size = self.meta.input_size if self.meta is not None else model.config.input_size
         self.input_shape = (-1, 3, size, size)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -29,8 +30,6 @@ class TorchEngine(Engine):
 
 
 def open_file(path: Path, *, provider: str | None = None, threads: int | None = None) -> TorchEngine:
-    import dnet
-
     if threads is not None:
         torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
     device = provider or "cpu"
@@ -38,4 +37,4 @@ def open_file(path: Path, *, provider: str | None = None, threads: int | None = 
         raise UsageError(f"provider {device!r} is not one of the torch engine's: cpu, cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise NotInstalledError("no CUDA GPU found (torch.cuda.is_available() is False); use provider='cpu'")
-    return TorchEngine(path, dnet.load(path), device)
+    return TorchEngine(path, load(path), device)

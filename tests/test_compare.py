@@ -9,10 +9,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from dnet.converters import precision
-from dnet.converters.calibration import CalibrationSet
 from dnet.cli import main
 from dnet.compare import compare
+from dnet.converters import precision
+from dnet.converters.calibration import CalibrationSet
 from dnet.files import sha256_file
 from tests.converters.tiny_models import photo_tiles, tiny_checkpoint, tiny_model, tiny_onnx, write_images
 

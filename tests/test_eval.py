@@ -10,6 +10,7 @@ from PIL import Image
 from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
 from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
+from dnet.engines.base import Engine
 from dnet.errors import AccuracyError, DataError, UsageError
 from dnet.eval import (
     binomial_ci95,
@@ -21,7 +22,6 @@ from dnet.eval import (
     topk_hits,
 )
 from dnet.models.zoo import get as zoo_get
-from dnet.engines.base import Engine
 from tests.evalmodels import digits_checkpoint, save_random, write_cifar_bin
 
 LOGITS = np.array([

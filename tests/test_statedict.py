@@ -14,7 +14,7 @@ from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.statedict import config_from_state_dict, infer_compression, model_from_state_dict, torchvision_state_dict
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import one_torch_thread, randomized  # noqa: F401 (autouse fixture)
+from tests.converters.t7_writer import one_torch_thread, randomized  # noqa: F401 (one_torch_thread is an autouse fixture)
 
 TV = "tv_densenet_k8_b2-3-2_init16_c10"
 

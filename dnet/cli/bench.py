@@ -6,9 +6,10 @@ import json
 
 import click
 
-from dnet.bench import bench_engines, open_engines, parse_batches
-from dnet.cli import reports_errors
-from dnet.cli.table import format_table
+from dnet.bench import bench_engines, open_engines
+from dnet.cli.main import reports_errors
+from dnet.cli.options import parse_batch_sizes
+from dnet.table import format_table
 
 
 @click.command("bench")
@@ -27,7 +28,7 @@ def bench_cmd(paths, batches, warmup, duration, threads, provider, as_json) -> N
 
     Memory is the resident memory an engine added when opened and first run at that batch size.
     """
-    sizes = parse_batches(batches)
+    sizes = parse_batch_sizes(batches)
     opened, memory = open_engines(list(paths), provider=provider, threads=threads)
     try:
         results = []
@@ -50,6 +51,3 @@ def bench_cmd(paths, batches, warmup, duration, threads, provider, as_json) -> N
     ]
     headers = ["engine", "kind", "prec", "batch", "iters", "mean ms", "median", "p90", "p95", "p99", "img/s", "vs first", "mem MB"]
     click.echo(format_table(headers, rows, right=range(3, len(headers))))
-
-
-COMMANDS = [bench_cmd]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from dnet.cli import reports_errors
-from dnet.cli.table import format_table
+from dnet.cli.main import reports_errors
+from dnet.compare import compare
+from dnet.table import format_table
 
 
 @click.command("compare")
@@ -20,8 +21,6 @@ from dnet.cli.table import format_table
 @reports_errors
 def compare_cmd(ref, other, images, count, as_json) -> None:
     """Run REF and OTHER on the same inputs; compare every dense block, transition and the logits."""
-    from dnet.compare import compare
-
     rows = compare(ref, other, images=images, count=count)
     if as_json:
         click.echo(json.dumps({"ref": str(ref), "other": str(other), "inputs": str(images) if images else "random",
@@ -30,6 +29,3 @@ def compare_cmd(ref, other, images, count, as_json) -> None:
     table = [[r.stage, "×".join(map(str, r.shape[1:])), f"{r.rel_error:.3e}", f"{r.cosine:.6f}", f"{r.max_abs:.3e}",
               "" if r.top1_agreement is None else f"{r.top1_agreement:.1%}"] for r in rows]
     click.echo(format_table(["stage", "shape", "rel error", "cosine", "max|Δ|", "top-1 agree"], table, right=(2, 3, 4, 5)))
-
-
-COMMANDS = [compare_cmd]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from dnet.cli import reports_errors
+from dnet.cli.main import reports_errors
+from dnet.demo import DemoConfig, run_demo
 
 
 @click.command("demo")
@@ -15,9 +16,4 @@ from dnet.cli import reports_errors
 @reports_errors
 def demo_cmd(out: str | None, epochs: int, depth: int, quiet: bool) -> None:
     """Train a small DenseNet-BC on digits, convert it to FP32/FP16/INT8 ONNX, evaluate each, report."""
-    from dnet.demo import DemoConfig, run_demo
-
     run_demo(DemoConfig(out=out, epochs=epochs, depth=depth, quiet=quiet), log=click.echo)
-
-
-COMMANDS = [demo_cmd]

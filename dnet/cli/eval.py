@@ -7,19 +7,20 @@ import os
 
 import click
 
-from dnet.cli import reports_errors
-from dnet.data.datasets import DATASETS
+from dnet import engines
+from dnet.cli.main import reports_errors
+from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
-
-ARRAY_SETS = ("cifar10", "cifar100", "svhn", "digits")
+from dnet.eval import check_tolerance, evaluate, write_predictions
 
 
 def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
     """--dataset, else the data set the model's preprocessing names (CIFAR, SVHN, digits), else ImageNet."""
     if dataset is not None:
         return dataset
-    if meta is not None and meta.preprocess.name in ARRAY_SETS:
-        return meta.preprocess.name
+    own = dataset_of_spec(meta.preprocess.name) if meta is not None else None
+    if own is not None:
+        return own
     if data is not None:
         return "imagenet"
     raise UsageError("say which data set: --dataset imagenet|cifar10|cifar100|svhn|digits|folder (and --data DIR)")
@@ -30,7 +31,7 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
               help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .plan/.engine (TensorRT).")
 @click.option("--data", type=click.Path(), default=None, metavar="DIR",
               help="Folder holding the data set (or the data set's own folder/file).")
-@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
@@ -52,10 +53,6 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, as_json, quiet) -> None:
     """Top-1/top-5 error of a model file on a data set, with a 95% CI and the paper's number."""
-    from dnet import engines
-    from dnet.data.datasets import open_dataset
-    from dnet.eval import check_tolerance, evaluate, write_predictions
-
     with engines.open(engine_path, provider=provider) as engine:
         name = _pick_dataset(dataset, data, engine.meta)
         if download and data is None:
@@ -74,6 +71,3 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
                 click.echo(f"  skipped: {path}")
     if tolerance is not None:
         check_tolerance(report, tolerance)
-
-
-COMMANDS = [eval_cmd]

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from dnet.cli import reports_errors
-from dnet.cli.table import format_table
+from dnet.cli.main import reports_errors
+from dnet.converters.t7 import reader, tree
+from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
 from dnet.errors import FileFormatError
+from dnet.models import zoo
+from dnet.table import format_table
 
 
 def _densenet_summary(obj: object) -> dict:
     """What ``dnet.load`` would make of the tree: the configuration, or why it is not a DenseNet."""
-    from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
-    from dnet.models import zoo
-
     try:
         p = parse_densenet(obj)
     except FileFormatError as e:
@@ -35,8 +35,6 @@ def _densenet_summary(obj: object) -> dict:
 @reports_errors
 def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
     """Print the module tree of a .t7 file: paths, classes, tensor shapes, layer settings, and what it is."""
-    from dnet.converters.t7 import reader, tree
-
     obj = reader.load(path, long_size=None if long_size == "auto" else int(long_size))
     root = tree.module_tree(obj)
     t = tree.totals(root)
@@ -61,6 +59,3 @@ def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
         f"{c['num_classes']} classes, dropout {c['drop_rate']}, {dn['layer_kind']} dense layers, "
         f"{dn['input_size']}×{dn['input_size']} input; {name}"
     )
-
-
-COMMANDS = [inspect_cmd]

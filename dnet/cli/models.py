@@ -6,10 +6,10 @@ import json
 
 import click
 
-from dnet.cli import reports_errors
-from dnet.cli.table import format_table
+from dnet.cli.main import reports_errors
 from dnet.models import create_model, zoo
 from dnet.models.summary import count_params, summarize
+from dnet.table import format_table
 
 ERROR_KEYS = ("c10", "c10+", "c100", "c100+", "svhn", "imagenet/torch7", "imagenet/torchvision")
 
@@ -64,7 +64,7 @@ def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json
     """Architecture summary of a zoo model: channels per block, parameters, multiply-adds."""
     entry = zoo.get(name)
     model = create_model(name, num_classes=num_classes)
-    size = input_size or (224 if entry.config.stem == "imagenet" else 32)
+    size = input_size or entry.input_size
     s = summarize(model, size)
     if as_json:
         click.echo(json.dumps({"name": name, "params": s.params, "macs": s.macs, "conv_macs": s.conv_macs, "input_size": size,
@@ -78,6 +78,3 @@ def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json
     click.echo(f"parameters      {s.params:,}")
     click.echo(f"multiply-adds   {s.macs / 1e9:.2f} G at {size}×{size} "
                f"({s.conv_macs / 1e9:.3f} G in convolutions and classifier; BN and pooling counted as thop/timm do)")
-
-
-COMMANDS = [models_cmd, info_cmd]

@@ -6,8 +6,11 @@ import dataclasses
 
 import click
 
-from dnet.cli import reports_errors
-from dnet.train.recipe import DATASETS, SCHEDULES, recipe
+from dnet.cli.main import reports_errors
+from dnet.data.datasets import TRAINABLE
+from dnet.train.recipe import SCHEDULES, recipe
+from dnet.train.run_folder import read_run_config
+from dnet.train.trainer import train
 
 
 @click.command("train")
@@ -16,7 +19,7 @@ from dnet.train.recipe import DATASETS, SCHEDULES, recipe
 @click.option("--growth-rate", type=int, help="Custom model: growth rate k (default 12).")
 @click.option("--bc/--no-bc", default=None, help="Custom model: DenseNet-BC (default) or basic DenseNet.")
 @click.option("--init-features", type=int, help="Custom model: channels of the first convolution.")
-@click.option("--dataset", type=click.Choice(DATASETS), help="Data set (default cifar10; digits is built in).")
+@click.option("--dataset", type=click.Choice(TRAINABLE), help="Data set (default cifar10; digits is built in).")
 @click.option("--data", type=click.Path(file_okay=False), help="Folder holding the data set.")
 @click.option("--download", is_flag=True, default=None, help="Download the data set into --data if absent.")
 @click.option("--num-classes", type=int, help="Check the data set has this many classes (taken from it anyway).")
@@ -43,8 +46,6 @@ from dnet.train.recipe import DATASETS, SCHEDULES, recipe
 @reports_errors
 def train_cmd(resume: str | None, **options) -> None:
     """Train a DenseNet with the paper's recipe; writes config.json, metrics.csv, curves.png, last/best.pth."""
-    from dnet.train.trainer import read_run_config, train
-
     given = {k: v for k, v in options.items() if v is not None}
     if resume is None:
         cfg = recipe(given.pop("dataset", "cifar10"), **given)
@@ -54,8 +55,5 @@ def train_cmd(resume: str | None, **options) -> None:
         cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k != "out"})
     result = train(cfg, resume=resume)
     if result.is_main:
-            click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
+        click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
                    f"files in {result.run_dir}")
-
-
-COMMANDS = [train_cmd]

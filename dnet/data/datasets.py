@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dnet.data.specs import PreprocessSpec, get_spec, register_spec
-from dnet.data.transforms import IMAGE_SUFFIXES
+from dnet.data.download import download as fetch_set
+from dnet.data.images import IMAGE_SUFFIXES, is_image
+from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import DataError, UsageError
 
 
@@ -65,13 +67,7 @@ def _digits(split: str) -> ArrayDataset:
     return ArrayDataset("digits", split, images, d.target[pick].astype(np.int64), 10, DIGITS_SPEC)
 
 
-def _digits_spec() -> PreprocessSpec:
-    # Per-channel mean/std of the training split on the 0-255 scale (as the Lua CIFAR loaders normalise),
-    # rounded to one decimal like the CIFAR constants; grey images so the three channels are equal.
-    return PreprocessSpec("digits", (77.9, 77.9, 77.9), (95.9, 95.9, 95.9), 255.0, input_size=8)
-
-
-DIGITS_SPEC = register_spec(_digits_spec())
+DIGITS_SPEC = get_spec("digits")
 
 
 def _need_root(name: str, root) -> Path:
@@ -126,8 +122,6 @@ def _cifar(name: str):
 
     def load(root, split: str, *, download: bool = False) -> ArrayDataset:
         if download:
-            from dnet.data.download import download as fetch_set
-
             root = Path(root if root is not None else ".").expanduser()
             if not (root / fmt.folder).is_dir() and root.name != fmt.folder:
                 fetch_set(name, root)
@@ -149,8 +143,7 @@ def _cifar(name: str):
 
 # --- SVHN, the cropped-digits .mat files ------------------------------------------------------------------
 
-# The DenseNet paper (Sec. 4.2): SVHN pixels are divided by 255 to lie in [0, 1], no mean subtraction.
-SVHN_SPEC = register_spec(PreprocessSpec("svhn", (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), 255.0, input_size=32))
+SVHN_SPEC = get_spec("svhn")
 # zlib cannot expand data by more than ~1032:1, so a header claiming more than this per file byte is a lie
 _MAX_EXPANSION = 1100
 
@@ -188,8 +181,6 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _svhn(root, split: str, *, download: bool = False) -> ArrayDataset:
     filename = f"{split}_32x32.mat"
     if download:
-        from dnet.data.download import download as fetch_set
-
         root = Path(root if root is not None else ".").expanduser()
         if not (root / filename).is_file() and not root.is_file():
             fetch_set(f"svhn/{split}", root)
@@ -204,7 +195,7 @@ def _svhn(root, split: str, *, download: bool = False) -> ArrayDataset:
 # --- folders of image files -------------------------------------------------------------------------------
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if is_image(p))
 
 
 def _class_folders(root: Path, name: str) -> FileDataset:
@@ -215,7 +206,7 @@ def _class_folders(root: Path, name: str) -> FileDataset:
     for index, cls in enumerate(classes):
         found = _images_under(root / cls)
         if not found:
-            raise DataError(f"{root / cls}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DataError(f"{root / cls}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         paths += found
         labels += [index] * len(found)
     return FileDataset(name, "test", paths, np.asarray(labels, dtype=np.int64), len(classes), classes)
@@ -310,29 +301,43 @@ def _imagenet(root, split: str, *, download: bool = False) -> FileDataset:
     return FileDataset("imagenet", split, images, labels, len(classes), classes)
 
 
-LOADERS = {
-    "digits": _digits,
-    "cifar10": _cifar("cifar10"),
-    "cifar100": _cifar("cifar100"),
-    "svhn": _svhn,
-    "imagenet": _imagenet,
-    "folder": _folder,
-}
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One data set dnet reads: its loader, the preprocessing its own models use, whether dnet trains on it."""
 
-# the names `dnet eval --dataset` accepts
-DATASETS = tuple(LOADERS)
+    load: Callable
+    spec: str | None  # array data sets: the spec their models are fed; None: the model file's own decides
+    trainable: bool = True
+
+
+# The one list of data sets (``dnet eval --dataset`` takes them all, ``dnet train`` the trainable ones).
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(_cifar("cifar10"), "cifar10"),
+    "cifar100": DatasetInfo(_cifar("cifar100"), "cifar100"),
+    "svhn": DatasetInfo(_svhn, "svhn"),
+    "imagenet": DatasetInfo(_imagenet, None),
+    "digits": DatasetInfo(_digits, "digits"),
+    "folder": DatasetInfo(_folder, None, trainable=False),
+}
+TRAINABLE = tuple(name for name, info in DATASETS.items() if info.trainable)
+
+
+def dataset_of_spec(spec_name: str) -> str | None:
+    """The array data set whose models are fed ``spec_name`` (a CIFAR-10 model -> "cifar10"), if any."""
+    return next((name for name, info in DATASETS.items() if info.spec == spec_name), None)
 
 
 def open_dataset(name: str, root: str | Path | None = None, split: str = "test", *, download: bool = False):
-    """Open a data set by name: ``digits`` (built in) and the loaders registered in ``LOADERS``."""
+    """Open a data set by name (see ``DATASETS``); ``digits`` is built in and needs no folder."""
     if split not in ("train", "test"):
         raise UsageError(f"split must be 'train' or 'test', got {split!r}")
-    loader = LOADERS.get(name)
-    if loader is None:
-        raise UsageError(f"unknown data set {name!r}; choose from {', '.join(sorted(LOADERS))}")
+    info = DATASETS.get(name)
+    if info is None:
+        raise UsageError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}", option="dataset")
     if name == "digits":
-        return loader(split)
-    return loader(root, split, download=download)
+        return info.load(split)
+    return info.load(root, split, download=download)
 
 
-__all__ = ["ArrayDataset", "DATASETS", "FileDataset", "LOADERS", "get_spec", "open_dataset"]
+__all__ = ["DATASETS", "TRAINABLE", "ArrayDataset", "DatasetInfo", "FileDataset", "dataset_of_spec", "get_spec",
+           "open_dataset"]

@@ -55,6 +55,11 @@ SPECS: dict[str, PreprocessSpec] = {
     # Lua CIFAR loaders (DenseNet repository, fb.resnet.torch datasets/cifar10.lua, cifar100.lua): 0-255 scale.
     "cifar10": PreprocessSpec("cifar10", (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), 255.0, input_size=32),
     "cifar100": PreprocessSpec("cifar100", (129.3, 124.1, 112.4), (68.2, 65.4, 70.4), 255.0, input_size=32),
+    # The DenseNet paper (Sec. 4.2): SVHN pixels are divided by 255 to lie in [0, 1], no mean subtraction.
+    "svhn": PreprocessSpec("svhn", (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), 255.0, input_size=32),
+    # dnet's built-in digits (scikit-learn's 8×8 images): per-channel mean/std of the training split on the 0-255
+    # scale (as the Lua CIFAR loaders normalise), rounded to one decimal; grey images, so the channels are equal.
+    "digits": PreprocessSpec("digits", (77.9, 77.9, 77.9), (95.9, 95.9, 95.9), 255.0, input_size=8),
 }
 
 
@@ -64,8 +69,3 @@ def get_spec(name: str) -> PreprocessSpec:
     except KeyError:
         raise UsageError(f"unknown preprocessing {name!r}; choose from {', '.join(sorted(SPECS))}") from None
 
-
-def register_spec(spec: PreprocessSpec) -> PreprocessSpec:
-    """Add a spec (data set modules register theirs, e.g. SVHN and digits)."""
-    SPECS[spec.name] = spec
-    return spec

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dnet.data.images import open_image
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import DataError, UsageError
 
@@ -32,33 +32,9 @@ F32 = np.float32
 _INV255 = F32(1.0 / 255.0)  # Lua multiplies by the float32 constant, it does not divide by 255
 
 
-def load_image(image: str | os.PathLike | Image.Image) -> Image.Image:
-    """A decoded RGB PIL image; an unreadable file raises a DataError naming it."""
-    if isinstance(image, Image.Image):
-        pil = image
-        name = getattr(image, "filename", "") or "image"
-    else:
-        name = str(image)
-        try:
-            with Image.open(image) as f:
-                f.load()
-                pil = f
-        except FileNotFoundError:
-            raise DataError(f"{name}: no such image file") from None
-        except Exception as e:  # noqa: BLE001 (a corrupt file can make a decoder raise almost anything)
-            raise DataError(f"{name}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if pil.mode != "RGB":
-        # grey replicates to 3 channels, RGBA drops alpha, palette expands: what image.load(path, 3) does
-        try:
-            pil = pil.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DataError(f"{name}: cannot convert {pil.mode} image to RGB ({e})") from None
-    return pil
-
-
 def lua_load(image: str | os.PathLike | Image.Image) -> np.ndarray:
     """``image.load(path, 3, 'float')``: float32 3×H×W, ``byte × float32(1/255)``."""
-    pixels = np.asarray(load_image(image), dtype=np.uint8)
+    pixels = np.asarray(open_image(image), dtype=np.uint8)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(F32) * _INV255
 
 
@@ -261,9 +237,9 @@ def preprocess(image: str | os.PathLike | Image.Image, spec: str | PreprocessSpe
     if ten_crop:
         raise UsageError(f"ten-crop is only defined for the torch7 preprocessing, not {spec.name!r}")
     if spec.interpolation == "bilinear":
-        return _torchvision(load_image(image), spec)
+        return _torchvision(open_image(image), spec)
     if spec.interpolation == "none":
-        pixels = np.asarray(load_image(image), dtype=np.uint8)
+        pixels = np.asarray(open_image(image), dtype=np.uint8)
         return preprocess_array(pixels[None], spec)[0]
     raise UsageError(f"preprocessing {spec.name!r} has unknown interpolation {spec.interpolation!r}")
 
@@ -288,14 +264,7 @@ def preprocess_array(images: np.ndarray, spec: str | PreprocessSpec) -> np.ndarr
     return np.ascontiguousarray((x - mean) / std, dtype=F32)
 
 
-def image_paths(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in ``folder`` (by suffix, case-insensitive), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
-
 __all__ = [
-    "center_crop", "color_normalize", "image_paths", "load_image", "lua_load", "lua_scale",
+    "center_crop", "color_normalize", "lua_load", "lua_scale",
     "lua_scale_bicubic", "preprocess", "preprocess_array", "scaled_size", "ten_crop",
 ]

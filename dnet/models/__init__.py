@@ -19,8 +19,14 @@ def resolve_config(name_or_config: str | DenseNetConfig, *, num_classes: int | N
 def create_model(
     name_or_config: str | DenseNetConfig, *, num_classes: int | None = None, memory_efficient: bool = False
 ) -> DenseNet:
-    """A freshly initialised DenseNet from a zoo name (``"densenet121"``) or a :class:`DenseNetConfig`."""
-    return DenseNet(resolve_config(name_or_config, num_classes=num_classes), memory_efficient=memory_efficient)
+    """A freshly initialised DenseNet from a zoo name (``"densenet121"``) or a :class:`DenseNetConfig`.
+
+    ``model.meta`` says what the model expects (``zoo.artifact_meta``), so it exports without further options.
+    """
+    config = resolve_config(name_or_config, num_classes=num_classes)
+    model = DenseNet(config, memory_efficient=memory_efficient)
+    model.meta = zoo.artifact_meta(config, name=name_or_config if isinstance(name_or_config, str) else None)
+    return model
 
 
 __all__ = ["DenseNet", "DenseNetConfig", "create_model", "resolve_config", "zoo"]

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from dnet.errors import ConfigError
 
 STEMS = ("cifar", "imagenet")
+# The input each stem was designed for: CIFAR/SVHN 32×32 images; ImageNet 224×224 crops (the paper, Sec. 4.1).
+INPUT_SIZE = {"cifar": 32, "imagenet": 224}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ class DenseNetConfig:
             out.append((c, c_out))
             c = c_out if i == len(self.block_config) - 1 else math.floor(c_out * self.compression)
         return out
+
+    @property
+    def input_size(self) -> int:
+        """The input height and width this configuration's stem was designed for."""
+        return INPUT_SIZE[self.stem]
 
     @property
     def num_features(self) -> int:

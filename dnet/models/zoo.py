@@ -11,9 +11,15 @@ Sources (collected in shared/design/PAPER.md):
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from dnet import __version__
+from dnet.artifact.meta import ArtifactMeta
+from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import UnknownModelError
+from dnet.files import sha256_file
 from dnet.models.densenet import DenseNetConfig
 
 # Published error keys: dataset (+ "+" for standard augmentation) and, for ImageNet, the preprocessing
@@ -31,6 +37,15 @@ class ZooEntry:
     top5_errors: dict[str, float] = field(default_factory=dict)
     source: str = ""
     note: str = ""  # what is uncertain about this entry, if anything
+
+    @property
+    def preprocess(self) -> str:
+        """The preprocessing this model was trained and published with (timm's pretrained_cfg does the same)."""
+        return expects(self.config)[0]
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
 
     @property
     def family(self) -> str:
@@ -117,6 +132,54 @@ def get(name: str) -> ZooEntry:
         close = difflib.get_close_matches(name, ZOO, n=3, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else f"; see 'dnet models' ({len(ZOO)} names)"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def expects(config: DenseNetConfig) -> tuple[str, str | None]:
+    """The preprocessing a DenseNet of this configuration is fed, and a note when that is a guess.
+
+    The ImageNet stem: fb.resnet.torch's (``torch7``), as the Lua models were trained and evaluated. The CIFAR
+    stem: the Lua CIFAR loaders' normalisation, CIFAR-100's for 100 classes, else CIFAR-10's (SVHN-trained and
+    custom models record their own data set's spec when dnet trains them).
+    """
+    if config.stem == "imagenet":
+        return "torch7", None
+    if config.num_classes == 100:
+        return "cifar100", None
+    if config.num_classes == 10:
+        return "cifar10", None
+    return "cifar10", (
+        f"the Lua code has no data loader for {config.num_classes} classes with the CIFAR stem; "
+        "CIFAR-10's per-channel mean and std are assumed"
+    )
+
+
+def name_of(config: DenseNetConfig) -> str:
+    """The zoo name of this architecture, or "custom"."""
+    entry = find(config)
+    return entry.name if entry is not None else "custom"
+
+
+def artifact_meta(config: DenseNetConfig, *, name: str | None = None, preprocess: str | PreprocessSpec | None = None,
+                  input_size: int | None = None, source: str | os.PathLike | None = None,
+                  extra: dict | None = None) -> ArtifactMeta:
+    """The one way dnet describes a model: zoo name (or "custom"), classes, input size, preprocessing, source.
+
+    Defaults come from the configuration (:func:`expects`, ``config.input_size``); ``source`` is the file the
+    weights came from (its name and sha256 are recorded).
+    """
+    spec_name, note = expects(config)
+    spec = get_spec(preprocess or spec_name) if not isinstance(preprocess, PreprocessSpec) else preprocess
+    extra = dict(extra or {})
+    if note and preprocess is None:
+        extra["preprocess_note"] = note
+    src = Path(source) if source is not None else None
+    return ArtifactMeta(
+        model=name or name_of(config), num_classes=config.num_classes,
+        input_size=input_size or config.input_size,
+        preprocess=spec, source=src.name if src is not None else "",
+        source_sha256=sha256_file(src) if src is not None and src.is_file() else "",
+        config=config.to_dict(), dnet_version=__version__, extra=extra,
+    )
 
 
 def find(config: DenseNetConfig) -> ZooEntry | None:

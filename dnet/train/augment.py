@@ -167,10 +167,3 @@ def imagenet_train(img, spec: PreprocessSpec, g: torch.Generator, size: int = 22
     if float(torch.rand(1, generator=g)) < 0.5:
         x = x.flip(2)
     return x
-
-
-def imagenet_eval(img, spec: PreprocessSpec) -> Tensor:
-    """Validation: Scale(resize) bicubic, centre crop, normalise (the spec's sizes; 256/224 for torch7)."""
-    img = center_crop(scale(img.convert("RGB"), spec.resize or 256), spec.crop or spec.input_size)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) * (spec.pixel_scale / 255.0)).permute(2, 0, 1)
-    return (x - torch.tensor(spec.mean).view(3, 1, 1)) / torch.tensor(spec.std).view(3, 1, 1)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from dnet.data.datasets import TRAINABLE
 from dnet.errors import ConfigError, UsageError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNetConfig
 
-DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
 SCHEDULES = ("multistep", "step30", "cosine")
 
 # Per data set: batch, epochs, lr schedule. Digits is dnet's built-in demo set (8×8 images, 1,437 training
@@ -76,8 +76,8 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise UsageError(f"unknown data set {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.dataset not in TRAINABLE:
+            raise UsageError(f"unknown data set {self.dataset!r}; choose from {', '.join(TRAINABLE)}", option="dataset")
         if self.lr_schedule not in SCHEDULES:
             raise UsageError(f"unknown lr schedule {self.lr_schedule!r}; choose from {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch"):
@@ -140,8 +140,8 @@ class TrainConfig:
 
 def recipe(dataset: str, **overrides) -> TrainConfig:
     """The paper's recipe for ``dataset`` with the given fields replaced (None values are ignored)."""
-    if dataset not in DATASETS:
-        raise UsageError(f"unknown data set {dataset!r}; choose from {', '.join(DATASETS)}")
+    if dataset not in TRAINABLE:
+        raise UsageError(f"unknown data set {dataset!r}; choose from {', '.join(TRAINABLE)}", option="dataset")
     fields = dict(_DEFAULTS[dataset])
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if any(k in overrides for k in MODEL_FIELDS):

@@ -53,7 +53,7 @@ def test_undecodable_calibration_image_is_named(tmp_path, fast):
     (calib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "-o", tmp_path / "t.int8.onnx")
     assert code == 1
-    assert f"calibration image {calib / 'broken.jpg'} cannot be decoded" in one_error_line(err)
+    assert f"calibration image {calib / 'broken.jpg'}: cannot decode image" in one_error_line(err)
     assert not (tmp_path / "t.int8.onnx").exists() and not (tmp_path / "t.calib.json").exists()
 
 
@@ -86,14 +86,15 @@ def test_a_model_without_preprocessing_names_the_option(tmp_path, fast):
     src = save_checkpoint(tmp_path / "bare.pth", model, None)
     assert torch.load(src, weights_only=True)["meta"] is None
     code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "-o", tmp_path / "bare.onnx")
-    assert code == 2 and "name one with --preprocess" in one_error_line(err)
+    assert code == 2 and one_error_line(err) == ("dnet: error: the model does not say how its inputs are preprocessed "
+                                                 "(no model.meta); name a preprocessing (--preprocess)")
     code, out, err = run("convert", src, "--from", "pth", "--to", "onnx", "--preprocess", "cifar10", "-o", tmp_path / "bare.onnx")
     assert code == 0, err
 
 
 def test_trt_without_tensorrt_is_one_line_and_keeps_the_onnx(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
-    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--precision", "fp32", "--batch", "1,4,8",
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--precision", "fp32", "--profile", "1,4,8",
                        "-o", tmp_path / "tiny.plan")
     line = one_error_line(err)
     assert code != 0 and line.count("ONNX is at") == 1 and line.endswith(f"the FP32 ONNX is at {tmp_path / 'tiny.onnx'}")
@@ -102,5 +103,19 @@ def test_trt_without_tensorrt_is_one_line_and_keeps_the_onnx(tmp_path, fast):
 
 def test_bad_batch_profile_is_a_usage_error(tmp_path):
     src = tiny_checkpoint(tmp_path)
-    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "8,1,32", "-o", tmp_path / "t.plan")
-    assert code == 2 and "--batch" in one_error_line(err)
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--profile", "8,1,32", "-o", tmp_path / "t.plan")
+    assert code == 2 and one_error_line(err) == "dnet: error: profile '8,1,32' must satisfy 1 <= min <= opt <= max (--profile)"
+    assert not list(tmp_path.glob("t*.onnx"))  # refused before any export
+
+
+def test_batch_is_a_deprecated_alias_of_profile_that_says_so(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "1,4,8", "-o", tmp_path / "tiny.plan")
+    lines = err.strip().splitlines()
+    assert lines[0] == ("dnet: warning: --batch is deprecated for convert and will be removed in the next release; "
+                        "use --profile MIN,OPT,MAX")
+    assert code != 0 and lines[1].startswith("dnet: error: TensorRT is not installed") and len(lines) == 2
+    code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "1,4,8", "--profile", "1,4,8",
+                       "-o", tmp_path / "tiny.plan")
+    assert code == 2 and one_error_line(err) == ("dnet: error: give the optimization profile once: --profile (--batch "
+                                                 "is its deprecated alias)")

@@ -7,12 +7,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from dnet.converters import onnx as onnx_export
+from dnet.artifact import onnxfile
+from dnet.converters import export as onnx_export
 from dnet.converters import precision
 from dnet.converters.calibration import CalibrationSet
 from dnet.data.transforms import preprocess_array
+from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError
 from dnet.files import sha256_file
+from dnet.similarity import cosine, rel_l2
 from tests.converters.tiny_models import CIFAR, digits_model, photo_tiles, tiny_onnx
 
 # Operators TensorRT's ONNX parser supports (onnx/onnx-tensorrt, docs/operators.md, "Operator Support Matrix",
@@ -76,17 +79,17 @@ def test_fp16_file_computes_in_float16_with_float32_boundary(tmp_path, digits):
     for node in kept:
         cast = prod[node.input[0]]
         assert cast.op_type == "Cast" and next(a.i for a in cast.attribute if a.name == "to") == onnx.TensorProto.FLOAT
-    meta = onnx_export.read_meta(proto)
+    meta = onnxfile.read_meta(proto)
     assert meta.precision == "fp16" and meta.extra["fp32_onnx_sha256"] == sha256_file(fp32)
 
 
 def test_fp16_meets_its_bound_on_real_images(tmp_path, digits):
     fp32, x, labels = digits
     path = precision.to_fp16(fp32, tmp_path / "digits.fp16.onnx", check_inputs=x)
-    ref, got = onnx_export.run_onnx(fp32, x), onnx_export.run_onnx(path, x)
-    assert precision.rel_l2(ref, got) <= 1e-3
+    ref, got = ort_run(fp32, x), ort_run(path, x)
+    assert rel_l2(ref, got) <= 1e-3
     assert np.array_equal(ref.argmax(1), got.argmax(1))
-    assert precision.rel_l2(ref, got) > 0  # really float16: not bit-identical to FP32
+    assert rel_l2(ref, got) > 0  # really float16: not bit-identical to FP32
     assert np.mean(ref.argmax(1) == labels) > 0.9  # the model is trained: its decisions mean something
 
 
@@ -99,8 +102,8 @@ def test_fp16_with_float16_boundary_when_asked(tmp_path, digits):
 
 def test_fp16_failing_its_bound_raises_with_numbers_and_writes_nothing(tmp_path, digits, monkeypatch):
     fp32, x, _ = digits
-    real = precision.run_onnx
-    monkeypatch.setattr(precision, "run_onnx", lambda p, b, threads=None: real(p, b) * (1.0 if p == fp32 else 1.01))
+    real = precision.run
+    monkeypatch.setattr(precision, "run", lambda p, b, threads=None: real(p, b) * (1.0 if p == fp32 else 1.01))
     with pytest.raises(AccuracyError, match=r"batch of 360: relative L2 error 0\.01\d* \(bound 0\.001\)"):
         precision.to_fp16(fp32, tmp_path / "m.fp16.onnx", check_inputs=x)
     assert not (tmp_path / "m.fp16.onnx").exists()
@@ -150,10 +153,10 @@ def test_int8_uses_only_operators_tensorrt_parses(int8):
 
 def test_int8_keeps_cosine_099_with_fp32_on_real_photos(int8, fp32, real_inputs):
     path, summary = int8
-    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
-    assert precision.cosine(ref, got) >= 0.99
-    assert precision.rel_l2(ref, got) > 1e-4  # really quantized
-    meta = onnx_export.read_meta(onnx_export.read_model(path))
+    ref, got = ort_run(fp32, real_inputs), ort_run(path, real_inputs)
+    assert cosine(ref, got) >= 0.99
+    assert rel_l2(ref, got) > 1e-4  # really quantized
+    meta = onnxfile.read_meta(onnxfile.read_model(path))
     assert meta.precision == "int8"
     assert meta.calibration["method"] == "minmax" and meta.calibration["images"] == 32
     assert meta.calibration["data"] == "photos"
@@ -194,8 +197,8 @@ def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, re
     cache = CalibrationCache.load(tmp_path / "c.json")
     assert cache.method == method and cache.model_sha256 == sha256_file(fp32) and cache.images == 16
     assert "input" in cache.ranges and all(lo <= hi for lo, hi in cache.ranges.values())
-    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
-    assert precision.cosine(ref, got) >= 0.99
+    ref, got = ort_run(fp32, real_inputs), ort_run(path, real_inputs)
+    assert cosine(ref, got) >= 0.99
 
 
 def test_calibration_methods_differ(tmp_path, fp32):
@@ -246,8 +249,8 @@ def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert act_zps and all(z.dtype == np.uint8 for z in act_zps) and any(z.any() for z in act_zps)
-    ref, got = onnx_export.run_onnx(fp32, real_inputs), onnx_export.run_onnx(path, real_inputs)
-    assert precision.cosine(ref, got) >= 0.99
+    ref, got = ort_run(fp32, real_inputs), ort_run(path, real_inputs)
+    assert cosine(ref, got) >= 0.99
 
 
 def test_minmax_ranges_cover_every_calibration_image_across_chunks(tmp_path, fp32):

@@ -49,7 +49,7 @@ def test_empty_and_missing_folders_are_data_errors(tmp_path):
 def test_an_undecodable_image_is_named(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
     (tmp_path / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(DataError, match=f"calibration image {tmp_path / 'zz.png'} cannot be decoded"):
+    with pytest.raises(DataError, match=f"calibration image {tmp_path / 'zz.png'}: cannot decode image"):
         read_folder(tmp_path, get_spec("cifar10"), 4)
 
 

@@ -12,20 +12,12 @@ import dnet
 from dnet.converters.t7 import reader
 from dnet.converters.t7.densenet import model_from_t7_object, parse_densenet
 from dnet.converters.t7.reader import Table, TorchObject
+from dnet.converters.t7.writer import LuaFunction, LuaStyle, _module, dumps, lua_densenet
 from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import (  # noqa: F401 (one_torch_thread is an autouse fixture)
-    LuaFunction,
-    LuaStyle,
-    _module,
-    cuda_names,
-    dumps,
-    lua_densenet,
-    one_torch_thread,
-    randomized,
-)
+from tests.converters.t7_writer import cuda_names, one_torch_thread, randomized  # noqa: F401 (autouse fixture)
 
 FIXTURES = {
     "cifar10-densenet-bc-l40-k12": (

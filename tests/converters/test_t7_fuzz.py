@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 from dnet.converters.t7 import reader
 from dnet.converters.t7.densenet import model_from_t7_object
+from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
 from dnet.errors import DnetError
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.conftest import SHARED
-from tests.converters.t7_writer import LuaStyle, dumps, lua_densenet, randomized
+from tests.converters.t7_writer import randomized
 
 EXAMPLES = int(os.environ.get("DNET_FUZZ_EXAMPLES", "200"))
 OUTCOMES: collections.Counter = collections.Counter()  # printed with -s: how the cases ended

@@ -7,8 +7,8 @@ import json
 from click.testing import CliRunner
 
 from dnet.cli import main
+from dnet.converters.t7.writer import LuaFunction, dumps
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import LuaFunction, dumps
 
 
 def run(*args):

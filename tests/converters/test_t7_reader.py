@@ -10,9 +10,9 @@ import pytest
 
 from dnet.converters.t7 import reader
 from dnet.converters.t7.reader import Storage, Table, TorchObject
+from dnet.converters.t7.writer import LuaFunction, T7Storage, T7Tensor, dumps, tensor
 from dnet.errors import FileFormatError, UnsafeFileError
 from tests.conftest import shared_fixture
-from tests.converters.t7_writer import LuaFunction, T7Storage, T7Tensor, dumps, tensor
 
 
 def tf(name: str):

@@ -12,6 +12,16 @@ import json
 import numpy as np
 import pytest
 
+import dnet
+from dnet import engines
+from dnet.artifact.sidecar import read_sidecar, sidecar_path
+from dnet.checkpoint import save_checkpoint
+from dnet.converters.calibration import CalibrationSet
+from dnet.converters.pipeline import convert
+from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
+from dnet.data.datasets import open_dataset
+from dnet.errors import EngineError
+from dnet.files import sha256_file
 from tests.conftest import shared_fixture
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
@@ -36,15 +46,10 @@ def tensorrt_gpu():
 
 
 def _convert(src, **kwargs):
-    try:
-        from dnet.converters.pipeline import convert
-    except ImportError as e:  # written in parallel by the ONNX issue
-        pytest.skip(f"dnet.converters.pipeline is not available here ({e})")
     return convert(src, **kwargs)
 
 
 def _calibration_set(**kwargs):
-    from dnet.converters.calibration import CalibrationSet
 
     return CalibrationSet(**kwargs)
 
@@ -70,7 +75,6 @@ def normalise(images: np.ndarray, spec) -> np.ndarray:
 
 def digits_32(split: str) -> np.ndarray:
     """scikit-learn's real handwritten digits, 8×8 upscaled ×4 (nearest) to the CIFAR models' 32×32 RGB."""
-    from dnet.data.datasets import open_dataset
 
     images = open_dataset("digits", split=split).images
     return np.ascontiguousarray(images.repeat(4, axis=1).repeat(4, axis=2))
@@ -79,7 +83,6 @@ def digits_32(split: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cifar(tensorrt_gpu, tmp_path_factory):
     """The Lua DenseNet-BC (L=40, k=12) fixture as FP32/FP16/INT8 ONNX and plans, and 360 real test images."""
-    from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 
     src = shared_fixture(*CIFAR_T7)
     out = tmp_path_factory.mktemp("cifar")
@@ -89,7 +92,7 @@ def cifar(tensorrt_gpu, tmp_path_factory):
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "cifar.fp16.onnx")[-1]
     meta, _ = read_onnx_meta(onnx["fp32"])
-    plans = {p: build_plan(onnx[p], out / f"cifar.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
+    plans = {p: build_plan(onnx[p], out / f"cifar.{p}.plan", BuildOptions(profile=(1, 8, 32))) for p in onnx}
     return {"onnx": onnx, "plans": plans, "x": normalise(digits_32("test"), meta.preprocess), "meta": meta}
 
 
@@ -97,10 +100,6 @@ def cifar(tensorrt_gpu, tmp_path_factory):
 def densenet121(tensorrt_gpu, tmp_path_factory):
     """A seeded densenet121 (no pretrained weights offline) as FP32/FP16/INT8 ONNX and plans, and 30 real crops."""
     import torch
-
-    import dnet
-    from dnet.converters.tensorrt import BuildOptions, build_plan
-    from dnet.checkpoint import save_checkpoint
 
     out = tmp_path_factory.mktemp("densenet121")
     torch.manual_seed(0)
@@ -111,13 +110,12 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
     onnx = {"fp32": out / "d121.onnx", "int8": out / "d121.int8.onnx"}
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "d121.fp16.onnx")[-1]
-    plans = {p: build_plan(onnx[p], out / f"d121.{p}.plan", BuildOptions(batch=(1, 8, 32))) for p in onnx}
+    plans = {p: build_plan(onnx[p], out / f"d121.{p}.plan", BuildOptions(profile=(1, 8, 32))) for p in onnx}
     crops = np.concatenate([np.load(shared_fixture("preprocess", f"{name}.tencrop.npy")) for name in REAL_CROPS])
     return {"onnx": onnx, "plans": plans, "x": crops.astype(np.float32)}
 
 
 def _check_precision(models, precision):
-    from dnet import engines
     x = models["x"]
     ref = onnx_runtime_cpu(models["onnx"][precision], x)
     with engines.open(models["plans"][precision]) as engine:
@@ -143,7 +141,6 @@ def test_densenet121_plan_matches_onnx_runtime_cpu(densenet121, precision):
 
 
 def test_batches_1_8_32_and_above_the_profile_max(cifar):
-    from dnet import engines
     x = cifar["x"]
     ref = onnx_runtime_cpu(cifar["onnx"]["fp32"], x[:45])
     with engines.open(cifar["plans"]["fp32"]) as engine:
@@ -160,9 +157,6 @@ def test_plan_carries_the_onnx_metadata_and_this_gpu(cifar):
     import tensorrt
     import torch
 
-    from dnet.converters.tensorrt import read_sidecar
-    from dnet.files import sha256_file
-
     side = read_sidecar(cifar["plans"]["int8"])
     assert side.tensorrt_version == tensorrt.__version__
     assert side.compute_capability == tuple(torch.cuda.get_device_capability())
@@ -173,9 +167,6 @@ def test_plan_carries_the_onnx_metadata_and_this_gpu(cifar):
 
 
 def test_plan_whose_sidecar_claims_another_compute_capability_is_refused(cifar):
-    from dnet import engines
-    from dnet.converters.tensorrt import sidecar_path
-    from dnet.errors import EngineError
 
     plan = cifar["plans"]["fp32"]
     path = sidecar_path(plan)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dnet.converters.onnx import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
 from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
+from dnet.converters.export import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
 from dnet.data.specs import get_spec
 from dnet.models import DenseNetConfig, create_model
 from dnet.models.densenet import measure_bn_statistics
@@ -91,20 +91,20 @@ def write_images(folder: Path, images: np.ndarray) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _exported_bytes(seed: int) -> bytes:
-    from dnet.converters.onnx import DEFAULT_OPSET
+    from dnet.converters.export import DEFAULT_OPSET
 
     return _REAL_EXPORT(tiny_model(seed), 32, DEFAULT_OPSET).SerializeToString()
 
 
 def fast_export(monkeypatch) -> None:
-    """Make ``converters.onnx.export`` reuse one torch export per seed of the tiny model.
+    """Make ``dnet.converters.export.export`` reuse one torch export per seed of the tiny model.
 
     torch's dynamo exporter takes seconds per call; the steps after it (metadata, BN rewriting, checker,
     verification against PyTorch, atomic write) are what these tests check, and they all still run.
     """
     import onnx
 
-    from dnet.converters import onnx as onnx_export
+    from dnet.converters import export as onnx_export
 
     def export_proto(model, size, opset):
         seed = getattr(model, "_test_seed", None)
@@ -126,7 +126,7 @@ def tiny_onnx(folder: Path, name: str = "tiny.onnx", seed: int = 0, **kwargs) ->
 def _tiny_file(seed: int, kwargs: tuple) -> bytes:
     import tempfile
 
-    from dnet.converters import onnx as onnx_export
+    from dnet.converters import export as onnx_export
 
     model = tiny_model(seed)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:

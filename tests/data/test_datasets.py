@@ -181,7 +181,7 @@ def test_svhn_wrong_files(tmp_path):
 
 
 def test_unknown_names():
-    with pytest.raises(UsageError, match="unknown data set 'mnist'; choose from cifar10, cifar100, digits, folder, imagenet, svhn"):
+    with pytest.raises(UsageError, match="unknown data set 'mnist'; choose from cifar10, cifar100, svhn, imagenet, digits, folder"):
         open_dataset("mnist", ".")
     with pytest.raises(UsageError, match="ImageNet cannot be downloaded"):
         open_dataset("imagenet", ".", download=True)

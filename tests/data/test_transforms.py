@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnet.data import preprocess, preprocess_array
 from dnet.data.transforms import (
     _cubic_axis,
     center_crop,
@@ -12,6 +11,8 @@ from dnet.data.transforms import (
     lua_load,
     lua_scale,
     lua_scale_bicubic,
+    preprocess,
+    preprocess_array,
     scaled_size,
     ten_crop,
 )

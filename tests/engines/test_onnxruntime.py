@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dnet import engines
-from dnet.errors import FileFormatError, NotInstalledError, UsageError
 from dnet.engines import onnxruntime as ort_engine
+from dnet.errors import FileFormatError, NotInstalledError, UsageError
 from tests.converters.tiny_models import CIFAR, tiny_model, tiny_onnx
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dnet.errors import ConfigError, UsageError
+from dnet.train.loop import build_model, make_optimizer
 from dnet.train.recipe import TrainConfig, recipe
-from dnet.train.trainer import build_model, make_optimizer
 
 
 @pytest.mark.parametrize(("dataset", "batch", "epochs", "schedule", "model"), [

@@ -18,11 +18,14 @@ import dnet.checkpoint
 from dnet.checkpoint import load_checkpoint, read_pth, save_checkpoint
 from dnet.cli import main
 from dnet.data.datasets import DIGITS_SPEC, open_dataset
-from dnet.errors import DnetError
+from dnet.errors import DnetError, TrainingDiverged
 from dnet.models.densenet import DenseNet
-from dnet.train import trainer
+from dnet.train import loop
+from dnet.train.batches import Batches
+from dnet.train.distributed import Distributed
+from dnet.train.loop import make_optimizer
 from dnet.train.recipe import recipe
-from dnet.train.trainer import Batches, Distributed, TrainingDiverged, make_optimizer, train
+from dnet.train.trainer import train
 
 TINY = dict(depth=10, growth_rate=4, batch=128, threads=1, quiet=True)  # 1 layer per block, ~12 steps/epoch
 
@@ -124,7 +127,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
     with pytest.raises(TrainingDiverged) as e:
         train(tiny(tmp_path, epochs=3), log=lambda s: None)
     assert str(e.value).startswith("loss became nan at epoch 2, iteration 3 (lr 0.01); stopped.")

@@ -1,8 +1,6 @@
-"""dnet.converters.onnx: export, checker, parity with PyTorch, metadata, memory-efficient graph, BN rewriting."""
+"""dnet.converters.export: export, checker, parity with PyTorch, metadata, memory-efficient graph, BN rewriting."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import onnx
@@ -10,8 +8,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from dnet.converters import onnx as onnx_export
+from dnet.artifact import onnxfile
+from dnet.converters import export as onnx_export
 from dnet.data.transforms import preprocess_array
+from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError, FileFormatError, UsageError
 from dnet.files import sha256_file
 from dnet.models.densenet import measure_bn_statistics
@@ -53,7 +53,7 @@ def test_export_has_opset_named_io_and_dynamic_batch(exported):
 def test_export_matches_pytorch_on_random_inputs(exported, batch):
     model, path = exported
     x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)
-    ref, got = torch_logits(model, x), onnx_export.run_onnx(path, x)
+    ref, got = torch_logits(model, x), ort_run(path, x)
     assert got.shape == (batch, TINY.num_classes)
     assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
@@ -61,13 +61,13 @@ def test_export_matches_pytorch_on_random_inputs(exported, batch):
 def test_export_matches_pytorch_on_real_photos(exported):
     model, path = exported
     x = preprocess_array(photo_tiles(), CIFAR)
-    ref, got = torch_logits(model, x), onnx_export.run_onnx(path, x)
+    ref, got = torch_logits(model, x), ort_run(path, x)
     assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
 
 def test_export_writes_the_artifact_metadata(exported):
     model, path = exported
-    meta = onnx_export.read_meta(onnx_export.read_model(path))
+    meta = onnxfile.read_meta(onnxfile.read_model(path))
     assert (meta.model, meta.num_classes, meta.input_size, meta.precision) == ("custom", 5, 32, "fp32")
     assert meta.preprocess == CIFAR and meta.dnet_version == __import__("dnet").__version__
     assert meta.config == TINY.to_dict()
@@ -81,7 +81,7 @@ def test_export_records_source_name_and_sha256(tmp_path, fast):
     (tmp_path / "src.pth").write_bytes(b"pretend source")
     meta = onnx_export.model_meta(model, source="src.pth", source_sha256=sha256_file(tmp_path / "src.pth"))
     path = onnx_export.export(model, tmp_path / "m.onnx", meta=meta)
-    got = onnx_export.read_meta(onnx_export.read_model(path))
+    got = onnxfile.read_meta(onnxfile.read_model(path))
     assert (got.source, got.source_sha256) == ("src.pth", sha256_file(tmp_path / "src.pth"))
 
 
@@ -116,13 +116,13 @@ def test_bn_as_mul_add_matches_and_has_no_batchnorm(tmp_path, fast):
     assert "BatchNormalization" not in ops and ops.count("Mul") == sum(TINY.block_config) + 2
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)
     ref = torch_logits(model, x)
-    assert np.max(np.abs(onnx_export.run_onnx(path, x) - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
+    assert np.max(np.abs(ort_run(path, x) - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
 
 def test_a_mismatch_fails_the_export_with_the_numbers_and_leaves_no_file(tmp_path, fast, monkeypatch):
     model = tiny_model()
-    real = onnx_export.run_onnx
-    monkeypatch.setattr(onnx_export, "run_onnx", lambda p, x, threads=None: real(p, x) + 0.5)
+    real = onnx_export.run
+    monkeypatch.setattr(onnx_export, "run", lambda p, x, threads=None: real(p, x) + 0.5)
     with pytest.raises(AccuracyError, match=r"batch of 1: max\|Δ\| = 0\.5 > .*1e-4·max\(1, max\|ref\|"):
         onnx_export.export(model, tmp_path / "bad.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -136,8 +136,9 @@ def test_opset_below_17_is_refused(tmp_path):
 def test_model_without_metadata_needs_a_preprocessing_name(tmp_path, fast):
     model = tiny_model()
     model.meta = None
-    with pytest.raises(UsageError, match="--preprocess"):
+    with pytest.raises(UsageError, match=r"^the model does not say how its inputs are preprocessed") as e:
         onnx_export.export(model, tmp_path / "m.onnx")
+    assert e.value.option == "preprocess"  # the CLI names its flag
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -146,10 +147,10 @@ def test_corrupt_and_truncated_onnx_are_refused_in_one_line(tmp_path, exported):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(FileFormatError, match="not a readable ONNX file"):
-        onnx_export.read_model(bad)
+        onnxfile.read_model(bad)
     bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(FileFormatError, match="not a readable ONNX file"):
-        onnx_export.read_model(bad)
+        onnxfile.read_model(bad)
 
 
 # ~15 s on an idle 2-core machine (the dynamo export of 121 layers dominates; 2-3 min when the cores are shared)
@@ -165,7 +166,7 @@ def test_densenet121_fp32_matches_pytorch_at_batch_1_and_7(tmp_path):
     rng = np.random.default_rng(7)
     for batch in (1, 7):
         x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
-        ref, got = torch_logits(model, x), onnx_export.run_onnx(path, x)
+        ref, got = torch_logits(model, x), ort_run(path, x)
         assert got.shape == (batch, 1000)
         assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
@@ -173,22 +174,16 @@ def test_densenet121_fp32_matches_pytorch_at_batch_1_and_7(tmp_path):
 T7_FIXTURES = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout"]
 
 
-def _needs_t7():
-    if importlib.util.find_spec("dnet.converters.t7") is None:
-        pytest.skip("dnet.converters.t7 (the .t7 importer, another branch) is not in this build yet")
-
-
 @pytest.mark.parametrize("name", T7_FIXTURES)
 def test_t7_fixture_fp32_onnx_matches_pytorch_at_batch_1_and_7(tmp_path, name):
-    _needs_t7()
     import dnet
 
     src = shared_fixture("t7", f"{name}.t7")
     model = dnet.load(src)
     path = onnx_export.export(model, tmp_path / f"{name}.onnx")
-    size = onnx_export.read_meta(onnx_export.read_model(path)).input_size
+    size = onnxfile.read_meta(onnxfile.read_model(path)).input_size
     rng = np.random.default_rng(1)
     for batch in (1, 7):
         x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-        ref, got = torch_logits(model, x), onnx_export.run_onnx(path, x)
+        ref, got = torch_logits(model, x), ort_run(path, x)
         assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))

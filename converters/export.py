@@ -1,0 +1,158 @@
+"""Export a dnet model to ONNX and prove the file computes what PyTorch computes.
+
+The exported graph has one input ``input`` (float32 N×3×H×W, N dynamic) and one output ``logits``; its
+``metadata_props`` carry the model's :class:`~dnet.artifact.meta.ArtifactMeta` (``dnet.*`` keys), including the
+names of the graph tensors that hold each dense block's and transition's output (``extra.stages``), which
+``dnet compare`` uses to compare files stage by stage.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from dnet import __version__
+from dnet.artifact.meta import ArtifactMeta
+from dnet.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
+from dnet.converters.graph import bn_to_mul_add
+from dnet.engines.onnxruntime import run
+from dnet.errors import AccuracyError, UsageError
+from dnet.files import atomic_path
+from dnet.models import zoo
+from dnet.models.densenet import DenseNet
+from dnet.similarity import max_abs
+
+DEFAULT_OPSET = 18  # >= 17 (LayerNorm era); 18 is what torch's dynamo exporter emits natively
+MIN_OPSET = 17
+BN_MODES = ("batchnorm", "muladd")
+FP32_RTOL = 1e-4  # max|Δ| <= 1e-4 · max(1, max|ref|)
+
+
+def model_meta(model: DenseNet, *, input_size: int | None = None, source: str = "", source_sha256: str = "",
+               preprocess=None) -> ArtifactMeta:
+    """The metadata an export of ``model`` carries: the model's own, completed with what the export knows."""
+    if model.meta is None and preprocess is None:
+        raise UsageError("the model does not say how its inputs are preprocessed (no model.meta); name a "
+                         "preprocessing", option="preprocess")
+    meta = model.meta if model.meta is not None else zoo.artifact_meta(model.config, preprocess=preprocess)
+    changes: dict = {"input_size": input_size or meta.input_size, "precision": "fp32", "dnet_version": __version__,
+                     "config": model.config.to_dict(), "calibration": None}
+    if preprocess is not None:
+        changes["preprocess"] = preprocess
+    if source:
+        changes.update(source=source, source_sha256=source_sha256)
+    return dataclasses.replace(meta, **changes)
+
+
+def _export_proto(model: DenseNet, size: int, opset: int) -> onnx.ModelProto:
+    x = torch.zeros(2, 3, size, size)
+    # torch's dynamo exporter (the maintained one) also folds the BNs that follow a convolution and
+    # constant-folds the graph (optimize=True); its progress chatter goes to the log, not the user.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, optimize=True, verbose=False,
+        )
+    return program.model_proto
+
+
+def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
+    """For each stage (``denseblock1``, ``transition1``, ...), the graph tensor holding its output.
+
+    The dynamo exporter records each node's module scope (``pkg.torch.onnx.name_scopes``); a stage's output
+    is the output of the last node, in graph order, inside ``features.<stage>``.
+    """
+    last: dict[str, str] = {}
+    for node in proto.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        raw = props.get("pkg.torch.onnx.name_scopes")
+        if not raw:
+            continue
+        try:
+            scopes = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            continue
+        for stage in stages:
+            if f"features.{stage}" in scopes:
+                last[stage] = node.output[0]
+    return {s: last[s] for s in stages if s in last}
+
+
+def export(
+    model: DenseNet,
+    out: str | os.PathLike,
+    *,
+    meta: ArtifactMeta | None = None,
+    opset: int = DEFAULT_OPSET,
+    input_size: int | None = None,
+    bn: str = "batchnorm",
+    check_inputs: np.ndarray | None = None,
+) -> Path:
+    """Export ``model`` to ``out`` (FP32 ONNX), check it, verify it against PyTorch, write it atomically.
+
+    ``bn``: "batchnorm" keeps the pre-activation BNs as BatchNormalization (ONNX Runtime's kernel);
+    "muladd" rewrites them as Mul/Add. ``check_inputs`` (N×3×H×W float32) are real inputs verified beside
+    random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers.
+    """
+    if opset < MIN_OPSET:
+        raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}", option="opset")
+    if bn not in BN_MODES:
+        raise UsageError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}", option="bn")
+    model = model.eval()
+    meta = meta or model_meta(model, input_size=input_size)
+    size = input_size or meta.input_size
+    meta = dataclasses.replace(meta, input_size=size)
+    proto = _export_proto(model, size, opset)
+    stages = stage_tensors(proto, model.stages())
+    if bn == "muladd":
+        bn_to_mul_add(proto)
+    # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages are kept.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for vi in list(proto.graph.output) + list(proto.graph.input):
+        del vi.metadata_props[:]
+    proto.producer_name, proto.producer_version = "dnet", __version__
+    write_meta(proto, dataclasses.replace(meta, extra={**meta.extra, "stages": stages, "bn": bn}))
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, size, size), dtype=np.float32),
+              rng.standard_normal((7, 3, size, size), dtype=np.float32)]
+    if check_inputs is not None and len(check_inputs):
+        inputs.append(np.asarray(check_inputs, np.float32))
+    check_graph(proto, "exported graph")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        verify_fp32(model, tmp, inputs)
+    return Path(out)
+
+
+def max_abs_bound(ref: np.ndarray) -> float:
+    return FP32_RTOL * max(1.0, float(np.max(np.abs(ref))))
+
+
+def verify_fp32(model: DenseNet, onnx_path: str | os.PathLike, inputs: list[np.ndarray]) -> list[dict]:
+    """Compare ONNX Runtime with PyTorch on each batch; raise AccuracyError beyond the FP32 bound."""
+    report = []
+    for batch in inputs:
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(batch)).numpy()
+        got = run(onnx_path, batch)
+        delta, bound = max_abs(ref, got), max_abs_bound(ref)
+        report.append({"batch": len(batch), "max_abs": delta, "bound": bound})
+        if not delta <= bound:
+            raise AccuracyError(
+                f"ONNX export does not match PyTorch: batch of {len(batch)}: max|Δ| = {delta:.3g} > "
+                f"{bound:.3g} (1e-4·max(1, max|ref| = {np.max(np.abs(ref)):.3g}))"
+            )
+    return report

@@ -1,0 +1,159 @@
+"""The sidecar beside every TensorRT plan (``NAME.plan.json``) and the policy of where a plan may run.
+
+A plan is opaque; its sidecar says what it is (dnet metadata carried over from the ONNX file), what built it
+(TensorRT version, GPU, compute capability, options), its optimization profile and the sha256 of the plan and of
+the ONNX file. ``check_compatible`` is the one place that decides whether this TensorRT and this GPU may run it.
+Plain Python: it runs on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnet.artifact.meta import ArtifactMeta
+from dnet.errors import EngineError, FileFormatError
+from dnet.files import atomic_write_text
+
+HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
+SIDECAR_FORMAT = "dnet.tensorrt-plan"
+SIDECAR_VERSION = 1
+AMPERE = (8, 0)
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    plan: str  # the plan's file name
+    plan_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: tuple[int, int]
+    input_name: str
+    profile: dict  # {"min": [N,C,H,W], "opt": [...], "max": [...]}
+    onnx: str  # the ONNX file's name
+    onnx_sha256: str
+    built_at: str  # ISO 8601, UTC
+    build_seconds: float
+    version_compatible: bool = False
+    hardware_compat: str = "none"
+    options: dict = field(default_factory=dict)  # BuildOptions.to_dict()
+    meta: ArtifactMeta | None = None  # dnet metadata carried over from the ONNX file
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.profile["max"][0])
+
+    @property
+    def min_batch(self) -> int:
+        return int(self.profile["min"][0])
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["compute_capability"] = list(self.compute_capability)
+        d["meta"] = self.meta.to_dict() if self.meta is not None else None
+        return {"format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "sidecar") -> EngineSidecar:
+        if not isinstance(d, dict) or d.get("format") != SIDECAR_FORMAT:
+            raise FileFormatError(f"{where}: not a dnet TensorRT sidecar (no \"format\": \"{SIDECAR_FORMAT}\")")
+        if d.get("format_version") != SIDECAR_VERSION:
+            raise FileFormatError(
+                f"{where}: sidecar format version {d.get('format_version')!r} is not {SIDECAR_VERSION}; rebuild the plan"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            values = {k: v for k, v in d.items() if k in known}
+            major, minor = (int(x) for x in values["compute_capability"])
+            values["compute_capability"] = (major, minor)
+            values["meta"] = ArtifactMeta.from_dict(values["meta"]) if values.get("meta") else None
+            for key in ("min", "opt", "max"):
+                if len(values["profile"][key]) != 4:
+                    raise ValueError(f"profile {key} is not N,C,H,W")
+            sidecar = cls(**values)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(f"{where}: sidecar is incomplete or malformed ({type(e).__name__}: {e})") from None
+        if sidecar.hardware_compat not in HARDWARE_COMPAT:
+            raise FileFormatError(f"{where}: unknown hardware compatibility {sidecar.hardware_compat!r}")
+        return sidecar
+
+
+def sidecar_path(plan_path: str | Path) -> Path:
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.name + ".json")
+
+
+def write_sidecar(plan_path: str | Path, sidecar: EngineSidecar) -> Path:
+    path = sidecar_path(plan_path)
+    atomic_write_text(path, json.dumps(sidecar.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_sidecar(plan_path: str | Path) -> EngineSidecar:
+    """The sidecar beside ``plan_path``; a clear FileFormatError when it is missing or corrupt."""
+    path = sidecar_path(plan_path)
+    if not path.is_file():
+        raise FileFormatError(
+            f"{path.name} is missing: a dnet plan needs the sidecar written beside it by dnet convert --to trt; "
+            f"rebuild {Path(plan_path).name} from its ONNX file"
+        )
+    if path.stat().st_size > 16 << 20:  # a sidecar is a few kB; refuse to read a huge file as one
+        raise FileFormatError(f"{path.name}: {path.stat().st_size} bytes is too large for a sidecar")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"{path.name}: sidecar is not valid JSON ({e})") from None
+    return EngineSidecar.from_dict(data, where=path.name)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    out = []
+    for part in str(version).split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def check_compatible(sidecar: EngineSidecar, trt_version: str, compute_capability: tuple[int, int]) -> None:
+    """Refuse (EngineError) a plan this TensorRT version or GPU cannot run; the message says how to rebuild.
+
+    Without version compatibility a plan runs only on the exact TensorRT version that built it; with it, on that
+    version or a later one (up to the next major version, as NVIDIA documents for 10 -> 11). Without hardware
+    compatibility, or with "same-cc", it runs only on the compute capability that built it; "ampere+" runs on any
+    GPU of compute capability 8.0 or later.
+    """
+    rebuild = f"rebuild it here: dnet convert {sidecar.onnx or 'MODEL.onnx'} --from onnx --to trt -o {sidecar.plan}"
+    built, running = version_tuple(sidecar.tensorrt_version), version_tuple(trt_version)
+    if sidecar.version_compatible:
+        if running < built or running[:1] > (built[0] + 1,):
+            raise EngineError(
+                f"{sidecar.plan} was built version-compatible with TensorRT {sidecar.tensorrt_version}, which "
+                f"TensorRT {trt_version} cannot run (needs {built[0]}.x or {built[0] + 1}.x at least as new); {rebuild}"
+            )
+    elif running != built:
+        raise EngineError(
+            f"{sidecar.plan} was built with TensorRT {sidecar.tensorrt_version} but this is TensorRT {trt_version}; "
+            f"{rebuild} (or build with --version-compatible)"
+        )
+    cc = tuple(compute_capability)
+    built_cc = tuple(sidecar.compute_capability)
+    cc_text, built_text = ".".join(map(str, cc)), ".".join(map(str, built_cc))
+    if sidecar.hardware_compat == "ampere+":
+        if cc < AMPERE:
+            raise EngineError(
+                f"{sidecar.plan} was built for Ampere or newer GPUs (compute capability >= 8.0) but this GPU has "
+                f"compute capability {cc_text}; {rebuild}"
+            )
+    elif cc != built_cc:
+        raise EngineError(
+            f"{sidecar.plan} was built for a GPU of compute capability {built_text} ({sidecar.gpu_name}) but this GPU "
+            f"has compute capability {cc_text}; {rebuild} (or build with --hardware-compat ampere+)"
+        )
+
+
+__all__ = ["AMPERE", "HARDWARE_COMPAT", "EngineSidecar", "check_compatible", "read_sidecar", "sidecar_path",
+           "version_tuple", "write_sidecar"]

@@ -1,0 +1,85 @@
+"""The ``dnet`` command group and the one way a verb reports a user's error: one line on stderr, an exit status."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+import click
+
+from dnet import __version__
+from dnet.errors import DnetError
+
+
+def flag_for(option: str | None) -> str | None:
+    """The command-line flag of the current command whose parameter is called ``option`` (``--calib-method``)."""
+    ctx = click.get_current_context(silent=True)
+    if option is None or ctx is None:
+        return None
+    for param in ctx.command.params:
+        if param.name == option and isinstance(param, click.Option):
+            return max(param.opts, key=len)
+    return None
+
+
+def error_line(e: DnetError) -> str:
+    """``e``'s message; an error about one option gets the flag that sets it appended, ``(--calib-method)``."""
+    message = str(e)
+    flag = flag_for(e.option)
+    if flag is not None and flag not in message:
+        message += f" ({flag})"
+    return message
+
+
+def reports_errors(fn):
+    """Turn the project's errors into one line on stderr and the error's exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DnetError as e:
+            click.echo(f"dnet: error: {error_line(e)}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def warn(message: str) -> None:
+    click.echo(f"dnet: warning: {message}", err=True)
+
+
+# verb -> "module:command"; a verb's module (and the libraries it needs) is imported only when that verb runs
+# (click's documented lazy-loading pattern), so `dnet models` does not pay for ONNX Runtime or matplotlib.
+VERBS = {
+    "models": "dnet.cli.models:models_cmd",
+    "info": "dnet.cli.models:info_cmd",
+    "inspect": "dnet.cli.inspect:inspect_cmd",
+    "train": "dnet.cli.train:train_cmd",
+    "convert": "dnet.cli.convert:convert_cmd",
+    "eval": "dnet.cli.eval:eval_cmd",
+    "compare": "dnet.cli.compare:compare_cmd",
+    "demo": "dnet.cli.demo:demo_cmd",
+    "bench": "dnet.cli.bench:bench_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(VERBS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in VERBS:
+            return None
+        module, attr = VERBS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dnet")
+def main() -> None:
+    """DenseNet from the original Lua Torch release to ONNX, INT8 and TensorRT."""
+
+
+__all__ = ["VERBS", "error_line", "main", "reports_errors", "warn"]

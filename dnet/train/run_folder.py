@@ -1,0 +1,71 @@
+"""A run folder: ``config.json``, ``metrics.csv``, ``curves.png``, ``last.pth`` and ``best.pth``, each written atomically.
+
+Only rank 0 writes; every file is complete under its final name or absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from dnet.errors import DnetError, FileFormatError, UsageError
+from dnet.files import atomic_write_text
+from dnet.train.recipe import TrainConfig
+
+CONFIG_JSON = "config.json"
+METRICS_CSV = "metrics.csv"
+CURVES_PNG = "curves.png"
+LAST = "last.pth"
+BEST = "best.pth"
+METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "time_s", "img_per_s")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.model if cfg.model != "custom" else f"densenet{'-bc' if cfg.bc in (None, True) else ''}-l{cfg.depth}"
+    return Path("runs") / f"{cfg.dataset}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create the run folder (and parents) or say in one line why it cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DnetError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
+    if not run_dir.is_dir():
+        raise DnetError(f"run folder {run_dir} exists and is not a folder")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise DnetError(f"cannot write to run folder {run_dir}: permission denied; choose another --out")
+
+
+def read_run_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict]:
+    """The configuration a run folder was trained with, and the whole ``config.json``."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_JSON
+    if not path.is_file():
+        raise UsageError(f"--resume {run_dir}: no {CONFIG_JSON} there; is it a dnet run folder?")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return TrainConfig.from_dict(doc["train"]), doc
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FileFormatError(f"{path}: not a dnet run configuration ({e})") from None
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row[k] for k in METRIC_FIELDS})
+    atomic_write_text(run_dir / METRICS_CSV, buf.getvalue())
+
+
+def write_config(run_dir: Path, doc: dict) -> None:
+    atomic_write_text(run_dir / CONFIG_JSON, json.dumps(doc, indent=2) + "\n")
+
+
+__all__ = ["BEST", "CONFIG_JSON", "CURVES_PNG", "LAST", "METRICS_CSV", "METRIC_FIELDS", "check_writable",
+           "default_run_dir", "read_run_config", "write_config", "write_metrics"]

@@ -1,0 +1,108 @@
+"""How dnet installs: one namespace, the ONNX Runtime extras that never meet, exact pins, short files."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import dnet
+from dnet.errors import NotInstalledError
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+FOLDERS = {"dnet": "dnet", "converters": "dnet.converters", "engines": "dnet.engines"}
+MAX_LINES = 400
+LONG_FILES: dict[str, str] = {}  # path -> why it may be longer than MAX_LINES (none today)
+
+
+def test_every_package_folder_is_installed_under_the_dnet_namespace():
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"dnet": "dnet", "dnet.converters": "converters", "dnet.engines": "engines"}
+    found = set()
+    for folder, package in FOLDERS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join([package, *parts]))
+    assert sorted(setuptools["packages"]) == sorted(found)
+
+
+def test_the_cpu_and_gpu_runtimes_come_from_separate_extras_only():
+    project = PYPROJECT["project"]
+    names = lambda reqs: {canonicalize_name(Requirement(r).name) for r in reqs}  # noqa: E731
+    assert not names(project["dependencies"]) & {"onnxruntime", "onnxruntime-gpu"}
+    extras = project["optional-dependencies"]
+    assert names(extras["cpu"]) == {"onnxruntime"} and names(extras["gpu"]) == {"onnxruntime-gpu"}
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[cpu,dev]'" in makefile and "gpu" not in re.findall(r"pip install[^\n]*", makefile)[1]
+
+
+def test_constraints_pin_every_distribution_a_cpu_dev_install_needs():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    needed, todo = set(), [Requirement(f"{dnet.DISTRIBUTION}[cpu,dev]")]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        for extra in req.extras or {""}:
+            if (name, extra) in needed:
+                continue
+            needed.add((name, extra))
+            for sub in metadata.requires(req.name) or []:
+                sub = Requirement(sub)
+                if sub.marker is None or sub.marker.evaluate({"extra": extra}):
+                    todo.append(sub)
+    missing = sorted({n for n, _ in needed} - set(pins) - {canonicalize_name(dnet.DISTRIBUTION)})
+    assert missing == [], f"not pinned in constraints.txt: {missing} (run make constraints)"
+    for name in {n for n, _ in needed} - {canonicalize_name(dnet.DISTRIBUTION)}:
+        assert metadata.version(name).split("+")[0] == pins[name], name
+
+
+def test_the_version_is_the_installed_distributions():
+    assert dnet.__version__ == metadata.version(dnet.DISTRIBUTION) == PYPROJECT["project"]["version"]
+
+
+def test_a_missing_onnx_runtime_is_one_line_saying_which_extra(monkeypatch, tmp_path):
+    from dnet.engines import onnxruntime as ort_engine
+
+    monkeypatch.setattr(ort_engine, "ort", None)
+    with pytest.raises(NotInstalledError) as e:
+        ort_engine.session(tmp_path / "m.onnx")
+    assert str(e.value) == (f"ONNX Runtime is not installed: pip install '{dnet.DISTRIBUTION}[cpu]' (or "
+                            f"'{dnet.DISTRIBUTION}[gpu]' on a CUDA machine; never both, they share one import package)")
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {}
+    for folder in FOLDERS:
+        for path in (ROOT / folder).rglob("*.py"):
+            n = len(path.read_text(encoding="utf-8").splitlines())
+            rel = str(path.relative_to(ROOT))
+            if n > MAX_LINES and rel not in LONG_FILES:
+                long[rel] = n
+    assert long == {}, f"split these modules (or say why in LONG_FILES): {long}"
+
+
+@pytest.mark.slow
+def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"dnet"}
+    assert "dnet/converters/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names
+    assert not any(n.startswith(("converters/", "engines/", "tests/", "benchmarks/")) for n in names)
