@@ -46,7 +46,10 @@ from dnet.similarity import cosine, rel_l2
 # relative logit error; kept float32 the total fell to 0.7e-3). The global average sums H×W values. Conv,
 # ReLU, concat, pooling and Gemm run in float16.
 FP16_KEEP_FLOAT32 = ("BatchNormalization", "ReduceMean", "GlobalAveragePool")
-FP16_REL_L2 = 1e-3
+# The FP16 check's bound on the relative L2 error of the logits: four float16 unit roundoffs (4 · 2⁻¹¹ ≈ 2e-3).
+# Trained DenseNets land at about two (a digits-trained DenseNet-BC-22: 1.02e-3; densenet121 on photos: 1.27e-3);
+# float16 overflow or a wrongly cast op gives errors of order 1.
+FP16_REL_L2 = 4 * 2.0**-11
 CALIB_BATCH = 16
 CALIB_CHUNK = 4  # batches per histogram update: bounds the memory of entropy/percentile calibration
 
@@ -118,7 +121,7 @@ def to_fp16(
     """Write the float16 version of the FP32 ONNX ``src`` to ``out`` and check it against ``src``.
 
     The check runs both files in ONNX Runtime on ``check_inputs`` (and random inputs): relative L2 error of
-    the logits ≤ 1e-3 and identical top-1, else :class:`AccuracyError` with the numbers and no file.
+    the logits ≤ FP16_REL_L2 (≈ 2e-3) and identical top-1, else :class:`AccuracyError` with the numbers and no file.
     ``check=False`` skips it (benchmarks of random-weight models, whose logits amplify float16 rounding).
     """
     require_onnxruntime()
@@ -156,7 +159,7 @@ def to_fp16(
             agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
             if err > FP16_REL_L2 or agree < 1.0:
                 raise AccuracyError(
-                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {FP16_REL_L2:g}), "
+                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {FP16_REL_L2:.3g}), "
                     f"top-1 agreement {agree:.1%} (needs 100%)"
                 )
     return Path(out)
@@ -258,6 +261,9 @@ def _quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: 
                 "ActivationSymmetric": activations == "int8",  # zero point 0, as TensorRT requires
                 "WeightSymmetric": True,
                 "QuantizeBias": INT8_QUANTIZE_BIAS,
+                # The classifier's output stays float, as NNCF and Model Optimizer leave it: quantized logits take
+                # a handful of distinct values (ties at the top) and clip above 127 × scale.
+                "OpTypesToExcludeOutputQuantization": ["Gemm"],
             },
         )
 
