@@ -33,11 +33,29 @@ def pick(n_total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total - 1, count).round().astype(int))
 
 
-def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> np.ndarray:
-    """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W."""
+def split(n_total: int, count: int, held_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration indices and disjoint held-out indices (for checking), each spread evenly over ``n_total``.
+
+    The held-out images are chosen first, then up to ``count`` calibration images from the rest, so a check never
+    sees an image the ranges were measured on. A set smaller than ``count + held_out`` gives the check what
+    calibration leaves over, but at least a quarter of the set.
+    """
+    n_check = min(held_out, max(n_total - count, n_total // 4))
+    check = pick(n_total, n_check) if n_check > 0 else np.array([], dtype=int)
+    rest = np.setdiff1d(np.arange(n_total), check)
+    return rest[pick(len(rest), count)], check
+
+
+def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int, *, held_out: int = 0,
+                checking: bool = False) -> np.ndarray:
+    """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W.
+
+    With ``held_out``, the calibration images leave that many aside (:func:`split`); ``checking`` reads those.
+    """
     files = list_images(folder, what="calibration folder")
+    calib, check = split(len(files), count, held_out)
     out = []
-    for i in pick(len(files), count):
+    for i in check if checking else calib:
         try:
             img = open_image(files[i])
         except DataError as e:
@@ -46,17 +64,21 @@ def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> 
             # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
             img = img.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
         out.append(preprocess(img, spec))
-    return np.stack(out)
+    return np.stack(out) if out else np.zeros((0, 3, spec.input_size, spec.input_size), np.float32)
 
 
-def read_array(images: np.ndarray, spec: PreprocessSpec, count: int) -> np.ndarray:
-    """Up to ``count`` images of a uint8 N×H×W×3 array (evenly spread) through ``spec``."""
+def read_array(images: np.ndarray, spec: PreprocessSpec, count: int, *, held_out: int = 0,
+               checking: bool = False) -> np.ndarray:
+    """Up to ``count`` images of a uint8 N×H×W×3 array (evenly spread) through ``spec`` (held out: read_folder)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
         raise DataError(f"calibration images must be uint8 N×H×W×3, got {images.dtype} {images.shape}")
     if not len(images):
         raise DataError("calibration array holds no images")
-    chosen = images[pick(len(images), count)]
+    calib, check = split(len(images), count, held_out)
+    chosen = images[check if checking else calib]
+    if not len(chosen):
+        return np.zeros((0, 3, spec.input_size, spec.input_size), np.float32)
     if spec.resize is None and chosen.shape[1:3] == (spec.input_size, spec.input_size):
         return preprocess_array(chosen, spec)
     return np.stack([preprocess(Image.fromarray(im), spec) for im in chosen])
@@ -80,10 +102,17 @@ class CalibrationSet:
     def describe(self) -> str:
         return self.name or (str(self.folder) if self.folder is not None else "array")
 
-    def load(self, spec: PreprocessSpec) -> np.ndarray:
+    def load(self, spec: PreprocessSpec, held_out: int = 0) -> np.ndarray:
+        """The calibration images, leaving ``held_out`` images of the set aside for :meth:`load_held_out`."""
         if self.folder is not None:
-            return read_folder(self.folder, spec, self.count)
-        return read_array(self.images, spec, self.count)
+            return read_folder(self.folder, spec, self.count, held_out=held_out)
+        return read_array(self.images, spec, self.count, held_out=held_out)
+
+    def load_held_out(self, spec: PreprocessSpec, held_out: int) -> np.ndarray:
+        """Up to ``held_out`` images of the set that :meth:`load` with the same number never returns."""
+        if self.folder is not None:
+            return read_folder(self.folder, spec, self.count, held_out=held_out, checking=True)
+        return read_array(self.images, spec, self.count, held_out=held_out, checking=True)
 
 
 # --- the cache ----------------------------------------------------------------------------------------------

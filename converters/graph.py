@@ -42,11 +42,115 @@ def bn_to_mul_add(proto: onnx.ModelProto) -> int:
         count += 1
     del proto.graph.node[:]
     proto.graph.node.extend(new_nodes)
+    _drop_unused_initializers(proto)
+    return count
+
+
+def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
+    """Rewrite every inference BatchNormalization as the 1×1 depthwise Conv that computes it (returns how many).
+
+    The INT8 layout quantizes it like any convolution: one weight per channel is exact in int8 (q = ±qmax and
+    a per-channel scale), so a pre-activation BN runs as an integer convolution between two int8 tensors.
+    """
+    inits = {t.name: t for t in proto.graph.initializer}
+    count = 0
+    for node in proto.graph.node:
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(i in inits for i in node.input[1:5]):
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in node.input[1:5])
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        w_name, b_name = f"{node.name}_dw_weight", f"{node.name}_dw_bias"
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(scale.astype(np.float32).reshape(-1, 1, 1, 1), w_name),
+            numpy_helper.from_array(shift.astype(np.float32), b_name),
+        ])
+        x = node.input[0]
+        node.op_type = "Conv"
+        del node.input[:]
+        node.input.extend([x, w_name, b_name])
+        del node.attribute[:]
+        node.attribute.extend([onnx.helper.make_attribute("group", len(scale)),
+                               onnx.helper.make_attribute("kernel_shape", [1, 1])])
+        count += 1
+    _drop_unused_initializers(proto)
+    return count
+
+
+def chain_concats(proto: onnx.ModelProto) -> int:
+    """Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn) wherever the shorter Concat exists (same axis; returns how many).
+
+    A DenseNet export concatenates every earlier feature map afresh for each layer; chained, every feature map
+    and every concatenation feeds one later Concat, and the values are the same.
+    """
+    concats = [n for n in proto.graph.node if n.op_type == "Concat"]
+    axis = {n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), None) for n in concats}
+    by_inputs: dict[tuple[str, ...], onnx.NodeProto] = {}
+    for n in concats:
+        by_inputs.setdefault(tuple(n.input), n)
+    found = [(n, by_inputs.get(tuple(n.input[:-1])) if len(n.input) > 2 else None) for n in concats]
+    count = 0
+    for n, prev in found:
+        if prev is None or axis[prev.output[0]] != axis[n.output[0]]:
+            continue
+        last = n.input[-1]
+        del n.input[:]
+        n.input.extend([prev.output[0], last])
+        count += 1
+    sort_topologically(proto)
+    return count
+
+
+def int8_activations_as_uint8(proto: onnx.ModelProto) -> int:
+    """Give every int8 activation Q/DQ pair a uint8 zero point 128 higher, computing the same (returns tensors).
+
+    Q_uint8(x, s, z + 128) = Q_int8(x, s, z) + 128 and DQ_uint8(q + 128, s, z + 128) = DQ_int8(q, s, z), bit for
+    bit. ONNX Runtime's x86 integer kernels are u8×s8 and fuse int8 activations only after its own int8 -> uint8
+    pass, which converts a QuantizeLinear only where it feeds a single DequantizeLinear; every DenseNet feature map
+    feeds two consumers (its layer's BN and the next concatenation), so that pass leaves them int8 and the
+    convolutions unfused. This does the same conversion for every tensor whose consumers are all
+    DequantizeLinear nodes; weights (a DequantizeLinear of an initializer) stay int8.
+    """
+    inits = {t.name: t for t in proto.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+
+    def scalar_int8(name: str) -> bool:
+        t = inits.get(name)
+        return t is not None and t.data_type == onnx.TensorProto.INT8 and numpy_helper.to_array(t).size == 1
+
+    shifted: dict[str, str] = {}
+
+    def uint8_zero_point(name: str) -> str:
+        if name not in shifted:
+            value = int(numpy_helper.to_array(inits[name]).reshape(())) + 128
+            shifted[name] = f"{name}_as_uint8"
+            proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.uint8), shifted[name]))
+        return shifted[name]
+
+    count = 0
+    for q in [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]:
+        users = consumers.get(q.output[0], [])
+        nodes = [q, *users]
+        if (not users or len(q.input) < 3 or any(u.op_type != "DequantizeLinear" for u in users)
+                or not all(len(n.input) >= 3 and scalar_int8(n.input[2]) for n in nodes)
+                or q.output[0] in {o.name for o in proto.graph.output}):
+            continue
+        for n in nodes:
+            n.input[2] = uint8_zero_point(n.input[2])
+        count += 1
+    _drop_unused_initializers(proto)
+    return count
+
+
+def _drop_unused_initializers(proto: onnx.ModelProto) -> None:
     used = {i for n in proto.graph.node for i in n.input}
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
-    return count
 
 
 def sort_topologically(proto: onnx.ModelProto) -> None:
@@ -98,4 +202,5 @@ def unshare_initializers(proto: onnx.ModelProto) -> int:
     return copies
 
 
-__all__ = ["bn_to_mul_add", "sort_topologically", "unshare_initializers"]
+__all__ = ["bn_to_depthwise_conv", "bn_to_mul_add", "chain_concats", "int8_activations_as_uint8", "sort_topologically",
+           "unshare_initializers"]

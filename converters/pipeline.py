@@ -19,8 +19,10 @@ from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint
 from dnet.converters.calibration import METHODS, CalibrationSet
+from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
-from dnet.converters.precision import INT8_ACTIVATIONS, to_fp16, to_int8
+from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
+from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError
@@ -48,6 +50,11 @@ class ConvertOptions:
     calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
     int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
+    int8_layout: str = INT8_LAYOUTS[0]  # "densenet" (converters.qdq) or "ort" (onnxruntime.quantization)
+    int8_weight_bits: int = DEFAULT_WEIGHT_BITS  # densenet layout: 7 keeps ONNX Runtime's x86 kernels exact
+    int8_check_images: int = INT8_CHECK_IMAGES  # held-out images the INT8 file is checked on (0: no check)
+    int8_min_cosine: float = INT8_MIN_COSINE
+    int8_min_top1: float = INT8_MIN_TOP1
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
     profile: tuple[int, int, int] = PROFILE
     workspace_mib: int | None = None
@@ -65,6 +72,21 @@ class ConvertOptions:
         if self.int8_activations not in INT8_ACTIVATIONS:
             raise UsageError(f"INT8 activations must be one of {', '.join(INT8_ACTIVATIONS)}, got "
                              f"{self.int8_activations!r}", option="int8_activations")
+        if self.int8_layout not in INT8_LAYOUTS:
+            raise UsageError(f"INT8 layout must be one of {', '.join(INT8_LAYOUTS)}, got {self.int8_layout!r}",
+                             option="int8_layout")
+        if self.int8_weight_bits not in WEIGHT_BITS:
+            raise UsageError(f"INT8 weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got "
+                             f"{self.int8_weight_bits!r}", option="int8_weight_bits")
+        if self.int8_layout == "densenet" and self.int8_activations != "int8":
+            raise UsageError("the densenet INT8 layout has int8 activations; uint8 activations need the ort layout",
+                             option="int8_activations")
+        if self.int8_check_images < 0:
+            raise UsageError(f"INT8 check images must be 0 or more, got {self.int8_check_images}",
+                             option="int8_check_images")
+        for name in ("int8_min_cosine", "int8_min_top1"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"{name.replace('_', ' ')} must be within [0, 1], got {getattr(self, name)}", option=name)
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                              option="precision")
@@ -148,11 +170,13 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         raise UsageError("TensorRT needs int8 activations with zero point 0, not uint8", option="int8_activations")
 
 
-def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike, **options) -> list[Path]:
+def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike,
+            summaries: dict | None = None, **options) -> list[Path]:
     """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
 
     ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
     ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
+    ``summaries``, when given, receives the INT8 step's summary (calibration, layout, check) under "int8".
     """
     opts = ConvertOptions(**options)
     src, out = Path(src), Path(out)
@@ -195,8 +219,13 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         written.append(typed)
     elif typed_target == "int8":
         cache = opts.calib_cache or files["calib_cache"]
-        typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                  spec=spec, progress=opts.progress, activations=opts.int8_activations)
+        typed, summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
+                                 spec=spec, progress=opts.progress, activations=opts.int8_activations,
+                                 layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
+                                 check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
+                                 min_top1=opts.int8_min_top1)
+        if summaries is not None:
+            summaries["int8"] = summary
         written += [cache, typed]
     if target != "trt":
         return written

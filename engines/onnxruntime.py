@@ -11,6 +11,7 @@ ONNX Runtime build lacks is refused with one line instead of silently falling ba
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import onnx
 
 from dnet import DISTRIBUTION
 from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
 
@@ -28,6 +30,8 @@ except ImportError:
 
 INSTALL_HINT = (f"ONNX Runtime is not installed: pip install '{DISTRIBUTION}[cpu]' (or '{DISTRIBUTION}[gpu]' on a "
                 "CUDA machine; never both, they share one import package)")
+
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -76,7 +80,8 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     ``threads`` sets intra-op threads and turns off spinning: a fixed thread count means a shared machine or a
     side-by-side benchmark, where idle threads must not steal the cores the other runner is timed on.
     ``fused=False`` stops ONNX Runtime from fusing Q/DQ pairs into its integer kernels, so an INT8 file computes
-    exactly what its Q/DQ nodes say (what TensorRT computes). The fused x86 kernels multiply u8×s8 pairs into
+    exactly what its Q/DQ nodes say (what TensorRT computes). Fused on an x86 CPU, int8 activations are first
+    given uint8 zero points (the same arithmetic), which ONNX Runtime's u8×s8 kernels fuse everywhere. The fused x86 kernels multiply u8×s8 pairs into
     int16 (``vpmaddubsw``) on CPUs without VNNI, which saturates: on such a CPU the fused result is the CPU's, not
     the file's. ``profile_prefix`` turns on ONNX Runtime's profiler; ``optimized_model_path`` saves the graph it
     runs (benchmarks read both).
@@ -95,10 +100,31 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if fused and (provider or "cpu") == "cpu" and X86:
+        model = _uint8_activations(model)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=providers)
+
+
+def _uint8_activations(model: str | os.PathLike | bytes | onnx.ModelProto):
+    """An INT8 Q/DQ model with its int8 activations as uint8 (same arithmetic), else ``model`` unchanged.
+
+    ONNX Runtime's x86 integer kernels are u8×s8; its own int8 -> uint8 pass skips every tensor that feeds more
+    than one DequantizeLinear, and a DenseNet feature map feeds two (see dnet.converters.graph).
+    """
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, bytes):
+        proto = onnx.load_model_from_string(model)
+    else:
+        proto = onnx.load_model(str(model), load_external_data=False)
+    if not any(n.op_type == "QuantizeLinear" for n in proto.graph.node):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy if int8_activations_as_uint8(copy) else model
 
 
 def run(model: str | os.PathLike | bytes | onnx.ModelProto, batch: np.ndarray, threads: int | None = None, *,

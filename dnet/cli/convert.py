@@ -13,7 +13,8 @@ from dnet.cli.options import default, parse_profile
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
-from dnet.converters.precision import INT8_ACTIVATIONS
+from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS
+from dnet.converters.qdq import WEIGHT_BITS
 from dnet.errors import UsageError
 from dnet.table import format_table
 
@@ -32,6 +33,18 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
 @click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default=default(ConvertOptions, "int8_activations"),
               show_default=True, help="uint8: asymmetric activations that ONNX Runtime's CPU kernels fuse fully (not for TensorRT).")
+@click.option("--int8-layout", type=click.Choice(INT8_LAYOUTS), default=default(ConvertOptions, "int8_layout"),
+              show_default=True, help="densenet: one scale per dense block, every convolution integer in TensorRT and "
+              "ONNX Runtime; ort: onnxruntime.quantization's placement.")
+@click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]),
+              default=str(default(ConvertOptions, "int8_weight_bits")), show_default=True,
+              help="densenet layout: 7 keeps ONNX Runtime's x86 u8×s8 kernels from saturating.")
+@click.option("--int8-check-images", type=click.IntRange(min=0), default=default(ConvertOptions, "int8_check_images"),
+              show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")
+@click.option("--int8-min-cosine", type=click.FloatRange(0, 1), default=default(ConvertOptions, "int8_min_cosine"),
+              show_default=True, help="INT8 check: least cosine of its logits with FP32's.")
+@click.option("--int8-min-top1", type=click.FloatRange(0, 1), default=default(ConvertOptions, "int8_min_top1"),
+              show_default=True, help="INT8 check: least top-1 agreement with FP32.")
 @click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
@@ -47,7 +60,8 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations, opset,
+def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
+                int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, opset,
                 input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
                 version_compatible, hardware_compat, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
@@ -57,9 +71,12 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
         warn("--batch is deprecated for convert and will be removed in the next release; use --profile MIN,OPT,MAX")
         profile = batch_alias
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
+    summaries: dict = {}
     written = convert(
-        src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
-        calib_cache=calib_cache, int8_activations=int8_activations, opset=opset, input_size=input_size,
+        src, src_format=src_format, target=target, out=out, summaries=summaries, calib=calib_set,
+        calib_method=calib_method, calib_cache=calib_cache, int8_activations=int8_activations,
+        int8_layout=int8_layout, int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images,
+        int8_min_cosine=int8_min_cosine, int8_min_top1=int8_min_top1, opset=opset, input_size=input_size,
         preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compat=hardware_compat,
@@ -67,5 +84,12 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
     )
     rows = [[("output" if p == written[-1] else "kept"), str(p), f"{p.stat().st_size:,}"] for p in written]
     click.echo(format_table(["", "file", "bytes"], rows, right=(2,)))
+    check = summaries.get("int8", {}).get("check")
+    if check and check.get("images"):
+        click.echo(f"INT8 check on {check['images']} held-out images (the file's arithmetic): top-1 agreement "
+                   f"{check['top1_agreement']:.1%}, cosine {check['cosine']:.4f} "
+                   f"(bounds {check['min_top1']:.0%}, {check['min_cosine']})")
+    elif check:
+        warn(f"INT8 file not checked: {check['skipped']}")
     if len(written) > 1:
         click.echo(f"intermediate files are kept beside the output in {written[-1].parent}")

@@ -20,11 +20,11 @@ from dnet.similarity import cosine, rel_l2
 from tests.converters.tiny_models import CIFAR, digits_model, photo_tiles, tiny_onnx
 
 # Operators TensorRT's ONNX parser supports (onnx/onnx-tensorrt, docs/operators.md, "Operator Support Matrix",
-# TensorRT 10.x, opsets 9-20), restricted to those a classifier export could plausibly contain. Anything
+# TensorRT 10.x, opsets 9-20; LeakyRelu: FP32, FP16, INT8), restricted to those a classifier export could plausibly contain. Anything
 # outside this list in a dnet file would make `dnet convert --to trt` fail at parse time.
 TENSORRT_ONNX_OPS = {
     "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "DequantizeLinear",
-    "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul",
+    "Div", "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul",
     "QuantizeLinear", "ReduceMean", "Relu", "Reshape", "Shape", "Softmax", "Squeeze", "Sub", "Transpose",
     "Unsqueeze",
 }
@@ -52,8 +52,12 @@ def digits(tmp_path_factory):
 def int8(tmp_path_factory, fp32):
     folder = tmp_path_factory.mktemp("int8")
     calib = CalibrationSet(images=photo_tiles(offset=0), count=32, name="photos")
-    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json")
+    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, min_top1=0.0, cache_path=folder / "c.json")
     return path, summary
+
+
+# The tiny models have random weights: near-tied logits, so their INT8 checks bound the cosine only (min_top1=0.0);
+# the trained digits model is held to the default bounds.
 
 
 def producers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -120,9 +124,9 @@ def test_int8_leaves_the_logits_in_float(tmp_path, digits):
     # calibrated on 8 images: most of the 360 test images have a larger top logit than any of those 8
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=8, name="digits/train")
     ref = ort_run(fp32, x)
-    for activations in precision.INT8_ACTIVATIONS:
-        path, _ = precision.to_int8(fp32, tmp_path / f"{activations}.onnx", calib=calib, activations=activations,
-                                    cache_path=tmp_path / f"{activations}.json")
+    for layout, activations in (("densenet", "int8"), ("ort", "int8"), ("ort", "uint8")):
+        path, _ = precision.to_int8(fp32, tmp_path / f"{layout}{activations}.onnx", calib=calib, layout=layout,
+                                    activations=activations, cache_path=tmp_path / "c.json", check_images=0)
         proto = onnx.load(str(path))
         assert producers(proto)[proto.graph.output[0].name].op_type == "Gemm", activations
         got = ort_run(path, x, fused=False)
@@ -136,7 +140,9 @@ def test_int8_has_qdq_around_every_conv_input_and_weight(int8):
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     prod = producers(proto)
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    assert len(convs) == 1 + 2 * 5 + 1  # stem, 5 bottleneck layers, 1 transition
+    # stem, 5 bottleneck layers, 1 transition; and the 7 BNs (5 layers, 1 transition, the last) as depthwise convs
+    assert len(convs) == 1 + 2 * 5 + 1 + 7
+    assert sum(next((a.i for a in c.attribute if a.name == "group"), 1) > 1 for c in convs) == 7
     for conv in convs:
         dq_x = prod[conv.input[0]]
         assert dq_x.op_type == "DequantizeLinear", conv.name
@@ -183,7 +189,7 @@ def test_int8_keeps_cosine_099_with_fp32_on_real_photos(int8, fp32, real_inputs)
 def test_calibration_cache_is_reused_and_the_int8_file_is_byte_identical(tmp_path, fp32, monkeypatch):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     cache = tmp_path / "cache.json"
-    first, s1 = precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, cache_path=cache)
+    first, s1 = precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
     assert not s1["reused_cache"] and cache.is_file()
 
     def no_calibration(*a, **k):
@@ -198,18 +204,18 @@ def test_calibration_cache_is_reused_and_the_int8_file_is_byte_identical(tmp_pat
 def test_cache_of_another_model_or_method_is_not_reused(tmp_path, fp32):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     cache = tmp_path / "cache.json"
-    precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, cache_path=cache)
-    _, s = precision.to_int8(fp32, tmp_path / "b.onnx", calib=calib, method="percentile", cache_path=cache)
+    precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
+    _, s = precision.to_int8(fp32, tmp_path / "b.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
     assert not s["reused_cache"]
     other = tiny_onnx(tmp_path, "other.onnx", seed=1)
-    _, s = precision.to_int8(other, tmp_path / "c.onnx", calib=calib, method="percentile", cache_path=cache)
+    _, s = precision.to_int8(other, tmp_path / "c.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
     assert not s["reused_cache"]
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, real_inputs):
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, method=method, cache_path=tmp_path / "c.json")
+    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / "c.json")
     from dnet.converters.calibration import CalibrationCache
 
     cache = CalibrationCache.load(tmp_path / "c.json")
@@ -225,7 +231,7 @@ def test_calibration_methods_differ(tmp_path, fp32):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     highs = {}
     for method in ("minmax", "percentile"):
-        precision.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, method=method, cache_path=tmp_path / f"{method}.json")
+        precision.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / f"{method}.json")
         highs[method] = CalibrationCache.load(tmp_path / f"{method}.json").ranges
     some = [k for k in highs["minmax"] if k in highs["percentile"]]
     # minmax takes the extreme; the 99.999th percentile can only be inside it
@@ -238,7 +244,7 @@ def test_the_input_onnx_is_never_modified(tmp_path, fp32):
     src.write_bytes(fp32.read_bytes())
     before, mtime = sha256_file(src), src.stat().st_mtime_ns
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    precision.to_int8(src, tmp_path / "q.onnx", calib=calib)
+    precision.to_int8(src, tmp_path / "q.onnx", calib=calib, min_top1=0.0)
     precision.to_fp16(src, tmp_path / "h.onnx", check=False)
     assert sha256_file(src) == before and src.stat().st_mtime_ns == mtime
 
@@ -248,20 +254,20 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
     src.write_bytes(fp32.read_bytes())
     real = precision._quantize
 
-    def rewriting(copy, out, cache, activations):  # what a misbehaving library would do to the file it is handed
+    def rewriting(copy, out, cache, activations):  # the ort layout's quantizer  # what a misbehaving library would do to the file it is handed
         real(copy, out, cache, activations)
         with open(src, "ab") as f:
             f.write(b"\0")
 
     monkeypatch.setattr(precision, "_quantize", rewriting)
     with pytest.raises(precision.InputModifiedError, match="was modified during the conversion"):
-        precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8))
+        precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8), min_top1=0.0, layout="ort")
     assert not (tmp_path / "q.onnx").exists()
 
 
 def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_path, fp32, real_inputs):
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, summary = precision.to_int8(fp32, tmp_path / "u8.onnx", calib=calib, activations="uint8")
+    path, summary = precision.to_int8(fp32, tmp_path / "u8.onnx", calib=calib, min_top1=0.0, activations="uint8", layout="ort")
     assert summary["activations"].startswith("uint8 asymmetric")
     proto = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}

@@ -1,0 +1,204 @@
+"""The DenseNet-aware INT8 layout: explicit Q/DQ placed by dnet on an FP32 dnet export, from calibrated ranges.
+
+What :func:`densenet_layout` writes (the default of ``dnet convert --to onnx-int8`` and ``--precision int8``):
+
+- **One scale per dense block.** The block's input, every layer's new feature map, every concatenation, and the
+  tensor a pool turns into the block's input share one activation scale: the largest calibrated range among
+  them. The per-layer ``Concat(x0..xi)`` of the export becomes a chain ``Concat(C(i-1), x_i)``, and each Concat
+  reads DequantizeLinear inputs and writes one QuantizeLinear of that same scale, so re-quantizing a
+  concatenation is the identity: each feature map is rounded once, where it is produced, and TensorRT and ONNX
+  Runtime concatenate int8 bytes.
+- **Every convolution is an integer convolution.** Each Conv reads a DequantizeLinear of an int8 tensor and
+  writes straight into a QuantizeLinear, the pattern both runtimes fuse. The pre-activation BatchNormalizations
+  become the 1×1 depthwise convolutions that compute them (one weight per channel is exact in int8), so a
+  layer's BN runs as an integer convolution of the block's int8 concatenation.
+- **ReLU on the int8 grid.** With zero point 0, ``relu(Q(x)) == Q(relu(x))``: each ReLU after a convolution
+  reads that convolution's quantized output and is written ``DequantizeLinear -> LeakyRelu(alpha 0) ->
+  QuantizeLinear`` (same scale), which ONNX Runtime runs as a 256-entry table on int8 (QLinearLeakyRelu) and
+  TensorRT as an int8 pointwise layer.
+- Activations symmetric int8, zero points 0, weights int8 per output channel (axis 0), biases float, the
+  classifier's output float (quantized logits tie and clip): what TensorRT accepts, and only operators of
+  onnx-tensorrt's support list.
+
+``weight_bits=7`` keeps weights in ±63 (ONNX Runtime's ``reduce_range``): x86 CPUs without VNNI multiply u8×s8
+pairs into a saturating int16 (``vpmaddubsw``), and 255·63 + 255·63 < 32767 cannot saturate, so ONNX Runtime's
+fused kernels compute what the file says. TensorRT computes the file's arithmetic either way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, sort_topologically
+from dnet.errors import FileFormatError, UsageError
+
+QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
+WEIGHT_BITS = (7, 8)
+DEFAULT_WEIGHT_BITS = 7
+POOLS = ("AveragePool", "MaxPool")  # commute with a shared scale: their input joins their output's block
+ZERO_POINT = "qdq_zero_point_int8"
+
+
+@dataclass
+class Layout:
+    """What the rewrite did: per dense block its features and shared scale; counts for the metadata and tests."""
+
+    blocks: list[dict] = field(default_factory=list)
+    convs: int = 0  # integer convolutions (the depthwise BNs included)
+    quantized_tensors: int = 0
+    relus_on_int8: int = 0
+    weight_bits: int = DEFAULT_WEIGHT_BITS
+
+    def to_dict(self) -> dict:
+        return {"name": "densenet", "blocks": self.blocks, "convs": self.convs,
+                "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
+                "weight_bits": self.weight_bits}
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 0)
+
+
+def dense_blocks(proto: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
+    """The channel Concats of each dense block, in graph order (a block: a chain of Concats after chain_concats)."""
+    concats = [n for n in proto.graph.node if n.op_type == "Concat" and _axis(n) in (1, -3)]
+    outputs = {n.output[0]: n for n in concats}
+    blocks: list[list[onnx.NodeProto]] = []
+    member: dict[str, int] = {}
+    for n in concats:
+        b = member.get(n.input[0]) if n.input[0] in outputs else None
+        if b is None:
+            blocks.append([n])
+            b = len(blocks) - 1
+        else:
+            blocks[b].append(n)
+        member[n.output[0]] = b
+    return blocks
+
+
+def _absmax(ranges: dict[str, tuple[float, float]], name: str) -> float:
+    lo, hi = ranges[name]
+    return max(abs(float(lo)), abs(float(hi)))
+
+
+def _block_members(block: list[onnx.NodeProto], producer: dict[str, onnx.NodeProto]) -> list[str]:
+    """Every tensor that shares the block's scale: concat inputs and outputs, and what a pool makes its input from."""
+    names = [block[0].input[0], *(n.input[-1] for n in block), *(n.output[0] for n in block)]
+    first = producer.get(block[0].input[0])
+    while first is not None and first.op_type in POOLS:
+        names.append(first.input[0])
+        first = producer.get(first.input[0])
+    return names
+
+
+class _Writer:
+    """Adds Q/DQ nodes and their constants, naming them after the tensor they quantize."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.graph = proto.graph
+        self.inits = {t.name: t for t in proto.graph.initializer}
+        self.nodes: list[onnx.NodeProto] = []
+        self.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.int8), ZERO_POINT))
+
+    def scale(self, name: str, value: float) -> str:
+        self.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{name}_scale"))
+        return f"{name}_scale"
+
+    def q(self, x: str, y: str, scale: str) -> None:
+        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, ZERO_POINT], [y], name=f"{y}_Q"))
+
+    def dq(self, x: str, y: str, scale: str, zero_point: str = ZERO_POINT, axis: int | None = None) -> None:
+        kw = {} if axis is None else {"axis": axis}
+        self.nodes.append(helper.make_node("DequantizeLinear", [x, scale, zero_point], [y], name=f"{y}_DQ", **kw))
+
+    def weight(self, name: str, qmax: int) -> str:
+        """Per-output-channel symmetric int8 ``name`` (axis 0) behind a DequantizeLinear; returns its float name."""
+        w = numpy_helper.to_array(self.inits[name]).astype(np.float64)
+        amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax, qmax).astype(np.int8)
+        self.graph.initializer.extend([
+            numpy_helper.from_array(q, f"{name}_int8"),
+            numpy_helper.from_array(scale, f"{name}_wscale"),
+            numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{name}_wzero"),
+        ])
+        self.dq(f"{name}_int8", f"{name}_dq", f"{name}_wscale", f"{name}_wzero", axis=0)
+        return f"{name}_dq"
+
+
+def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
+                    weight_bits: int = DEFAULT_WEIGHT_BITS) -> Layout:
+    """Rewrite the FP32 DenseNet export ``proto`` in place into the DenseNet-aware Q/DQ layout (module doc).
+
+    ``ranges`` are calibrated (lowest, highest) values of the FP32 graph's tensors, keyed by name (the
+    calibration cache's); a tensor the layout needs without a range raises FileFormatError.
+    """
+    if weight_bits not in WEIGHT_BITS:
+        raise UsageError(f"INT8 weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got {weight_bits!r}",
+                         option="int8_weight_bits")
+    graph = proto.graph
+    layout = Layout(weight_bits=weight_bits)
+    chain_concats(proto)
+    bn_to_depthwise_conv(proto)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for i in node.input:
+            consumers[i].append(node)
+
+    def need(name: str, what: str) -> float:
+        if name not in ranges:
+            raise FileFormatError(f"the calibration has no range for {name!r} ({what}); calibrate this FP32 file again")
+        return _absmax(ranges, name) or 1.0
+
+    # 1. scales: one per dense block; every other convolution or classifier input its own
+    scale_of: dict[str, float] = {}
+    for b, block in enumerate(dense_blocks(proto)):
+        names = _block_members(block, producer)
+        amax = max(need(n, f"dense block {b + 1}") for n in names)
+        scale_of.update(dict.fromkeys(names, amax / QMAX))
+        layout.blocks.append({"block": b + 1, "features": len(block) + 1, "scale": amax / QMAX})
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm") and node.input[0] not in scale_of:
+            scale_of[node.input[0]] = need(node.input[0], f"the input of {node.op_type} {node.name}") / QMAX
+
+    # 2. a QuantizeLinear where each tensor is made, a DequantizeLinear for its readers
+    w = _Writer(proto)
+    for name, s in scale_of.items():
+        sname = w.scale(name, s)
+        relu = producer.get(name)
+        if relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1:
+            # conv -> Q -> DQ -> LeakyRelu(0) -> Q: relu(Q(x)) == Q(relu(x)); ONNX Runtime runs it as one int8 table
+            r = relu.input[0]
+            w.q(r, f"{r}_q", sname)
+            w.dq(f"{r}_q", f"{r}_dq", sname)
+            relu.input[0] = f"{r}_dq"
+            relu.op_type = "LeakyRelu"
+            relu.attribute.extend([helper.make_attribute("alpha", 0.0)])
+            layout.relus_on_int8 += 1
+        w.q(name, f"{name}_q", sname)
+        w.dq(f"{name}_q", f"{name}_dq", sname)
+        for node in consumers[name]:
+            for k, i in enumerate(node.input):
+                if i == name:
+                    node.input[k] = f"{name}_dq"
+        layout.quantized_tensors += 1
+    # 3. weights: int8 per output channel
+    qmax_w = 2 ** (weight_bits - 1) - 1
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm") and node.input[1] in w.inits:
+            node.input[1] = w.weight(node.input[1], qmax_w)
+            layout.convs += node.op_type == "Conv" and node.input[0] in {f"{n}_dq" for n in scale_of}
+    graph.node.extend(w.nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    del graph.value_info[:]
+    sort_topologically(proto)
+    return layout
