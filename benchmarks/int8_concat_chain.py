@@ -20,28 +20,6 @@ from pathlib import Path
 import onnx
 
 
-def chain_concats(proto: onnx.ModelProto) -> int:
-    """Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn) wherever the shorter Concat exists (same axis)."""
-    from dnet.converters.graph import sort_topologically
-
-    concats = [n for n in proto.graph.node if n.op_type == "Concat"]
-    axis = {n.output[0]: next((a.i for a in n.attribute if a.name == "axis"), None) for n in concats}
-    by_inputs = {}
-    for n in concats:
-        by_inputs.setdefault(tuple(n.input), n)
-    count = 0
-    for n in concats:
-        prev = by_inputs.get(tuple(n.input[:-1])) if len(n.input) > 2 else None
-        if prev is None or axis[prev.output[0]] != axis[n.output[0]]:
-            continue
-        last = n.input[-1]
-        del n.input[:]
-        n.input.extend([prev.output[0], last])
-        count += 1
-    sort_topologically(proto)
-    return count
-
-
 def main() -> None:
     from benchmarks.ort_profile import profile
     from benchmarks.photos import photo_crops, random_densenet
@@ -49,6 +27,7 @@ def main() -> None:
     from dnet.converters import export as onnx_export
     from dnet.converters import precision
     from dnet.converters.calibration import CalibrationSet
+    from dnet.converters.graph import chain_concats
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run as ort_run
@@ -71,7 +50,8 @@ def main() -> None:
         chained = chain_concats(proto)
         onnx.save(proto, str(tmp / "chained.onnx"))
         for graph, src in (("fresh concats (export)", fp32), (f"chained ({chained} rewritten)", tmp / "chained.onnx")):
-            q, _ = precision.to_int8(src, tmp / f"{src.stem}.int8.onnx", calib=calib, cache_path=tmp / f"{src.stem}.json")
+            q, _ = precision.to_int8(src, tmp / f"{src.stem}.int8.onnx", calib=calib, cache_path=tmp / f"{src.stem}.json",
+                                     layout="ort", check_images=0)  # the experiment is about the ort layout
             ref, got = ort_run(src, check), ort_run(q, check)
             for label, f in (("FP32", src), ("INT8 qdq-trt", q)):
                 p = profile(f, batch=8, threads=args.threads, runs=5)

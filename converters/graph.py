@@ -12,6 +12,14 @@ from onnx import numpy_helper
 from dnet.errors import FileFormatError
 
 
+def _bn_affine(node: onnx.NodeProto, inits: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel (scale, shift) an inference BatchNormalization computes: y = scale·x + shift."""
+    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+    gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in node.input[1:5])
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
 def bn_to_mul_add(proto: onnx.ModelProto) -> int:
     """Rewrite every inference BatchNormalization as a per-channel Mul and Add (returns how many).
 
@@ -26,10 +34,7 @@ def bn_to_mul_add(proto: onnx.ModelProto) -> int:
         if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(i in inits for i in node.input[1:5]):
             new_nodes.append(node)
             continue
-        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in node.input[1:5])
-        scale = gamma / np.sqrt(var + eps)
-        shift = beta - mean * scale
+        scale, shift = _bn_affine(node, inits)
         s_name, b_name = f"{node.name}_scale", f"{node.name}_shift"
         proto.graph.initializer.extend([
             numpy_helper.from_array(scale.astype(np.float32).reshape(1, -1, 1, 1), s_name),
@@ -57,10 +62,7 @@ def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
     for node in proto.graph.node:
         if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(i in inits for i in node.input[1:5]):
             continue
-        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in node.input[1:5])
-        scale = gamma / np.sqrt(var + eps)
-        shift = beta - mean * scale
+        scale, shift = _bn_affine(node, inits)
         w_name, b_name = f"{node.name}_dw_weight", f"{node.name}_dw_bias"
         proto.graph.initializer.extend([
             numpy_helper.from_array(scale.astype(np.float32).reshape(-1, 1, 1, 1), w_name),
