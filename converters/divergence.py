@@ -27,6 +27,7 @@ LOGITS = "logits"
 INT8_MIN_COSINE = 0.99
 INT8_MIN_TOP1 = 0.95
 INT8_CHECK_IMAGES = 64
+CHUNK = 16  # images per run: bounds the memory of a large model's stage outputs
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ def stage_outputs(model: str | os.PathLike | onnx.ModelProto, batch: np.ndarray,
     sess = session(private, fused=fused)
     inp = sess.get_inputs()[0]
     feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
-    results = sess.run([private.graph.output[0].name, *stages.values()], {inp.name: feed})
-    out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
-    return {**out, LOGITS: np.asarray(results[0], np.float32)}
+    names = [private.graph.output[0].name, *stages.values()]
+    chunks = [sess.run(names, {inp.name: feed[i:i + CHUNK]}) for i in range(0, len(feed), CHUNK)]
+    results = [np.concatenate([np.asarray(c[k], np.float32) for c in chunks]) for k in range(len(names))]
+    return {**dict(zip(stages, results[1:], strict=True)), LOGITS: results[0]}
 
 
 def first_divergence(rows: list[StageAgreement], bound: float) -> StageAgreement | None:

@@ -4,9 +4,11 @@ TensorRT 11 builds strongly typed networks only, so the types TensorRT runs are 
 
 - FP16: float16 computation (ONNX Runtime's float16 converter, the maintained copy of onnxconverter-common's),
   float32 at the model boundary by default, with the ops in ``FP16_KEEP_FLOAT32`` left in float32.
-- INT8: explicit QuantizeLinear/DequantizeLinear (onnxruntime.quantization, QDQ format): symmetric int8,
-  zero points 0, per-channel weights, activation ranges from calibration images (minmax, entropy,
-  percentile), cached per FP32 model so a second conversion is byte-identical and runs no calibration.
+- INT8: explicit QuantizeLinear/DequantizeLinear: symmetric int8, zero points 0, per-channel weights, activation
+  ranges from calibration images (minmax, entropy, percentile; onnxruntime.quantization's calibrator), cached per
+  FP32 model so a second conversion is byte-identical and runs no calibration. The Q/DQ layout is dnet's own
+  DenseNet layout (dnet.converters.qdq) or, with ``layout="ort"``, onnxruntime.quantization's. Every INT8 file is
+  checked against the FP32 file on held-out images (dnet.converters.divergence) before it is kept.
 
 The input file is never modified: quantization works on a private copy, and the input's sha256 is checked
 after every step.
@@ -65,8 +67,8 @@ INT8_OP_TYPES = ("Conv", "Gemm", "Concat", "AveragePool", "MaxPool", "Relu")
 INT8_QUANTIZE_BIAS = False  # (ONNX Runtime quantizes float biases itself when it fuses: nothing is lost)
 # Which Q/DQ layout writes the INT8 file. "densenet" (dnet.converters.qdq, the default): one scale per dense block, int8
 # concatenations, every convolution (and each pre-activation BN, as a depthwise convolution) an integer convolution
-# in both TensorRT and ONNX Runtime; measured 1.9-2x the FP32 file in ONNX Runtime on densenet121 (the "ort" layout
-# 1.1x). "ort": onnxruntime.quantization's QDQ placement, kept for comparison (benchmarks/int8_accuracy.py).
+# in both TensorRT and ONNX Runtime (benchmarks/inference_cpu.py). "ort": onnxruntime.quantization's QDQ placement,
+# kept for comparison (benchmarks/int8_accuracy.py, README Benchmarks).
 INT8_LAYOUTS = ("densenet", "ort")
 # Activations of the "ort" layout. "int8": symmetric, zero point 0 (TensorRT's). "uint8": asymmetric, for ONNX Runtime
 # on x86 only (its CPU kernels are u8 x s8); the densenet layout reaches the same speed with int8 activations.

@@ -30,11 +30,34 @@ def test_convert_to_int8_lists_the_kept_files(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
     code, out, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 10,
-                         "--calib-method", "percentile", "-o", tmp_path / "tiny.int8.onnx", "-q")
+                         "--calib-method", "percentile", "-o", tmp_path / "tiny.int8.onnx", "-q",
+                         "--int8-min-top1", 0)  # random weights: near-tied logits
     assert code == 0, err
+    assert "INT8 check on 3 held-out images (the file's arithmetic): top-1 agreement " in out
     assert "kept    " in out and "tiny.onnx" in out and "tiny.calib.json" in out
     assert "output  " in out and "intermediate files are kept beside the output" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.calib.json", "tiny.int8.onnx", "tiny.onnx", "tiny.pth"]
+
+
+def test_int8_check_bounds_and_their_defaults_are_in_help():
+    code, out, _ = run("convert", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for option, default in (("--int8-min-cosine", "0.99"), ("--int8-min-top1", "0.95"), ("--int8-check-images", "64"),
+                            ("--int8-layout", "densenet"), ("--int8-weight-bits", "7")):
+        assert option in flat and f"[default: {default}]" in flat.split(option, 1)[1].split("--", 1)[0], option
+
+
+def test_int8_below_its_bound_is_refused_with_status_3_and_no_file(tmp_path, fast):
+    src = tiny_checkpoint(tmp_path)
+    calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 10,
+                       "-o", tmp_path / "tiny.int8.onnx", "--int8-min-cosine", 1.0, "-q")
+    assert code == 3
+    line = one_error_line(err)
+    assert line.startswith("dnet: error: INT8 check failed on 3 held-out images: ") and "(bound 1.0)" in line
+    assert "the divergence first appears at " in line and "no INT8 file was written" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.calib.json", "tiny.onnx", "tiny.pth"]
 
 
 def test_empty_calibration_folder(tmp_path, fast):
