@@ -45,7 +45,7 @@ def test_int8_check_bounds_and_their_defaults_are_in_help():
     flat = " ".join(out.split())
     for option, default in (("--int8-min-cosine", "0.99"), ("--int8-min-top1", "0.95"), ("--int8-check-images", "64"),
                             ("--int8-layout", "densenet"), ("--int8-weight-bits", "7")):
-        assert option in flat and f"[default: {default}]" in flat.split(option, 1)[1].split("--", 1)[0], option
+        assert option in flat and f"[default: {default}" in flat.split(option, 1)[1][:200], option
 
 
 def test_int8_below_its_bound_is_refused_with_status_3_and_no_file(tmp_path, fast):
