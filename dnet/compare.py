@@ -14,16 +14,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from dnet import engines
+from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.converters.calibration import read_folder
-from dnet.converters.divergence import LOGITS
-from dnet.converters.divergence import stage_outputs as onnx_stage_outputs
 from dnet.engines.base import KINDS
+from dnet.engines.onnxruntime import session
 from dnet.errors import UsageError
 from dnet.loading import load
 from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
+
+LOGITS = "logits"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,26 @@ def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     return {**outs, LOGITS: logits}
 
 
+def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
+    proto = read_model(path)
+    meta = read_meta(proto)
+    stages: dict[str, str] = dict((meta.extra.get("stages") or {}) if meta is not None else {})
+    produced = {o for n in proto.graph.node for o in n.output}
+    stages = {s: t for s, t in stages.items() if t in produced}
+    if stages:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+        for tensor in stages.values():
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, types.get(tensor, onnx.TensorProto.FLOAT), None))
+    sess = session(proto)
+    inp = sess.get_inputs()[0]
+    feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
+    names = [proto.graph.output[0].name, *stages.values()]
+    results = sess.run(names, {inp.name: feed})
+    out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
+    return {**out, LOGITS: np.asarray(results[0], np.float32)}
+
+
 def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Per-stage outputs (in order) and the logits of the model file ``path`` on ``batch``."""
     path = Path(path)
@@ -62,7 +85,7 @@ def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.nd
     if kind == "torch":
         return _torch_stages(path, batch)
     if kind == "onnxruntime":
-        return onnx_stage_outputs(path, batch)
+        return _onnx_stages(path, batch)
     with engines.open(path) as eng:
         return {LOGITS: eng(batch)}
 
