@@ -190,10 +190,11 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
         layout.quantized_tensors += 1
     # 3. weights: int8 per output channel
     qmax_w = 2 ** (weight_bits - 1) - 1
+    dequantized = {f"{n}_dq" for n in scale_of}
     for node in graph.node:
         if node.op_type in ("Conv", "Gemm") and node.input[1] in w.inits:
             node.input[1] = w.weight(node.input[1], qmax_w)
-            layout.convs += node.op_type == "Conv" and node.input[0] in {f"{n}_dq" for n in scale_of}
+            layout.convs += node.op_type == "Conv" and node.input[0] in dequantized
     graph.node.extend(w.nodes)
     used = {i for n in graph.node for i in n.input}
     keep = [t for t in graph.initializer if t.name in used]
