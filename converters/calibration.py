@@ -54,12 +54,17 @@ def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int, *, 
     """
     files = list_images(folder, what="calibration folder")
     calib, check = split(len(files), count, held_out)
+    return read_images([files[i] for i in (check if checking else calib)], spec)
+
+
+def read_images(files: list[Path], spec: PreprocessSpec, what: str = "calibration image") -> np.ndarray:
+    """Image files through ``spec`` as float32 N×3×H×W; an undecodable one raises a DataError naming it (``what``)."""
     out = []
-    for i in check if checking else calib:
+    for path in files:
         try:
-            img = open_image(files[i])
+            img = open_image(path)
         except DataError as e:
-            raise DataError(f"calibration image {e}") from None
+            raise DataError(f"{what} {e}") from None
         if spec.resize is None and img.size != (spec.input_size, spec.input_size):
             # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
             img = img.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)

@@ -109,3 +109,74 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: np.ndar
             f"(bound {min_top1:.0%}), cosine {result['cosine']:.4f} (bound {min_cosine}){where}; no INT8 file was "
             "written (calibrate on more or other images, try the percentile calibration method, or lower the bounds)")
     return result
+
+
+# --- per layer ----------------------------------------------------------------------------------------------
+
+LAYER_CHUNK = 8  # images per run when every layer's input and output are taken (a DenseNet-121: ~60 MB an image)
+
+
+@dataclass(frozen=True)
+class LayerDivergence:
+    """One layer of an INT8 file against the FP32 file: relative L2 error of its float output and of its input."""
+
+    layer: str
+    rel_error: float
+    input_rel_error: float
+
+    @property
+    def added(self) -> float:
+        """The relative error the layer adds to that of the input it was fed (what ranks its sensitivity)."""
+        return self.rel_error - self.input_rel_error
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "rel_error": self.rel_error, "input_rel_error": self.input_rel_error,
+                "added": self.added}
+
+
+def _taps(proto: onnx.ModelProto, layers: list[str], outputs: dict[str, str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A private copy of ``proto`` whose outputs add, per layer, the tensor its node reads and the one it writes."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    private = onnx.ModelProto()
+    private.CopyFrom(proto)
+    graph_inputs = {i.name for i in proto.graph.input}
+    names = []
+    for layer in layers:
+        node = producer[outputs[layer]]
+        names += [node.input[0], node.output[0]]
+    for t in dict.fromkeys(names):
+        if t not in graph_inputs and t not in {o.name for o in private.graph.output}:
+            private.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    return private, names
+
+
+def layer_divergence(fp32: onnx.ModelProto, int8: onnx.ModelProto, layers: dict[str, str],
+                     images: np.ndarray) -> list[LayerDivergence]:
+    """Each layer of ``int8`` against ``fp32`` on ``images``, most error added first (network order breaks ties).
+
+    ``layers`` maps a layer's name to the float tensor its node writes, the same name in both graphs (what the Q/DQ
+    rewrite keeps; dnet.converters.qdq.layers). Measured once, in the INT8 file's own arithmetic (unfused): each
+    layer is fed its own file's input, so a layer's ``added`` error is its own weights' and output's rounding, not
+    its predecessors'. The same measure as ``dnet compare --per-layer``.
+    """
+    names = list(layers)
+    (ref_proto, ref_t), (got_proto, got_t) = _taps(fp32, names, layers), _taps(int8, names, layers)
+    ref_sess, got_sess = session(ref_proto, fused=False), session(got_proto, fused=False)
+    sums = np.zeros((len(names), 2, 2))  # layer, (input, output), (|ref|², |Δ|²)
+    for start in range(0, len(images), LAYER_CHUNK):
+        feed = images[start:start + LAYER_CHUNK]
+        values = []
+        for sess, taps in ((ref_sess, ref_t), (got_sess, got_t)):
+            inp = sess.get_inputs()[0].name
+            wanted = [t for t in dict.fromkeys(taps) if t != inp]
+            got = dict(zip(wanted, sess.run(wanted, {inp: feed}), strict=True))
+            got[inp] = feed
+            values.append([np.asarray(got[t], np.float64) for t in taps])
+        for k in range(len(names)):
+            for side in (0, 1):
+                a, b = values[0][2 * k + side], values[1][2 * k + side]
+                sums[k, side] += (np.sum(a * a), np.sum((b - a) ** 2))
+    rel = np.sqrt(sums[..., 1]) / np.maximum(np.sqrt(sums[..., 0]), 1e-30)
+    rows = [LayerDivergence(n, float(rel[k, 1]), float(rel[k, 0])) for k, n in enumerate(names)]
+    order = sorted(range(len(rows)), key=lambda k: (-rows[k].added, k))
+    return [rows[k] for k in order]

@@ -21,6 +21,7 @@ from dnet.checkpoint import save_checkpoint
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
+from dnet.converters.mixed import ValidationSet, check_options, model_layers, resolve
 from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
@@ -55,6 +56,10 @@ class ConvertOptions:
     int8_check_images: int = INT8_CHECK_IMAGES  # held-out images the INT8 file is checked on (0: no check)
     int8_min_cosine: float = INT8_MIN_COSINE
     int8_min_top1: float = INT8_MIN_TOP1
+    int8_exclude: tuple[str, ...] = ()  # layer name patterns left in higher precision (converters.mixed)
+    int8_fallback: str | None = None  # their precision: fp32 or fp16; None: fp16 for TensorRT, fp32 for ONNX
+    val: ValidationSet | None = None  # images the INT8 drop in top-1 accuracy is measured on
+    max_drop: float | None = None  # points: leave the most sensitive layers in float until the drop is within it
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
     profile: tuple[int, int, int] = PROFILE
     workspace_mib: int | None = None
@@ -90,6 +95,12 @@ class ConvertOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                              option="precision")
+        check_options(self.int8_layout, self.int8_exclude, self.int8_fallback, self.val, self.max_drop)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the INT8 file's precision is chosen per layer (by hand or by accuracy control)."""
+        return bool(self.int8_exclude) or self.val is not None
 
 
 def names_for(out: Path) -> dict[str, Path]:
@@ -168,6 +179,19 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
     if target == "trt" and opts.int8_activations != "int8":
         raise UsageError("TensorRT needs int8 activations with zero point 0, not uint8", option="int8_activations")
+    if opts.mixed and _typed_target(target, opts) != "int8":
+        raise UsageError("layers in higher precision and accuracy control are for INT8 files (--to onnx-int8, or trt "
+                         "with int8 precision)", option="val" if opts.val is not None else "int8_exclude")
+    if opts.val is not None:
+        opts.val.open(None)  # a missing or empty folder is refused before any work; the class count once it is known
+
+
+def _check_layers(model, opts: ConvertOptions) -> None:
+    """Refuse, before the export, a mixed-precision request the model cannot meet (patterns, class count)."""
+    if opts.mixed:
+        resolve(opts.int8_exclude, model_layers(model))
+        if opts.val is not None:
+            opts.val.open(model.config.num_classes)
 
 
 def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike,
@@ -200,6 +224,8 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         fp32 = src
     else:
         model = load(src)
+        if typed_target == "int8":
+            _check_layers(model, opts)
         meta = model_meta(model, input_size=opts.input_size, source=src.name, source_sha256=sha256_file(src),
                           preprocess=_spec(opts))
         spec = meta.preprocess
@@ -223,7 +249,9 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
                                  spec=spec, progress=opts.progress, activations=opts.int8_activations,
                                  layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
                                  check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
-                                 min_top1=opts.int8_min_top1)
+                                 min_top1=opts.int8_min_top1, exclude=opts.int8_exclude,
+                                 fallback=opts.int8_fallback or ("fp16" if target == "trt" else "fp32"),
+                                 val=opts.val, max_drop=opts.max_drop)
         if summaries is not None:
             summaries["int8"] = summary
         written += [cache, typed]

@@ -20,6 +20,17 @@ What :func:`densenet_layout` writes (the default of ``dnet convert --to onnx-int
   classifier's output float (quantized logits tie and clip): what TensorRT accepts, and only operators of
   onnx-tensorrt's support list.
 
+**Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.mixed``, or
+``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
+:mod:`dnet.converters.convs`) or the ``classifier``. An excluded layer keeps its weights in float and computes in float:
+``fallback="fp32"`` (the default for ONNX files), or ``"fp16"`` (for TensorRT, which then runs it in FP16): its float
+input is ``Cast`` to float16, its weights and bias are float16 initializers, and its output is ``Cast`` back to float32.
+Around it, a tensor is quantized only where an integer operation still reads it: the input an excluded convolution
+alone reads stays float (so the layer before it writes float), and an output that a dense block's concatenation reads
+is still quantized into the block's shared grid before the concatenation (so the chained int8 concatenations stay
+exact; the rounding of a new feature map to the block's grid is the one loss excluding its convolution cannot undo).
+The file stays explicit Q/DQ and strongly typed: every precision is in the graph, none in a builder flag.
+
 ``weight_bits=7`` keeps weights in ±63 (ONNX Runtime's ``reduce_range``): x86 CPUs without VNNI multiply u8×s8
 pairs into a saturating int16 (``vpmaddubsw``), and 255·63 + 255·63 < 32767 cannot saturate, so ONNX Runtime's
 fused kernels compute what the file says. TensorRT computes the file's arithmetic either way.
@@ -28,12 +39,14 @@ fused kernels compute what the file says. TensorRT computes the file's arithmeti
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
+from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, sort_topologically
 from dnet.errors import FileFormatError, UsageError
 
@@ -42,6 +55,8 @@ WEIGHT_BITS = (7, 8)
 DEFAULT_WEIGHT_BITS = 7
 POOLS = ("AveragePool", "MaxPool")  # commute with a shared scale: their input joins their output's block
 ZERO_POINT = "qdq_zero_point_int8"
+FALLBACKS = ("fp32", "fp16")  # the precision of an excluded layer
+CLASSIFIER = "classifier"
 
 
 @dataclass
@@ -53,11 +68,34 @@ class Layout:
     quantized_tensors: int = 0
     relus_on_int8: int = 0
     weight_bits: int = DEFAULT_WEIGHT_BITS
+    excluded: list[str] = field(default_factory=list)  # layers left in float, in network order
+    fallback: str = FALLBACKS[0]
 
     def to_dict(self) -> dict:
-        return {"name": "densenet", "blocks": self.blocks, "convs": self.convs,
-                "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
-                "weight_bits": self.weight_bits}
+        d = {"name": "densenet", "blocks": self.blocks, "convs": self.convs,
+             "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
+             "weight_bits": self.weight_bits}
+        if self.excluded:
+            d.update(excluded=self.excluded, fallback=self.fallback)
+        return d
+
+
+def layers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """The layers an INT8 file can leave in float, by name in network order: each convolution whose weight names its
+    DenseNet module (:mod:`dnet.converters.convs`), and the ``classifier`` (the Gemm whose weight is
+    ``classifier.weight``). A pre-activation BN's depthwise convolution is not one: its int8 weights are exact."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    found: dict[str, onnx.NodeProto] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            name = module_of_weight(weight_name(node, producers))
+        elif node.op_type == "Gemm" and len(node.input) > 1:
+            name = CLASSIFIER if weight_name(node, producers).startswith(f"{CLASSIFIER}.weight") else None
+        else:
+            continue
+        if name is not None and name not in found:
+            found[name] = node
+    return found
 
 
 def _axis(node: onnx.NodeProto) -> int:
@@ -79,6 +117,12 @@ def dense_blocks(proto: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
             blocks[b].append(n)
         member[n.output[0]] = b
     return blocks
+
+
+def _some(named: dict, n: int = 4) -> str:
+    names = list(named)
+    shown = ", ".join(names[:n]) + (f", … {names[-1]}" if len(names) > n else "")
+    return f"{len(names)}: {shown}"
 
 
 def _absmax(ranges: dict[str, tuple[float, float]], name: str) -> float:
@@ -130,19 +174,42 @@ class _Writer:
         self.dq(f"{name}_int8", f"{name}_dq", f"{name}_wscale", f"{name}_wzero", axis=0)
         return f"{name}_dq"
 
+    def float16(self, node: onnx.NodeProto) -> None:
+        """Make ``node`` compute in float16 between two Casts: float16 copies of its weight and bias."""
+        for k in range(1, len(node.input)):
+            if node.input[k] in self.inits:
+                w = numpy_helper.to_array(self.inits[node.input[k]]).astype(np.float16)
+                self.graph.initializer.append(numpy_helper.from_array(w, f"{node.input[k]}_fp16"))
+                node.input[k] = f"{node.input[k]}_fp16"
+        x, y = node.input[0], node.output[0]
+        self.nodes.append(helper.make_node("Cast", [x], [f"{y}_in_fp16"], name=f"{y}_in_Cast", to=TensorProto.FLOAT16))
+        self.nodes.append(helper.make_node("Cast", [f"{y}_fp16"], [y], name=f"{y}_Cast", to=TensorProto.FLOAT))
+        node.input[0], node.output[0] = f"{y}_in_fp16", f"{y}_fp16"
+
 
 def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
-                    weight_bits: int = DEFAULT_WEIGHT_BITS) -> Layout:
+                    weight_bits: int = DEFAULT_WEIGHT_BITS, exclude: Iterable[str] = (),
+                    fallback: str = FALLBACKS[0]) -> Layout:
     """Rewrite the FP32 DenseNet export ``proto`` in place into the DenseNet-aware Q/DQ layout (module doc).
 
     ``ranges`` are calibrated (lowest, highest) values of the FP32 graph's tensors, keyed by name (the
-    calibration cache's); a tensor the layout needs without a range raises FileFormatError.
+    calibration cache's); a tensor the layout needs without a range raises FileFormatError. ``exclude`` names
+    layers (:func:`layers`) left in ``fallback`` precision (fp32 or fp16).
     """
     if weight_bits not in WEIGHT_BITS:
         raise UsageError(f"INT8 weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got {weight_bits!r}",
                          option="int8_weight_bits")
+    if fallback not in FALLBACKS:
+        raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got {fallback!r}",
+                         option="int8_fallback")
     graph = proto.graph
-    layout = Layout(weight_bits=weight_bits)
+    named = layers(proto)
+    unknown = sorted(set(exclude) - set(named))
+    if unknown:
+        raise UsageError(f"no layer named {unknown[0]!r} in this model (its layers: {_some(named)})",
+                         option="int8_exclude")
+    floats = {named[n].output[0] for n in exclude}  # by output: the rewrites below copy the nodes
+    layout = Layout(weight_bits=weight_bits, excluded=[n for n in named if n in set(exclude)], fallback=fallback)
     chain_concats(proto)
     bn_to_depthwise_conv(proto)
     producer = {o: n for n in graph.node for o in n.output}
@@ -163,8 +230,9 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
         amax = max(need(n, f"dense block {b + 1}") for n in names)
         scale_of.update(dict.fromkeys(names, amax / QMAX))
         layout.blocks.append({"block": b + 1, "features": len(block) + 1, "scale": amax / QMAX})
+    block_tensors = set(scale_of)
     for node in graph.node:
-        if node.op_type in ("Conv", "Gemm") and node.input[0] not in scale_of:
+        if node.op_type in ("Conv", "Gemm") and node.output[0] not in floats and node.input[0] not in scale_of:
             scale_of[node.input[0]] = need(node.input[0], f"the input of {node.op_type} {node.name}") / QMAX
 
     # 2. a QuantizeLinear where each tensor is made, a DequantizeLinear for its readers
@@ -192,9 +260,13 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     qmax_w = 2 ** (weight_bits - 1) - 1
     dequantized = {f"{n}_dq" for n in scale_of}
     for node in graph.node:
-        if node.op_type in ("Conv", "Gemm") and node.input[1] in w.inits:
+        if node.output[0] in floats:
+            if fallback == "fp16":
+                w.float16(node)
+        elif node.op_type in ("Conv", "Gemm") and node.input[1] in w.inits:
             node.input[1] = w.weight(node.input[1], qmax_w)
             layout.convs += node.op_type == "Conv" and node.input[0] in dequantized
+    assert block_tensors <= set(scale_of)  # an excluded layer's output still joins its block's int8 grid
     graph.node.extend(w.nodes)
     used = {i for n in graph.node for i in n.input}
     keep = [t for t in graph.initializer if t.name in used]

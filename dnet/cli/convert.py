@@ -12,11 +12,21 @@ from dnet.cli.main import reports_errors, warn
 from dnet.cli.options import default, parse_profile
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
+from dnet.converters.mixed import ValidationSet
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
 from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS
-from dnet.converters.qdq import WEIGHT_BITS
+from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
 from dnet.errors import UsageError
 from dnet.table import format_table
+
+
+def accuracy_line(acc: dict) -> str:
+    """The measured drop and the layers in higher precision, on one line (convert and inspect print it)."""
+    bound = f" (bound {acc['max_drop']:g})" if acc.get("max_drop") is not None else ""
+    kept = (f"{len(acc['excluded'])} layer{'s' * (len(acc['excluded']) != 1)} in {acc['fallback'].upper()}: "
+            + ", ".join(acc["excluded"])) if acc["excluded"] else "every layer INT8"
+    return (f"INT8 drop on {acc['images']} validation images ({acc['basis']}): {acc['drop']:.2f} points{bound}, "
+            f"{acc['fp32_top1']:.2f}% → {acc['int8_top1']:.2f}%; {kept}")
 
 PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 
@@ -45,6 +55,18 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               show_default=True, help="INT8 check: least cosine of its logits with FP32's.")
 @click.option("--int8-min-top1", type=click.FloatRange(0, 1), default=default(ConvertOptions, "int8_min_top1"),
               show_default=True, help="INT8 check: least top-1 agreement with FP32.")
+@click.option("--int8-exclude", multiple=True, metavar="PATTERN",
+              help="Leave the layers this pattern names (denseblock3.denselayer7.conv2, 'transition*', classifier) in "
+              "higher precision; repeatable.")
+@click.option("--int8-fallback", type=click.Choice(FALLBACKS), default=None,
+              help="Precision of the layers left out of INT8 [default: fp16 for --to trt, else fp32].")
+@click.option("--val", type=click.Path(path_type=Path),
+              help="Validation images (one subfolder per class, or images alone): the INT8 drop is measured on them.")
+@click.option("--val-count", type=click.IntRange(min=1), default=default(ValidationSet, "count"), show_default=True,
+              help="Validation images used, evenly spread over the folder.")
+@click.option("--max-drop", type=click.FloatRange(min=0), metavar="PTS",
+              help="Accuracy control: leave the most sensitive layers in higher precision until INT8 loses at most "
+              "PTS points of top-1 accuracy on --val.")
 @click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
@@ -61,7 +83,8 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
-                int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, opset,
+                int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
+                int8_fallback, val, val_count, max_drop, opset,
                 input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
                 version_compatible, hardware_compat, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
@@ -76,7 +99,9 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
         src, src_format=src_format, target=target, out=out, summaries=summaries, calib=calib_set,
         calib_method=calib_method, calib_cache=calib_cache, int8_activations=int8_activations,
         int8_layout=int8_layout, int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images,
-        int8_min_cosine=int8_min_cosine, int8_min_top1=int8_min_top1, opset=opset, input_size=input_size,
+        int8_min_cosine=int8_min_cosine, int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
+        int8_fallback=int8_fallback, val=ValidationSet(val, val_count) if val is not None else None,
+        max_drop=max_drop, opset=opset, input_size=input_size,
         preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compat=hardware_compat,
@@ -91,5 +116,8 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
                    f"(bounds {check['min_top1']:.0%}, {check['min_cosine']})")
     elif check:
         warn(f"INT8 file not checked: {check['skipped']}")
+    accuracy = summaries.get("int8", {}).get("accuracy")
+    if accuracy:
+        click.echo(accuracy_line(accuracy))
     if len(written) > 1:
         click.echo(f"intermediate files are kept beside the output in {written[-1].parent}")

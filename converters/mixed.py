@@ -1,0 +1,242 @@
+"""Mixed precision under an accuracy bound: which layers of an INT8 file stay in float, chosen by hand or by a search.
+
+``dnet convert --to onnx-int8 --val DIR --max-drop PTS`` quantises every layer, measures the drop on the validation
+images, and while the drop exceeds ``PTS`` leaves one more layer in float (FP32, or FP16 for TensorRT: see
+dnet.converters.qdq), until the bound holds. ``--int8-exclude PATTERN`` names layers by hand.
+
+- **The drop** is the FP32 file's top-1 accuracy minus the INT8 file's, in points, on the ``--val`` images, the INT8
+  file run in its own arithmetic (Q/DQ unfused: what TensorRT computes). Labels come from one subfolder per class
+  (sorted names are the class indices, as ``dnet eval --dataset folder`` reads them). A folder of images without class
+  subfolders has no labels: the drop is then 100 minus the INT8 file's top-1 agreement with the FP32 file, in points.
+- **The search** is greedy, one layer a step: the layers are ranked once, by the relative error each adds to the error
+  of the input it was fed in the all-INT8 file (dnet.converters.divergence.layer_divergence, the measure of ``dnet
+  compare --per-layer``), and the next layer in that order is left in float until the drop is within the bound. Then
+  each layer the search added is tried back in INT8 (least sensitive first) and stays INT8 where the bound still
+  holds, since the ranking is only an estimate. Before searching, the drop with every layer in float is measured:
+  what remains then is the dense blocks' int8 feature maps (a block's concatenation stays on its int8 grid); a bound
+  that this does not meet is refused at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from dnet.converters.calibration import pick, read_images
+from dnet.converters.convs import CONV_NAME
+from dnet.converters.divergence import layer_divergence
+from dnet.converters.qdq import CLASSIFIER, FALLBACKS
+from dnet.data.images import list_images
+from dnet.data.specs import PreprocessSpec
+from dnet.engines.onnxruntime import session
+from dnet.errors import AccuracyError, DataError, UsageError
+
+RUN_CHUNK = 32  # images per ONNX Runtime run when measuring accuracy
+RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on (evenly spread)
+
+
+def check_options(layout: str, exclude: Iterable[str], fallback: str | None, val: ValidationSet | None,
+                  max_drop: float | None) -> None:
+    """Refuse a mixed-precision request that no model could meet (``fallback`` None: the caller picks one)."""
+    if layout != "densenet" and (tuple(exclude) or val is not None or max_drop is not None):
+        raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
+                         option="int8_layout")
+    if fallback is not None and fallback not in FALLBACKS:
+        raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got {fallback!r}",
+                         option="int8_fallback")
+    if max_drop is not None and not max_drop >= 0:
+        raise UsageError(f"the accuracy bound must be 0 points or more, got {max_drop}", option="max_drop")
+    if max_drop is not None and val is None:
+        raise UsageError("an accuracy bound needs validation images to measure the drop on: give their folder",
+                         option="val")
+
+
+# --- the validation images --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """A folder of validation images: one subfolder per class (labels), or images alone (agreement with FP32)."""
+
+    folder: Path
+    count: int | None = 1000  # evenly spread over the folder; None: every image
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.count <= 0:
+            raise UsageError(f"the number of validation images must be positive, got {self.count}", option="val_count")
+
+    def open(self, num_classes: int | None) -> Validation:
+        """List the images and their labels (nothing decoded); a class count unlike the model's is refused."""
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            raise DataError(f"validation folder {folder} does not exist or is not a folder")
+        try:
+            classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as e:
+            raise DataError(f"validation folder {folder} cannot be read ({e.strerror})") from None
+        if not classes:
+            files, labels = list_images(folder, recursive=False, what="validation folder"), None
+        else:
+            files, found = [], []
+            for index, cls in enumerate(classes):
+                inside = list_images(folder / cls, what="validation class folder")
+                files += inside
+                found += [index] * len(inside)
+            labels = np.asarray(found, np.int64)
+            if num_classes is not None and len(classes) != num_classes:
+                raise DataError(f"the model has {num_classes} classes but the validation folder {folder} has "
+                                f"{len(classes)} class subfolders; give one subfolder per class (sorted names are "
+                                "the class indices), or images without subfolders (then the drop is measured as "
+                                "agreement with FP32)")
+        chosen = pick(len(files), self.count) if self.count is not None else np.arange(len(files))
+        return Validation(folder, [files[i] for i in chosen], labels[chosen] if labels is not None else None)
+
+
+@dataclass(frozen=True)
+class Validation:
+    folder: Path
+    files: list[Path]
+    labels: np.ndarray | None  # None: no class subfolders
+
+    @property
+    def basis(self) -> str:
+        return "labels (one subfolder per class)" if self.labels is not None else "top-1 agreement with FP32 (no labels)"
+
+    def load(self, spec: PreprocessSpec) -> np.ndarray:
+        return read_images(self.files, spec, what="validation image")
+
+
+# --- layers ---------------------------------------------------------------------------------------------------
+
+
+def model_layers(model) -> list[str]:
+    """The layer names a dnet DenseNet's INT8 file will have (qdq.layers), from its modules: checked before export."""
+    import torch
+
+    names = [n.removeprefix("features.") for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    names = [n for n in names if CONV_NAME.fullmatch(n)]
+    return names + [CLASSIFIER] if isinstance(getattr(model, CLASSIFIER, None), torch.nn.Linear) else names
+
+
+def resolve(patterns: Iterable[str], layers: list[str]) -> list[str]:
+    """The layers (network order) matched by shell-style ``patterns`` (``denseblock3.*``, ``transition?.conv``); a
+    pattern that matches no layer is refused."""
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(layers, pattern)
+        if not hits:
+            shown = ", ".join(layers[:3]) + (f", … {layers[-1]}" if len(layers) > 3 else "")
+            raise UsageError(f"the exclude pattern {pattern!r} names no layer of this model (its {len(layers)} layers: "
+                             f"{shown})", option="int8_exclude")
+        chosen.update(hits)
+    return [n for n in layers if n in chosen]
+
+
+# --- accuracy ---------------------------------------------------------------------------------------------------
+
+
+def predictions(model: str | os.PathLike | onnx.ModelProto, images: np.ndarray, *, fused: bool = True) -> np.ndarray:
+    """Top-1 class of each image (ONNX Runtime, in chunks)."""
+    sess = session(model, fused=fused)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: images[i:i + RUN_CHUNK]})[0].argmax(1)
+                           for i in range(0, len(images), RUN_CHUNK)])
+
+
+@dataclass(frozen=True)
+class Drop:
+    fp32_top1: float  # % (with no labels: 100, FP32's agreement with itself)
+    int8_top1: float  # % (with no labels: agreement with FP32)
+    images: int
+
+    @property
+    def points(self) -> float:
+        return self.fp32_top1 - self.int8_top1
+
+
+def drop(fp32_pred: np.ndarray, int8_pred: np.ndarray, labels: np.ndarray | None) -> Drop:
+    truth = labels if labels is not None else fp32_pred
+    return Drop(100.0 * float(np.mean(fp32_pred == truth)), 100.0 * float(np.mean(int8_pred == truth)), len(truth))
+
+
+# --- the search -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What accuracy control did: the layers left in float, the drop measured, and each step of the search."""
+
+    excluded: list[str]  # network order
+    drop: Drop
+    by_hand: list[str] = field(default_factory=list)
+    max_drop: float | None = None
+    floor: float | None = None  # drop with every layer in float (measured only when a search ran)
+    ranking: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+
+    def to_dict(self, val: Validation, fallback: str) -> dict:
+        d = {"val": str(val.folder), "images": self.drop.images, "basis": val.basis,
+             "fp32_top1": self.drop.fp32_top1, "int8_top1": self.drop.int8_top1, "drop": self.drop.points,
+             "max_drop": self.max_drop, "excluded": self.excluded, "fallback": fallback,
+             "excluded_by_hand": self.by_hand}
+        if self.steps:
+            d["search"] = {"ranked_by": "error added per layer (dnet.converters.divergence.layer_divergence), "
+                                        f"measured once on {min(RANKING_IMAGES, self.drop.images)} validation images",
+                           "floor": self.floor, "ranking": self.ranking, "steps": self.steps,
+                           "evaluations": len(self.steps) + 2}
+        return d
+
+
+def control(build: Callable[[list[str]], onnx.ModelProto], fp32: onnx.ModelProto, layers: dict[str, str],
+            images: np.ndarray, labels: np.ndarray | None, *, by_hand: Iterable[str] = (),
+            max_drop: float | None = None) -> tuple[onnx.ModelProto, Outcome]:
+    """The INT8 graph that meets ``max_drop`` with the fewest layers in float the search finds (module doc).
+
+    ``build(excluded)`` makes the INT8 graph with those layers in float; ``layers`` maps every layer (network order)
+    to the float tensor its node writes in ``fp32`` (and in the INT8 graph). ``max_drop`` None measures the drop of
+    ``build(by_hand)`` only. Raises AccuracyError when even every layer in float exceeds ``max_drop``.
+    """
+    fp32_pred = predictions(fp32, images)
+
+    def measure(excluded: list[str]) -> tuple[onnx.ModelProto, Drop]:
+        proto = build(excluded)
+        return proto, drop(fp32_pred, predictions(proto, images, fused=False), labels)
+
+    excluded = [n for n in layers if n in set(by_hand)]
+    proto, d = measure(excluded)
+    outcome = Outcome(excluded, d, list(excluded), max_drop)
+    if max_drop is None or d.points <= max_drop:
+        return proto, outcome
+    _, floor = measure(list(layers))
+    outcome.floor = floor.points
+    if floor.points > max_drop:
+        raise AccuracyError(
+            f"the accuracy bound cannot be met: INT8 drops {d.points:.2f} points on {d.images} validation images "
+            f"({d.fp32_top1:.2f}% → {d.int8_top1:.2f}%), and still {floor.points:.2f} with all {len(layers)} layers "
+            f"in float (what remains is the dense blocks' int8 feature maps), above the bound of {max_drop:g}; "
+            "no INT8 file was written (allow a larger drop, or calibrate on more or other images)")
+    sample = images[pick(len(images), RANKING_IMAGES)]
+    ranked = layer_divergence(fp32, proto, {n: t for n, t in layers.items() if n not in excluded}, sample)
+    outcome.ranking = [r.to_dict() for r in ranked]
+    added: list[str] = []
+    for r in ranked:
+        added.append(r.layer)
+        proto, d = measure(excluded + added)
+        outcome.steps.append({"exclude": r.layer, "drop": d.points})
+        if d.points <= max_drop:
+            break
+    for name in reversed(added[:-1]):  # the ranking is an estimate: give back what the bound does not need
+        trial = [n for n in added if n != name]
+        candidate, dt = measure(excluded + trial)
+        outcome.steps.append({"include": name, "drop": dt.points})
+        if dt.points <= max_drop:
+            added, proto, d = trial, candidate, dt
+    outcome.excluded = [n for n in layers if n in set(excluded + added)]
+    outcome.drop = d
+    return proto, outcome
