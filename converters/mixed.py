@@ -106,7 +106,7 @@ class Validation:
 
     @property
     def basis(self) -> str:
-        return "labels (one subfolder per class)" if self.labels is not None else "top-1 agreement with FP32 (no labels)"
+        return "labels from class subfolders" if self.labels is not None else "top-1 agreement with FP32, no labels"
 
     def load(self, spec: PreprocessSpec) -> np.ndarray:
         return read_images(self.files, spec, what="validation image")
@@ -176,7 +176,8 @@ class Outcome:
     drop: Drop
     by_hand: list[str] = field(default_factory=list)
     max_drop: float | None = None
-    floor: float | None = None  # drop with every layer in float (measured only when a search ran)
+    start: float | None = None  # drop with the layers excluded by hand only (when a search ran)
+    floor: float | None = None  # drop with every layer in float (when a search ran)
     ranking: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
 
@@ -188,7 +189,7 @@ class Outcome:
         if self.steps:
             d["search"] = {"ranked_by": "error added per layer (dnet.converters.divergence.layer_divergence), "
                                         f"measured once on {min(RANKING_IMAGES, self.drop.images)} validation images",
-                           "floor": self.floor, "ranking": self.ranking, "steps": self.steps,
+                           "start": self.start, "floor": self.floor, "ranking": self.ranking, "steps": self.steps,
                            "evaluations": len(self.steps) + 2}
         return d
 
@@ -214,13 +215,13 @@ def control(build: Callable[[list[str]], onnx.ModelProto], fp32: onnx.ModelProto
     if max_drop is None or d.points <= max_drop:
         return proto, outcome
     _, floor = measure(list(layers))
-    outcome.floor = floor.points
+    outcome.start, outcome.floor = d.points, floor.points
     if floor.points > max_drop:
         raise AccuracyError(
             f"the accuracy bound cannot be met: INT8 drops {d.points:.2f} points on {d.images} validation images "
             f"({d.fp32_top1:.2f}% → {d.int8_top1:.2f}%), and still {floor.points:.2f} with all {len(layers)} layers "
             f"in float (what remains is the dense blocks' int8 feature maps), above the bound of {max_drop:g}; "
-            "no INT8 file was written (allow a larger drop, or calibrate on more or other images)")
+            "no INT8 file was written (allow a larger drop, or calibrate on more or other images)", option="max_drop")
     sample = images[pick(len(images), RANKING_IMAGES)]
     ranked = layer_divergence(fp32, proto, {n: t for n, t in layers.items() if n not in excluded}, sample)
     outcome.ranking = [r.to_dict() for r in ranked]

@@ -168,3 +168,43 @@ def normalise_images(images: np.ndarray, spec) -> np.ndarray:
     from dnet.data.transforms import preprocess_array
 
     return preprocess_array(images, spec)
+
+
+def digits_onnx(folder: Path, name: str = "digits.onnx") -> Path:
+    """The FP32 ONNX export of :func:`digits_model` (one torch export per test session)."""
+    path = folder / name
+    path.write_bytes(_digits_file())
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_file() -> bytes:
+    import tempfile
+
+    from dnet.converters import export as onnx_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_export.export(digits_model()[0], Path(tmp) / "m.onnx").read_bytes()
+
+
+def break_weight_scales(monkeypatch, layer: str, factor: float = 50.0) -> None:
+    """Make every INT8 build (dnet.converters.qdq) quantize ``layer``'s weights with ``factor`` × their scales.
+
+    The weights it dequantizes are then ``factor`` × too large; a build that leaves the layer in float keeps its
+    float weights and is unharmed, as when a real layer's quantization is what breaks it.
+    """
+    from onnx import numpy_helper
+
+    from dnet.converters import qdq
+
+    real = qdq._Writer.weight
+
+    def weight(self, name, qmax):
+        out = real(self, name, qmax)
+        if name == f"features.{layer}.weight":
+            scale = self.graph.initializer[-2]
+            assert scale.name == f"{name}_wscale"
+            scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, scale.name))
+        return out
+
+    monkeypatch.setattr(qdq._Writer, "weight", weight)
