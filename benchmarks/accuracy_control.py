@@ -1,0 +1,92 @@
+"""Accuracy-controlled INT8 (dnet.converters.mixed) on the two trained digits models: how many layers stay in FP32 for a
+bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
+(benchmarks/nncf_accuracy_control.py) so the two can be set side by side.
+
+    python -m benchmarks.accuracy_control --keep DIR [--bounds 0.5,0.3,0.0] [--methods minmax,percentile]
+
+``--keep DIR`` holds the trained models' FP32 ONNX (``demo.onnx``, ``bc32.onnx``: benchmarks/calibration_sensitivity.py
+trains them there, or this script does). Calibration: 300 training images (NNCF's default subset size), evenly spread;
+validation: the 360 digits test images with their labels. For each model, method and bound (points), dnet's search runs
+as ``dnet convert --max-drop`` runs it (file arithmetic). Writes benchmarks/results/accuracy_control.json and, in DIR,
+``NAME.calib.npy`` / ``NAME.val.npz`` (preprocessed float32 inputs and labels) for the NNCF script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+CALIB_IMAGES = 300
+
+
+def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib: np.ndarray, method: str,
+                bound: float) -> dict:
+    import onnx
+
+    from dnet.converters.mixed import control
+    from dnet.converters.precision import calibrate
+    from dnet.converters.qdq import densenet_layout, layers
+    from dnet.errors import AccuracyError
+
+    proto = onnx.load(str(fp32))
+    ranges = calibrate(fp32, calib, method)
+    named = {n: node.output[0] for n, node in layers(proto).items()}
+
+    def build(excluded):
+        q = onnx.ModelProto()
+        q.CopyFrom(proto)
+        densenet_layout(q, ranges, exclude=excluded)
+        return q
+
+    row = {"trained_model": name, "method": method, "bound": bound, "layers": len(named)}
+    t0 = time.perf_counter()
+    try:
+        _, outcome = control(build, proto, named, x, labels, max_drop=bound)
+    except AccuracyError as e:
+        row.update(refused=str(e), seconds=time.perf_counter() - t0)
+        return row
+    search = outcome.steps
+    row.update(seconds=time.perf_counter() - t0, fp32_top1=outcome.drop.fp32_top1, int8_top1=outcome.drop.int8_top1,
+               drop=outcome.drop.points, start=outcome.start if search else outcome.drop.points, floor=outcome.floor,
+               excluded=outcome.excluded, evaluations=len(search) + (2 if search else 1))
+    return row
+
+
+def main() -> None:
+    from benchmarks.calibration_sensitivity import trained_model
+    from benchmarks.report import print_table, write_result
+    from dnet.converters.calibration import pick
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, required=True)
+    ap.add_argument("--models", default="demo,bc32")
+    ap.add_argument("--bounds", default="0.5,0.3,0.0")
+    ap.add_argument("--methods", default="minmax,percentile")
+    args = ap.parse_args()
+    args.keep.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models.split(","):
+        fp32, x, labels, train, _ = trained_model(name, args.keep, quick=False)
+        calib = train[pick(len(train), CALIB_IMAGES)]
+        np.save(args.keep / f"{name}.calib.npy", calib)
+        np.savez(args.keep / f"{name}.val.npz", x=x, labels=labels)
+        for method in args.methods.split(","):
+            for bound in (float(b) for b in args.bounds.split(",")):
+                rows.append(run_control(name, fp32, x, labels, calib, method, bound))
+                print(rows[-1], flush=True)
+    path = write_result("accuracy_control", {"calibration_images": CALIB_IMAGES, "validation": "360 digits test images",
+                                             "results": rows})
+    print_table("dnet accuracy control (drop in points on 360 test images; file arithmetic)",
+                ["model", "method", "bound", "all-INT8 drop", "final drop", "layers in FP32", "evaluations", "s"],
+                [[r["trained_model"], r["method"], f"{r['bound']:g}",
+                  f"{r['start']:.2f}" if "start" in r else "–", f"{r['drop']:.2f}" if "drop" in r else "refused",
+                  f"{len(r['excluded'])} of {r['layers']}" if "excluded" in r else "–",
+                  r.get("evaluations", "–"), f"{r['seconds']:.1f}"] for r in rows], right=(2, 3, 4, 5, 6, 7))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
