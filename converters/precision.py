@@ -229,8 +229,14 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
 
             chunks = tqdm(chunks, desc=f"calibrating ({method})", unit="chunk")
         for start in chunks:
-            with _quiet():
-                calibrator.collect_data(_BatchReader(name, images[start : start + step], CALIB_BATCH))
+            chunk = images[start : start + step]
+            whole = len(chunk) - len(chunk) % CALIB_BATCH
+            # the histogram calibrators stack one call's batches, which must then have one size: a last, shorter
+            # batch gets a call of its own (300 images would otherwise fail in entropy and percentile calibration)
+            for part in (chunk[:whole], chunk[whole:]):
+                if len(part):
+                    with _quiet():
+                        calibrator.collect_data(_BatchReader(name, part, CALIB_BATCH))
         with _quiet():
             data = calibrator.compute_data()
         del calibrator

@@ -76,3 +76,13 @@ def test_a_corrupt_cache_is_one_clear_line(tmp_path):
     (tmp_path / "c.json").write_text('{"format": "something else"}')
     with pytest.raises(FileFormatError, match="not a dnet calibration cache"):
         CalibrationCache.load(tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tmp_path, method):
+    from dnet.converters.precision import CALIB_BATCH, calibrate
+    from tests.converters.tiny_models import tiny_onnx
+
+    images = np.random.default_rng(0).standard_normal((64 + CALIB_BATCH + 5, 3, 32, 32), dtype=np.float32)
+    ranges = calibrate(tiny_onnx(tmp_path), images, method)  # the last chunk: a batch of 16 and one of 5
+    assert ranges and all(lo <= hi for lo, hi in ranges.values())
