@@ -64,6 +64,7 @@ def main() -> None:
         calib = np.load(args.folder / f"{name}.calib.npy")
         val = np.load(args.folder / f"{name}.val.npz")
         x, labels = val["x"], val["labels"]
+        inp = fp32.graph.input[0].name  # NNCF's ONNX backend feeds ONNX Runtime a dict
         items = [(x[i:i + 1], labels[i:i + 1]) for i in range(len(x))]
         fp32_acc = float(np.mean(top1(fp32, x) == labels))
 
@@ -72,12 +73,12 @@ def main() -> None:
             right = (top1(model, batch) == np.concatenate([d[1] for d in data])).astype(float)
             return float(right.mean()), list(right)
 
-        calibration = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
+        calibration = nncf.Dataset([{inp: calib[i:i + 1]} for i in range(len(calib))])
         plain = nncf.quantize(fp32, calibration, subset_size=len(calib))
         plain_acc = float(np.mean(top1(plain, x) == labels))
         for bound in (float(b) for b in args.bounds.split(",")):
             t0 = time.perf_counter()
-            q = nncf.quantize_with_accuracy_control(fp32, calibration, nncf.Dataset(items, lambda d: d[0]), validate,
+            q = nncf.quantize_with_accuracy_control(fp32, calibration, nncf.Dataset(items, lambda d: {inp: d[0]}), validate,
                                                     max_drop=bound / 100, subset_size=len(calib))
             acc = float(np.mean(top1(q, x) == labels))
             rows.append({"trained_model": name, "bound": bound, "fp32_top1": 100 * fp32_acc,
