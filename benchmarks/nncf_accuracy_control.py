@@ -78,7 +78,7 @@ def main() -> None:
         plain_acc = float(np.mean(top1(plain, x) == labels))
         for bound in (float(b) for b in args.bounds.split(",")):
             t0 = time.perf_counter()
-            q = nncf.quantize_with_accuracy_control(fp32, calibration, nncf.Dataset(items, lambda d: {inp: d[0]}), validate,
+            q = nncf.quantize_with_accuracy_control(fp32, calibration, nncf.Dataset(items, lambda d, inp=inp: {inp: d[0]}), validate,
                                                     max_drop=bound / 100, subset_size=len(calib))
             acc = float(np.mean(top1(q, x) == labels))
             rows.append({"trained_model": name, "bound": bound, "fp32_top1": 100 * fp32_acc,

@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from dnet.artifact.onnxfile import read_meta
 from dnet.converters.calibration import pick, read_images
 from dnet.converters.convs import CONV_NAME
 from dnet.converters.divergence import layer_divergence
 from dnet.converters.qdq import CLASSIFIER, FALLBACKS
+from dnet.converters.qdq import layers as qdq_layers
 from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.engines.onnxruntime import session
@@ -39,22 +41,6 @@ from dnet.errors import AccuracyError, DataError, UsageError
 
 RUN_CHUNK = 32  # images per ONNX Runtime run when measuring accuracy
 RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on (evenly spread)
-
-
-def check_options(layout: str, exclude: Iterable[str], fallback: str | None, val: ValidationSet | None,
-                  max_drop: float | None) -> None:
-    """Refuse a mixed-precision request that no model could meet (``fallback`` None: the caller picks one)."""
-    if layout != "densenet" and (tuple(exclude) or val is not None or max_drop is not None):
-        raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
-                         option="int8_layout")
-    if fallback is not None and fallback not in FALLBACKS:
-        raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got {fallback!r}",
-                         option="int8_fallback")
-    if max_drop is not None and not max_drop >= 0:
-        raise UsageError(f"the accuracy bound must be 0 points or more, got {max_drop}", option="max_drop")
-    if max_drop is not None and val is None:
-        raise UsageError("an accuracy bound needs validation images to measure the drop on: give their folder",
-                         option="val")
 
 
 # --- the validation images --------------------------------------------------------------------------------
@@ -192,6 +178,64 @@ class Outcome:
                            "start": self.start, "floor": self.floor, "ranking": self.ranking, "steps": self.steps,
                            "evaluations": len(self.steps) + 2}
         return d
+
+
+# --- what to_int8 is asked for -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """Layers of an INT8 file left in ``fallback`` precision: named by ``exclude`` patterns, and chosen by the search
+    while the drop on ``val`` exceeds ``max_drop`` points (``val`` without a bound: the drop is measured only)."""
+
+    exclude: tuple[str, ...] = ()
+    fallback: str = FALLBACKS[0]
+    val: ValidationSet | None = None
+    max_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got "
+                             f"{self.fallback!r}", option="int8_fallback")
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise UsageError(f"the accuracy bound must be 0 points or more, got {self.max_drop}", option="max_drop")
+        if self.max_drop is not None and self.val is None:
+            raise UsageError("an accuracy bound needs validation images to measure the drop on: give their folder",
+                             option="val")
+
+    def prepare(self, fp32: onnx.ModelProto, spec: PreprocessSpec | None, layout: str = "densenet") -> Plan:
+        """Resolve the patterns against ``fp32``'s layers and read the validation images."""
+        if layout != "densenet" and self != MixedPrecision():
+            raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
+                             option="int8_layout")
+        meta = read_meta(fp32)
+        layers = {n: node.output[0] for n, node in qdq_layers(fp32).items()}
+        by_hand = resolve(self.exclude, list(layers))
+        validation = self.val.open(meta.num_classes if meta is not None else None) if self.val is not None else None
+        if validation is not None and spec is None:
+            raise UsageError("the ONNX file does not say how to preprocess validation images; name a preprocessing",
+                             option="preprocess")
+        images = validation.load(spec) if validation is not None else None
+        return Plan(self, fp32, layers, by_hand, validation, images)
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: MixedPrecision
+    fp32: onnx.ModelProto
+    layers: dict[str, str]  # every layer (network order) -> the tensor its node writes
+    by_hand: list[str]
+    validation: Validation | None
+    images: np.ndarray | None
+
+    def choose(self, build: Callable[[list[str]], onnx.ModelProto]) -> tuple[onnx.ModelProto, dict | None]:
+        """The INT8 graph to keep (``build(excluded)`` makes one) and the summary's "accuracy" (None: not measured)."""
+        if self.validation is None:
+            return build(self.by_hand), None
+        _, outcome = control(build, self.fp32, self.layers, self.images, self.validation.labels,
+                             by_hand=self.by_hand, max_drop=self.request.max_drop)
+        # once more, so that whatever build() records last describes the kept graph
+        return build(outcome.excluded), outcome.to_dict(self.validation, self.request.fallback)
 
 
 def control(build: Callable[[list[str]], onnx.ModelProto], fp32: onnx.ModelProto, layers: dict[str, str],

@@ -21,7 +21,7 @@ from dnet.checkpoint import save_checkpoint
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
-from dnet.converters.mixed import ValidationSet, check_options, model_layers, resolve
+from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
 from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
@@ -95,12 +95,22 @@ class ConvertOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                              option="precision")
-        check_options(self.int8_layout, self.int8_exclude, self.int8_fallback, self.val, self.max_drop)
+        self.mixed_precision("onnx-int8")  # refuses what no model could meet
+        if self.int8_layout != "densenet" and self.mixed:
+            raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
+                             option="int8_layout")
 
     @property
     def mixed(self) -> bool:
         """Whether the INT8 file's precision is chosen per layer (by hand or by accuracy control)."""
-        return bool(self.int8_exclude) or self.val is not None
+        return bool(self.int8_exclude) or self.val is not None or self.max_drop is not None
+
+    def mixed_precision(self, target: str) -> MixedPrecision | None:
+        """What to_int8 is asked for; excluded layers default to FP16 for TensorRT, FP32 for an ONNX file."""
+        if not self.mixed:
+            return None
+        fallback = self.int8_fallback or ("fp16" if target == "trt" else "fp32")
+        return MixedPrecision(self.int8_exclude, fallback, self.val, self.max_drop)
 
 
 def names_for(out: Path) -> dict[str, Path]:
@@ -249,9 +259,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
                                  spec=spec, progress=opts.progress, activations=opts.int8_activations,
                                  layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
                                  check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
-                                 min_top1=opts.int8_min_top1, exclude=opts.int8_exclude,
-                                 fallback=opts.int8_fallback or ("fp16" if target == "trt" else "fp32"),
-                                 val=opts.val, max_drop=opts.max_drop)
+                                 min_top1=opts.int8_min_top1, mixed=opts.mixed_precision(target))
         if summaries is not None:
             summaries["int8"] = summary
         written += [cache, typed]

@@ -39,8 +39,8 @@ from dnet.artifact.onnxfile import check_graph, input_size_of, read_meta, read_m
 from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1, check_int8
 from dnet.converters.graph import sort_topologically, unshare_initializers
-from dnet.converters.mixed import ValidationSet, check_options, control, resolve
-from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, FALLBACKS, densenet_layout, layers
+from dnet.converters.mixed import MixedPrecision
+from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, densenet_layout
 from dnet.engines.onnxruntime import require_onnxruntime, run
 from dnet.errors import AccuracyError, InputModifiedError, UsageError
 from dnet.files import atomic_path, sha256_file
@@ -231,8 +231,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
         for start in chunks:
             chunk = images[start : start + step]
             whole = len(chunk) - len(chunk) % CALIB_BATCH
-            # the histogram calibrators stack one call's batches, which must then have one size: a last, shorter
-            # batch gets a call of its own (300 images would otherwise fail in entropy and percentile calibration)
+            # histogram calibrators stack one call's batches (one size): a short last batch gets its own call
             for part in (chunk[:whole], chunk[whole:]):
                 if len(part):
                     with _quiet():
@@ -297,10 +296,7 @@ def to_int8(
     check_images: int = INT8_CHECK_IMAGES,
     min_cosine: float = INT8_MIN_COSINE,
     min_top1: float = INT8_MIN_TOP1,
-    exclude: tuple[str, ...] = (),
-    fallback: str = FALLBACKS[0],
-    val: ValidationSet | None = None,
-    max_drop: float | None = None,
+    mixed: MixedPrecision | None = None,
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
@@ -311,12 +307,8 @@ def to_int8(
     against ``src`` (divergence.check_int8, the file's own arithmetic) on ``check_images`` images of the
     calibration set that calibration never saw (or ``check_inputs``); below ``min_cosine`` or ``min_top1`` it
     raises AccuracyError and writes no file. The summary's "check" says what was checked, or why nothing was.
-
-    Mixed precision (densenet layout, dnet.converters.mixed): ``exclude`` patterns name layers left in ``fallback``
-    precision (fp32 or fp16); ``val`` measures the drop in top-1 accuracy against ``src`` on validation images, and
-    ``max_drop`` (points, needs ``val``) leaves the most sensitive layers in float until the drop is within it, or
-    raises AccuracyError when even every layer in float exceeds it. The summary's "accuracy" records the layers in
-    float and the drop; its "layout" the layers in float too.
+    ``mixed`` (densenet layout) leaves layers in higher precision, by hand or under an accuracy bound
+    (dnet.converters.mixed); the summary's "accuracy" then has the layers and the measured drop.
     """
     require_onnxruntime()
     if layout not in INT8_LAYOUTS:
@@ -328,19 +320,12 @@ def to_int8(
                          option="int8_activations")
     if method not in METHODS:
         raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    check_options(layout, exclude, fallback, val, max_drop)
     src = Path(src)
     sha = sha256_file(src)
     proto = read_model(src)
     meta = read_meta(proto)
     spec = spec or (meta.preprocess if meta is not None else None)
-    named = {n: node.output[0] for n, node in layers(proto).items()} if layout == "densenet" else {}
-    by_hand = resolve(exclude, list(named))
-    validation = val.open(meta.num_classes if meta is not None else None) if val is not None else None
-    if validation is not None and spec is None:
-        raise UsageError("the ONNX file does not say how to preprocess validation images; name a preprocessing",
-                         option="preprocess")
-    val_images = validation.load(spec) if validation is not None else None  # before calibration: fail early
+    plan = (mixed or MixedPrecision()).prepare(proto, spec, layout)  # before calibration: a bad request fails early
     cache = None
     if cache_path is not None and Path(cache_path).is_file():
         cache = CalibrationCache.load(cache_path)
@@ -375,16 +360,12 @@ def to_int8(
             q = onnx.ModelProto()
             q.CopyFrom(proto)
             summary["layout"] = densenet_layout(q, cache.ranges, weight_bits=weight_bits, exclude=excluded,
-                                                fallback=fallback).to_dict()
+                                                fallback=plan.request.fallback).to_dict()
             return q
 
-        if validation is None:
-            q = build(by_hand)
-        else:
-            _, outcome = control(build, proto, named, val_images, validation.labels, by_hand=by_hand,
-                                 max_drop=max_drop)
-            q = build(outcome.excluded)  # once more, so that the summary's layout is the kept file's
-            summary["accuracy"] = outcome.to_dict(validation, fallback)
+        q, accuracy = plan.choose(build)
+        if accuracy is not None:
+            summary["accuracy"] = accuracy
         summary["tool"] = "dnet.converters.qdq"
     else:
         summary["layout"] = {"name": "ort", "weight_bits": 8}

@@ -14,7 +14,7 @@ from dnet.artifact.onnxfile import check_graph, read_meta
 from dnet.converters import precision, qdq
 from dnet.converters.calibration import CalibrationCache, CalibrationSet
 from dnet.converters.divergence import layer_divergence
-from dnet.converters.mixed import ValidationSet, resolve
+from dnet.converters.mixed import MixedPrecision, ValidationSet, resolve
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError, DataError, UsageError
@@ -141,7 +141,7 @@ def broken_layer(monkeypatch):
 def test_accuracy_control_leaves_exactly_the_broken_layer_in_float(digits, tmp_path, broken_layer):
     fp32, val, calib = digits
     out, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
-                                     val=ValidationSet(val), max_drop=1.0)
+                                     mixed=MixedPrecision(val=ValidationSet(val), max_drop=1.0))
     acc = summary["accuracy"]
     assert acc["excluded"] == summary["layout"]["excluded"] == [BROKEN] and acc["excluded_by_hand"] == []
     assert acc["images"] == 360 and acc["basis"] == "labels from class subfolders" and acc["max_drop"] == 1.0
@@ -156,7 +156,7 @@ def test_accuracy_control_leaves_exactly_the_broken_layer_in_float(digits, tmp_p
 def test_without_a_bound_the_drop_is_measured_and_recorded(digits, tmp_path):
     fp32, val, calib = digits
     _, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
-                                   val=ValidationSet(val, count=100), exclude=("conv0",))
+                                   mixed=MixedPrecision(("conv0",), val=ValidationSet(val, count=100)))
     acc = summary["accuracy"]
     assert acc["excluded"] == acc["excluded_by_hand"] == ["conv0"] and acc["max_drop"] is None
     assert acc["images"] == 100 and "search" not in acc and abs(acc["drop"]) <= 2.0
@@ -166,7 +166,7 @@ def test_val_images_without_class_folders_measure_agreement_with_fp32(digits, tm
     fp32, _, calib = digits
     flat = write_images(tmp_path / "flat", open_dataset("digits", split="test").images[:50])
     _, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
-                                   val=ValidationSet(flat), max_drop=5.0)
+                                   mixed=MixedPrecision(val=ValidationSet(flat), max_drop=5.0))
     acc = summary["accuracy"]
     assert acc["basis"] == "top-1 agreement with FP32, no labels" and acc["fp32_top1"] == 100.0
     assert acc["drop"] == pytest.approx(100.0 - acc["int8_top1"]) and acc["drop"] <= 5.0
@@ -180,7 +180,8 @@ def test_a_bound_not_met_with_every_layer_in_float_is_refused_and_writes_nothing
                                             r"layers in float \(what remains is the dense blocks' int8 feature maps\), "
                                             r"above the bound of 0; no INT8 file was written \(allow a larger drop, or "
                                             r"calibrate on more or other images\)$"):
-        precision.to_int8(fp32, out, calib=calib, cache_path=tmp_path / "c.json", val=ValidationSet(val), max_drop=0.0)
+        precision.to_int8(fp32, out, calib=calib, cache_path=tmp_path / "c.json",
+                          mixed=MixedPrecision(val=ValidationSet(val), max_drop=0.0))
     assert not out.exists()
 
 
@@ -194,13 +195,13 @@ def test_validation_errors(digits, tmp_path):
                                         r"subfolders; give one subfolder per class \(sorted names are the class "
                                         r"indices\), or images without subfolders \(then the drop is measured as "
                                         r"agreement with FP32\)$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", val=ValidationSet(three), **kw)
+        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(three)), **kw)
     with pytest.raises(DataError, match=rf"^validation folder {tmp_path / 'absent'} does not exist or is not a folder$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", val=ValidationSet(tmp_path / "absent"), **kw)
+        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(tmp_path / "absent")), **kw)
     with pytest.raises(UsageError, match=r"^an accuracy bound needs validation images to measure the drop on: give "
                                          r"their folder$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", max_drop=1.0, **kw)
+        MixedPrecision(max_drop=1.0)
     with pytest.raises(UsageError, match=r"^layers in higher precision and accuracy control need the densenet INT8 "
                                          r"layout$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", exclude=("conv0",), layout="ort", **kw)
+        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(("conv0",)), layout="ort", **kw)
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "c.json").exists()  # refused before calibrating
