@@ -23,7 +23,7 @@ _LAZY = {
     "load": "dnet.loading",
     "create_model": "dnet.models",
     "DenseNet": "dnet.models.densenet",
-    "DenseNetConfig": "dnet.models.densenet",
+    "DenseNetConfig": "dnet.models.config",
     "zoo": "dnet.models.zoo",
 }
 

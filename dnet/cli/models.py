@@ -1,4 +1,7 @@
-"""``dnet models`` and ``dnet info``: the zoo and architecture summaries."""
+"""``dnet models`` and ``dnet info``: the zoo and architecture summaries, counted from the configurations.
+
+Neither builds a model nor imports torch (``dnet.models.summary`` counts analytically), so both answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import json
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.models import create_model, zoo
-from dnet.models.summary import count_params, summarize
+from dnet.models import resolve_config, zoo
+from dnet.models.summary import param_count, summarize
 from dnet.table import format_table
 
 ERROR_KEYS = ("c10", "c10+", "c100", "c100+", "svhn", "imagenet/torch7", "imagenet/torchvision")
@@ -26,7 +29,7 @@ def _entry_facts(entry: zoo.ZooEntry) -> dict:
         "compression": cfg.compression,
         "block_config": list(cfg.block_config),
         "init_features": cfg.init_features,
-        "params": count_params(create_model(entry.name)),
+        "params": param_count(cfg),
         "published_params": entry.published_params,
         "errors": entry.errors,
         "top5_errors": entry.top5_errors,
@@ -63,14 +66,14 @@ def models_cmd(as_json: bool) -> None:
 def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json: bool) -> None:
     """Architecture summary of a zoo model: channels per block, parameters, multiply-adds."""
     entry = zoo.get(name)
-    model = create_model(name, num_classes=num_classes)
+    config = resolve_config(name, num_classes=num_classes)
     size = input_size or entry.input_size
-    s = summarize(model, size)
+    s = summarize(config, size)
     if as_json:
         click.echo(json.dumps({"name": name, "params": s.params, "macs": s.macs, "conv_macs": s.conv_macs, "input_size": size,
-                               "config": model.config.to_dict(), "blocks": s.blocks}, indent=2))
+                               "config": config.to_dict(), "blocks": s.blocks}, indent=2))
         return
-    cfg = model.config
+    cfg = config
     click.echo(f"{name}: {entry.family}, L={cfg.depth}, k={cfg.growth_rate}, θ={cfg.compression}, "
                f"{cfg.init_features} initial channels, {cfg.stem} stem, {cfg.num_classes} classes")
     rows = [[b["block"], b["layers"], b["in_channels"], b["out_channels"], f"{b['spatial']}×{b['spatial']}"] for b in s.blocks]

@@ -10,6 +10,7 @@ Sources (collected in shared/design/PAPER.md):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dnet.artifact.meta import ArtifactMeta
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import UnknownModelError
 from dnet.files import sha256_file
-from dnet.models.densenet import DenseNetConfig
+from dnet.models.config import DenseNetConfig
 
 # Published error keys: dataset (+ "+" for standard augmentation) and, for ImageNet, the preprocessing
 # the number was measured with ("imagenet/torch7" = fb.resnet.torch bicubic, "imagenet/torchvision").
@@ -190,3 +191,11 @@ def find(config: DenseNetConfig) -> ZooEntry | None:
         if same == (b.block_config, b.growth_rate, b.bottleneck, b.compression, b.init_features, b.stem, b.bn_size):
             return entry
     return None
+
+
+def resolve_config(name_or_config: str | DenseNetConfig, *, num_classes: int | None = None) -> DenseNetConfig:
+    """A zoo name or a configuration, with the class count replaced when given."""
+    cfg = get(name_or_config).config if isinstance(name_or_config, str) else name_or_config
+    if num_classes is not None:
+        cfg = dataclasses.replace(cfg, num_classes=num_classes)
+    return cfg
