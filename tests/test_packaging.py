@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -42,17 +43,26 @@ def test_the_cpu_and_gpu_runtimes_come_from_separate_extras_only():
     extras = project["optional-dependencies"]
     assert names(extras["cpu"]) == {"onnxruntime"} and names(extras["gpu"]) == {"onnxruntime-gpu"}
     makefile = (ROOT / "Makefile").read_text()
-    assert "-e '.[cpu,dev]'" in makefile and "gpu" not in re.findall(r"pip install[^\n]*", makefile)[1]
+    assert "-e '.[cpu,dev,openvino]'" in makefile and "gpu" not in re.findall(r"pip install[^\n]*", makefile)[1]
 
 
-def test_constraints_pin_every_distribution_a_cpu_dev_install_needs():
+def test_the_openvino_extra_brings_openvino_and_nothing_that_moves_torch_or_onnxruntime():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert [canonicalize_name(Requirement(r).name) for r in extras["openvino"]] == ["openvino"]
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed here (the optional extra 'openvino')")
+    needs = {canonicalize_name(Requirement(r).name) for r in metadata.requires("openvino") or []}
+    assert needs == {"numpy", "openvino-telemetry"}  # numpy's range admits the pinned one (checked below)
+
+
+def test_constraints_pin_every_distribution_a_make_install_needs():
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"constraints.txt: {line!r} is not an exact pin"
             pins[canonicalize_name(name)] = version
-    needed, todo = set(), [Requirement(f"{dnet.DISTRIBUTION}[cpu,dev]")]
+    needed, todo = set(), [Requirement(f"{dnet.DISTRIBUTION}[cpu,dev,openvino]")]
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
