@@ -30,6 +30,7 @@ from dnet.errors import AccuracyError, UsageError
 from dnet.files import atomic_path
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet
+from dnet.progress import QUIET, Progress
 from dnet.similarity import max_abs
 
 DEFAULT_OPSET = 18  # >= 17 (LayerNorm era); 18 is what torch's dynamo exporter emits natively
@@ -99,12 +100,14 @@ def export(
     input_size: int | None = None,
     bn: str = "batchnorm",
     check_inputs: np.ndarray | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Export ``model`` to ``out`` (FP32 ONNX), check it, verify it against PyTorch, write it atomically.
 
     ``bn``: "batchnorm" keeps the pre-activation BNs as BatchNormalization (ONNX Runtime's kernel);
     "muladd" rewrites them as Mul/Add. ``check_inputs`` (N×3×H×W float32) are real inputs verified beside
-    random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers.
+    random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers. ``progress`` receives
+    the check's numbers (``fp32_vs_pytorch``: max|Δ| and its bound per batch).
     """
     if opset < MIN_OPSET:
         raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}", option="opset")
@@ -133,7 +136,9 @@ def export(
     check_graph(proto, "exported graph")
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-        verify_fp32(model, tmp, inputs)
+        report = verify_fp32(model, tmp, inputs)
+    for row in report:
+        (progress or QUIET).check("fp32_vs_pytorch", **row)
     return Path(out)
 
 

@@ -23,6 +23,7 @@ FOLDERS = {"dnet": "dnet", "converters": "dnet.converters", "engines": "dnet.eng
 # Longest prefix wins: dnet.data.specs is L0 although dnet.data is L1; the .t7 format is L1 under converters/.
 LAYERS: dict[str, int] = {
     "dnet": 0, "dnet.errors": 0, "dnet.files": 0, "dnet.table": 0, "dnet.similarity": 0, "dnet.artifact": 0,
+    "dnet.progress": 0,
     "dnet.data.specs": 0,
     "dnet.models": 1, "dnet.data": 1, "dnet.converters.t7": 1, "dnet.statedict": 1, "dnet.checkpoint": 1,
     "dnet.loading": 1,
