@@ -8,33 +8,48 @@ import click
 
 from dnet.bench import bench_engines, open_engines
 from dnet.cli.main import reports_errors
-from dnet.cli.options import parse_batch_sizes
+from dnet.cli.options import parse_batch_sizes, quiet_option
+from dnet.cli.progress import progress_for
 from dnet.table import format_table
 
 
 @click.command("bench")
 @click.option("--engine", "paths", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Model file (.plan, .onnx, .pth, .t7); repeat to compare (ratios are to the first).")
+              help="Model file (.plan, .onnx, .xml, .pth, .t7); repeat to compare (ratios are to the first).")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Warm-up seconds per engine.")
 @click.option("--duration", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               help="Timed seconds per engine and batch size.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Timed runs per engine and batch size (instead of --duration).")
+@click.option("--warmup-iterations", type=click.IntRange(min=0), default=None,
+              help="Untimed runs per engine and batch size before timing (instead of --warmup).")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Input height and width (default: each model's own; a fixed-size model takes only its own).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the runtime's).")
-@click.option("--provider", default=None, help="Execution provider: cpu, cuda, tensorrt (default cpu).")
+@click.option("--provider", default=None,
+              help="Where engines run: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent; default cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@quiet_option()
 @reports_errors
-def bench_cmd(paths, batches, warmup, duration, threads, provider, as_json) -> None:
+def bench_cmd(paths, batches, warmup, duration, iterations, warmup_iterations, input_size, threads, provider, as_json,
+              quiet) -> None:
     """Latency (mean, median, p90, p95, p99), throughput and memory of each engine and batch size.
 
     Memory is the resident memory an engine added when opened and first run at that batch size.
     """
     sizes = parse_batch_sizes(batches)
+    progress = progress_for(quiet)
+    progress.stage(f"opening {len(paths)} engine(s)")
     opened, memory = open_engines(list(paths), provider=provider, threads=threads)
     try:
         results = []
         for b in sizes:
-            results += bench_engines(opened, b, warmup=warmup, duration=duration, open_memory=memory)
+            progress.stage(f"batch {b}: {len(opened)} engine(s) side by side")
+            results += bench_engines(opened, b, warmup=warmup, duration=duration, open_memory=memory,
+                                     input_size=input_size, iterations=iterations, warmup_iterations=warmup_iterations)
     finally:
+        progress.close()
         for e in opened:
             e.close()
     if as_json:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 
 import click
 
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.cli.main import reports_errors, warn
-from dnet.cli.options import default, parse_profile
+from dnet.cli.options import default, json_option, parse_profile, quiet_option
+from dnet.cli.progress import format_check, progress_for
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
@@ -32,6 +33,10 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
 @click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default=default(ConvertOptions, "int8_activations"),
               show_default=True, help="uint8: asymmetric activations that ONNX Runtime's CPU kernels fuse fully (not for TensorRT).")
+@click.option("--fp16-tolerance", type=float, default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
+              help="FP16 check: bound on the relative L2 error of the logits against the FP32 file.")
+@click.option("--fp16-check/--no-fp16-check", default=default(ConvertOptions, "fp16_check"), show_default=True,
+              help="Compare the FP16 file with the FP32 one (relative L2 and top-1) before keeping it.")
 @click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
@@ -45,11 +50,12 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
 @click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
               show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@json_option("what was written and the checks with their numbers")
+@quiet_option()
 @reports_errors
-def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations, opset,
-                input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
-                version_compatible, hardware_compat, quiet) -> None:
+def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
+                fp16_tolerance, fp16_check, opset, input_size, preprocess, precision, profile, batch_alias, workspace_mib,
+                opt_level, timing_cache, version_compatible, hardware_compat, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -57,15 +63,23 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
         warn("--batch is deprecated for convert and will be removed in the next release; use --profile MIN,OPT,MAX")
         profile = batch_alias
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
+    progress = progress_for(quiet)
     written = convert(
         src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
-        calib_cache=calib_cache, int8_activations=int8_activations, opset=opset, input_size=input_size,
-        preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
-        workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-        version_compatible=version_compatible, hardware_compat=hardware_compat,
-        progress=not quiet and sys.stderr.isatty(),
+        calib_cache=calib_cache, int8_activations=int8_activations, fp16_tolerance=fp16_tolerance,
+        fp16_check=fp16_check, opset=opset, input_size=input_size, preprocess=preprocess, precision=precision,
+        profile=parse_profile(profile or PROFILE), workspace_mib=workspace_mib, opt_level=opt_level,
+        timing_cache=timing_cache, version_compatible=version_compatible, hardware_compat=hardware_compat,
+        progress=progress,
     )
-    rows = [[("output" if p == written[-1] else "kept"), str(p), f"{p.stat().st_size:,}"] for p in written]
-    click.echo(format_table(["", "file", "bytes"], rows, right=(2,)))
+    files = [{"file": str(p), "role": "output" if p == written[-1] else "kept", "bytes": p.stat().st_size}
+             for p in written]
+    if as_json:
+        click.echo(json.dumps({"source": str(src), "from": src_format, "to": target, "written": files,
+                               **progress.to_dict()}, indent=2))
+        return
+    click.echo(format_table(["", "file", "bytes"], [[f["role"], f["file"], f"{f['bytes']:,}"] for f in files], right=(2,)))
     if len(written) > 1:
         click.echo(f"intermediate files are kept beside the output in {written[-1].parent}")
+    for check in progress.checks:
+        click.echo(f"check  {format_check(check)}")

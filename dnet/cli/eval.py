@@ -9,6 +9,7 @@ import click
 
 from dnet import engines
 from dnet.cli.main import reports_errors
+from dnet.cli.options import quiet_option
 from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
@@ -28,7 +29,7 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 
 @click.command("eval")
 @click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
-              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .plan/.engine (TensorRT).")
+              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .xml (OpenVINO), .plan/.engine (TensorRT).")
 @click.option("--data", type=click.Path(), default=None, metavar="DIR",
               help="Folder holding the data set (or the data set's own folder/file).")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
@@ -40,7 +41,8 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, metavar="N")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
-@click.option("--provider", default=None, help="Where the engine runs: cpu, cuda, tensorrt (engine-dependent).")
+@click.option("--provider", default=None,
+              help="Where the engine runs: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent).")
 @click.option("--tolerance", type=float, default=None, metavar="PTS",
               help="Exit with status 3 when top-1 error exceeds the published one by more than PTS points.")
 @click.option("--skip-bad", is_flag=True, help="Skip undecodable images (counted and listed) instead of failing.")
@@ -48,7 +50,7 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.csv",
               help="Write per-image predictions to this CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @reports_errors
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, as_json, quiet) -> None:
