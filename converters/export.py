@@ -114,6 +114,10 @@ def export(
     if bn not in BN_MODES:
         raise UsageError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}", option="bn")
     model = model.eval()
+    if meta is None and model.meta is None:
+        raise UsageError("the model does not say how its inputs are preprocessed (model.meta is None); give export() "
+                         "meta=model_meta(model, preprocess=\"torch7\") (or another preprocessing name), or set "
+                         "model.meta", option="preprocess")
     meta = meta or model_meta(model, input_size=input_size)
     size = input_size or meta.input_size
     meta = dataclasses.replace(meta, input_size=size)

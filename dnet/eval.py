@@ -131,8 +131,9 @@ class EvalReport:
 def check_tolerance(report: EvalReport, tolerance: float) -> None:
     """Raise AccuracyError (exit 3) when the error is worse than published by more than ``tolerance`` points."""
     if report.published_error is None:
-        raise UsageError(f"--tolerance needs a published error, and there is none for model {report.model!r} "
-                         f"on {report.dataset} with {report.preprocess} preprocessing{' (ten-crop)' if report.ten_crop else ''}")
+        raise UsageError(f"a tolerance needs a published error, and there is none for model {report.model!r} "
+                         f"on {report.dataset} with {report.preprocess} preprocessing{' (ten-crop)' if report.ten_crop else ''}",
+                         option="tolerance")
     if report.delta > tolerance:
         raise AccuracyError(f"top-1 error {report.top1_error:.2f} % is {report.delta:+.2f} points from the published "
                             f"{report.published_error:g} %, more than the tolerance of {tolerance:g}")
@@ -232,8 +233,8 @@ def choose_spec(engine, dataset, preprocess: str | PreprocessSpec | None) -> Pre
         return meta.preprocess
     if dataset.spec is not None:
         return dataset.spec
-    raise UsageError(f"{engine.path.name} carries no preprocessing metadata; say how to feed it with "
-                     f"--preprocess torch7|torchvision")
+    raise UsageError(f"{engine.path.name} carries no preprocessing metadata; say how to feed it: name a "
+                     f"preprocessing (torch7 or torchvision)", option="preprocess")
 
 
 def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int = 32, limit: int | None = None,
@@ -251,7 +252,8 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         raise DataError(f"data set {dataset.name} holds no images")
     spec = choose_spec(engine, dataset, preprocess)
     if ten_crop and (isinstance(dataset, ArrayDataset) or spec.interpolation != "lua-bicubic"):
-        raise UsageError("--ten-crop needs an image data set (imagenet, folder) and the torch7 preprocessing")
+        raise UsageError("ten crops need an image data set (imagenet, folder) and the torch7 preprocessing",
+                         option="ten_crop")
     meta = engine.meta
     if meta is not None and meta.num_classes != dataset.num_classes:
         raise DataError(f"the model has {meta.num_classes} classes but data set {dataset.name} has "
@@ -263,7 +265,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
             raise UsageError(f"{engine.path.name} has a fixed batch of {fixed}, too small for ten crops")
 
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
+        raise UsageError(f"limit must be at least 1, got {limit}", option="limit")
     n = len(dataset)
     # --limit N: N images spread evenly over the set (sorted sets such as ImageNet keep every class)
     indices = np.arange(n) if limit is None or limit >= n else (np.arange(limit) * n) // limit
