@@ -51,7 +51,7 @@ class Recorder(Progress):
 
     stages: list[StageRecord] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
-    _started: float | None = None
+    _started: float | None = field(default=None, repr=False)
 
     @property
     def current(self) -> StageRecord | None:
