@@ -9,7 +9,7 @@ import click
 
 from dnet import engines
 from dnet.cli.main import reports_errors
-from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
+from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
 
@@ -33,7 +33,8 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
               help="Folder holding the data set (or the data set's own folder/file).")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(list(SPLITS)), default="test", show_default=True,
+              help="val: the images the recipe holds out of training (SVHN: 6,000 of train + extra).")
 @click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
               help="Override the model file's preprocessing (ImageNet-style image sets).")
 @click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: the ten crops' logits averaged (Lua sums "

@@ -63,6 +63,15 @@ def test_digits_shift_by_at_most_one_pixel_and_never_flip():
     assert aug.apply(normalize(_images(4, 8), DIGITS_SPEC), offsets[:4], flips[:4]).shape == (4, 3, 8, 8)
 
 
+def test_svhn_forced_augmentation_shifts_but_never_flips_digits():
+    aug = ARRAY_AUGMENT["svhn"]
+    offsets, flips = aug.draw(1000, seed=0, epoch=0)
+    assert not flips.any() and (aug.size, aug.padding) == (32, 4) and set(offsets.flatten().tolist()) == set(range(9))
+    x = normalize(_images(4), get_spec("svhn"))
+    centred = aug.apply(x, torch.full((4, 2), 4), torch.ones(4, dtype=torch.bool))  # even when asked to flip
+    assert torch.equal(centred, x)
+
+
 def test_random_sized_crop_is_lua_image_scale_of_the_drawn_crop():
     x = lua_load(Image.fromarray(_images(1, 300)[0]).resize((400, 300)))
     g, replay = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
