@@ -23,6 +23,7 @@ HOLD_OUT_PER_CLASS = {"train": 400, "extra": 200}  # 10 × (400 + 200) = 6,000 v
 SPLIT_SEED = 0  # the shuffle that picks them (numpy's RandomState: its stream is frozen across numpy versions)
 # zlib cannot expand data by more than ~1032:1, so a header claiming more than this per file byte is a lie
 _MAX_EXPANSION = 1100
+_CHUNK = 4096  # images copied at a time (12 MB)
 
 
 def _header(path: Path) -> tuple[int, int, int, int]:
@@ -69,7 +70,10 @@ def images_of(x: np.ndarray, indices: np.ndarray | None = None, out: np.ndarray 
         indices = np.arange(view.shape[0])
     if out is None:
         out = np.empty((len(indices), 32, 32, 3), np.uint8)
-    np.take(view, indices, axis=0, out=out, mode="clip")  # "clip": unbuffered; the indices are in range
+    # a chunk at a time: np.take (and one big fancy index) would first copy the whole 1.5 GB of extra's X
+    for start in range(0, len(indices), _CHUNK):
+        chunk = indices[start:start + _CHUNK]
+        out[start:start + len(chunk)] = view[chunk]
     return out
 
 
@@ -88,31 +92,34 @@ def hold_out(labels: np.ndarray, per_class: int, seed: int = SPLIT_SEED, *, name
 
 
 def train_val(train_path: Path, extra_path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) of the training split (train + extra less the held-out images) and of the validation split.
+    """(images, labels) of the training split (train + extra less the held-out images, in that order) and of the
+    validation split (train's held-out images, then extra's).
 
-    The result is allocated once (sizes from the headers) and each file is read, copied in and released before
-    the next, so the peak memory is the result plus one file's ``X`` (≈ 1.8 GB + 1.6 GB for the full set).
+    The result is allocated once (sizes from the headers); each file is read, copied in a chunk at a time and
+    released before the next is read, so the peak is the result plus one file's ``X``: 1.73 + 1.52 GiB for the
+    full set (3.3 GiB peak RSS and 21 s measured on full-size generated files).
     """
     files = {"train": train_path, "extra": extra_path}
+    per_class = HOLD_OUT_PER_CLASS
     counts = {part: _header(path)[3] for part, path in files.items()}
     for part, n in counts.items():
-        if n < 10 * HOLD_OUT_PER_CLASS[part]:
-            raise DataError(f"{files[part]}: {n:,} images, fewer than the {10 * HOLD_OUT_PER_CLASS[part]:,} held out "
-                            f"of it for validation")
-    total = sum(n - 10 * HOLD_OUT_PER_CLASS[part] for part, n in counts.items())
+        if n < 10 * per_class[part]:
+            raise DataError(f"{files[part]}: {n:,} images, fewer than the {10 * per_class[part]:,} held out of it "
+                            f"for validation")
+    kept = {part: n - 10 * per_class[part] for part, n in counts.items()}
+    at = {"train": (0, 0), "extra": (kept["train"], 10 * per_class["train"])}  # (training, validation) offsets
+    total, n_val = sum(kept.values()), 10 * sum(per_class.values())
     images, labels = np.empty((total, 32, 32, 3), np.uint8), np.empty(total, np.int64)
-    n_val = 10 * sum(HOLD_OUT_PER_CLASS.values())
     val_images, val_labels = np.empty((n_val, 32, 32, 3), np.uint8), np.empty(n_val, np.int64)
-    at = at_val = 0
-    for part, path in files.items():
-        x, y = read_mat(path)
-        held = hold_out(y, HOLD_OUT_PER_CLASS[part], name=str(path))
+    for part in files:
+        x, y = read_mat(files[part])
+        held = hold_out(y, per_class[part], name=str(files[part]))
         keep = np.setdiff1d(np.arange(len(y)), held, assume_unique=True)
-        images_of(x, keep, out=images[at:at + len(keep)])
-        labels[at:at + len(keep)] = y[keep]
-        images_of(x, held, out=val_images[at_val:at_val + len(held)])
-        val_labels[at_val:at_val + len(held)] = y[held]
-        at, at_val = at + len(keep), at_val + len(held)
+        (i, j) = at[part]
+        images_of(x, keep, out=images[i:i + len(keep)])
+        labels[i:i + len(keep)] = y[keep]
+        images_of(x, held, out=val_images[j:j + len(held)])
+        val_labels[j:j + len(held)] = y[held]
         del x, y
     return (images, labels), (val_images, val_labels)
 
