@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -25,6 +26,7 @@ class Download:
     filename: str  # what the downloaded file is called
     md5: str  # the checksum the data set's authors publish (CIFAR: its web page; SVHN: as torchvision pins it)
     folder: str | None = None  # for an archive: the one top-level folder it must extract to; None: a plain file
+    size: str = ""  # said before a large download starts, e.g. "about 1.3 GB"
 
 
 # Checksums: CIFAR from https://www.cs.toronto.edu/~kriz/cifar.html (binary versions); SVHN the MD5s
@@ -38,6 +40,9 @@ DOWNLOADS: dict[str, list[Download]] = {
                            "eb5a983be6a315427106f1b164d9cef3")],
     "svhn/train": [Download("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "train_32x32.mat",
                             "e26dedcc434d2e4c54c9b2d4a06d8373")],
+    # the 531,131 extra training digits the paper trains on too (Sec. 4.1)
+    "svhn/extra": [Download("http://ufldl.stanford.edu/housenumbers/extra_32x32.mat", "extra_32x32.mat",
+                            "a93ce644f1a588dc4d68dda5feec44a7", size="about 1.3 GB")],
 }
 
 
@@ -54,21 +59,34 @@ def _open_url(url: str):
     return urllib.request.urlopen(url, timeout=60)  # noqa: S310 (URLs come from DOWNLOADS)
 
 
-def fetch(url: str, target: str | os.PathLike, md5: str) -> Path:
-    """Stream ``url`` to ``target``, hashing as it goes; a checksum mismatch leaves no file behind."""
+def fetch(url: str, target: str | os.PathLike, md5: str, *, progress: bool = False) -> Path:
+    """Stream ``url`` to ``target``, hashing as it goes; a checksum mismatch leaves no file behind.
+
+    ``progress``: a byte-count bar on stderr while it downloads (only when stderr is a terminal).
+    """
     target = Path(target)
     digest = hashlib.md5(usedforsecurity=False)
     try:
-        with atomic_path(target) as tmp, _open_url(url) as response, open(tmp, "wb") as out:
+        with atomic_path(target) as tmp, _open_url(url) as response, open(tmp, "wb") as out, \
+                _bar(response, target.name, progress) as bar:
             while block := response.read(1 << 20):
                 digest.update(block)
                 out.write(block)
+                bar.update(len(block))
             out.flush()
             if digest.hexdigest() != md5.lower():
                 raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); nothing was kept")
     except OSError as e:
         raise DataError(f"cannot download {url}: {e}") from None
     return target
+
+
+def _bar(response, name: str, shown: bool):
+    from tqdm import tqdm
+
+    length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+    return tqdm(total=int(length) if length and length.isdigit() else None, unit="B", unit_scale=True, desc=name,
+                file=sys.stderr, leave=False, disable=not (shown and sys.stderr.isatty()))
 
 
 def extract_folder(archive: str | os.PathLike, into: str | os.PathLike, folder: str) -> Path:
@@ -107,8 +125,10 @@ def download(key: str, root: str | os.PathLike) -> None:
         present = root / (item.folder or item.filename)
         if present.exists():
             continue
+        if item.size:
+            print(f"downloading {item.filename} ({item.size}) from {item.url} into {root}", file=sys.stderr, flush=True)
         if item.folder is None:
-            fetch(item.url, present, item.md5)
+            fetch(item.url, present, item.md5, progress=bool(item.size))
             continue
         archive = root / item.filename
         fetch(item.url, archive, item.md5)
