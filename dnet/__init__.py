@@ -11,7 +11,8 @@ from importlib import metadata
 
 from dnet.errors import DnetError
 
-DISTRIBUTION = "dnet"  # the name pip knows the project by (the import package is always dnet)
+DISTRIBUTION = "dnet-densenet"  # what pip calls the project ("dnet" on PyPI is another one); the import
+# package and the command are always dnet
 
 try:
     __version__ = metadata.version(DISTRIBUTION)  # defined once, in pyproject.toml
