@@ -119,6 +119,27 @@ _ENTRIES = [
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 
+# -- timm's deep-stem DenseNets ---------------------------------------------------------------------------------------
+# [TIMM] huggingface/pytorch-image-models, timm/models/densenet.py (timm 1.0): 2k initial channels, the deep stem of
+# width k; densenetblur121d adds BlurPool2d to the stem only (aa_stem_only). [TIMM-RES] the same repository's
+# results/results-imagenet.csv: param_count (M), top-1/top-5 error at 224 (bicubic, crop 0.875, timm's pipeline).
+TIMM_PREPROCESS_NOTE = ("timm's pipeline is Pillow bicubic resize to 256, centre crop 224, ImageNet mean/std; "
+                        "torch7 (bicubic, 256, 224, the same mean/std) is the nearest dnet spec")
+
+
+def _timm(name, blocks, k, params, *, blur, errors=None, top5=None, note="") -> ZooEntry:
+    cfg = DenseNetConfig(block_config=blocks, growth_rate=k, bottleneck=True, compression=0.5, init_features=2 * k,
+                         stem="deep", blur_pool=blur, num_classes=1000)
+    return ZooEntry(name, cfg, "imagenet", params, errors or {}, top5 or {}, "[TIMM] [TIMM-RES]", note)
+
+
+ZOO.update((e.name, e) for e in [
+    _timm("densenetblur121d", (6, 12, 24, 16), 32, "8.00M", blur=True, errors={"imagenet/timm": 23.426},
+          top5={"imagenet/timm": 6.812}, note="timm's DenseNet-121 with a deep stem and blur pooling (ra_in1k)"),
+    _timm("densenet264d", (6, 12, 64, 48), 48, "-", blur=False,
+          note="timm's DenseNet-264 (k=48) with a deep stem; timm publishes it untrained (densenet264d.untrained)"),
+])
+
 
 def names() -> list[str]:
     return list(ZOO)
@@ -137,12 +158,16 @@ def get(name: str) -> ZooEntry:
 def expects(config: DenseNetConfig) -> tuple[str, str | None]:
     """The preprocessing a DenseNet of this configuration is fed, and a note when that is a guess.
 
-    The ImageNet stem: fb.resnet.torch's (``torch7``), as the Lua models were trained and evaluated. The CIFAR
+    The ImageNet stem: fb.resnet.torch's (``torch7``), as the Lua models were trained and evaluated. timm's deep
+    stem: timm's pipeline (Pillow bicubic resize to 256, centre crop 224, ImageNet mean/std), whose nearest dnet
+    spec is ``torch7`` (bicubic, 256, 224, the same mean/std). The CIFAR
     stem: the Lua CIFAR loaders' normalisation, CIFAR-100's for 100 classes, else CIFAR-10's (SVHN-trained and
     custom models record their own data set's spec when dnet trains them).
     """
     if config.stem == "imagenet":
         return "torch7", None
+    if config.stem == "deep":
+        return "torch7", TIMM_PREPROCESS_NOTE
     if config.num_classes == 100:
         return "cifar100", None
     if config.num_classes == 10:
@@ -182,11 +207,16 @@ def artifact_meta(config: DenseNetConfig, *, name: str | None = None, preprocess
     )
 
 
+def architecture(config: DenseNetConfig) -> tuple:
+    """What makes two configurations the same network, class count, dropout and convolution biases aside."""
+    c = config
+    return (c.block_config, c.growth_rate, c.bottleneck, c.compression, c.init_features, c.stem, c.bn_size,
+            c.stem_width, c.blur_pool)
+
+
 def find(config: DenseNetConfig) -> ZooEntry | None:
     """The zoo entry with this architecture (class count and dropout aside), if any."""
     for entry in ZOO.values():
-        a, b = entry.config, config
-        same = (a.block_config, a.growth_rate, a.bottleneck, a.compression, a.init_features, a.stem, a.bn_size)
-        if same == (b.block_config, b.growth_rate, b.bottleneck, b.compression, b.init_features, b.stem, b.bn_size):
+        if architecture(entry.config) == architecture(config):
             return entry
     return None
