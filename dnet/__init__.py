@@ -1,7 +1,7 @@
 """dnet: DenseNet from the original Lua Torch release to modern deployment.
 
-The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig`` and ``zoo``
-are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
+The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig``, ``zoo`` and
+``hub`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 # public name -> module that defines it
 _LAZY = {
     "load": "dnet.loading",
-    "create_model": "dnet.models",
+    "create_model": "dnet.hub",  # dnet.models.create_model plus pretrained= (dnet.hub says why it lives there)
+    "hub": "dnet.hub",
     "DenseNet": "dnet.models.densenet",
     "DenseNetConfig": "dnet.models.densenet",
     "zoo": "dnet.models.zoo",
@@ -42,4 +43,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "load", "zoo"]
+__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "hub", "load", "zoo"]
