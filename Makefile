@@ -11,6 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip uninstall -q -y dnet 2>/dev/null || true  # the distribution's name before it became dnet-densenet
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev]'
 	touch $(STAMP)
 

@@ -1,4 +1,5 @@
-"""``dnet convert``: t7 | pth | onnx to pth | torchvision | onnx | onnx-fp16 | onnx-int8 | trt."""
+"""``dnet convert``: t7 | pth | onnx (or a zoo name's published weights) to pth | torchvision | onnx | onnx-fp16 |
+onnx-int8 | trt."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from dnet.converters.export import MIN_OPSET
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
 from dnet.converters.precision import INT8_ACTIVATIONS
 from dnet.errors import UsageError
+from dnet.files import check_output_path
+from dnet.hub import SOURCES as PUBLISHERS
+from dnet.hub import pretrained_file
 from dnet.table import format_table
 
 PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
@@ -22,7 +26,9 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 
 @click.command("convert")
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("--from", "src_format", type=click.Choice(SOURCES), required=True, help="Source format.")
+@click.option("--from", "src_format", type=click.Choice(SOURCES), help="Source format (none with --pretrained).")
+@click.option("--pretrained", type=click.Choice(PUBLISHERS),
+              help="SRC is a zoo name: convert its published weights (fetched into dnet's cache, see dnet pull).")
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Target format.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output file.")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (INT8).")
@@ -47,8 +53,8 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations, opset,
-                input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
+def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
+                opset, input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
                 version_compatible, hardware_compat, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
@@ -56,6 +62,14 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
             raise UsageError("give the optimization profile once: --profile (--batch is its deprecated alias)")
         warn("--batch is deprecated for convert and will be removed in the next release; use --profile MIN,OPT,MAX")
         profile = batch_alias
+    if pretrained is not None:
+        if src_format is not None:
+            raise UsageError("with --pretrained SRC is a zoo name, not a file: leave out --from")
+        check_output_path(out)  # before a download, not after it
+        src, src_format, published = pretrained_file(str(src), pretrained, progress=not quiet and sys.stderr.isatty())
+        preprocess = preprocess or published.preprocess
+    elif src_format is None:
+        raise UsageError("name the source format with --from t7|pth|onnx, or give a zoo name with --pretrained")
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
     written = convert(
         src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,

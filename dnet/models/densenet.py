@@ -5,6 +5,10 @@ torchvision weights with ``strict=True`` (and the reverse). Where the Lua code (
 ``models/densenet.lua``) differs from torchvision, dnet follows Lua: dropout after every convolution but the
 first (also after the bottleneck's 1x1 and the transition's conv), optional convolution biases, and the Lua
 initialisation.
+
+timm's deep-stem variants (``densenet264d``, ``densenetblur121d``) are two configuration fields: ``stem="deep"``
+(three 3x3 convolutions, timm's key names ``conv0``/``norm0``/``conv1``/``norm1``/``conv2``/``norm2``) and
+``blur_pool`` (timm's ``BlurPool2d`` after a stride-1 max-pooling in the stem).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from torch import Tensor, nn
 
 from dnet.errors import ConfigError
 
-STEMS = ("cifar", "imagenet")
+STEMS = ("cifar", "imagenet", "deep")
 # The input each stem was designed for: CIFAR/SVHN 32×32 images; ImageNet 224×224 crops (the paper, Sec. 4.1).
-INPUT_SIZE = {"cifar": 32, "imagenet": 224}
+INPUT_SIZE = {"cifar": 32, "imagenet": 224, "deep": 224}
+POOLED_STEMS = ("imagenet", "deep")  # the stems that end in a stride-2 pooling
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,22 @@ class DenseNetConfig:
     bottleneck: bool = True  # BC: BN-ReLU-Conv1x1(bn_size*k) before the 3x3
     compression: float = 0.5  # theta: a transition keeps floor(theta * c) channels
     init_features: int = 24  # output channels of the first convolution
-    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool
+    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool; "deep": see below
     num_classes: int = 10
     drop_rate: float = 0.0
     bn_size: int = 4  # bottleneck width in multiples of k
     conv_bias: bool = False  # some Lua checkpoints (nn backend) have convolution biases
+    # timm's "deep" stem: 3x3/2 conv to stem_width, 3x3 conv to stem_width, 3x3 conv to init_features, each followed
+    # by BN-ReLU, then the 3x3/2 max-pool. None means timm's choice, the growth rate (set when the config is made).
+    stem_width: int | None = None
+    # timm's anti-aliased stem (BlurPool2d, aa_stem_only): 3x3/1 max-pool, then a 3x3 binomial blur [1 2 1]²/16
+    # with stride 2 on reflect-padded input, per channel.
+    blur_pool: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_config", tuple(int(n) for n in self.block_config))
+        if self.stem == "deep" and self.stem_width is None:
+            object.__setattr__(self, "stem_width", self.growth_rate)
         self.validate()
 
     def validate(self) -> None:
@@ -64,6 +77,12 @@ class DenseNetConfig:
             raise ConfigError(f"drop_rate: must lie in [0, 1), got {self.drop_rate}")
         if self.bn_size <= 0:
             raise ConfigError(f"bn_size: must be a positive integer, got {self.bn_size}")
+        if self.stem != "deep" and self.stem_width is not None:
+            raise ConfigError(f"stem_width: only the deep stem has a width of its own, not the {self.stem} stem")
+        if self.stem == "deep" and self.stem_width <= 0:
+            raise ConfigError(f"stem_width: must be a positive integer, got {self.stem_width}")
+        if self.blur_pool and self.stem not in POOLED_STEMS:
+            raise ConfigError(f"blur_pool: the {self.stem} stem has no pooling to blur (only the imagenet and deep stems)")
 
     @classmethod
     def from_depth(cls, depth: int, growth_rate: int, *, bottleneck: bool, **fields) -> DenseNetConfig:
@@ -83,7 +102,8 @@ class DenseNetConfig:
     def depth(self) -> int:
         """Layers with weights: convolutions and the classifier, counted as the paper counts them."""
         per_layer = 2 if self.bottleneck else 1
-        return sum(self.block_config) * per_layer + len(self.block_config) + 1
+        stem = 3 if self.stem == "deep" else 1
+        return sum(self.block_config) * per_layer + len(self.block_config) - 1 + stem + 1
 
     def channels(self) -> list[tuple[int, int]]:
         """(input channels, output channels) of every dense block, in order."""
@@ -226,6 +246,42 @@ class _Transition(nn.Sequential):
         return self.pool(x)
 
 
+class BlurPool(nn.Module):
+    """timm's ``BlurPool2d`` (filter size 3, stride 2, reflect padding): a fixed per-channel binomial blur.
+
+    The filter is a non-persistent buffer, as in timm, so it is not part of the state dict.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        self.register_buffer("filt", (taps[:, None] * taps[None, :]).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), self.filt, stride=2, groups=self.filt.shape[0])
+
+
+def _stem(cfg: DenseNetConfig) -> list[tuple[str, nn.Module]]:
+    """The stem's modules under torchvision's names (timm's for the deep stem)."""
+    bias, c = cfg.conv_bias, cfg.init_features
+    if cfg.stem == "cifar":
+        return [("conv0", nn.Conv2d(3, c, 3, padding=1, bias=bias))]
+    if cfg.blur_pool:
+        pool: nn.Module = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), BlurPool(c))
+    else:
+        pool = nn.MaxPool2d(3, stride=2, padding=1)
+    if cfg.stem == "imagenet":
+        return [("conv0", nn.Conv2d(3, c, 7, stride=2, padding=3, bias=bias)), ("norm0", nn.BatchNorm2d(c)),
+                ("relu0", nn.ReLU(inplace=True)), ("pool0", pool)]
+    w = cfg.stem_width
+    convs = [(3, w, 2), (w, w, 1), (w, c, 1)]
+    out: list[tuple[str, nn.Module]] = []
+    for i, (c_in, c_out, stride) in enumerate(convs):
+        out += [(f"conv{i}", nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)),
+                (f"norm{i}", nn.BatchNorm2d(c_out)), (f"relu{i}", nn.ReLU(inplace=True))]
+    return [*out, ("pool0", pool)]
+
+
 class DenseNet(nn.Module):
     """A DenseNet built from a :class:`DenseNetConfig`.
 
@@ -240,18 +296,7 @@ class DenseNet(nn.Module):
         self.config = config
         self.meta = None
         cfg = config
-        bias = cfg.conv_bias
-        stem: list[tuple[str, nn.Module]]
-        if cfg.stem == "imagenet":
-            stem = [
-                ("conv0", nn.Conv2d(3, cfg.init_features, 7, stride=2, padding=3, bias=bias)),
-                ("norm0", nn.BatchNorm2d(cfg.init_features)),
-                ("relu0", nn.ReLU(inplace=True)),
-                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
-            ]
-        else:
-            stem = [("conv0", nn.Conv2d(3, cfg.init_features, 3, padding=1, bias=bias))]
-        self.features = nn.Sequential(OrderedDict(stem))
+        self.features = nn.Sequential(OrderedDict(_stem(cfg)))
         channels = cfg.channels()
         for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=False)):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))

@@ -23,6 +23,9 @@ SOURCES: dict[str, str] = {
     "MEM-ABS": "Pleiss et al., Memory-Efficient Implementation of DenseNets, arXiv 1707.06990, abstract "
                "(a 264-layer DenseNet with 73M parameters, single-crop top-1 error)",
     "T7-DEFS": "mingminzhen/densenet-efficient-model README: model definitions generated from the released .t7 files",
+    "TIMM": "huggingface/pytorch-image-models, timm/models/densenet.py (timm 1.0): the deep-stem DenseNets",
+    "TIMM-RES": "huggingface/pytorch-image-models, results/results-imagenet.csv (timm's pipeline: Pillow bicubic, "
+                "crop 0.875)",
     "TV": "torchvision model documentation (ImageNet-1K acc@1 / acc@5 and parameter counts of the ports of the Lua "
           "models; Resize 256 bilinear, CenterCrop 224)",
 }

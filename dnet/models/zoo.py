@@ -49,6 +49,11 @@ class ZooEntry:
         return "DenseNet-BC" if self.config.bottleneck else "DenseNet"
 
     @property
+    def weights(self) -> dict[str, WeightsFile]:
+        """The published files of trained weights for this model, by source (none for the CIFAR models)."""
+        return WEIGHTS.get(self.name, {})
+
+    @property
     def convolutions(self) -> int:
         """Convolutions in the network: every weighted layer but the classifier (the '264' of DenseNet-264)."""
         return self.config.depth - 1
@@ -144,6 +149,88 @@ _ENTRIES = [
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 
+# -- timm's deep-stem DenseNets ---------------------------------------------------------------------------------------
+# [TIMM] huggingface/pytorch-image-models, timm/models/densenet.py (timm 1.0): 2k initial channels, the deep stem of
+# width k; densenetblur121d adds BlurPool2d to the stem only (aa_stem_only). [TIMM-RES] the same repository's
+# results/results-imagenet.csv: param_count (M), top-1/top-5 error at 224 (bicubic, crop 0.875, timm's pipeline).
+TIMM_PREPROCESS_NOTE = ("timm's pipeline is Pillow bicubic resize to 256, centre crop 224, ImageNet mean/std; "
+                        "torch7 (bicubic, 256, 224, the same mean/std) is the nearest dnet spec")
+
+
+def _timm(name, blocks, k, params, *published: Published, blur: bool, note: str = "") -> ZooEntry:
+    cfg = DenseNetConfig(block_config=blocks, growth_rate=k, bottleneck=True, compression=0.5, init_features=2 * k,
+                         stem="deep", blur_pool=blur, num_classes=1000)
+    return ZooEntry(name, cfg, "imagenet", params, published, ("TIMM",), note)
+
+
+ZOO.update((e.name, e) for e in [
+    # timm's own pipeline (Pillow bicubic, crop 0.875) is not a dnet preprocessing, so dnet eval finds no counterpart
+    _timm("densenetblur121d", (6, 12, 24, 16), 32, "8.00M",
+          Published(23.426, "imagenet", "TIMM-RES", preprocess="timm"),
+          Published(6.812, "imagenet", "TIMM-RES", metric="top5", preprocess="timm"),
+          blur=True, note="timm's DenseNet-121 with a deep stem and blur pooling (ra_in1k)"),
+    _timm("densenet264d", (6, 12, 64, 48), 48, "-", blur=False,
+          note="timm's DenseNet-264 (k=48) with a deep stem; timm publishes it untrained (densenet264d.untrained)"),
+])
+
+# -- published weight files -------------------------------------------------------------------------------------------
+# torch7: the Lua .t7 downloads of the liuzhuang13/DenseNet README (Google Drive; the README withdrew the links on
+#   2024-01-09, commit e3d24fb, "the pre-trained models in Torch are deprecated"; ids from its 2023-10-30 version,
+#   99b4daf). No checksum published: dnet records the sha256 of what it fetched.
+# torchvision: torchvision/models/densenet.py; a file name carries the first 8 hex digits of its sha256.
+# timm: the Hugging Face Hub repository of timm's default pretrained tag (densenet121 -> ra_in1k, its own training;
+#   tv_in1k re-hosts torchvision's weights); pytorch_model.bin, a plain state dict.
+WEIGHT_SOURCES = ("torch7", "torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    source: str  # one of WEIGHT_SOURCES
+    url: str
+    filename: str  # its name in dnet's cache
+    sha256: str = ""  # the full digest or the prefix the publisher gives; "" when none is published
+    preprocess: str = "torch7"  # the spec the published accuracy was measured with (the nearest dnet spec)
+    published_size: str = ""  # as the publisher states it
+    note: str = ""
+
+
+def _drive(name: str, file_id: str, size: str, resource_key: str = "") -> WeightsFile:
+    url = f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
+    if resource_key:
+        url += f"&resourcekey={resource_key}"
+    return WeightsFile("torch7", url, name, published_size=size,
+                       note="link withdrawn from the DenseNet README on 2024-01-09; the file may be gone")
+
+
+def _tv(name: str, prefix: str) -> WeightsFile:
+    return WeightsFile("torchvision", f"https://download.pytorch.org/models/{name}-{prefix}.pth", f"{name}-{prefix}.pth",
+                       sha256=prefix, preprocess="torchvision")
+
+
+def _hub(tag: str) -> WeightsFile:
+    own = tag.endswith(".ra_in1k")  # timm's own training; tv_in1k is torchvision's weights, fed as torchvision feeds them
+    return WeightsFile("timm", f"https://huggingface.co/timm/{tag}/resolve/main/pytorch_model.bin", f"{tag}.pth",
+                       preprocess="torch7" if own else "torchvision", note=TIMM_PREPROCESS_NOTE if own else "")
+
+
+WEIGHTS: dict[str, dict[str, WeightsFile]] = {
+    "densenet121": {"torch7": _drive("densenet-121.t7", "0B8ReS-sYUS-HWFViYlVlZk9sdHc", "64.5MB"),
+                    "torchvision": _tv("densenet121", "a639ec97"), "timm": _hub("densenet121.ra_in1k")},
+    "densenet169": {"torch7": _drive("densenet-169.t7", "0B8ReS-sYUS-HY25Dc2VrUGlVSGc", "114.4MB"),
+                    "torchvision": _tv("densenet169", "b2777c0a"), "timm": _hub("densenet169.tv_in1k")},
+    "densenet201": {"torch7": _drive("densenet-201.t7", "0B8ReS-sYUS-HaDdpNmlWRjJkd3c", "161.8MB"),
+                    "torchvision": _tv("densenet201", "c1103571"), "timm": _hub("densenet201.tv_in1k")},
+    "densenet161": {"torch7": _drive("densenet-161.t7", "0B8ReS-sYUS-HVXp2RExSTmMzZVU", "230.8MB"),
+                    "torchvision": _tv("densenet161", "8d451a50"), "timm": _hub("densenet161.tv_in1k")},
+    "densenet264": {"torch7": _drive("densenet-264.t7", "0By1NwtA2JPGzdVRqOEotMUZrbTA", "256MB", "0-5D_u52k6wCy6doaLwdBfqw")},
+    "densenet232": {"torch7": _drive("densenet-232.t7", "0By1NwtA2JPGzdkRDaWQ5M3VHTDg", "426MB", "0-yl4XWJ2J6GZaF6RPj43QHQ")},
+    "densenet-cosine264-k32": {"torch7": _drive("densenet-cosine-264-k32.t7", "0By1NwtA2JPGzRDhxWGo2a3pOTjA", "256MB",
+                                                "0-AOIBvppNz9cdDcuKvH7_aQ")},
+    "densenet-cosine264-k48": {"torch7": _drive("densenet-cosine-264-k48.t7", "0By1NwtA2JPGzcnFDSE1HQVh4c0k", "557MB",
+                                                "0-uAyd9bsTas2twCzAZ1DUpA")},
+    "densenetblur121d": {"timm": _hub("densenetblur121d.ra_in1k")},
+}
+
 
 def names() -> list[str]:
     return list(ZOO)
@@ -162,12 +249,16 @@ def get(name: str) -> ZooEntry:
 def expects(config: DenseNetConfig) -> tuple[str, str | None]:
     """The preprocessing a DenseNet of this configuration is fed, and a note when that is a guess.
 
-    The ImageNet stem: fb.resnet.torch's (``torch7``), as the Lua models were trained and evaluated. The CIFAR
+    The ImageNet stem: fb.resnet.torch's (``torch7``), as the Lua models were trained and evaluated. timm's deep
+    stem: timm's pipeline (Pillow bicubic resize to 256, centre crop 224, ImageNet mean/std), whose nearest dnet
+    spec is ``torch7`` (bicubic, 256, 224, the same mean/std). The CIFAR
     stem: the Lua CIFAR loaders' normalisation, CIFAR-100's for 100 classes, else CIFAR-10's (SVHN-trained and
     custom models record their own data set's spec when dnet trains them).
     """
     if config.stem == "imagenet":
         return "torch7", None
+    if config.stem == "deep":
+        return "torch7", TIMM_PREPROCESS_NOTE
     if config.num_classes == 100:
         return "cifar100", None
     if config.num_classes == 10:
@@ -207,11 +298,16 @@ def artifact_meta(config: DenseNetConfig, *, name: str | None = None, preprocess
     )
 
 
+def architecture(config: DenseNetConfig) -> tuple:
+    """What makes two configurations the same network, class count, dropout and convolution biases aside."""
+    c = config
+    return (c.block_config, c.growth_rate, c.bottleneck, c.compression, c.init_features, c.stem, c.bn_size,
+            c.stem_width, c.blur_pool)
+
+
 def find(config: DenseNetConfig) -> ZooEntry | None:
     """The zoo entry with this architecture (class count and dropout aside), if any."""
     for entry in ZOO.values():
-        a, b = entry.config, config
-        same = (a.block_config, a.growth_rate, a.bottleneck, a.compression, a.init_features, a.stem, a.bn_size)
-        if same == (b.block_config, b.growth_rate, b.bottleneck, b.compression, b.init_features, b.stem, b.bn_size):
+        if architecture(entry.config) == architecture(config):
             return entry
     return None

@@ -37,7 +37,7 @@ def tensorrt_gpu():
     try:
         import tensorrt
     except (ImportError, OSError) as e:
-        pytest.skip(f"TensorRT is not installed ({type(e).__name__}: {e}); pip install 'dnet[tensorrt]'")
+        pytest.skip(f"TensorRT is not installed ({type(e).__name__}: {e}); pip install '{dnet.DISTRIBUTION}[tensorrt]'")
     import torch
 
     if not torch.cuda.is_available():

@@ -15,12 +15,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from dnet import DISTRIBUTION
 from dnet.artifact import ArtifactMeta
 from dnet.artifact.sidecar import EngineSidecar
 from dnet.converters.tensorrt import BuildOptions
 from dnet.data.specs import get_spec
 
-INSTALL = "TensorRT is not installed: pip install 'dnet[tensorrt]' (needs NVIDIA's package index)"
+INSTALL = f"TensorRT is not installed: pip install '{DISTRIBUTION}[tensorrt]' (needs NVIDIA's package index)"
 META = ArtifactMeta(
     model="custom", num_classes=5, input_size=4, preprocess=get_spec("cifar10"), precision="int8",
     source="tiny.pth", source_sha256="ab" * 32, config={"growth_rate": 4},
