@@ -132,10 +132,13 @@ def test_a_plan_without_hardware_compatibility_runs_only_on_the_gpu_model_that_b
 
 def test_a_version_compatible_plan_does_not_cross_to_a_major_version_nvidia_does_not_support(tmp_path, monkeypatch):
     """Defect 4: 11.x -> 12.x is not in TensorRT's support matrix (only 8 -> 10 and 10 -> 11 cross majors)."""
+    import torch
+
     trt12 = fake_tensorrt("11.4.0.106")
     trt12.__version__ = "12.0.0.1"
     monkeypatch.setitem(sys.modules, "tensorrt", trt12)
     monkeypatch.setattr("dnet.engines.tensorrt.cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(cuda_stream=0))
     plan = _plan(tmp_path, tensorrt_version="11.4.0.106", version_compatible=True)
     with pytest.raises(EngineError, match=r"^m\.plan was built version-compatible with TensorRT 11\.4\.0\.106, which "
                                           r"TensorRT 12\.0\.0\.1 cannot run \(needs 11\.x at least as new\)"):
@@ -154,8 +157,11 @@ def test_profile_limits_come_from_the_plan_and_must_match_the_sidecar(tmp_path, 
 
 
 def test_a_plan_with_several_optimization_profiles_is_refused(tmp_path, monkeypatch):
+    import torch
+
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", profiles=2))
     monkeypatch.setattr("dnet.engines.tensorrt.cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(cuda_stream=0))
     with pytest.raises(EngineError, match=r"^m\.plan has 2 optimization profiles; dnet builds and runs plans with "
                                           r"exactly one; rebuild it from m\.onnx$"):
         engines.open(_plan(tmp_path))
