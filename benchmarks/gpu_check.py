@@ -206,18 +206,13 @@ def train_step(model_name: str, memory_efficient: bool, batch: int = 64, steps: 
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    step_s = time_calls(step, steps, 0, sync) / 1e3
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     reserved = torch.cuda.max_memory_reserved() / 2**20 if device == "cuda" else None
     mode = "memory-efficient" if memory_efficient else "standard"
     lua = LUA.get(f"{model_name}/{mode}", {})
     return {"model": model_name, "mode": mode, "batch": batch, "steps": steps, "peak_allocated_mb": peak,
-            "peak_reserved_mb": reserved, "step_s": sorted(times)[len(times) // 2], "lua_memory_mb": lua.get("memory_mb"),
+            "peak_reserved_mb": reserved, "step_s": step_s, "lua_memory_mb": lua.get("memory_mb"),
             "lua_step_s": lua.get("step_s"), "lua": lua.get("what")}
 
 

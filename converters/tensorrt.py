@@ -31,7 +31,7 @@ from dnet.artifact.layers import write_layers
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
 from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, write_sidecar
-from dnet.engines.gpu import cuda_device, import_tensorrt, logging_to, major_version
+from dnet.engines.gpu import cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
 from dnet.files import atomic_path, sha256_file
 
@@ -108,10 +108,6 @@ def _parse_errors(parser: tensorrt.OnnxParser) -> list[str]:
         op = error.node_operator()
         lines.append(f"node {node}" + (f" ({op})" if op else "") + f": {error.desc()}")
     return lines
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _timing_cache(trt, config: tensorrt.IBuilderConfig, path: Path | None, warn: Callable[[str], None]):
@@ -225,7 +221,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     options = options or BuildOptions()
-    log = log or _stderr
+    log = log or stderr_line
 
     def warn(message: str) -> None:
         log(f"dnet: warning: {message}")

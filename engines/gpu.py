@@ -50,7 +50,8 @@ def major_version(trt) -> int:
     return version_tuple(trt.__version__)[0]
 
 
-def _stderr(line: str) -> None:
+def stderr_line(line: str) -> None:
+    """The default sink of TensorRT's log and of the build's warnings."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -66,7 +67,7 @@ def tensorrt_logger(trt: object):
             base.__init__(self)  # pybind11 needs the base initialised explicitly
             self.module = trt
             self.min_severity = trt.ILogger.WARNING
-            self.sink: Callable[[str], None] = _stderr
+            self.sink: Callable[[str], None] = stderr_line
 
         def log(self, severity, msg: str) -> None:
             if int(severity) <= int(self.min_severity):  # INTERNAL_ERROR is 0, VERBOSE 4
@@ -91,4 +92,5 @@ def logging_to(trt: object, verbose: bool, sink: Callable[[str], None] | None = 
         logger.min_severity, logger.sink = level, previous
 
 
-__all__ = ["INSTALL_HINT", "cuda_device", "import_tensorrt", "logging_to", "major_version", "tensorrt_logger"]
+__all__ = ["INSTALL_HINT", "cuda_device", "import_tensorrt", "logging_to", "major_version", "stderr_line",
+           "tensorrt_logger"]
