@@ -56,6 +56,7 @@ class ConvertOptions:
     version_compatible: bool = False
     hardware_compat: str = HARDWARE_COMPAT[0]
     progress: bool = False
+    verbose: bool = False  # --to trt: TensorRT's whole build log
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -202,7 +203,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         return written
 
     # 3. TensorRT engine: a missing TensorRT or GPU raises NotInstalledError whose line says where the typed ONNX is.
-    written.append(Path(build_plan(typed, out, build)))
+    written.append(Path(build_plan(typed, out, build, verbose=opts.verbose, progress=opts.progress)))
     return written
 
 

@@ -51,11 +51,12 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
 @click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
               show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="--to trt: print TensorRT's whole build log.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
                 opset, input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
-                version_compatible, hardware_compat, quiet) -> None:
+                version_compatible, hardware_compat, verbose, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -77,7 +78,7 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
         preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compat=hardware_compat,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=not quiet and sys.stderr.isatty(), verbose=verbose,
     )
     rows = [[("output" if p == written[-1] else "kept"), str(p), f"{p.stat().st_size:,}"] for p in written]
     click.echo(format_table(["", "file", "bytes"], rows, right=(2,)))
