@@ -12,6 +12,7 @@ from dnet.cli.main import reports_errors
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
+from dnet.paired import evaluate_paired
 
 
 def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
@@ -50,17 +51,29 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 @click.option("--download", is_flag=True, help="Download the data set into --data (CIFAR, SVHN), checksum verified.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.csv",
               help="Write per-image predictions to this CSV.")
+@click.option("--compare-to", "compare_to", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also evaluate FILE on the same decoded images; print the paired difference and McNemar's test.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
-             skip_bad, download, predictions_path, as_json, quiet) -> None:
+             skip_bad, download, predictions_path, compare_to, as_json, quiet) -> None:
     """Top-1/top-5 error of a model file on a data set, with a 95% CI, each beside its published number and source."""
     with engines.open(engine_path, provider=provider) as engine:
         name = _pick_dataset(dataset, data, engine.meta)
         if download and data is None:
             raise UsageError("--download needs --data: the folder to download into")
         ds = open_dataset(name, data, split, download=download)
+        if compare_to is not None:
+            with engines.open(compare_to, provider=provider) as reference:
+                paired = evaluate_paired(engine, reference, ds, batch=batch, limit=limit, workers=workers,
+                                         preprocess=preprocess, ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
+            if predictions_path:
+                write_predictions(predictions_path, paired.report, ds)
+            click.echo(json.dumps(paired.to_dict(), indent=2) if as_json else "\n".join(paired.lines()))
+            if tolerance is not None:
+                check_tolerance(paired.report, tolerance)
+            return
         report = evaluate(engine, ds, batch=batch, limit=limit, workers=workers, preprocess=preprocess,
                           ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -215,3 +215,43 @@ def test_torchrun_on_a_folder_with_workers_and_a_bad_file(tmp_path):
     a, b = json.loads(one.output), json.loads(many.stdout)
     assert a["images"] == b["images"] == 4 and len(a["skipped"]) == len(b["skipped"]) == 1
     assert (a["top1_correct"], a["top5_correct"]) == (b["top1_correct"], b["top5_correct"])
+
+
+def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path):
+    from dnet.paired import mcnemar_exact, newcombe_paired
+    from tests.evalmodels import train_digits
+
+    weak, strong = train_digits(tmp_path / "weak.pth", epochs=1), digits_checkpoint()
+    r = run("--engine", weak, "--compare-to", strong, "--json", "--quiet", "--batch", 50)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    alone_weak, alone_strong = (json.loads(run("--engine", m, "--json", "--quiet").output) for m in (weak, strong))
+    assert d["images"] == 360 and d["engine"] == "weak.pth" and d["reference"] == "digits.pth"
+    assert d["both_right"] + d["engine_only"] == alone_weak["top1_correct"]
+    assert d["both_right"] + d["reference_only"] == alone_strong["top1_correct"]
+    assert d["engine_error"] == pytest.approx(alone_weak["top1_error"]) and d["engine_report"]["images"] == 360
+    assert d["delta"] == pytest.approx(alone_weak["top1_error"] - alone_strong["top1_error"])
+    assert d["p_value"] == mcnemar_exact(d["engine_only"], d["reference_only"])
+    lo, hi = newcombe_paired(d["both_right"], d["engine_only"], d["reference_only"], d["both_wrong"])
+    assert d["ci95"] == pytest.approx([-100 * hi, -100 * lo])
+    text = run("--engine", weak, "--compare-to", strong, "--quiet").output.splitlines()
+    assert re.fullmatch(r"top-1 error \d+\.\d\d % \(weak\.pth\) vs \d+\.\d\d % \(digits\.pth\) on the same 360 images", text[0])
+    assert re.fullmatch(r"Δ top-1 error [+-]\d+\.\d\d points \(95% CI [+-]\d+\.\d\d to [+-]\d+\.\d\d, Newcombe hybrid score "
+                        r"\(1998, method 10\)\) · exact McNemar p = .+", text[1])
+    assert text[2].startswith(f"only weak.pth right: {d['engine_only']} · only digits.pth right: {d['reference_only']} · ")
+    assert text[3].startswith("classes that lost most: ") and len(text) == 4
+
+
+def test_compare_to_files_that_cannot_share_the_images_is_one_line(tmp_path):
+    digits = digits_checkpoint()
+    wide = save_random(tmp_path / "wide.pth", 100, "digits", 8)
+    assert one_line_error(run("--engine", digits, "--compare-to", wide, "--quiet"), 1) == (
+        "digits.pth has 10 classes but wide.pth has 100; compare two files of the same model")
+    svhn = save_random(tmp_path / "svhn.pth", 10, "svhn", 8)
+    assert one_line_error(run("--engine", digits, "--compare-to", svhn, "--quiet"), 2) == (
+        "digits.pth expects digits preprocessing at 8 but svhn.pth svhn at 32; the same images cannot feed both "
+        "(--preprocess feeds both one way)")
+    big = save_random(tmp_path / "big.pth", 10, "digits", 16)
+    assert one_line_error(run("--engine", digits, "--compare-to", big, "--quiet"), 2) == (
+        "digits.pth takes 8×8 inputs but big.pth takes 16×16; the same images cannot feed both")
+    assert one_line_error(run("--engine", digits, "--compare-to", tmp_path / "nope.onnx"), 1) == f"{tmp_path / 'nope.onnx'}: no such file"
