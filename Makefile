@@ -4,13 +4,14 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install constraints test test-slow test-all demo lint bench clean
+.PHONY: install constraints test test-slow test-all demo lint bench gpu-check clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip uninstall -q -y dnet 2>/dev/null || true  # the distribution's name before it became dnet-densenet
 	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,openvino]'
 	touch $(STAMP)
 
@@ -47,6 +48,13 @@ BENCHMARKS := inference_cpu int8_accuracy convert_time train_memory train_throug
 
 bench: $(STAMP)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; DNET_BENCH_QUICK=$(QUICK) $(BIN)/python -m benchmarks.$$b; done
+
+# On a machine with a CUDA GPU, with its own Python (a preinstalled CUDA PyTorch; nothing is downloaded):
+# `make gpu-check PY=python3`. Without a GPU it says so in one line and fails before installing anything.
+gpu-check:
+	@$(PY) -m benchmarks.gpu_check --probe
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -2,8 +2,9 @@
 
 The exported graph has one input ``input`` (float32 N×3×H×W, N dynamic) and one output ``logits``; its
 ``metadata_props`` carry the model's :class:`~dnet.artifact.meta.ArtifactMeta` (``dnet.*`` keys), including the
-names of the graph tensors that hold each dense block's and transition's output (``extra.stages``), which
-``dnet compare`` uses to compare files stage by stage.
+names of the graph tensors that hold each dense block's and transition's output (``extra.stages``) and each
+convolution's output (``extra.convs``, see :mod:`dnet.converters.convs`), which ``dnet compare`` uses to compare files
+stage by stage and layer by layer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from dnet import __version__
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
+from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_mul_add
 from dnet.engines.onnxruntime import run
 from dnet.errors import AccuracyError, UsageError
@@ -69,6 +71,16 @@ def _export_proto(model: DenseNet, size: int, opset: int) -> onnx.ModelProto:
     return program.model_proto
 
 
+def _scopes(node: onnx.NodeProto) -> list[str]:
+    """The module scopes torch's dynamo exporter records on a node (``pkg.torch.onnx.name_scopes``), outermost first."""
+    raw = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+    try:
+        scopes = ast.literal_eval(raw) if raw else []
+    except (ValueError, SyntaxError):
+        return []
+    return [s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else []
+
+
 def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
     """For each stage (``denseblock1``, ``transition1``, ...), the graph tensor holding its output.
 
@@ -77,18 +89,32 @@ def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
     """
     last: dict[str, str] = {}
     for node in proto.graph.node:
-        props = {p.key: p.value for p in node.metadata_props}
-        raw = props.get("pkg.torch.onnx.name_scopes")
-        if not raw:
-            continue
-        try:
-            scopes = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            continue
+        scopes = _scopes(node)
         for stage in stages:
             if f"features.{stage}" in scopes:
                 last[stage] = node.output[0]
     return {s: last[s] for s in stages if s in last}
+
+
+def conv_tensors(proto: onnx.ModelProto, model: DenseNet) -> dict[str, str]:
+    """For each convolution (``conv0``, ``denseblock1.denselayer1.conv1``, ...), the tensor its Conv node writes.
+
+    A Conv node's innermost module scope names its convolution; a convolution the exporter folded the following
+    BatchNorm into carries the BN's scope (``...norm2``) instead, and is named by the weight it uses, which keeps the
+    convolution's parameter name. Network order.
+    """
+    convs = [n.removeprefix("features.") for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    known, found = set(convs), {}
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    for node in proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        candidates = [s.removeprefix("features.") for s in reversed(_scopes(node))]
+        candidates.append(module_of_weight(weight_name(node, producers)))
+        name = next((c for c in candidates if c in known), None)
+        if name is not None:
+            found[name] = node.output[0]
+    return {c: found[c] for c in convs if c in found}
 
 
 def export(
@@ -123,15 +149,16 @@ def export(
     meta = dataclasses.replace(meta, input_size=size)
     proto = _export_proto(model, size, opset)
     stages = stage_tensors(proto, model.stages())
+    convs = conv_tensors(proto, model)
     if bn == "muladd":
         bn_to_mul_add(proto)
-    # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages are kept.
+    # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages and convs are kept.
     for node in proto.graph.node:
         del node.metadata_props[:]
     for vi in list(proto.graph.output) + list(proto.graph.input):
         del vi.metadata_props[:]
     proto.producer_name, proto.producer_version = "dnet", __version__
-    write_meta(proto, dataclasses.replace(meta, extra={**meta.extra, "stages": stages, "bn": bn}))
+    write_meta(proto, dataclasses.replace(meta, extra={**meta.extra, "stages": stages, "convs": convs, "bn": bn}))
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((1, 3, size, size), dtype=np.float32),
               rng.standard_normal((7, 3, size, size), dtype=np.float32)]

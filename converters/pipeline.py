@@ -60,6 +60,7 @@ class ConvertOptions:
     timing_cache: Path | None = None
     version_compatible: bool = False
     hardware_compat: str = HARDWARE_COMPAT[0]
+    verbose: bool = False  # --to trt: TensorRT's whole build log
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -230,7 +231,7 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
 
     # 3. TensorRT engine: a missing TensorRT or GPU raises NotInstalledError whose line says where the typed ONNX is.
     progress.stage("TensorRT build")
-    written.append(Path(build_plan(typed, out, build)))
+    written.append(Path(build_plan(typed, out, build, verbose=opts.verbose, progress=progress.live)))
     return written
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from dnet import engines
+from dnet.artifact.layers import precisions_by_layer, read_layers
 from dnet.errors import UsageError
 
 PERCENTILES = (50, 90, 95, 99)
@@ -164,3 +165,38 @@ def bench_engines(opened: list, batch: int, *, warmup: float = 1.0, duration: fl
         results.append(BenchResult(eng.path.name, eng.kind, precision, batch, len(t), **latency_stats(t, batch),
                                    memory_mb=mem))
     return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorRT only: CUDA graphs (trtexec --useCudaGraph) and per-layer times (IProfiler).
+
+
+ONLY_TENSORRT = {"cuda_graph": "CUDA graphs", "per_layer": "per-layer times"}  # option -> what it gives
+
+
+def tensorrt_only(opened: list, option: str) -> None:
+    """Refuse, before anything is measured, an option that only TensorRT plans support when another engine is given."""
+    for eng in opened:
+        if eng.kind != "tensorrt":
+            raise UsageError(f"{ONLY_TENSORRT[option]} are for TensorRT .plan engines, not {eng.path.name} "
+                             f"({eng.kind})", option=option)
+
+
+def use_cuda_graphs(opened: list) -> None:
+    """Replay every engine's fixed shapes from CUDA graphs (trtexec --useCudaGraph); only TensorRT plans can."""
+    tensorrt_only(opened, "cuda_graph")
+    for eng in opened:
+        eng.use_cuda_graph()
+
+
+def layer_profile(engine, batch: int, runs: int = 10, input_size: int | None = None) -> list[dict]:
+    """Mean milliseconds of each layer of a TensorRT engine at one batch size, with its precision (from the layers
+    file beside the plan, "?" without it) and its share of the summed layer times."""
+    tensorrt_only([engine], "per_layer")
+    x = _input(engine, batch, input_size=input_size)
+    engine(x)  # warm-up
+    times = engine.layer_times(x, runs)
+    precision = precisions_by_layer(read_layers(engine.path) or [])
+    total = sum(ms for _, ms in times) or 1.0
+    return [{"engine": engine.path.name, "batch": batch, "layer": name, "precision": precision.get(name, "?"),
+             "ms": ms, "share": ms / total} for name, ms in times]

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 class Progress:
     """The receiver of a long job's reports; this base class ignores them."""
 
+    # True when the reports are drawn on a terminal: a step with a live display of its own (a download's bar,
+    # TensorRT's build phases) may then draw it too; a recording or silent receiver keeps the terminal clean.
+    live: bool = False
+
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """A stage begins (and the previous one ends); ``total`` units of ``unit`` when it can count them."""
 

@@ -105,14 +105,31 @@ def test_no_module_is_longer_than_the_limit():
     assert long == {}, f"split these modules (or say why in LONG_FILES): {long}"
 
 
+def test_the_distribution_name_is_not_the_taken_dnet():
+    # "dnet" on PyPI is a 2015 networking library; the project installs as dnet-densenet, imports as dnet
+    assert PYPROJECT["project"]["name"] == dnet.DISTRIBUTION == "dnet-densenet"
+    assert PYPROJECT["project"]["scripts"] == {"dnet": "dnet.cli:main"}
+
+
 @pytest.mark.slow
 def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
                     str(ROOT)], check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("*.whl"))
+    assert wheel.name.startswith("dnet_densenet-")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
+        metadata_file = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        assert "Name: dnet-densenet" in z.read(metadata_file).decode().splitlines()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"dnet"}
     assert "dnet/converters/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names
     assert not any(n.startswith(("converters/", "engines/", "tests/", "benchmarks/")) for n in names)
+    # installed: one top-level package, dnet, and the dnet command
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    installed = {p.name for p in site.iterdir()} - {"bin"}
+    assert {n for n in installed if not n.endswith(".dist-info")} == {"dnet"}
+    assert [n for n in installed if n.endswith(".dist-info")] == [f"dnet_densenet-{dnet.__version__}.dist-info"]
+    assert (site / "bin" / "dnet").is_file()

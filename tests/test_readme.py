@@ -1,16 +1,22 @@
 """The README's Python section runs as written, block after block in one namespace (as a reader would paste it),
-so its examples stay true; the TensorRT block needs a GPU and is skipped with the reason. Library errors on these
+so its examples stay true; the TensorRT block needs a GPU and is skipped with the reason. The block that fetches
+published weights gets them from a server on 127.0.0.1 standing in for the publishers (random densenet121 weights
+under the recorded file names, in a fresh DNET_HOME): nothing here contacts the internet. Library errors on these
 paths name the library's arguments, never a command-line flag."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
+import io
 import re
 from pathlib import Path
 
 import pytest
 
 from dnet.errors import UsageError
+from tests.httpserver import serve
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,6 +35,32 @@ def namespace(tmp_path_factory):
     return {"__name__": "readme", "__cwd__": tmp_path_factory.mktemp("readme")}
 
 
+@pytest.fixture
+def publisher(namespace, monkeypatch):
+    """densenet121's torchvision and torch7 files, served from 127.0.0.1 (random weights, the recorded names)."""
+    import torch
+
+    from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+    from dnet.models import create_model, zoo
+    from dnet.statedict import torchvision_state_dict
+
+    model = create_model("densenet121")
+    buf = io.BytesIO()
+    torch.save(torchvision_state_dict(model), buf)
+    pth, t7 = buf.getvalue(), dumps(lua_densenet(model, LuaStyle()))
+    monkeypatch.setenv("DNET_HOME", str(namespace["__cwd__"] / "dnet-home"))
+    with serve({"tv.pth": pth, "lua.t7": t7}) as srv:
+        files = zoo.WEIGHTS["densenet121"]
+        prefix = hashlib.sha256(pth).hexdigest()[:8]
+        monkeypatch.setitem(zoo.WEIGHTS, "densenet121", {
+            **files,
+            "torchvision": dataclasses.replace(files["torchvision"], url=srv.url("/tv.pth"), sha256=prefix,
+                                               filename=f"densenet121-{prefix}.pth"),
+            "torch7": dataclasses.replace(files["torch7"], url=srv.url("/lua.t7")),
+        })
+        yield srv
+
+
 def test_the_section_has_an_example_for_each_step():
     steps = ["export(", "to_fp16(", "to_int8(", "evaluate(", "convert(", "build_plan("]
     assert [any(step in b for b in BLOCKS) for step in steps] == [True] * len(steps)
@@ -36,13 +68,15 @@ def test_the_section_has_an_example_for_each_step():
 
 @pytest.mark.slow  # a short training run and four conversions: about 30 s on a quiet 2-core machine
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_python_block_runs(index, namespace, monkeypatch):
+def test_readme_python_block_runs(index, namespace, monkeypatch, request):
     code = BLOCKS[index]
     if "build_plan(" in code:
         pytest.skip("the TensorRT example needs a CUDA GPU and TensorRT (tests/converters/test_tensorrt_gpu.py "
                     "covers the build where they exist)")
     if 'provider="openvino"' in code and importlib.util.find_spec("openvino") is None:
         pytest.skip("the OpenVINO example needs the optional extra 'openvino'")
+    if "pretrained=" in code or "dnet.hub." in code:
+        request.getfixturevalue("publisher")
     monkeypatch.chdir(namespace["__cwd__"])  # the files the examples write land in a fresh folder
     exec(compile(code, f"README.md python block {index}", "exec"), namespace)
 
@@ -55,6 +89,11 @@ def test_what_the_examples_say_they_produce_is_what_they_produce(namespace):
     folder = ns["__cwd__"]
     for name in ("digits.onnx", "digits.fp16.onnx", "digits.int8.onnx", "digits.calib.json", "chain.fp16.onnx"):
         assert (folder / name).is_file(), name
+    cached = sorted(p.relative_to(folder / "dnet-home").as_posix() for p in (folder / "dnet-home").rglob("*"))
+    weights = [p for p in cached if p.endswith((".t7", ".pth"))]  # each beside its record, FILE.json
+    assert weights[0] == "weights/torch7/densenet-121.t7" and len(weights) == 2
+    assert re.fullmatch(r"weights/torchvision/densenet121-[0-9a-f]{8}\.pth", weights[1])
+    assert {f"{w}.json" for w in weights} <= set(cached)
     assert ns["model"].meta.input_size == 8 and ns["run"].epochs_done == 2
     assert 0.9 < ns["summary"]["check_cosine"] <= 1.0 + 1e-6
     assert 0.0 <= ns["report"].top1_error < 90.0 and ns["report"].images == 360

@@ -12,6 +12,8 @@ from dnet.progress import Recorder
 class TerminalProgress(Recorder):
     """A :class:`Recorder` that also draws: ``name …`` while a stage runs, ``name  12.3 s`` when it is done."""
 
+    live = True
+
     def __init__(self, stream=None) -> None:
         super().__init__()
         self.stream = stream or sys.stderr

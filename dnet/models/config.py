@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from dnet.errors import ConfigError
 
-STEMS = ("cifar", "imagenet")
+STEMS = ("cifar", "imagenet", "deep")
 # The input each stem was designed for: CIFAR/SVHN 32×32 images; ImageNet 224×224 crops (the paper, Sec. 4.1).
-INPUT_SIZE = {"cifar": 32, "imagenet": 224}
+INPUT_SIZE = {"cifar": 32, "imagenet": 224, "deep": 224}
+POOLED_STEMS = ("imagenet", "deep")  # the stems that end in a stride-2 pooling
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,22 @@ class DenseNetConfig:
     bottleneck: bool = True  # BC: BN-ReLU-Conv1x1(bn_size*k) before the 3x3
     compression: float = 0.5  # theta: a transition keeps floor(theta * c) channels
     init_features: int = 24  # output channels of the first convolution
-    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool
+    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool; "deep": see below
     num_classes: int = 10
     drop_rate: float = 0.0
     bn_size: int = 4  # bottleneck width in multiples of k
     conv_bias: bool = False  # some Lua checkpoints (nn backend) have convolution biases
+    # timm's "deep" stem: 3x3/2 conv to stem_width, 3x3 conv to stem_width, 3x3 conv to init_features, each followed
+    # by BN-ReLU, then the 3x3/2 max-pool. None means timm's choice, the growth rate (set when the config is made).
+    stem_width: int | None = None
+    # timm's anti-aliased stem (BlurPool2d, aa_stem_only): 3x3/1 max-pool, then a 3x3 binomial blur [1 2 1]²/16
+    # with stride 2 on reflect-padded input, per channel.
+    blur_pool: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_config", tuple(int(n) for n in self.block_config))
+        if self.stem == "deep" and self.stem_width is None:
+            object.__setattr__(self, "stem_width", self.growth_rate)
         self.validate()
 
     def validate(self) -> None:
@@ -55,6 +64,12 @@ class DenseNetConfig:
             raise ConfigError(f"drop_rate: must lie in [0, 1), got {self.drop_rate}")
         if self.bn_size <= 0:
             raise ConfigError(f"bn_size: must be a positive integer, got {self.bn_size}")
+        if self.stem != "deep" and self.stem_width is not None:
+            raise ConfigError(f"stem_width: only the deep stem has a width of its own, not the {self.stem} stem")
+        if self.stem == "deep" and self.stem_width <= 0:
+            raise ConfigError(f"stem_width: must be a positive integer, got {self.stem_width}")
+        if self.blur_pool and self.stem not in POOLED_STEMS:
+            raise ConfigError(f"blur_pool: the {self.stem} stem has no pooling to blur (only the imagenet and deep stems)")
 
     @classmethod
     def from_depth(cls, depth: int, growth_rate: int, *, bottleneck: bool, **fields) -> DenseNetConfig:
@@ -74,7 +89,8 @@ class DenseNetConfig:
     def depth(self) -> int:
         """Layers with weights: convolutions and the classifier, counted as the paper counts them."""
         per_layer = 2 if self.bottleneck else 1
-        return sum(self.block_config) * per_layer + len(self.block_config) + 1
+        stem = 3 if self.stem == "deep" else 1
+        return sum(self.block_config) * per_layer + len(self.block_config) - 1 + stem + 1
 
     def channels(self) -> list[tuple[int, int]]:
         """(input channels, output channels) of every dense block, in order."""
@@ -109,4 +125,4 @@ class DenseNetConfig:
         return cls(**d)
 
 
-__all__ = ["INPUT_SIZE", "STEMS", "DenseNetConfig"]
+__all__ = ["INPUT_SIZE", "POOLED_STEMS", "STEMS", "DenseNetConfig"]

@@ -5,6 +5,10 @@ torchvision weights with ``strict=True`` (and the reverse). Where the Lua code (
 ``models/densenet.lua``) differs from torchvision, dnet follows Lua: dropout after every convolution but the
 first (also after the bottleneck's 1x1 and the transition's conv), optional convolution biases, and the Lua
 initialisation.
+
+timm's deep-stem variants (``densenet264d``, ``densenetblur121d``) are two configuration fields: ``stem="deep"``
+(three 3x3 convolutions, timm's key names ``conv0``/``norm0``/``conv1``/``norm1``/``conv2``/``norm2``) and
+``blur_pool`` (timm's ``BlurPool2d`` after a stride-1 max-pooling in the stem).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 # The configuration lives in a torch-free module (the zoo and `dnet models` read it without PyTorch); re-exported here.
-from dnet.models.config import INPUT_SIZE, STEMS, DenseNetConfig
+from dnet.models.config import INPUT_SIZE, POOLED_STEMS, STEMS, DenseNetConfig
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -129,6 +133,42 @@ class _Transition(nn.Sequential):
         return self.pool(x)
 
 
+class BlurPool(nn.Module):
+    """timm's ``BlurPool2d`` (filter size 3, stride 2, reflect padding): a fixed per-channel binomial blur.
+
+    The filter is a non-persistent buffer, as in timm, so it is not part of the state dict.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        self.register_buffer("filt", (taps[:, None] * taps[None, :]).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), self.filt, stride=2, groups=self.filt.shape[0])
+
+
+def _stem(cfg: DenseNetConfig) -> list[tuple[str, nn.Module]]:
+    """The stem's modules under torchvision's names (timm's for the deep stem)."""
+    bias, c = cfg.conv_bias, cfg.init_features
+    if cfg.stem == "cifar":
+        return [("conv0", nn.Conv2d(3, c, 3, padding=1, bias=bias))]
+    if cfg.blur_pool:
+        pool: nn.Module = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), BlurPool(c))
+    else:
+        pool = nn.MaxPool2d(3, stride=2, padding=1)
+    if cfg.stem == "imagenet":
+        return [("conv0", nn.Conv2d(3, c, 7, stride=2, padding=3, bias=bias)), ("norm0", nn.BatchNorm2d(c)),
+                ("relu0", nn.ReLU(inplace=True)), ("pool0", pool)]
+    w = cfg.stem_width
+    convs = [(3, w, 2), (w, w, 1), (w, c, 1)]
+    out: list[tuple[str, nn.Module]] = []
+    for i, (c_in, c_out, stride) in enumerate(convs):
+        out += [(f"conv{i}", nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)),
+                (f"norm{i}", nn.BatchNorm2d(c_out)), (f"relu{i}", nn.ReLU(inplace=True))]
+    return [*out, ("pool0", pool)]
+
+
 class DenseNet(nn.Module):
     """A DenseNet built from a :class:`DenseNetConfig`.
 
@@ -143,18 +183,7 @@ class DenseNet(nn.Module):
         self.config = config
         self.meta = None
         cfg = config
-        bias = cfg.conv_bias
-        stem: list[tuple[str, nn.Module]]
-        if cfg.stem == "imagenet":
-            stem = [
-                ("conv0", nn.Conv2d(3, cfg.init_features, 7, stride=2, padding=3, bias=bias)),
-                ("norm0", nn.BatchNorm2d(cfg.init_features)),
-                ("relu0", nn.ReLU(inplace=True)),
-                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
-            ]
-        else:
-            stem = [("conv0", nn.Conv2d(3, cfg.init_features, 3, padding=1, bias=bias))]
-        self.features = nn.Sequential(OrderedDict(stem))
+        self.features = nn.Sequential(OrderedDict(_stem(cfg)))
         channels = cfg.channels()
         for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=False)):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))
@@ -215,4 +244,4 @@ def measure_bn_statistics(model: nn.Module, batch: Tensor) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["INPUT_SIZE", "STEMS", "DenseNet", "DenseNetConfig", "measure_bn_statistics"]
+__all__ = ["INPUT_SIZE", "POOLED_STEMS", "STEMS", "DenseNet", "DenseNetConfig", "measure_bn_statistics"]

@@ -7,6 +7,10 @@ lists the zoo in well under a second and ``dnet info NAME --input-size 100000`` 
 Multiply-adds are counted as thop counts them for timm's tables: a convolution ``out elements × in channels × kh × kw``,
 the classifier ``in × out``, a BatchNorm two per element (scale and shift), a 2×2 average pool five per output element
 (four adds and a divide); ReLU, max-pool and the global average are free.
+
+timm's blur pooling (``blur_pool``) is a fixed 3×3 binomial filter, not a parameter: it adds nothing to ``params``.
+Its arithmetic is counted like a pooling's, in ``macs`` and not in ``conv_macs`` (which holds the learned
+convolutions and the classifier): nine multiply-adds per output element, per channel (a depthwise 3×3, stride 2).
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnet.errors import ConfigError
-from dnet.models.config import DenseNetConfig
+from dnet.models.config import POOLED_STEMS, DenseNetConfig
 
 
 @dataclass(frozen=True)
 class Summary:
     params: int
-    macs: int  # all layers, counted as thop does for timm's tables: conv + linear + BN (2/element) + pooling
-    conv_macs: int  # convolutions and the classifier only
+    macs: int  # all layers, counted as thop does for timm's tables: conv + linear + BN (2/element) + pooling + blur
+    conv_macs: int  # learned convolutions and the classifier only
     input_size: int
     blocks: list[dict]  # per dense block: layers, in/out channels, spatial size
 
@@ -59,8 +63,14 @@ class _Counter:
         if average:
             self.other_macs += c * self.size * self.size * (kernel * kernel + 1)
 
-    def _check_size(self) -> None:
-        if self.size < 1:
+    def blur(self, c: int) -> None:
+        """timm's BlurPool2d: reflect padding 1 (needs at least 2×2), a fixed 3×3 filter per channel, stride 2."""
+        self._check_size(minimum=2)  # reflect padding of 1 needs two rows and two columns
+        self.size = (self.size + 2 - 3) // 2 + 1
+        self.other_macs += c * self.size * self.size * 9
+
+    def _check_size(self, minimum: int = 1) -> None:
+        if self.size < minimum:
             raise ConfigError("input_size: too small for this network (a feature map would shrink below 1×1)",
                               option="input_size")
 
@@ -77,14 +87,25 @@ def summarize(model_or_config, input_size: int) -> Summary:
     if input_size < 1:
         raise ConfigError(f"input_size: must be a positive integer, got {input_size}", option="input_size")
     n = _Counter(cfg, input_size)
-    if cfg.stem == "imagenet":  # conv 7×7/2, BN, ReLU, max-pool 3×3/2
-        n.conv(3, cfg.init_features, 7, stride=2, padding=3)
-        n.bn(cfg.init_features)
-        n.pool(cfg.init_features, 3, 2, 1, average=False)
+    c0 = cfg.init_features
+    if cfg.stem == "imagenet":  # conv 7×7/2, BN, ReLU
+        n.conv(3, c0, 7, stride=2, padding=3)
+        n.bn(c0)
+    elif cfg.stem == "deep":  # timm: conv 3×3/2 to stem_width, conv 3×3 to stem_width, conv 3×3 to c0, each BN-ReLU
+        w = cfg.stem_width
+        for c_in, c_out, stride in ((3, w, 2), (w, w, 1), (w, c0, 1)):
+            n.conv(c_in, c_out, 3, stride=stride, padding=1)
+            n.bn(c_out)
     elif cfg.stem == "cifar":  # conv 3×3
-        n.conv(3, cfg.init_features, 3, padding=1)
+        n.conv(3, c0, 3, padding=1)
     else:
         raise ConfigError(f"stem: no analytic count for stem {cfg.stem!r}; add it to dnet.models.summary")
+    if cfg.stem in POOLED_STEMS:
+        if cfg.blur_pool:  # max-pool 3×3/1, then the blur with stride 2
+            n.pool(c0, 3, 1, 1, average=False)
+            n.blur(c0)
+        else:  # max-pool 3×3/2
+            n.pool(c0, 3, 2, 1, average=False)
     channels, blocks = cfg.channels(), []
     k, width = cfg.growth_rate, cfg.bn_size * cfg.growth_rate
     for i, (layers, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=True)):

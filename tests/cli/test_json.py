@@ -125,6 +125,6 @@ def test_quiet_is_one_option_alike_on_every_verb_that_shows_progress():
 
     ctx = click.Context(main)
     quiet = {verb: next(p for p in LazyGroup.get_command(main, ctx, verb).params if p.name == "quiet")
-             for verb in ("convert", "train", "demo", "eval", "bench")}
+             for verb in ("convert", "train", "demo", "eval", "bench", "pull")}
     assert {verb: tuple(p.opts) for verb, p in quiet.items()} == {v: ("-q", "--quiet") for v in quiet}
     assert {p.help for p in quiet.values()} == {"No progress display (off anyway when stderr is not a terminal)."}

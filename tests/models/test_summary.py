@@ -14,7 +14,7 @@ from torch import nn
 
 from dnet.errors import ConfigError
 from dnet.models import DenseNetConfig, zoo
-from dnet.models.densenet import DenseNet
+from dnet.models.densenet import BlurPool, DenseNet
 from dnet.models.summary import count_params, param_count, summarize
 
 
@@ -22,6 +22,8 @@ def measured(config: DenseNetConfig, size: int) -> tuple[int, int, int]:
     """(parameters, all multiply-adds, conv + classifier multiply-adds) of a built model, counted by forward hooks.
 
     The model lives on the meta device: shapes and element counts are exact, nothing is computed or allocated.
+    The blur filter (a buffer, not a parameter) counts one multiply-add per tap per output element, in all
+    multiply-adds only, as dnet.models.summary states.
     """
     with torch.device("meta"):
         model = DenseNet(config).eval()
@@ -38,13 +40,15 @@ def measured(config: DenseNetConfig, size: int) -> tuple[int, int, int]:
             other[0] += 2 * inp[0].numel()
         elif isinstance(m, nn.AvgPool2d):
             other[0] += out.numel() * (m.kernel_size * m.kernel_size + 1)
+        elif isinstance(m, BlurPool):
+            other[0] += out.numel() * m.filt.shape[-2] * m.filt.shape[-1]
 
     known = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.MaxPool2d, nn.ReLU, nn.Dropout)
     for m in model.modules():
         assert not m._parameters or isinstance(m, known), f"a {type(m).__name__} the analytic count does not know"
         if isinstance(m, nn.Conv2d | nn.Linear):
             m.register_forward_hook(conv_hook)
-        elif isinstance(m, nn.BatchNorm2d | nn.AvgPool2d):
+        elif isinstance(m, nn.BatchNorm2d | nn.AvgPool2d | BlurPool):
             m.register_forward_hook(other_hook)
     with torch.inference_mode():
         model(torch.zeros(1, 3, size, size, device="meta"))
@@ -66,7 +70,12 @@ def test_analytic_counts_equal_the_built_models_counts(name):
                    num_classes=3, conv_bias=True),
     DenseNetConfig(block_config=(2, 1, 2), growth_rate=4, compression=0.7, init_features=9, num_classes=4, bn_size=3),
     DenseNetConfig(block_config=(1, 2), growth_rate=6, init_features=10, stem="imagenet", num_classes=11),
-], ids=["basic-bias", "bc-odd-theta", "imagenet-stem"])
+    DenseNetConfig(block_config=(1, 2), growth_rate=6, init_features=10, stem="imagenet", blur_pool=True,
+                   num_classes=11),
+    DenseNetConfig(block_config=(2, 1), growth_rate=6, init_features=10, stem="deep", stem_width=5, num_classes=11,
+                   conv_bias=True),
+    DenseNetConfig(block_config=(2, 1), growth_rate=6, init_features=12, stem="deep", blur_pool=True, num_classes=11),
+], ids=["basic-bias", "bc-odd-theta", "imagenet-stem", "imagenet-blur", "deep-stem-bias", "deep-blur"])
 @pytest.mark.parametrize("size", [33, 47])
 def test_analytic_counts_hold_for_odd_sizes_biases_and_widths(config, size):
     s = summarize(config, size)
@@ -77,6 +86,19 @@ def test_densenet121_counts_are_the_published_ones():
     s = summarize(zoo.get("densenet121").config, 224)
     assert s.params == 7_978_856 and s.conv_macs == 2_834_161_664 and round(s.macs / 1e9, 2) == 2.87
     assert [b["spatial"] for b in s.blocks] == [56, 28, 14, 7]
+
+
+def test_deep_stem_counts_are_timms():
+    assert param_count(zoo.get("densenetblur121d").config) == 7_998_088
+    assert param_count(zoo.get("densenet264d").config) == 72_736_216
+
+
+def test_the_blur_filter_is_no_parameter_and_counts_nine_multiply_adds_per_output_element():
+    cfg = zoo.get("densenetblur121d").config
+    plain = summarize(dataclasses.replace(cfg, blur_pool=False), 224)
+    blurred = summarize(cfg, 224)
+    assert blurred.params == plain.params and blurred.conv_macs == plain.conv_macs
+    assert blurred.macs - plain.macs == 64 * 56 * 56 * 9  # 64 channels, 112×112 blurred to 56×56
 
 
 def test_class_count_changes_only_the_classifier():
