@@ -44,7 +44,7 @@ lint: $(STAMP)
 
 # Each script writes benchmarks/results/NAME.json and prints its table; `make bench QUICK=1` is a fast, rougher pass.
 BENCHMARKS := inference_cpu int8_accuracy convert_time train_memory train_throughput t7_load preprocess_cost \
-              eval_throughput int8_concat_chain
+              eval_throughput int8_concat_chain int8_fixtures
 
 bench: $(STAMP)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; DNET_BENCH_QUICK=$(QUICK) $(BIN)/python -m benchmarks.$$b; done
