@@ -121,26 +121,27 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp
             refused: list) -> list[dict]:
     from dnet.converters.pipeline import convert
     from dnet.errors import AccuracyError
+    from dnet.progress import Recorder
 
     files = {("ONNX FP32", "–", "–"): fp32,
              ("ONNX FP16", "–", "–"): convert(fp32, src_format="onnx", target="onnx-fp16", out=tmp / f"{name}.fp16.onnx")[-1]}
     checks = {}
     for method in methods:
         for variant, layout, act, bits in INT8_VARIANTS:
-            summaries: dict = {}
+            recorder = Recorder()
             try:
                 files[("ONNX INT8", variant, method)] = convert(
                     fp32, src_format="onnx", target="onnx-int8", out=tmp / f"{name}.{variant}.{method}.int8.onnx",
                     calib=calib, calib_method=method, int8_layout=layout, int8_activations=act, int8_weight_bits=bits,
-                    calib_cache=tmp / f"{name}.{method}.calib.json", summaries=summaries)[-1]
-                checks[(variant, method)] = summaries["int8"]["check"]
+                    calib_cache=tmp / f"{name}.{method}.calib.json", progress=recorder)[-1]
+                checks[(variant, method)] = next(c for c in recorder.checks if c["check"] == "int8_vs_fp32")
             except AccuracyError as e:  # the convert's own check refused it: say so, measure the rest
                 print(f"{name} {variant} {method}: refused: {e}")
                 refused.append({"trained_model": name, "layout": variant, "calibration": method, "refused": str(e)})
     rows = evaluate_files(files, x, labels)
     for r in rows:
         check = checks.get((r["layout"], r["calibration"]))
-        if check:
+        if check and not check.get("skipped"):
             r["check_cosine"], r["check_top1"] = check["cosine"], check["top1_agreement"]
     return rows
 

@@ -18,23 +18,28 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "h
 DESCRIPTION = "random crops of scikit-image's bundled photos (" + ", ".join(PHOTOS) + ")"
 
 
-def _sources() -> list[np.ndarray]:
+def rgb(img: np.ndarray) -> np.ndarray:
+    """A photo as uint8 H×W×3 (grey replicated, alpha dropped)."""
+    img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+    return np.ascontiguousarray(img.astype(np.uint8))
+
+
+def _sources(names=PHOTOS) -> list[np.ndarray]:
     from skimage import data
 
-    out = []
-    for name in PHOTOS:
-        img = getattr(data, name)()
-        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
-        out.append(np.ascontiguousarray(img.astype(np.uint8)))
-    return out
+    return [rgb(getattr(data, name)()) for name in names]
 
 
-def photo_crops(n: int, size: int = 256, seed: int = 0) -> np.ndarray:
-    """``n`` uint8 size×size×3 crops (random photo, position and crop scale, sometimes mirrored), N×H×W×3."""
+def photo_crops(n: int, size: int = 256, seed: int = 0, names=PHOTOS) -> np.ndarray:
+    """``n`` uint8 size×size×3 crops of the photos ``names`` (default: all), N×H×W×3 (:func:`crops_of`)."""
+    return crops_of(_sources(names), n, size, seed)
+
+
+def crops_of(sources: list[np.ndarray], n: int, size: int = 256, seed: int = 0) -> np.ndarray:
+    """``n`` uint8 size×size×3 crops of ``sources`` (random photo, position and crop scale, sometimes mirrored)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    sources = _sources()
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         src = sources[rng.integers(len(sources))]

@@ -12,7 +12,10 @@ What a "convolution's output" is, exactly:
 - a BatchNormalization that directly follows a convolution is folded into it by the exporter (``norm0`` after the
   ImageNet stem's ``conv0``, ``norm2`` after a bottleneck's ``conv1``): that convolution's output is the normalised one;
 - in a uint8 file onnxruntime.quantization drops the ReLU after such a Conv, and the Conv then writes the ReLU's tensor
-  name; the node is still found by its weight, and its values are still the ReLU's input.
+  name; the node is still found by its weight, and its values are still the ReLU's input;
+- dnet's own INT8 layout (dnet.converters.qdq) keeps each weight as ``..._int8`` behind a DequantizeLinear, and computes
+  each pre-activation BatchNormalization as a 1×1 depthwise Conv: those Convs (weight ``<BN node>_dw_weight``) are
+  BatchNormalizations, not convolutions of the model, and are left out, so the sites are the same as the FP32 file's.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from dataclasses import dataclass
 
 import onnx
 
+from dnet.converters.graph import BN_WEIGHT_SUFFIX
+
 # Module names under ``features`` of dnet's DenseNet (torchvision's names).
 CONV_NAME = re.compile(r"conv0|denseblock\d+\.denselayer\d+\.conv[12]|transition\d+\.conv")
 # What quantizers and float16 converters append to an initializer's name.
-_WEIGHT_SUFFIXES = ("_DequantizeLinear_Output", "_quantized", "_fp16")
+_WEIGHT_SUFFIXES = ("_DequantizeLinear_Output", "_quantized", "_int8", "_fp16")
 # Nodes that only carry a weight to the Conv (a Q/DQ file's DequantizeLinear, an FP16 file's Cast).
 _CARRIERS = ("DequantizeLinear", "Cast", "Identity")
 
@@ -62,15 +67,27 @@ def weight_name(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> s
     return tensor
 
 
+def is_batchnorm(tensor: str) -> bool:
+    """Whether a Conv's weight (``weight_name``) is a BatchNormalization that dnet's INT8 layout made a depthwise Conv."""
+    for suffix in _WEIGHT_SUFFIXES:
+        tensor = tensor.removesuffix(suffix)
+    return tensor.endswith(BN_WEIGHT_SUFFIX)
+
+
 def conv_sites(proto: onnx.ModelProto, recorded: dict[str, str] | None = None) -> list[ConvSite]:
-    """Every Conv node of ``proto`` in graph order, named from ``recorded`` (module -> output tensor) or its weight."""
+    """Every Conv node of ``proto`` in graph order, named from ``recorded`` (module -> output tensor) or its weight.
+
+    The BatchNormalizations dnet's INT8 layout computes as depthwise Convs are not sites (module docstring)."""
     by_tensor = {tensor: module for module, tensor in (recorded or {}).items()}
     producers = {out: n for n in proto.graph.node for out in n.output}
     sites, seen = [], set()
     for node in proto.graph.node:
         if node.op_type != "Conv":
             continue
-        name = by_tensor.get(node.output[0]) or module_of_weight(weight_name(node, producers))
+        weight = weight_name(node, producers)
+        if is_batchnorm(weight):
+            continue
+        name = by_tensor.get(node.output[0]) or module_of_weight(weight)
         if name in seen:  # two nodes claiming one module: trust neither's name
             name = None
         seen.add(name)
@@ -85,4 +102,4 @@ def block_of(name: str | None) -> str:
     return name.split(".")[0]
 
 
-__all__ = ["CONV_NAME", "ConvSite", "block_of", "conv_sites", "module_of_weight", "weight_name"]
+__all__ = ["CONV_NAME", "ConvSite", "block_of", "conv_sites", "is_batchnorm", "module_of_weight", "weight_name"]

@@ -51,6 +51,11 @@ def bn_to_mul_add(proto: onnx.ModelProto) -> int:
     return count
 
 
+# The weight of a BatchNormalization rewritten as a depthwise Conv ends so (dnet.converters.convs tells such a Conv,
+# which is no convolution of the model, from the model's own).
+BN_WEIGHT_SUFFIX = "_dw_weight"
+
+
 def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
     """Rewrite every inference BatchNormalization as the 1×1 depthwise Conv that computes it (returns how many).
 
@@ -63,7 +68,7 @@ def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
         if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(i in inits for i in node.input[1:5]):
             continue
         scale, shift = _bn_affine(node, inits)
-        w_name, b_name = f"{node.name}_dw_weight", f"{node.name}_dw_bias"
+        w_name, b_name = f"{node.name}{BN_WEIGHT_SUFFIX}", f"{node.name}_dw_bias"
         proto.graph.initializer.extend([
             numpy_helper.from_array(scale.astype(np.float32).reshape(-1, 1, 1, 1), w_name),
             numpy_helper.from_array(shift.astype(np.float32), b_name),

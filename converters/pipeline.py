@@ -2,7 +2,9 @@
 
 ``convert`` is what ``dnet convert``, the demo and the benchmarks call. Every step writes atomically; the
 intermediate files are kept beside the output (``densenet121.onnx`` next to ``densenet121.int8.onnx`` and
-``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one.
+``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one. It prints
+nothing: each long stage, and each check with its numbers, goes to the ``progress`` object it is given
+(``dnet.progress``; the command line draws it, ``--json`` records it).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
-from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
+from dnet.converters.precision import FP16_REL_L2, INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError
 from dnet.files import atomic_path, check_output_path, sha256_file
 from dnet.loading import load
+from dnet.progress import QUIET, Progress
 from dnet.statedict import torchvision_state_dict
 
 SOURCES = ("t7", "pth", "onnx")
@@ -50,6 +53,8 @@ class ConvertOptions:
     calib_method: str = "minmax"
     calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
+    fp16_tolerance: float = FP16_REL_L2  # FP16 check: bound on the relative L2 error of the logits against FP32
+    fp16_check: bool = True  # False: write the FP16 file without comparing it with the FP32 one
     int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
     int8_layout: str = INT8_LAYOUTS[0]  # "densenet" (converters.qdq) or "ort" (onnxruntime.quantization)
     int8_weight_bits: int = DEFAULT_WEIGHT_BITS  # densenet layout: 7 keeps ONNX Runtime's x86 kernels exact
@@ -67,7 +72,7 @@ class ConvertOptions:
     timing_cache: Path | None = None
     version_compatible: bool = False
     hardware_compat: str = HARDWARE_COMPAT[0]
-    progress: bool = False
+    verbose: bool = False  # --to trt: TensorRT's whole build log
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,6 +100,9 @@ class ConvertOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                              option="precision")
+        if not self.fp16_tolerance > 0:
+            raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
+                             f"got {self.fp16_tolerance}", option="fp16_tolerance")
         self.mixed_precision("onnx-int8")  # refuses what no model could meet
         if self.int8_layout != "densenet" and self.mixed:
             raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
@@ -205,21 +213,32 @@ def _check_layers(model, opts: ConvertOptions) -> None:
 
 
 def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike,
-            summaries: dict | None = None, **options) -> list[Path]:
+            progress: Progress | None = None, **options) -> list[Path]:
     """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
 
     ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
     ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
-    ``summaries``, when given, receives the INT8 step's summary (calibration, layout, check) under "int8".
+    ``progress`` (a :class:`dnet.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers
+    (the INT8 check's as ``int8_vs_fp32``: held-out images, cosine, top-1 agreement, bounds, each stage's cosine).
     """
-    opts = ConvertOptions(**options)
-    src, out = Path(src), Path(out)
+    progress = progress or QUIET
+    try:
+        return _convert(Path(src), src_format, target, Path(out), ConvertOptions(**options), progress)
+    finally:
+        progress.close()
+
+
+def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions,
+             progress: Progress) -> list[Path]:
     _check_request(src, src_format, target, out, opts)
     build = BuildOptions(profile=opts.profile, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
                          timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
                          hardware_compat=opts.hardware_compat) if target == "trt" else None
     if target in ("pth", "torchvision"):
-        return [_write_torch(load(src), out, target)]
+        progress.stage(f"loading {src.name}")
+        model = load(src)
+        progress.stage(f"writing {out.name}")
+        return [_write_torch(model, out, target)]
 
     files = names_for(out)
     typed_target = _typed_target(target, opts)
@@ -233,6 +252,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         spec, _size = _onnx_facts(src, opts, target)
         fp32 = src
     else:
+        progress.stage(f"loading {src.name}")
         model = load(src)
         if typed_target == "int8":
             _check_layers(model, opts)
@@ -242,8 +262,10 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         fp32 = files["fp32"]
         if fp32 == src:
             raise UsageError(f"the FP32 ONNX {fp32} would overwrite the source; choose another output name")
+        check_inputs = _real_inputs(opts, spec)
+        progress.stage("FP32 ONNX export + check against PyTorch")
         export(model, fp32, meta=meta, opset=opts.opset, input_size=opts.input_size, bn=opts.bn,
-               check_inputs=_real_inputs(opts, spec))
+               check_inputs=check_inputs, progress=progress)
         written.append(fp32)
     if typed_target == "fp32" and target != "trt":
         return written
@@ -251,23 +273,28 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     # 2. typed ONNX
     typed = fp32
     if typed_target == "fp16":
-        typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=_real_inputs(opts, spec))
+        check_inputs = _real_inputs(opts, spec) if opts.fp16_check else None
+        progress.stage("FP16 ONNX + check against FP32" if opts.fp16_check else "FP16 ONNX (check skipped)")
+        typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=check_inputs,
+                        check=opts.fp16_check, tolerance=opts.fp16_tolerance, progress=progress)
+        if not opts.fp16_check:
+            progress.check("fp16_vs_fp32", skipped=True)
         written.append(typed)
     elif typed_target == "int8":
         cache = opts.calib_cache or files["calib_cache"]
-        typed, summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                 spec=spec, progress=opts.progress, activations=opts.int8_activations,
-                                 layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
-                                 check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
-                                 min_top1=opts.int8_min_top1, mixed=opts.mixed_precision(target))
-        if summaries is not None:
-            summaries["int8"] = summary
+        typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
+                                  spec=spec, progress=progress, activations=opts.int8_activations,
+                                  layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
+                                  check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
+                                  min_top1=opts.int8_min_top1,
+                                  mixed=opts.mixed_precision(target))
         written += [cache, typed]
     if target != "trt":
         return written
 
     # 3. TensorRT engine: a missing TensorRT or GPU raises NotInstalledError whose line says where the typed ONNX is.
-    written.append(Path(build_plan(typed, out, build)))
+    progress.stage("TensorRT build")
+    written.append(Path(build_plan(typed, out, build, verbose=opts.verbose, progress=progress.live)))
     return written
 
 

@@ -11,20 +11,13 @@ TensorRT 11 builds strongly typed networks only, so the types TensorRT runs are 
   checked against the FP32 file on held-out images (dnet.converters.divergence) before it is kept.
 
 The input file is never modified: quantization works on a private copy, and the input's sha256 is checked
-after every step.
-
-Why onnxruntime.quantization and not NVIDIA ModelOpt's ONNX PTQ: ``pip install --dry-run
-"nvidia-modelopt[onnx]==0.47.0"`` would replace this environment's onnxruntime 1.31 with onnxruntime-gpu 1.24,
-downgrade onnx to 1.21 and add cupy-cuda12x, polygraphy and onnx-graphsurgeon: not a clean install, so it was
-not measured. onnxruntime.quantization is already a dependency and writes the same explicit Q/DQ layout.
+after every step. onnxruntime.quantization (the calibrator, and the ``ort`` layout) is called in
+dnet.converters.ortquant.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import os
 import shutil
 import tempfile
@@ -36,14 +29,17 @@ import onnx
 from dnet import __version__
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import check_graph, input_size_of, read_meta, read_model, write_meta
+from dnet.converters import ortquant
 from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1, check_int8
 from dnet.converters.graph import sort_topologically, unshare_initializers
 from dnet.converters.mixed import MixedPrecision
+from dnet.converters.ortquant import calibrate  # a name of this module: benchmarks time precision.calibrate
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, densenet_layout
 from dnet.engines.onnxruntime import require_onnxruntime, run
 from dnet.errors import AccuracyError, InputModifiedError, UsageError
 from dnet.files import atomic_path, sha256_file
+from dnet.progress import QUIET, Progress
 from dnet.similarity import rel_l2
 
 # Float32 islands in the FP16 graph, measured on DenseNet: a pre-activation BN computes (x - mean)·γ/σ + β,
@@ -55,17 +51,6 @@ FP16_KEEP_FLOAT32 = ("BatchNormalization", "ReduceMean", "GlobalAveragePool")
 # Trained DenseNets land at about two (a digits-trained DenseNet-BC-22: 1.02e-3; densenet121 on photos: 1.27e-3);
 # float16 overflow or a wrongly cast op gives errors of order 1.
 FP16_REL_L2 = 4 * 2.0**-11
-CALIB_BATCH = 16
-CALIB_CHUNK = 4  # batches per histogram update: bounds the memory of entropy/percentile calibration
-
-
-# Ops whose tensors get Q/DQ. Not BatchNormalization: its parameters stay float (TensorRT's parser wants them
-# as constants, and a pre-activation BN is cheap next to the convolutions).
-INT8_OP_TYPES = ("Conv", "Gemm", "Concat", "AveragePool", "MaxPool", "Relu")
-# Biases stay float32: TensorRT's parser dequantizes only INT8/FP8/INT4 (onnx-tensorrt docs/operators.md,
-# DequantizeLinear), so an int32 bias DQ would not parse. Cost, measured: ONNX Runtime's CPU fusion into
-# QLinearConv needs an int32 bias, so convolutions with a (folded-BN) bias run as DQ -> float Conv -> Q.
-INT8_QUANTIZE_BIAS = False  # (ONNX Runtime quantizes float biases itself when it fuses: nothing is lost)
 # Which Q/DQ layout writes the INT8 file. "densenet" (dnet.converters.qdq, the default): one scale per dense block, int8
 # concatenations, every convolution (and each pre-activation BN, as a depthwise convolution) an integer convolution
 # in both TensorRT and ONNX Runtime (benchmarks/inference_cpu.py). "ort": onnxruntime.quantization's QDQ placement,
@@ -74,19 +59,6 @@ INT8_LAYOUTS = ("densenet", "ort")
 # Activations of the "ort" layout. "int8": symmetric, zero point 0 (TensorRT's). "uint8": asymmetric, for ONNX Runtime
 # on x86 only (its CPU kernels are u8 x s8); the densenet layout reaches the same speed with int8 activations.
 INT8_ACTIVATIONS = ("int8", "uint8")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime.quantization prints progress and logs advice on the root logger; keep the terminal clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
 
 
 def _guard_unmodified(path: Path, sha: str) -> None:
@@ -124,13 +96,19 @@ def to_fp16(
     keep_io_types: bool = True,
     check_inputs: np.ndarray | None = None,
     check: bool = True,
+    tolerance: float = FP16_REL_L2,
+    progress: Progress | None = None,
 ) -> Path:
     """Write the float16 version of the FP32 ONNX ``src`` to ``out`` and check it against ``src``.
 
     The check runs both files in ONNX Runtime on ``check_inputs`` (and random inputs): relative L2 error of
-    the logits ≤ FP16_REL_L2 (≈ 2e-3) and identical top-1, else :class:`AccuracyError` with the numbers and no file.
-    ``check=False`` skips it (benchmarks of random-weight models, whose logits amplify float16 rounding).
+    the logits ≤ ``tolerance`` (default FP16_REL_L2 ≈ 2e-3) and identical top-1, else :class:`AccuracyError` with
+    the numbers and no file; ``progress`` receives the numbers (``fp16_vs_fp32``). ``check=False`` skips it (benchmarks
+    of random-weight models, whose logits amplify float16 rounding).
     """
+    if not tolerance > 0:
+        raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
+                         f"got {tolerance}", option="fp16_tolerance")
     require_onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -164,120 +142,18 @@ def to_fp16(
             ref, got = run(src, batch), run(tmp, feed).astype(np.float32)
             err = rel_l2(ref, got)
             agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
-            if err > FP16_REL_L2 or agree < 1.0:
+            if err > tolerance or agree < 1.0:
                 raise AccuracyError(
-                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {FP16_REL_L2:.3g}), "
-                    f"top-1 agreement {agree:.1%} (needs 100%)"
+                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {tolerance:.3g}), "
+                    f"top-1 agreement {agree:.1%} (needs 100%); give a looser bound, or skip the check",
+                    option="fp16_tolerance"
                 )
+            (progress or QUIET).check("fp16_vs_fp32", batch=len(batch), rel_l2=err, bound=tolerance,
+                                      top1_agreement=agree)
     return Path(out)
 
 
 # --- INT8 ------------------------------------------------------------------------------------------------
-
-
-def _method_enum(method: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
-
-
-class _BatchReader:
-    """onnxruntime.quantization's CalibrationDataReader over an in-memory float32 array."""
-
-    def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
-        self.name, self.images, self.batch, self.i = name, images, batch, 0
-
-    def get_next(self) -> dict | None:
-        if self.i >= len(self.images):
-            return None
-        chunk = self.images[self.i : self.i + self.batch]
-        self.i += self.batch
-        return {self.name: chunk}
-
-
-def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = False) -> dict[str, tuple[float, float]]:
-    """Activation ranges (tensor name -> (lowest, highest)) of ``fp32`` on ``images`` by ``method``."""
-    from onnxruntime.quantization.calibrate import create_calibrator
-    from onnxruntime.quantization.registry import QDQRegistry
-
-    with tempfile.TemporaryDirectory(prefix="dnet-calib-") as tmp:
-        private = Path(tmp) / "model.onnx"
-        shutil.copyfile(fp32, private)
-        # raw ranges: the quantizer symmetrises them for int8 (zero point 0); uint8 uses them as they are
-        options: dict = {}
-        # No max_intermediate_outputs: onnxruntime 1.31's MinMaxCalibrater *drops* the batches it holds when
-        # that limit is reached. Feeding CALIB_CHUNK batches per collect_data call bounds memory instead: each
-        # call merges its ranges (minmax) or histograms (entropy, percentile) and clears what it held.
-        if method == "percentile":
-            options["percentile"] = 99.999
-        calibrator = create_calibrator(
-            private,
-            list(QDQRegistry),
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=_method_enum(method),
-            extra_options=options,
-        )
-        name = calibrator.infer_session.get_inputs()[0].name if calibrator.infer_session else "input"
-        step = CALIB_BATCH * CALIB_CHUNK
-        chunks = range(0, len(images), step)
-        if progress:
-            from tqdm import tqdm
-
-            chunks = tqdm(chunks, desc=f"calibrating ({method})", unit="chunk")
-        for start in chunks:
-            chunk = images[start : start + step]
-            whole = len(chunk) - len(chunk) % CALIB_BATCH
-            # histogram calibrators stack one call's batches (one size): a short last batch gets its own call
-            for part in (chunk[:whole], chunk[whole:]):
-                if len(part):
-                    with _quiet():
-                        calibrator.collect_data(_BatchReader(name, part, CALIB_BATCH))
-        with _quiet():
-            data = calibrator.compute_data()
-        del calibrator
-    return {
-        k: (float(np.asarray(v.range_value[0]).item()), float(np.asarray(v.range_value[1]).item()))
-        for k, v in data.items()
-    }
-
-
-def _quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: str = "int8") -> None:
-    """onnxruntime.quantization's quantize_static, fed the cached ranges (so every run takes the same path)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
-
-    method = _method_enum(cache.method)
-    ranges = TensorsData(
-        method, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in cache.ranges.items()}
-    )
-    ort_cache = fp32_copy.with_suffix(".ranges.json")
-    save_tensors_data(ranges, ort_cache)
-    with _quiet():
-        quantize_static(
-            str(fp32_copy),
-            str(out),
-            calibration_data_reader=None,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            calibration_cache_path=str(ort_cache),
-            op_types_to_quantize=list(INT8_OP_TYPES),
-            extra_options={
-                "ActivationSymmetric": activations == "int8",  # zero point 0, as TensorRT requires
-                "WeightSymmetric": True,
-                "QuantizeBias": INT8_QUANTIZE_BIAS,
-                # The classifier's output stays float, as NNCF and Model Optimizer leave it: quantized logits take
-                # a handful of distinct values (ties at the top) and clip above 127 × scale.
-                "OpTypesToExcludeOutputQuantization": ["Gemm"],
-            },
-        )
 
 
 def to_int8(
@@ -289,7 +165,7 @@ def to_int8(
     cache_path: str | os.PathLike | None = None,
     spec=None,
     check_inputs: np.ndarray | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     activations: str = "int8",
     layout: str = INT8_LAYOUTS[0],
     weight_bits: int = DEFAULT_WEIGHT_BITS,
@@ -309,17 +185,21 @@ def to_int8(
     raises AccuracyError and writes no file. The summary's "check" says what was checked, or why nothing was.
     ``mixed`` (densenet layout) leaves layers in higher precision, by hand or under an accuracy bound
     (dnet.converters.mixed); the summary's "accuracy" then has the layers and the measured drop.
+    ``progress`` hears each stage (reading images, calibration, quantisation, the check) and the check's numbers
+    (``int8_vs_fp32``: held-out images, cosine and top-1 agreement with their bounds, each stage's cosine).
     """
+    progress = progress or QUIET
     require_onnxruntime()
     if layout not in INT8_LAYOUTS:
         raise UsageError(f"INT8 layout must be one of {', '.join(INT8_LAYOUTS)}, got {layout!r}", option="int8_layout")
     if activations not in INT8_ACTIVATIONS:
-        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}")
+        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}",
+                         option="int8_activations")
     if layout == "densenet" and activations != "int8":
         raise UsageError("the densenet INT8 layout has int8 activations; uint8 activations need the ort layout",
                          option="int8_activations")
     if method not in METHODS:
-        raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}", option="calib_method")
     src = Path(src)
     sha = sha256_file(src)
     proto = read_model(src)
@@ -334,11 +214,14 @@ def to_int8(
     reused = cache is not None
     if cache is None:
         if calib is None:
-            raise UsageError("INT8 needs calibration images: give --calib DIR (or a calibration cache of this model)")
+            raise UsageError("INT8 needs calibration images (a folder or an array of images), or a calibration cache "
+                             "of this model", option="calib")
         if spec is None:
             raise UsageError(
-                "the ONNX file does not say how to preprocess calibration images; name it with --preprocess"
+                "the ONNX file does not say how to preprocess calibration images; name a preprocessing",
+                option="preprocess",
             )
+        progress.stage(f"reading calibration images ({calib.describe()})")
         images = calib.load(spec, held_out=check_images)
         cache = CalibrationCache(
             sha, method, len(images), calib.describe(), calibrate(src, images, method, progress=progress)
@@ -347,6 +230,7 @@ def to_int8(
         if cache_path is not None:
             cache.save(cache_path)  # before the check: a refused file can be rebuilt with other bounds, no recalibration
     if check_inputs is None and calib is not None and spec is not None and check_images > 0:
+        progress.stage(f"reading held-out images ({calib.describe()})")
         check_inputs = calib.load_held_out(spec, check_images)
     summary = {
         "method": method,
@@ -355,6 +239,8 @@ def to_int8(
         "activations": "int8 symmetric" if activations == "int8" else "uint8 asymmetric (ONNX Runtime CPU only)",
         "per_channel_weights": True,
     }
+    control = " + accuracy control on the validation images" if layout == "densenet" and plan.request.val else ""
+    progress.stage(f"quantisation ({layout} Q/DQ layout){control}")
     if layout == "densenet":
         def build(excluded: list[str]) -> onnx.ModelProto:
             q = onnx.ModelProto()
@@ -366,6 +252,7 @@ def to_int8(
         q, accuracy = plan.choose(build)
         if accuracy is not None:
             summary["accuracy"] = accuracy
+            progress.check("int8_accuracy", **accuracy)
         summary["tool"] = "dnet.converters.qdq"
     else:
         summary["layout"] = {"name": "ort", "weight_bits": 8}
@@ -374,7 +261,7 @@ def to_int8(
             private = Path(tmp) / "fp32.onnx"
             shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
             quantized = Path(tmp) / "int8.onnx"
-            _quantize(private, quantized, cache, activations)
+            ortquant.quantize(private, quantized, cache, activations)
             _guard_unmodified(src, sha)
             q = onnx.load_model(str(quantized))
     if cache_path is not None:
@@ -385,12 +272,27 @@ def to_int8(
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString())
         if check_inputs is not None and len(check_inputs):
-            summary["check"] = check_int8(src, tmp, np.asarray(check_inputs, np.float32), min_cosine=min_cosine,
-                                          min_top1=min_top1)
+            progress.stage(f"INT8 check ({len(check_inputs)} held-out images)")
+            check = summary["check"] = check_int8(src, tmp, np.asarray(check_inputs, np.float32),
+                                                  min_cosine=min_cosine, min_top1=min_top1)
+            progress.check("int8_vs_fp32", **_check_numbers(check))
         else:
-            summary["check"] = {"images": 0, "skipped": "no held-out images (no --calib folder or array given)"}
+            if check_inputs is not None:
+                why = "no held-out images: the calibration set left none over"
+            elif check_images == 0:
+                why = "no check images asked for (0)"
+            else:
+                why = "no held-out images (no calibration folder or array given)"
+            summary["check"] = {"images": 0, "skipped": why}
+            progress.check("int8_vs_fp32", skipped=True, reason=why)
     summary["reused_cache"] = reused
     return Path(out), summary
+
+
+def _check_numbers(check: dict) -> dict:
+    """What the INT8 check reports to a progress object (and ``--json``): the numbers, in the FP16 check's terms."""
+    return {"batch": check["images"], "cosine": check["cosine"], "min_cosine": check["min_cosine"],
+            "top1_agreement": check["top1_agreement"], "min_top1": check["min_top1"], "stages": dict(check["stages"])}
 
 
 def _cache_sha(cache: CalibrationCache) -> str:

@@ -1,15 +1,17 @@
-"""``dnet convert``: t7 | pth | onnx to pth | torchvision | onnx | onnx-fp16 | onnx-int8 | trt."""
+"""``dnet convert``: t7 | pth | onnx (or a zoo name's published weights) to pth | torchvision | onnx | onnx-fp16 |
+onnx-int8 | trt."""
 
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 
 import click
 
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.cli.main import reports_errors, warn
-from dnet.cli.options import default, parse_profile
+from dnet.cli.options import default, json_option, parse_profile, quiet_option
+from dnet.cli.progress import format_check, progress_for
 from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
 from dnet.converters.mixed import ValidationSet
@@ -17,6 +19,9 @@ from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOption
 from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS
 from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
 from dnet.errors import UsageError
+from dnet.files import check_output_path
+from dnet.hub import SOURCES as PUBLISHERS
+from dnet.hub import pretrained_file
 from dnet.table import format_table
 
 
@@ -33,7 +38,9 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 
 @click.command("convert")
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("--from", "src_format", type=click.Choice(SOURCES), required=True, help="Source format.")
+@click.option("--from", "src_format", type=click.Choice(SOURCES), help="Source format (none with --pretrained).")
+@click.option("--pretrained", type=click.Choice(PUBLISHERS),
+              help="SRC is a zoo name: convert its published weights (fetched into dnet's cache, see dnet pull).")
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Target format.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output file.")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (INT8).")
@@ -67,6 +74,10 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--max-drop", type=click.FloatRange(min=0), metavar="PTS",
               help="Accuracy control: leave the most sensitive layers in higher precision until INT8 loses at most "
               "PTS points of top-1 accuracy on --val.")
+@click.option("--fp16-tolerance", type=float, default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
+              help="FP16 check: bound on the relative L2 error of the logits against the FP32 file.")
+@click.option("--fp16-check/--no-fp16-check", default=default(ConvertOptions, "fp16_check"), show_default=True,
+              help="Compare the FP16 file with the FP32 one (relative L2 and top-1) before keeping it.")
 @click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
@@ -80,44 +91,59 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
 @click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
               show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="--to trt: print TensorRT's whole build log (on stderr).")
+@json_option("what was written and the checks with their numbers")
+@quiet_option()
 @reports_errors
-def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
+def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
                 int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
-                int8_fallback, val, val_count, max_drop, opset,
-                input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
-                version_compatible, hardware_compat, quiet) -> None:
+                int8_fallback, val, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
+                precision, profile, batch_alias, workspace_mib, opt_level, timing_cache, version_compatible,
+                hardware_compat, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
             raise UsageError("give the optimization profile once: --profile (--batch is its deprecated alias)")
         warn("--batch is deprecated for convert and will be removed in the next release; use --profile MIN,OPT,MAX")
         profile = batch_alias
+    progress, weights = progress_for(quiet), {}
+    if pretrained is not None:
+        if src_format is not None:
+            raise UsageError("with --pretrained SRC is a zoo name, not a file: leave out --from")
+        check_output_path(out)  # before a download, not after it
+        progress.stage(f"{src}: {pretrained} weights")  # the download draws its own bar on a terminal
+        try:
+            path, src_format, published = pretrained_file(str(src), pretrained, progress=progress.live)
+        finally:
+            progress.close()
+        weights = {"pretrained": {"model": str(src), "source": published.source, "url": published.url,
+                                  "file": str(path)}}
+        src, preprocess = path, preprocess or published.preprocess
+    elif src_format is None:
+        raise UsageError("name the source format with --from t7|pth|onnx, or give a zoo name with --pretrained")
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
-    summaries: dict = {}
     written = convert(
-        src, src_format=src_format, target=target, out=out, summaries=summaries, calib=calib_set,
-        calib_method=calib_method, calib_cache=calib_cache, int8_activations=int8_activations,
-        int8_layout=int8_layout, int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images,
-        int8_min_cosine=int8_min_cosine, int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
-        int8_fallback=int8_fallback, val=ValidationSet(val, val_count) if val is not None else None,
-        max_drop=max_drop, opset=opset, input_size=input_size,
-        preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
+        src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
+        calib_cache=calib_cache, int8_activations=int8_activations, int8_layout=int8_layout,
+        int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images, int8_min_cosine=int8_min_cosine,
+        int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
+        int8_fallback=int8_fallback, val=ValidationSet(val, val_count) if val is not None else None, max_drop=max_drop,
+        fp16_tolerance=fp16_tolerance, fp16_check=fp16_check, opset=opset,
+        input_size=input_size, preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-        version_compatible=version_compatible, hardware_compat=hardware_compat,
-        progress=not quiet and sys.stderr.isatty(),
+        version_compatible=version_compatible, hardware_compat=hardware_compat, verbose=verbose, progress=progress,
     )
-    rows = [[("output" if p == written[-1] else "kept"), str(p), f"{p.stat().st_size:,}"] for p in written]
-    click.echo(format_table(["", "file", "bytes"], rows, right=(2,)))
-    check = summaries.get("int8", {}).get("check")
-    if check and check.get("images"):
-        click.echo(f"INT8 check on {check['images']} held-out images (the file's arithmetic): top-1 agreement "
-                   f"{check['top1_agreement']:.1%}, cosine {check['cosine']:.4f} "
-                   f"(bounds {check['min_top1']:.0%}, {check['min_cosine']})")
-    elif check:
-        warn(f"INT8 file not checked: {check['skipped']}")
-    accuracy = summaries.get("int8", {}).get("accuracy")
-    if accuracy:
-        click.echo(accuracy_line(accuracy))
+    for check in progress.checks:
+        if check["check"] == "int8_vs_fp32" and check.get("skipped"):
+            warn(f"INT8 file not checked: {check['reason']}")
+    files = [{"file": str(p), "role": "output" if p == written[-1] else "kept", "bytes": p.stat().st_size}
+             for p in written]
+    if as_json:
+        click.echo(json.dumps({"source": str(src), "from": src_format, "to": target, **weights, "written": files,
+                               **progress.to_dict()}, indent=2))
+        return
+    click.echo(format_table(["", "file", "bytes"], [[f["role"], f["file"], f"{f['bytes']:,}"] for f in files], right=(2,)))
     if len(written) > 1:
         click.echo(f"intermediate files are kept beside the output in {written[-1].parent}")
+    for check in progress.checks:
+        click.echo(accuracy_line(check) if check["check"] == "int8_accuracy" else f"check  {format_check(check)}")

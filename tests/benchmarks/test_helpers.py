@@ -4,9 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks import int8_fixtures
 from benchmarks.convert_time import stage_timer
 from benchmarks.ort_profile import profile
-from benchmarks.photos import photo_crops, write_folder
+from benchmarks.photos import PHOTOS, crops_of, photo_crops, write_folder
 from tests.converters.tiny_models import tiny_onnx
 
 pytest.importorskip("skimage")
@@ -19,6 +20,18 @@ def test_photo_crops_are_seeded_real_content(tmp_path):
     assert all(img.std() > 5 for img in a)  # photo content, not flat images
     paths = write_folder(a[:3], tmp_path / "calib")
     assert [p.name for p in paths] == ["photo0000.jpg", "photo0001.jpg", "photo0002.jpg"]
+
+
+def test_int8_fixtures_measures_on_photos_calibration_never_sees():
+    calib = set(int8_fixtures.calibration_photos())
+    assert len(calib) == 10 and calib < set(PHOTOS)
+    assert not calib & {"chelsea", "coffee", *int8_fixtures.MEASURE_SKIMAGE}  # the fixtures' photos are chelsea, coffee
+    one = photo_crops(1, size=64, seed=0)[0]
+    crops = crops_of([one], 4, size=16, seed=1)
+    assert crops.shape == (4, 16, 16, 3) and np.array_equal(crops, crops_of([one], 4, size=16, seed=1))
+    ref = np.array([[1.0, 2.0], [3.0, -1.0]])
+    assert np.allclose(int8_fixtures.row_cosines(ref, ref * 2), 1.0)
+    assert np.allclose(int8_fixtures.row_cosines(ref, -ref), -1.0)
 
 
 def test_stage_timer_times_calls_and_restores():

@@ -33,7 +33,9 @@ def test_convert_to_int8_lists_the_kept_files(tmp_path, fast):
                          "--calib-method", "percentile", "-o", tmp_path / "tiny.int8.onnx", "-q",
                          "--int8-min-top1", 0)  # random weights: near-tied logits
     assert code == 0, err
-    assert "INT8 check on 3 held-out images (the file's arithmetic): top-1 agreement " in out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("check  int8_vs_fp32  ")]
+    assert line.startswith("check  int8_vs_fp32  batch 3  cosine 0.9") and "  min_cosine 0.9900  top1_agreement " in line
+    assert "  min_top1 0  stages (denseblock1 0.9" in line  # the check's numbers, as --json holds them
     assert "kept    " in out and "tiny.onnx" in out and "tiny.calib.json" in out
     assert "output  " in out and "intermediate files are kept beside the output" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.calib.json", "tiny.int8.onnx", "tiny.onnx", "tiny.pth"]

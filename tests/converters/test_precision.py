@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from dnet.artifact import onnxfile
 from dnet.converters import export as onnx_export
-from dnet.converters import precision
+from dnet.converters import ortquant, precision
 from dnet.converters.calibration import CalibrationSet
 from dnet.data.datasets import open_dataset
 from dnet.data.transforms import preprocess_array
@@ -255,14 +255,14 @@ def test_the_input_onnx_is_never_modified(tmp_path, fp32):
 def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypatch):
     src = tmp_path / "src.onnx"
     src.write_bytes(fp32.read_bytes())
-    real = precision._quantize
+    real = ortquant.quantize
 
     def rewriting(copy, out, cache, activations):  # the ort layout's quantizer  # what a misbehaving library would do to the file it is handed
         real(copy, out, cache, activations)
         with open(src, "ab") as f:
             f.write(b"\0")
 
-    monkeypatch.setattr(precision, "_quantize", rewriting)
+    monkeypatch.setattr(ortquant, "quantize", rewriting)
     with pytest.raises(precision.InputModifiedError, match="was modified during the conversion"):
         precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8), min_top1=0.0, layout="ort")
     assert not (tmp_path / "q.onnx").exists()
