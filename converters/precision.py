@@ -25,7 +25,6 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSe
 from dnet.converters.graph import sort_topologically, unshare_initializers
 from dnet.engines.onnxruntime import require_onnxruntime, run
 from dnet.errors import AccuracyError, InputModifiedError, UsageError
-from dnet.files import atomic_path, sha256_file
+from dnet.files import atomic_path, scratch_folder, sha256_file
 from dnet.similarity import cosine, rel_l2
 
 # Float32 islands in the FP16 graph, measured on DenseNet: a pre-activation BN computes (x - mean)·γ/σ + β,
@@ -150,7 +149,7 @@ def to_fp16(
         batches = [np.asarray(check_inputs, np.float32)]
     else:
         batches = [_random_inputs(proto, input_size_of(proto))]
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=len(data)) as tmp:
         tmp.write_bytes(data)
         for batch in batches if check else []:
             feed = batch if keep_io_types else batch.astype(np.float16)
@@ -197,7 +196,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
     from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry
 
-    with tempfile.TemporaryDirectory(prefix="dnet-calib-") as tmp:
+    with scratch_folder("calib") as tmp:
         private = Path(tmp) / "model.onnx"
         shutil.copyfile(fp32, private)
         # raw ranges: the quantizer symmetrises them for int8 (zero point 0); uint8 uses them as they are
@@ -323,7 +322,7 @@ def to_int8(
         "per_channel_weights": True,
         "tool": "onnxruntime.quantization QDQ",
     }
-    with tempfile.TemporaryDirectory(prefix="dnet-int8-") as tmp:
+    with scratch_folder("int8") as tmp:
         private = Path(tmp) / "fp32.onnx"
         shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
         quantized = Path(tmp) / "int8.onnx"
@@ -335,7 +334,7 @@ def to_int8(
     write_meta(q, _meta_for(proto, src, "int8", summary))
     q.producer_name, q.producer_version = "dnet", __version__
     check_graph(q, "INT8 graph")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=q.ByteSize()) as tmp:
         tmp.write_bytes(q.SerializeToString())
         batch = check_inputs if check_inputs is not None else (images[:8] if images is not None else None)
         if batch is not None:

@@ -10,6 +10,7 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError
+from dnet.files import Terminated, exit_on_sigterm
 
 
 def flag_for(option: str | None) -> str | None:
@@ -42,6 +43,11 @@ def reports_errors(fn):
         except DnetError as e:
             click.echo(f"dnet: error: {error_line(e)}", err=True)
             sys.exit(e.exit_code)
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
+            signum = e.signum if isinstance(e, Terminated) else 2
+            click.echo(f"dnet: error: interrupted by {'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}; "
+                       "no partial file was kept", err=True)
+            sys.exit(128 + signum)
 
     return wrapper
 
@@ -80,6 +86,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="dnet")
 def main() -> None:
     """DenseNet from the original Lua Torch release to ONNX, INT8 and TensorRT."""
+    exit_on_sigterm()  # plain kill, timeout, docker stop: clean up as Ctrl-C does
 
 
 __all__ = ["VERBS", "error_line", "main", "reports_errors", "warn"]
