@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dnet.checkpoint import check_storage, model_with_weights
 from dnet.errors import ConfigError, FileFormatError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
@@ -132,11 +133,12 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
     source = path.name
     sd = _unwrap(obj, source)
     cfg = config_from_state_dict(sd, source)
-    model = DenseNet(cfg)
-    expected = model.state_dict()
+    check_storage(sd, source)  # before any tensor is converted (copied)
+    with torch.device("meta"):  # nothing is allocated before the shapes are checked
+        expected = DenseNet(cfg).state_dict()
     for k, v in expected.items():  # state dicts from before PyTorch 0.4.1 have no BN batch counters
         if k.endswith("num_batches_tracked") and k not in sd:
-            sd[k] = torch.zeros_like(v)
+            sd[k] = torch.zeros((), dtype=v.dtype)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
@@ -150,7 +152,7 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
         raise FileFormatError(
             f"{source}: {bad[0]} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    model = model_with_weights(cfg, {k: v.to(expected[k].dtype) for k, v in sd.items()}, source)
     # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
     # ImageNet state dict records that one; CIFAR-stem ones are fed as the zoo says (zoo.expects).
     model.meta = zoo.artifact_meta(cfg, preprocess="torchvision" if cfg.stem == "imagenet" else None, source=path,
