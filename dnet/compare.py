@@ -95,10 +95,20 @@ def _row(stage: str, ref: np.ndarray, got: np.ndarray) -> StageRow:
     return StageRow(stage, tuple(ref.shape), rel_l2(ref, got), cosine(ref, got), max_abs(ref, got), top1)
 
 
-def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
-    with engines.open(ref) as eng:
+def _feed(path: Path):
+    """(metadata, input side or -1 when not fixed) of a model file."""
+    with engines.open(path) as eng:
         meta, shape = eng.meta, eng.input_shape
-    size = meta.input_size if meta is not None else shape[2]
+    return meta, (meta.input_size if meta is not None else shape[2])
+
+
+def _inputs(ref: Path, other: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
+    meta, size = _feed(ref)
+    other_size = _feed(other)[1]
+    if size > 0 and other_size > 0 and size != other_size:
+        raise UsageError(f"{ref.name} takes {size}×{size} inputs and {other.name} {other_size}×{other_size}; "
+                         "compare runs two versions of one model on the same inputs")
+    size = size if size > 0 else other_size
     if images is None:
         if size <= 0:
             raise UsageError(f"{ref.name} has no fixed input size; give --images DIR")
@@ -112,7 +122,7 @@ def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | o
             count: int = 8) -> list[StageRow]:
     """One row per stage both files expose (in network order), then the logits row."""
     ref, other = Path(ref), Path(other)
-    batch = _inputs(ref, images, count)
+    batch = _inputs(ref, other, images, count)
     a, b = stage_outputs(ref, batch), stage_outputs(other, batch)
     rows = []
     for stage in a:

@@ -45,11 +45,12 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
 @click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
               show_default=True)
+@click.option("--force", is_flag=True, help="Replace existing intermediate files that this conversion did not write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, calib_cache, int8_activations, opset,
                 input_size, preprocess, precision, profile, batch_alias, workspace_mib, opt_level, timing_cache,
-                version_compatible, hardware_compat, quiet) -> None:
+                version_compatible, hardware_compat, force, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -62,7 +63,7 @@ def convert_cmd(src, src_format, target, out, calib, calib_count, calib_method, 
         calib_cache=calib_cache, int8_activations=int8_activations, opset=opset, input_size=input_size,
         preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-        version_compatible=version_compatible, hardware_compat=hardware_compat,
+        version_compatible=version_compatible, hardware_compat=hardware_compat, force=force,
         progress=not quiet and sys.stderr.isatty(),
     )
     rows = [[("output" if p == written[-1] else "kept"), str(p), f"{p.stat().st_size:,}"] for p in written]

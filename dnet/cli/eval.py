@@ -11,6 +11,7 @@ from dnet import engines
 from dnet.cli.main import reports_errors
 from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
+from dnet.files import check_output_path
 from dnet.eval import check_tolerance, evaluate, write_predictions
 
 
@@ -53,6 +54,9 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, as_json, quiet) -> None:
     """Top-1/top-5 error of a model file on a data set, with a 95% CI and the paper's number."""
+    inputs = [engine_path] + ([data] if data else [])
+    if predictions_path:  # before the evaluation, not after it: never the model file, a data file or a device
+        check_output_path(predictions_path, inputs=inputs)
     with engines.open(engine_path, provider=provider) as engine:
         name = _pick_dataset(dataset, data, engine.meta)
         if download and data is None:
@@ -62,7 +66,7 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
                           ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         if predictions_path:
-            write_predictions(predictions_path, report, ds)
+            write_predictions(predictions_path, report, ds, inputs=inputs)
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:
