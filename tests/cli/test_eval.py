@@ -15,7 +15,7 @@ from PIL import Image
 from dnet.cli import main
 from dnet.models.zoo import get as zoo_get
 from tests.conftest import ROOT
-from tests.evalmodels import digits_checkpoint, save_random, write_cifar_bin
+from tests.evalmodels import digits_model_fixture, save_random, write_cifar_bin  # noqa: F401 (fixture)
 
 
 def run(*args):
@@ -29,16 +29,16 @@ def one_line_error(r, code):
     return lines[0][len("dnet: error: "):]
 
 
-def test_digits_report_line():
-    r = run("--engine", digits_checkpoint(), "--dataset", "digits", "--quiet")
+def test_digits_report_line(digits_model):
+    r = run("--engine", digits_model, "--dataset", "digits", "--quiet")
     assert r.exit_code == 0, r.output
     assert re.fullmatch(r"top-1 error \d+\.\d\d % \(95% CI ±\d+\.\d\d\) · top-5 \d+\.\d % · 360 images · [\d,]+ img/s\n",
                         r.output), r.output
 
 
-def test_digits_json_limit_and_predictions(tmp_path):
+def test_digits_json_limit_and_predictions(tmp_path, digits_model):
     out = tmp_path / "pred.csv"
-    r = run("--engine", digits_checkpoint(), "--limit", 100, "--json", "--predictions", out)
+    r = run("--engine", digits_model, "--limit", 100, "--json", "--predictions", out)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["images"] == 100 and d["dataset"] == "digits" and d["preprocess"] == "digits"  # data set from the model
@@ -67,8 +67,8 @@ def test_tolerance_exit_3_against_the_published_number(tmp_path):
     assert ok.exit_code == 0 and json.loads(ok.output)["published_error"] == 4.51
 
 
-def test_tolerance_without_published_number_exit_2():
-    r = run("--engine", digits_checkpoint(), "--quiet", "--tolerance", "1")
+def test_tolerance_without_published_number_exit_2(digits_model):
+    r = run("--engine", digits_model, "--quiet", "--tolerance", "1")
     assert r.exit_code == 2 and "there is none for model 'custom' on digits" in r.output
 
 
@@ -95,8 +95,8 @@ def test_undecodable_image_one_line_then_skip_bad(tmp_path):
     assert lines[1].startswith(f"  skipped: {data / 'b' / 'bad.png'}: cannot decode image")
 
 
-def test_bad_inputs_are_one_line(tmp_path):
-    digits = digits_checkpoint()
+def test_bad_inputs_are_one_line(tmp_path, digits_model):
+    digits = digits_model
     cifar = tmp_path / "c"
     write_cifar_bin(cifar / "cifar-100-binary" / "test.bin", 3, label_bytes=2, num_classes=100)
     assert one_line_error(run("--engine", digits, "--data", cifar, "--dataset", "cifar100", "--quiet"), 1) == (
@@ -115,8 +115,8 @@ def test_bad_inputs_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("nproc", [2])
-def test_torchrun_two_processes_give_the_same_numbers_as_one(tmp_path, nproc):
-    model = digits_checkpoint()
+def test_torchrun_two_processes_give_the_same_numbers_as_one(tmp_path, nproc, digits_model):
+    model = digits_model
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["-m", "dnet", "eval", "--engine", str(model), "--json", "--quiet"]
     one = run("--engine", model, "--json", "--quiet")
