@@ -34,15 +34,18 @@ def pick(n_total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total - 1, count).round().astype(int))
 
 
-def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int) -> np.ndarray:
-    """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W."""
-    files = list_images(folder, what="calibration folder")
+def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int, *, what: str = "calibration") -> np.ndarray:
+    """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W.
+
+    ``what`` names the images in messages ("calibration image ..."); "" for none.
+    """
+    files = list_images(folder, what=f"{what} folder" if what else "image folder")
     out = []
     for i in pick(len(files), count):
         try:  # the one decoder (pixel limit, 16-bit scaling) and a result of the model's input size
             out.append(preprocess(files[i], spec))
         except DataError as e:
-            raise DataError(f"calibration image {e}") from None
+            raise DataError(f"{what} image {e}" if what else str(e)) from None
     return np.stack(out)
 
 

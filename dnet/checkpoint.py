@@ -4,7 +4,7 @@ Saved with ``torch.save`` but holding only tensors, numbers, strings, lists and 
 ``torch.load(weights_only=True)``: opening a checkpoint never executes code. Reading any ``.pth`` refuses, in one
 line, what is not a PyTorch file, what would need code, and what is corrupt; the zip container is checked before
 torch reads it (no compressed or oversized records), and a model is built only after its configuration has been
-checked against the tensors the file holds (on PyTorch's ``meta`` device, which allocates nothing).
+checked against the tensors the file holds (layers and weights counted, nothing allocated).
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def _check_container(path: Path) -> None:
                 records = z.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise FileFormatError(f"{path}: not a readable PyTorch file (a damaged zip archive: {_first_line(e)})") from None
+        if any(r.filename.rsplit("/", 1)[-1] == "constants.pkl" for r in records):  # what torch.jit.load runs
+            raise UnsafeFileError(f"{path}: refused: a TorchScript archive holds code, which dnet never runs; "
+                                  "save the state dict (model.state_dict()) instead")
         total = 0
         for r in records:
             if r.compress_type != zipfile.ZIP_STORED:
@@ -126,12 +129,26 @@ def is_checkpoint(obj: object) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def model_with_weights(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
-    """The DenseNet ``cfg`` describes, holding the tensors of ``sd``, built only once they fit.
+def _weights_at_least(cfg: DenseNetConfig) -> int:
+    """Elements of the convolution and classifier weights ``cfg`` has: a lower bound on its parameters (BN and
+    biases add a few per channel), computed without building anything."""
+    k, width = cfg.growth_rate, cfg.bn_size * cfg.growth_rate
+    total = cfg.init_features * 3 * (49 if cfg.stem == "imagenet" else 9)
+    channels = cfg.channels()
+    for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=True)):
+        for j in range(n):
+            c = c_in + j * k
+            total += width * c + k * width * 9 if cfg.bottleneck else k * c * 9
+        if i + 1 < len(channels):
+            total += channels[i + 1][0] * c_out
+    return total + cfg.num_classes * cfg.num_features
 
-    The configuration is first counted against the dense layers present, then instantiated on the ``meta``
-    device (no memory) and compared key by key, shape by shape, dtype by dtype; only then are the file's tensors
-    assigned. So a small file cannot make dnet build a large model.
+
+def build_for(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
+    """The (initialised) DenseNet ``cfg`` describes, built only when the tensors of ``sd`` can fill it.
+
+    Its dense layers are counted against those in the file and its weights (counted from the configuration,
+    nothing built) against the elements the file holds, so a small file cannot make dnet build a large model.
     """
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise FileFormatError(f"{source}: the state dict is not a dict of named tensors")
@@ -141,10 +158,19 @@ def model_with_weights(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
         raise FileFormatError(f"{source}: the configuration has {sum(cfg.block_config)} dense layers but the weights "
                               f"hold {len(layers)}; the checkpoint does not match its configuration")
     try:
-        with torch.device("meta"):
-            model = DenseNet(cfg)
+        need, held = _weights_at_least(cfg), sum(t.numel() for t in sd.values())
+        if need > held:
+            raise FileFormatError(f"{source}: the configuration needs at least {need:,} weights but the file holds "
+                                  f"{held:,}; the checkpoint does not match its configuration")
+        return DenseNet(cfg)
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # e.g. a growth rate of 1.5
         raise FileFormatError(f"{source}: the configuration is not one dnet can build ({_first_line(e)})") from None
+
+
+def model_with_weights(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
+    """The DenseNet ``cfg`` describes holding the tensors of ``sd`` (:func:`build_for`), compared key by key,
+    shape by shape and kind by kind before they are assigned."""
+    model = build_for(cfg, sd, source)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -161,8 +187,6 @@ def model_with_weights(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
                                   f"{v.dtype} {list(v.shape)}")
         weights[k] = got if got.dtype == v.dtype else got.to(v.dtype)
     model.load_state_dict(weights, strict=True, assign=True)  # no second copy of the weights
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # pragma: no cover - every key was matched
-        raise FileFormatError(f"{source}: some weights of the model are not in the file")
     return model
 
 

@@ -115,7 +115,7 @@ def _inputs(ref: Path, other: Path, images: str | os.PathLike | None, count: int
         return np.random.default_rng(0).standard_normal((count, 3, size, size), dtype=np.float32)
     if meta is None:
         raise UsageError(f"{ref.name} does not record its preprocessing; compare a dnet file first, or omit --images")
-    return read_folder(images, meta.preprocess, count)
+    return read_folder(images, meta.preprocess, count, what="")
 
 
 def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | os.PathLike | None = None,

@@ -181,8 +181,8 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
     except OSError as e:
         raise FileFormatError(f"{path}: cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(mode):
-        raise FileFormatError(f"{path}: is {_kind(mode)}, not a regular file; dnet reads a {what} from a file "
-                        "(save a stream to a file first)")
+        raise FileFormatError(f"{path}: is {_kind(mode)}, not a regular file; save the {what} to a file first "
+                              "(dnet reads only regular files)")
     return path
 
 

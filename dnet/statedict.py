@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dnet.checkpoint import check_storage, model_with_weights
+from dnet.checkpoint import build_for
 from dnet.errors import ConfigError, FileFormatError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
@@ -75,10 +75,13 @@ def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict") -> DenseNetConfig:
     """The DenseNet configuration whose ``state_dict()`` has these keys and shapes."""
 
-    def shape(key: str) -> tuple[int, ...]:
+    def shape(key: str, rank: int = 4) -> tuple[int, ...]:
         if key not in sd:
             raise FileFormatError(f"{source}: no {key!r}; not a torchvision-style DenseNet state dict")
-        return tuple(sd[key].shape)
+        got = tuple(sd[key].shape)
+        if len(got) != rank or 0 in got:
+            raise FileFormatError(f"{source}: {key} has shape {list(got)}, expected {rank} non-zero dimensions")
+        return got
 
     conv0 = shape("features.conv0.weight")
     if len(conv0) != 4 or conv0[1] != 3:
@@ -114,9 +117,7 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     for b in range(1, len(blocks)):
         w = shape(f"features.transition{b}.conv.weight")
         transitions.append((w[1], w[0]))
-    classifier = shape("classifier.weight")
-    if len(classifier) != 2:
-        raise FileFormatError(f"{source}: classifier.weight has shape {list(classifier)}")
+    classifier = shape("classifier.weight", 2)
     try:
         return DenseNetConfig(
             block_config=tuple(blocks), growth_rate=growth, bottleneck=bottleneck,
@@ -133,9 +134,8 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
     source = path.name
     sd = _unwrap(obj, source)
     cfg = config_from_state_dict(sd, source)
-    check_storage(sd, source)  # before any tensor is converted (copied)
-    with torch.device("meta"):  # nothing is allocated before the shapes are checked
-        expected = DenseNet(cfg).state_dict()
+    model = build_for(cfg, sd, source)  # nothing is built that the file's tensors could not fill
+    expected = model.state_dict()
     for k, v in expected.items():  # state dicts from before PyTorch 0.4.1 have no BN batch counters
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = torch.zeros((), dtype=v.dtype)
@@ -152,7 +152,7 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
         raise FileFormatError(
             f"{source}: {bad[0]} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
         )
-    model = model_with_weights(cfg, {k: v.to(expected[k].dtype) for k, v in sd.items()}, source)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True, assign=True)
     # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
     # ImageNet state dict records that one; CIFAR-stem ones are fed as the zoo says (zoo.expects).
     model.meta = zoo.artifact_meta(cfg, preprocess="torchvision" if cfg.stem == "imagenet" else None, source=path,

@@ -10,6 +10,8 @@ ONNX Runtime build lacks is refused with one line instead of silently falling ba
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -20,6 +22,10 @@ from dnet import DISTRIBUTION
 from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+
+# ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
+# that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 try:  # onnxruntime or onnxruntime-gpu (one import package; the cpu and gpu extras install exactly one of them)
     import onnxruntime as ort
@@ -98,7 +104,10 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=providers)
+    # A session that fails to build makes ONNX Runtime print an "EP Error" banner on stdout before it retries;
+    # the error itself still reaches the caller, and stdout stays the command's own (tables, --json).
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ort.InferenceSession(source, opts, providers=providers)
 
 
 def run(model: str | os.PathLike | bytes | onnx.ModelProto, batch: np.ndarray, threads: int | None = None, *,

@@ -46,10 +46,27 @@ def read_model(path: str | os.PathLike, *, classifier: bool = True) -> onnx.Mode
     for t in proto.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             raise FileFormatError(f"{path}: tensor {t.name!r} is stored in an external file; dnet reads self-contained ONNX files")
+    if (field := _not_text(proto)) is not None:
+        raise FileFormatError(f"{path}: not a readable ONNX file (a {field} that is not UTF-8 text)")
     check_tensors(proto, path.name)
     if classifier:
         check_interface(proto, path.name)
     return proto
+
+
+def _not_text(msg) -> str | None:
+    """The name of the first string field holding bytes that are not UTF-8 (protobuf hands them over as bytes;
+    ONNX Runtime would fail on them inside its own error handling), or None."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (fd.TYPE_STRING, fd.TYPE_MESSAGE):
+            continue
+        for v in value if fd.is_repeated else (value,):
+            if fd.type == fd.TYPE_STRING:
+                if isinstance(v, bytes):
+                    return fd.name
+            elif (inner := _not_text(v)) is not None:
+                return inner
+    return None
 
 
 def _tensor_problem(t: onnx.TensorProto) -> str | None:

@@ -11,8 +11,8 @@ from dnet import engines
 from dnet.cli.main import reports_errors
 from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
-from dnet.files import check_output_path
 from dnet.eval import check_tolerance, evaluate, write_predictions
+from dnet.files import check_output_path
 
 
 def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:

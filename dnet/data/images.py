@@ -9,7 +9,9 @@ anything is decoded, only regular files are opened (a FIFO would hang), and imag
 from __future__ import annotations
 
 import os
+import re
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +39,10 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True, what: str 
     return files
 
 
-def check_pixels(width: int, height: int, name: str = "image", what: str = "claims") -> None:
+def check_pixels(width: int, height: int, name: str = "image") -> None:
     """The one pixel limit: a DataError when ``width × height`` is more than ``MAX_PIXELS``."""
     if width * height > MAX_PIXELS:
-        raise DataError(f"{name}: {what} {width}×{height} pixels; refused (limit {MAX_PIXELS:,})")
+        raise DataError(f"{name}: claims {width}×{height} pixels; refused (limit {MAX_PIXELS:,})")
 
 
 def _to_8bit(pil: Image.Image) -> Image.Image:
@@ -70,12 +72,18 @@ def open_image(image: str | os.PathLike | Image.Image) -> Image.Image:
         if not stat.S_ISREG(mode):
             raise DataError(f"{name}: not a regular file; dnet decodes images from files")
         try:
-            with Image.open(image) as f:
-                check_pixels(*f.size, name)
-                f.load()
-                pil = f
+            with warnings.catch_warnings():  # Pillow warns above its own limit; dnet's is lower and refuses
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(image) as f:
+                    check_pixels(*f.size, name)
+                    f.load()
+                    pil = f
         except DataError:
             raise
+        except Image.DecompressionBombError as e:  # Pillow refuses above twice its limit, before dnet can look
+            claim = re.search(r"\((\d+) pixels\)", str(e))
+            count = f"{int(claim.group(1)):,}" if claim else "too many"
+            raise DataError(f"{name}: claims {count} pixels; refused (limit {MAX_PIXELS:,})") from None
         except FileNotFoundError:
             raise DataError(f"{name}: no such image file") from None
         except Exception as e:  # noqa: BLE001 (a corrupt file can make a decoder raise almost anything)

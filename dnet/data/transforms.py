@@ -24,7 +24,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from dnet.data.images import check_pixels, open_image
+from dnet.data.images import MAX_PIXELS, open_image
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import DataError, UsageError
 
@@ -150,6 +150,12 @@ def color_normalize(image: np.ndarray, mean, std) -> np.ndarray:
     return ((image.astype(F32, copy=False) + neg_mean) / std).astype(F32, copy=False)
 
 
+def _check_resize(w: int, h: int, sw: int, sh: int) -> None:
+    """The one pixel limit also holds after resizing: a 1-pixel-high strip would otherwise become gigapixels."""
+    if sw * sh > MAX_PIXELS:
+        raise DataError(f"a {w}×{h} image would be resized to {sw}×{sh} pixels; refused (limit {MAX_PIXELS:,})")
+
+
 def _check_crop(image: np.ndarray, size: int) -> None:
     _, h, w = image.shape
     if h < size or w < size:
@@ -188,7 +194,7 @@ def _torchvision(pil: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     r = spec.resize
     if r is not None and min(w, h) != r:
         size = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)  # torchvision truncates the long side
-        check_pixels(*size, f"image of {w}×{h}", "would be resized to")
+        _check_resize(w, h, *size)
         pil = pil.resize(size, Image.BILINEAR)  # Pillow's bilinear filter is antialiased when downscaling
     if spec.crop is not None:
         w, h = pil.size
@@ -208,7 +214,7 @@ def _torch7(image, spec: PreprocessSpec, ten: bool) -> np.ndarray:
     if ten:
         _, h, w = x.shape
         if spec.resize is not None and (target := scaled_size(w, h, spec.resize)) is not None:
-            check_pixels(*target, f"image of {w}×{h}", "would be resized to")
+            _check_resize(w, h, *target)
         if spec.resize is not None:
             x = lua_scale(x, spec.resize)
         return ten_crop(color_normalize(x, spec.mean, spec.std), spec.crop or min(x.shape[1:]))
@@ -217,7 +223,7 @@ def _torch7(image, spec: PreprocessSpec, ten: bool) -> np.ndarray:
     _, h, w = x.shape
     target = scaled_size(w, h, spec.resize) if spec.resize is not None else None
     sw, sh = target if target is not None else (w, h)
-    check_pixels(sw, sh, f"image of {w}×{h}", "would be resized to")
+    _check_resize(w, h, sw, sh)
     crop = spec.crop or min(sw, sh)
     if sw < crop or sh < crop:
         raise DataError(f"image of {sw}×{sh} is smaller than the {crop}×{crop} crop")
@@ -238,6 +244,16 @@ def preprocess(image: str | os.PathLike | Image.Image, spec: str | PreprocessSpe
     result is always the model's input size.
     """
     spec = get_spec(spec) if isinstance(spec, str) else spec
+    try:
+        return _preprocess(image, spec, ten_crop)
+    except DataError as e:  # name the file, once
+        name = str(image) if isinstance(image, str | os.PathLike) else ""
+        if name and not str(e).startswith(name):
+            raise DataError(f"{name}: {e}") from None
+        raise
+
+
+def _preprocess(image, spec: PreprocessSpec, ten_crop: bool) -> np.ndarray:
     if spec.interpolation == "lua-bicubic":
         return _torch7(image, spec, ten_crop)
     if ten_crop:
