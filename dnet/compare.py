@@ -22,7 +22,7 @@ from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.converters.calibration import read_folder
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
-from dnet.errors import UsageError
+from dnet.errors import EngineError, UsageError
 from dnet.loading import load
 from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
 
@@ -73,7 +73,11 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     inp = sess.get_inputs()[0]
     feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
     names = [proto.graph.output[0].name, *stages.values()]
-    results = sess.run(names, {inp.name: feed})
+    try:
+        results = sess.run(names, {inp.name: feed})
+    except Exception as e:  # noqa: BLE001 (ORT's own error types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EngineError(f"{path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
     out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
     return {**out, LOGITS: np.asarray(results[0], np.float32)}
 

@@ -177,7 +177,7 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FileFormatError(f"{path}: no such {what}") from None
+        raise FileFormatError(f"{path}: no such file") from None
     except OSError as e:
         raise FileFormatError(f"{path}: cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(mode):

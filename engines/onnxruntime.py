@@ -141,7 +141,11 @@ class OnnxRuntimeEngine(Engine):
         if n > 0 and len(batch) != n:  # a file exported with a fixed batch: feed it piece by piece
             return np.concatenate([self.run(batch[i:i + n]) for i in range(0, len(batch), n)])
         feed = batch.astype(np.float16) if self._fp16_input else batch
-        return self.session.run([self.output_name], {self.input_name: feed})[0]
+        try:
+            return self.session.run([self.output_name], {self.input_name: feed})[0]
+        except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/RuntimeException share no useful base)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
 
     def close(self) -> None:
         self.session = None

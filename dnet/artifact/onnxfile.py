@@ -48,9 +48,9 @@ def read_model(path: str | os.PathLike, *, classifier: bool = True) -> onnx.Mode
             raise FileFormatError(f"{path}: tensor {t.name!r} is stored in an external file; dnet reads self-contained ONNX files")
     if (field := _not_text(proto)) is not None:
         raise FileFormatError(f"{path}: not a readable ONNX file (a {field} that is not UTF-8 text)")
-    check_tensors(proto, path.name)
+    check_tensors(proto, str(path))
     if classifier:
-        check_interface(proto, path.name)
+        check_interface(proto, str(path))
     return proto
 
 

@@ -135,3 +135,20 @@ def test_preprocessing_always_yields_the_models_input_size(tmp_path, spec, size)
     x = preprocess(png(tmp_path / "x.png", *size), s)
     side = s.crop or s.input_size
     assert x.shape == (3, side, side) and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_on_a_folder_with_a_bomb_fails_in_one_line_from_any_worker(tmp_path, workers):
+    from dnet.data.datasets import FileDataset
+    from dnet.errors import DataError
+    from dnet.train.batches import Batches
+    from dnet.train.distributed import Distributed
+    from dnet.train.recipe import TrainConfig
+
+    (tmp_path / "b").mkdir()
+    paths = [png(tmp_path / "a" / "0.png", 40, 30), bomb(tmp_path / "b" / "bomb.png")]
+    ds = FileDataset("folder", "train", paths, np.array([0, 1]), 2, ["a", "b"])
+    cfg = TrainConfig(dataset="imagenet", batch=2, workers=workers)
+    with pytest.raises(DataError) as e:
+        list(Batches(ds, cfg, Distributed(), train=True, epoch=0))
+    assert str(e.value) == f"{paths[1]}: claims 400,000,000 pixels; refused (limit {MAX_PIXELS:,})"
