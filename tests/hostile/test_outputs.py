@@ -89,9 +89,9 @@ def test_new_files_get_the_mode_the_umask_allows(tmp_path, umask, mode):
 def test_a_replaced_file_keeps_its_mode(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("old")
-    path.chmod(0o600)
+    path.chmod(0o640)
     atomic_write_text(path, "new")
-    assert path.read_text() == "new" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert path.read_text() == "new" and stat.S_IMODE(os.stat(path).st_mode) == 0o640
 
 
 def test_a_checkpoint_written_by_convert_respects_the_umask(box: Box, models):

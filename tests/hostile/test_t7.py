@@ -20,7 +20,7 @@ from tests.hostile.conftest import Box
 
 def test_a_size_one_dimension_with_a_huge_stride_reads_as_torch_reads_it():
     storage = T7Storage("torch.FloatStorage", np.arange(3, dtype=np.float32))
-    t = T7Tensor("torch.FloatTensor", (1, 3), (2**60, 1), 1, storage)  # Torch7 never uses a size-1 stride
+    t = T7Tensor("torch.FloatTensor", (1, 3), (2**62, 1), 1, storage)  # 2**62 floats: 2**64 bytes, past int64
     got = reader.loads(dumps(t))
     assert got.shape == (1, 3) and got.tolist() == [[0.0, 1.0, 2.0]]
 
