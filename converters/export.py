@@ -2,8 +2,9 @@
 
 The exported graph has one input ``input`` (float32 N×3×H×W, N dynamic) and one output ``logits``; its
 ``metadata_props`` carry the model's :class:`~dnet.artifact.meta.ArtifactMeta` (``dnet.*`` keys), including the
-names of the graph tensors that hold each dense block's and transition's output (``extra.stages``), which
-``dnet compare`` uses to compare files stage by stage.
+names of the graph tensors that hold each dense block's and transition's output (``extra.stages``) and each
+convolution's output (``extra.convs``, see :mod:`dnet.converters.convs`), which ``dnet compare`` uses to compare files
+stage by stage and layer by layer.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import torch
 from dnet import __version__
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
+from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_mul_add
 from dnet.engines.onnxruntime import run
 from dnet.errors import AccuracyError, UsageError
 from dnet.files import atomic_path
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet
+from dnet.progress import QUIET, Progress
 from dnet.similarity import max_abs
 
 DEFAULT_OPSET = 18  # >= 17 (LayerNorm era); 18 is what torch's dynamo exporter emits natively
@@ -68,6 +71,16 @@ def _export_proto(model: DenseNet, size: int, opset: int) -> onnx.ModelProto:
     return program.model_proto
 
 
+def _scopes(node: onnx.NodeProto) -> list[str]:
+    """The module scopes torch's dynamo exporter records on a node (``pkg.torch.onnx.name_scopes``), outermost first."""
+    raw = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+    try:
+        scopes = ast.literal_eval(raw) if raw else []
+    except (ValueError, SyntaxError):
+        return []
+    return [s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else []
+
+
 def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
     """For each stage (``denseblock1``, ``transition1``, ...), the graph tensor holding its output.
 
@@ -76,18 +89,32 @@ def stage_tensors(proto: onnx.ModelProto, stages: list[str]) -> dict[str, str]:
     """
     last: dict[str, str] = {}
     for node in proto.graph.node:
-        props = {p.key: p.value for p in node.metadata_props}
-        raw = props.get("pkg.torch.onnx.name_scopes")
-        if not raw:
-            continue
-        try:
-            scopes = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            continue
+        scopes = _scopes(node)
         for stage in stages:
             if f"features.{stage}" in scopes:
                 last[stage] = node.output[0]
     return {s: last[s] for s in stages if s in last}
+
+
+def conv_tensors(proto: onnx.ModelProto, model: DenseNet) -> dict[str, str]:
+    """For each convolution (``conv0``, ``denseblock1.denselayer1.conv1``, ...), the tensor its Conv node writes.
+
+    A Conv node's innermost module scope names its convolution; a convolution the exporter folded the following
+    BatchNorm into carries the BN's scope (``...norm2``) instead, and is named by the weight it uses, which keeps the
+    convolution's parameter name. Network order.
+    """
+    convs = [n.removeprefix("features.") for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    known, found = set(convs), {}
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    for node in proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        candidates = [s.removeprefix("features.") for s in reversed(_scopes(node))]
+        candidates.append(module_of_weight(weight_name(node, producers)))
+        name = next((c for c in candidates if c in known), None)
+        if name is not None:
+            found[name] = node.output[0]
+    return {c: found[c] for c in convs if c in found}
 
 
 def export(
@@ -99,32 +126,39 @@ def export(
     input_size: int | None = None,
     bn: str = "batchnorm",
     check_inputs: np.ndarray | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Export ``model`` to ``out`` (FP32 ONNX), check it, verify it against PyTorch, write it atomically.
 
     ``bn``: "batchnorm" keeps the pre-activation BNs as BatchNormalization (ONNX Runtime's kernel);
     "muladd" rewrites them as Mul/Add. ``check_inputs`` (N×3×H×W float32) are real inputs verified beside
-    random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers.
+    random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers. ``progress`` receives
+    the check's numbers (``fp32_vs_pytorch``: max|Δ| and its bound per batch).
     """
     if opset < MIN_OPSET:
         raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}", option="opset")
     if bn not in BN_MODES:
         raise UsageError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}", option="bn")
     model = model.eval()
+    if meta is None and model.meta is None:
+        raise UsageError("the model does not say how its inputs are preprocessed (model.meta is None); give export() "
+                         "meta=model_meta(model, preprocess=\"torch7\") (or another preprocessing name), or set "
+                         "model.meta", option="preprocess")
     meta = meta or model_meta(model, input_size=input_size)
     size = input_size or meta.input_size
     meta = dataclasses.replace(meta, input_size=size)
     proto = _export_proto(model, size, opset)
     stages = stage_tensors(proto, model.stages())
+    convs = conv_tensors(proto, model)
     if bn == "muladd":
         bn_to_mul_add(proto)
-    # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages are kept.
+    # The exporter's per-node provenance (module scopes, stack traces) makes files large; stages and convs are kept.
     for node in proto.graph.node:
         del node.metadata_props[:]
     for vi in list(proto.graph.output) + list(proto.graph.input):
         del vi.metadata_props[:]
     proto.producer_name, proto.producer_version = "dnet", __version__
-    write_meta(proto, dataclasses.replace(meta, extra={**meta.extra, "stages": stages, "bn": bn}))
+    write_meta(proto, dataclasses.replace(meta, extra={**meta.extra, "stages": stages, "convs": convs, "bn": bn}))
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((1, 3, size, size), dtype=np.float32),
               rng.standard_normal((7, 3, size, size), dtype=np.float32)]
@@ -133,7 +167,9 @@ def export(
     check_graph(proto, "exported graph")
     with atomic_path(out, size=proto.ByteSize()) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-        verify_fp32(model, tmp, inputs)
+        report = verify_fp32(model, tmp, inputs)
+    for row in report:
+        (progress or QUIET).check("fp32_vs_pytorch", **row)
     return Path(out)
 
 

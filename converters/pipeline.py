@@ -2,7 +2,9 @@
 
 ``convert`` is what ``dnet convert``, the demo and the benchmarks call. Every step writes atomically; the
 intermediate files are kept beside the output (``densenet121.onnx`` next to ``densenet121.int8.onnx`` and
-``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one.
+``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one. It prints
+nothing: each long stage, and each check with its numbers, goes to the ``progress`` object it is given
+(``dnet.progress``; the command line draws it, ``--json`` records it).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
-from dnet.converters.precision import INT8_ACTIVATIONS, to_fp16, to_int8
+from dnet.converters.precision import FP16_REL_L2, INT8_ACTIVATIONS, to_fp16, to_int8
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.images import list_images
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError
 from dnet.files import check_output_path, same_file, sha256_file
 from dnet.loading import load
+from dnet.progress import QUIET, Progress
 from dnet.statedict import torchvision_state_dict
 
 SOURCES = ("t7", "pth", "onnx")
@@ -47,6 +50,8 @@ class ConvertOptions:
     calib_method: str = "minmax"
     calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
+    fp16_tolerance: float = FP16_REL_L2  # FP16 check: bound on the relative L2 error of the logits against FP32
+    fp16_check: bool = True  # False: write the FP16 file without comparing it with the FP32 one
     int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
     profile: tuple[int, int, int] = PROFILE
@@ -55,7 +60,7 @@ class ConvertOptions:
     timing_cache: Path | None = None
     version_compatible: bool = False
     hardware_compat: str = HARDWARE_COMPAT[0]
-    progress: bool = False
+    verbose: bool = False  # --to trt: TensorRT's whole build log
     force: bool = False  # replace existing intermediate files this conversion did not write
     extra: dict = field(default_factory=dict)
 
@@ -69,6 +74,9 @@ class ConvertOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                              option="precision")
+        if not self.fp16_tolerance > 0:
+            raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
+                             f"got {self.fp16_tolerance}", option="fp16_tolerance")
 
 
 def names_for(out: Path) -> dict[str, Path]:
@@ -206,20 +214,32 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         _check_intermediates(src, src_format, target, out, opts)
 
 
-def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike, **options) -> list[Path]:
+def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike,
+            progress: Progress | None = None, **options) -> list[Path]:
     """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
 
     ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
     ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
+    ``progress`` (a :class:`dnet.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers.
     """
-    opts = ConvertOptions(**options)
-    src, out = Path(src), Path(out)
+    progress = progress or QUIET
+    try:
+        return _convert(Path(src), src_format, target, Path(out), ConvertOptions(**options), progress)
+    finally:
+        progress.close()
+
+
+def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions,
+             progress: Progress) -> list[Path]:
     _check_request(src, src_format, target, out, opts)
     build = BuildOptions(profile=opts.profile, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
                          timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
                          hardware_compat=opts.hardware_compat) if target == "trt" else None
     if target in ("pth", "torchvision"):
-        return [_write_torch(load(src), out, target)]
+        progress.stage(f"loading {src.name}")
+        model = load(src)
+        progress.stage(f"writing {out.name}")
+        return [_write_torch(model, out, target)]
 
     files = _files(out, target, opts)
     typed_target = _typed_target(target, opts)
@@ -230,6 +250,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         spec, _size = _onnx_facts(src, opts, target)
         fp32 = src
     else:
+        progress.stage(f"loading {src.name}")
         model = load(src)
         meta = model_meta(model, input_size=opts.input_size, source=src.name, source_sha256=sha256_file(src),
                           preprocess=_spec(opts))
@@ -237,8 +258,10 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
         fp32 = files["fp32"]
         if fp32 == src:
             raise UsageError(f"the FP32 ONNX {fp32} would overwrite the source; choose another output name")
+        check_inputs = _real_inputs(opts, spec)
+        progress.stage("FP32 ONNX export + check against PyTorch")
         export(model, fp32, meta=meta, opset=opts.opset, input_size=opts.input_size, bn=opts.bn,
-               check_inputs=_real_inputs(opts, spec))
+               check_inputs=check_inputs, progress=progress)
         written.append(fp32)
     if typed_target == "fp32" and target != "trt":
         return written
@@ -246,18 +269,24 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     # 2. typed ONNX
     typed = fp32
     if typed_target == "fp16":
-        typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=_real_inputs(opts, spec))
+        check_inputs = _real_inputs(opts, spec) if opts.fp16_check else None
+        progress.stage("FP16 ONNX + check against FP32" if opts.fp16_check else "FP16 ONNX (check skipped)")
+        typed = to_fp16(fp32, files["fp16"], keep_io_types=opts.keep_io_types, check_inputs=check_inputs,
+                        check=opts.fp16_check, tolerance=opts.fp16_tolerance, progress=progress)
+        if not opts.fp16_check:
+            progress.check("fp16_vs_fp32", skipped=True)
         written.append(typed)
     elif typed_target == "int8":
         cache = files["calib_cache"]
         typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                  spec=spec, progress=opts.progress, activations=opts.int8_activations)
+                                  spec=spec, progress=progress, activations=opts.int8_activations)
         written += [cache, typed]
     if target != "trt":
         return written
 
     # 3. TensorRT engine: a missing TensorRT or GPU raises NotInstalledError whose line says where the typed ONNX is.
-    written.append(Path(build_plan(typed, out, build)))
+    progress.stage("TensorRT build")
+    written.append(Path(build_plan(typed, out, build, verbose=opts.verbose, progress=progress.live)))
     return written
 
 

@@ -38,6 +38,7 @@ from dnet.converters.graph import sort_topologically, unshare_initializers
 from dnet.engines.onnxruntime import require_onnxruntime, run
 from dnet.errors import AccuracyError, InputModifiedError, UsageError
 from dnet.files import atomic_path, scratch_folder, sha256_file
+from dnet.progress import QUIET, Progress
 from dnet.similarity import cosine, rel_l2
 
 # Float32 islands in the FP16 graph, measured on DenseNet: a pre-activation BN computes (x - mean)·γ/σ + β,
@@ -116,13 +117,19 @@ def to_fp16(
     keep_io_types: bool = True,
     check_inputs: np.ndarray | None = None,
     check: bool = True,
+    tolerance: float = FP16_REL_L2,
+    progress: Progress | None = None,
 ) -> Path:
     """Write the float16 version of the FP32 ONNX ``src`` to ``out`` and check it against ``src``.
 
     The check runs both files in ONNX Runtime on ``check_inputs`` (and random inputs): relative L2 error of
-    the logits ≤ FP16_REL_L2 (≈ 2e-3) and identical top-1, else :class:`AccuracyError` with the numbers and no file.
-    ``check=False`` skips it (benchmarks of random-weight models, whose logits amplify float16 rounding).
+    the logits ≤ ``tolerance`` (default FP16_REL_L2 ≈ 2e-3) and identical top-1, else :class:`AccuracyError` with
+    the numbers and no file; ``progress`` receives the numbers (``fp16_vs_fp32``). ``check=False`` skips it (benchmarks
+    of random-weight models, whose logits amplify float16 rounding).
     """
+    if not tolerance > 0:
+        raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
+                         f"got {tolerance}", option="fp16_tolerance")
     require_onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -156,11 +163,14 @@ def to_fp16(
             ref, got = run(src, batch), run(tmp, feed).astype(np.float32)
             err = rel_l2(ref, got)
             agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
-            if err > FP16_REL_L2 or agree < 1.0:
+            if err > tolerance or agree < 1.0:
                 raise AccuracyError(
-                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {FP16_REL_L2:.3g}), "
-                    f"top-1 agreement {agree:.1%} (needs 100%)"
+                    f"FP16 check failed on a batch of {len(batch)}: relative L2 error {err:.3g} (bound {tolerance:.3g}), "
+                    f"top-1 agreement {agree:.1%} (needs 100%); give a looser bound, or skip the check",
+                    option="fp16_tolerance"
                 )
+            (progress or QUIET).check("fp16_vs_fp32", batch=len(batch), rel_l2=err, bound=tolerance,
+                                      top1_agreement=agree)
     return Path(out)
 
 
@@ -191,7 +201,8 @@ class _BatchReader:
         return {self.name: chunk}
 
 
-def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = False) -> dict[str, tuple[float, float]]:
+def calibrate(fp32: Path, images: np.ndarray, method: str, *,
+              progress: Progress | None = None) -> dict[str, tuple[float, float]]:
     """Activation ranges (tensor name -> (lowest, highest)) of ``fp32`` on ``images`` by ``method``."""
     from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry
@@ -215,14 +226,12 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *, progress: bool = F
         )
         name = calibrator.infer_session.get_inputs()[0].name if calibrator.infer_session else "input"
         step = CALIB_BATCH * CALIB_CHUNK
-        chunks = range(0, len(images), step)
-        if progress:
-            from tqdm import tqdm
-
-            chunks = tqdm(chunks, desc=f"calibrating ({method})", unit="chunk")
-        for start in chunks:
+        progress = progress or QUIET
+        progress.stage(f"calibration ({method}, {len(images)} images)", total=len(images), unit="img")
+        for start in range(0, len(images), step):
             with _quiet():
                 calibrator.collect_data(_BatchReader(name, images[start : start + step], CALIB_BATCH))
+            progress.advance(len(images[start : start + step]))
         with _quiet():
             data = calibrator.compute_data()
         del calibrator
@@ -276,20 +285,23 @@ def to_int8(
     cache_path: str | os.PathLike | None = None,
     spec=None,
     check_inputs: np.ndarray | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     activations: str = "int8",
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
     With ``cache_path`` naming a cache of the same model (sha256) and method, calibration does not run and
     no image is read; otherwise the images are read through ``spec`` (default: the model's own
-    preprocessing), calibrated, and the cache is written.
+    preprocessing), calibrated, and the cache is written. ``progress`` hears each stage (reading images, calibration,
+    quantisation, the check) and the check's numbers (``int8_vs_fp32``).
     """
+    progress = progress or QUIET
     require_onnxruntime()
     if activations not in INT8_ACTIVATIONS:
-        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}")
+        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}",
+                         option="int8_activations")
     if method not in METHODS:
-        raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}", option="calib_method")
     src = Path(src)
     sha = sha256_file(src)
     proto = read_model(src)
@@ -304,11 +316,14 @@ def to_int8(
     images = None
     if cache is None:
         if calib is None:
-            raise UsageError("INT8 needs calibration images: give --calib DIR (or a calibration cache of this model)")
+            raise UsageError("INT8 needs calibration images (a folder or an array of images), or a calibration cache "
+                             "of this model", option="calib")
         if spec is None:
             raise UsageError(
-                "the ONNX file does not say how to preprocess calibration images; name it with --preprocess"
+                "the ONNX file does not say how to preprocess calibration images; name a preprocessing",
+                option="preprocess",
             )
+        progress.stage(f"reading calibration images ({calib.describe()})")
         images = calib.load(spec)
         cache = CalibrationCache(
             sha, method, len(images), calib.describe(), calibrate(src, images, method, progress=progress)
@@ -322,6 +337,7 @@ def to_int8(
         "per_channel_weights": True,
         "tool": "onnxruntime.quantization QDQ",
     }
+    progress.stage("quantisation (Q/DQ)")
     with scratch_folder("int8") as tmp:
         private = Path(tmp) / "fp32.onnx"
         shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
@@ -338,8 +354,10 @@ def to_int8(
         tmp.write_bytes(q.SerializeToString())
         batch = check_inputs if check_inputs is not None else (images[:8] if images is not None else None)
         if batch is not None:
+            progress.stage("INT8 check")
             ref, got = run(src, batch), run(tmp, batch)
             summary["check_cosine"] = cosine(ref, got)
+            progress.check("int8_vs_fp32", batch=len(batch), cosine=summary["check_cosine"])
     if cache_path is not None and not reused:
         cache.save(cache_path)
     summary["reused_cache"] = reused

@@ -1,13 +1,18 @@
-"""ONNX to a serialized TensorRT engine (``NAME.plan``) and its sidecar (``NAME.plan.json``).
+"""ONNX to a serialized TensorRT engine (``NAME.plan``), its sidecar (``NAME.plan.json``) and layers (``NAME.plan.layers.json``).
 
 Precision lives in the ONNX file (FP32, FP16 casts, INT8 Q/DQ pairs from ``dnet.converters.precision``); the build
 is strongly typed, so TensorRT compiles exactly the types the ONNX says. TensorRT 11 removed the weak-typing
 builder flags (the FP16 and INT8 members of ``BuilderFlag``), the implicit INT8 calibrator and
 ``platform_has_fast_*``; none of them is used here, so the same code builds with TensorRT 10.9+ and 11.x
-(``tests/converters/test_tensorrt_api.py`` checks every ``trt.*`` name used here against the real bindings of both).
+(``tests/converters/test_tensorrt_api.py`` checks every ``trt.*`` name used here, on the class it is used on, against
+the real bindings of both).
 
-``tensorrt`` and CUDA are imported only inside :func:`build_plan` (through ``dnet.engines.gpu``); the sidecar and
-the compatibility policy are ``dnet.artifact.sidecar``.
+The build runs with ``ProfilingVerbosity.DETAILED`` and stores what ``IEngineInspector`` reports about the engine
+(layers, precisions, tactics, formats) beside the plan, as trtexec's ``--exportLayerInfo`` does; ``dnet inspect
+NAME.plan`` summarises it (``dnet.artifact.layers``).
+
+``tensorrt`` and CUDA are imported only inside :func:`build_plan` (through ``dnet.engines.gpu``, which also holds the
+process's one TensorRT logger); the sidecar and the compatibility policy are ``dnet.artifact.sidecar``.
 """
 
 from __future__ import annotations
@@ -15,18 +20,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from dnet.artifact.layers import write_layers
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
-from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, EngineSidecar, write_sidecar
-from dnet.engines.gpu import cuda_device, import_tensorrt, major_version
-from dnet.errors import EngineError, FileFormatError, UsageError
+from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, write_sidecar
+from dnet.engines.gpu import cuda_device, import_tensorrt, logging_to, major_version, stderr_line
+from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
 from dnet.files import atomic_path, sha256_file
 
-PROFILE = (1, 8, 32)  # the default optimization profile: min, opt, max batch size
+if TYPE_CHECKING:  # annotations only: tensorrt is imported inside build_plan
+    import tensorrt
+
 
 
 def check_profile(profile: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -89,7 +100,7 @@ def read_onnx_meta(onnx_path: Path) -> tuple[ArtifactMeta | None, tuple[int, int
     )
 
 
-def _parse_errors(parser) -> list[str]:
+def _parse_errors(parser: tensorrt.OnnxParser) -> list[str]:
     lines = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
@@ -99,7 +110,31 @@ def _parse_errors(parser) -> list[str]:
     return lines
 
 
-def _build_config(trt, builder, options: BuildOptions, chw: tuple[int, int, int], cache_bytes: bytes | None):
+def _timing_cache(trt, config: tensorrt.IBuilderConfig, path: Path | None, warn: Callable[[str], None]):
+    """Attach a timing cache to ``config``: the one in ``path`` when TensorRT accepts it, else an empty one.
+
+    ``create_timing_cache`` returns None for bytes it cannot read, and ``set_timing_cache(cache, False)`` returns False
+    for a cache made on another GPU or TensorRT version (ONNX Runtime and Polygraphy check both): such a cache is
+    replaced by an empty one, with a warning, never a crash.
+    """
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except (RuntimeError, TypeError, ValueError):
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+        warn(f"timing cache {path} is not one TensorRT {trt.__version__} can use on this GPU (corrupt, or made on "
+             "another GPU or TensorRT version); building with an empty cache, which will replace it")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise EngineError("TensorRT could not create an empty timing cache; its log above says why")
+    return cache
+
+
+def _build_config(trt, builder: tensorrt.Builder, options: BuildOptions, chw: tuple[int, int, int],
+                  warn: Callable[[str], None]) -> tensorrt.IBuilderConfig:
     config = builder.create_builder_config()
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
@@ -113,9 +148,9 @@ def _build_config(trt, builder, options: BuildOptions, chw: tuple[int, int, int]
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     elif options.hardware_compat == "same-cc":
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
-    # An empty buffer makes a fresh cache; ignore_mismatch=False refuses a cache made on another GPU or version.
-    cache = config.create_timing_cache(cache_bytes or b"")
-    config.set_timing_cache(cache, False)
+    # Layer names, precisions, tactics and formats for the inspector (and layer names the profiler can report).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    _timing_cache(trt, config, options.timing_cache, warn)
     lo, opt, hi = options.profile
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT, (lo, *chw), (opt, *chw), (hi, *chw))
@@ -124,20 +159,73 @@ def _build_config(trt, builder, options: BuildOptions, chw: tuple[int, int, int]
 
 
 def _network_flags(trt) -> int:
-    # TensorRT 11 networks are always strongly typed (the flag is deprecated and ignored there); 10.x must ask.
+    # 10.x must ask for a strongly typed network (NetworkDefinitionCreationFlag.STRONGLY_TYPED is 1 there; 0 is the
+    # deprecated EXPLICIT_BATCH, a weakly typed network). 11.x networks are always strongly typed: the flag is 0 and
+    # ignored, and bit 1 would ask for PREFER_JIT_PYTHON_PLUGINS.
     if major_version(trt) >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions | None = None) -> Path:
-    """Build ``plan_path`` (strongly typed) from ``onnx_path`` and write ``plan_path.json`` beside it.
+def _progress_monitor(trt, write: Callable[[str], None]):
+    """A ``trt.IProgressMonitor`` that keeps one line on the terminal: the build phases and their steps."""
+    base = trt.IProgressMonitor
 
-    Raises NotInstalledError when TensorRT or a CUDA GPU is missing (the message names the ONNX file, which is kept),
-    EngineError when TensorRT cannot parse or build the model (every parser error, with node names).
+    class BuildProgress(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.phases: dict[str, list[int]] = {}  # phase -> [steps done, steps], in the order they started
+
+        def _show(self) -> None:
+            text = " > ".join(f"{name} {done}/{total}" for name, (done, total) in self.phases.items())
+            write(f"\rbuilding: {text}"[:119].ljust(119))
+
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
+            self.phases[phase_name] = [0, int(num_steps)]
+            self._show()
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            if phase_name in self.phases:
+                self.phases[phase_name][0] = int(step) + 1
+                self._show()
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            self.phases.pop(phase_name, None)
+            self._show()
+
+    return BuildProgress()
+
+
+def _engine_information(trt, logger, plan: bytes, options: BuildOptions) -> str | None:
+    """What ``IEngineInspector`` says about the built engine, as JSON (None if TensorRT cannot deserialize it)."""
+    runtime = trt.Runtime(logger)
+    if options.version_compatible:
+        runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime; dnet built it just now
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions | None = None, *,
+               verbose: bool = False, progress: bool = False, log: Callable[[str], None] | None = None) -> Path:
+    """Build ``plan_path`` (strongly typed) from ``onnx_path``; write ``plan_path.json`` and ``plan_path.layers.json``.
+
+    ``verbose`` sends TensorRT's whole build log to ``log`` (default: stderr); ``progress`` keeps a line on stderr
+    with the build's phases. Raises NotInstalledError when TensorRT or a CUDA GPU is missing (the message names the
+    ONNX file, which is kept), EngineError when TensorRT cannot parse or build the model (every parser error, with
+    node names). The plan, its sidecar and its layers are written only after a successful build; the sidecar is
+    written before the timing cache is saved, so a plan never lacks its sidecar.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     options = options or BuildOptions()
+    log = log or stderr_line
+
+    def warn(message: str) -> None:
+        log(f"dnet: warning: {message}")
+
     if not onnx_path.is_file():
         raise FileFormatError(f"{onnx_path}: no such ONNX file")
     meta, chw = read_onnx_meta(onnx_path)
@@ -152,33 +240,45 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
         )
 
     started = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    # parse_from_file resolves external weight files relative to the ONNX file.
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = _parse_errors(parser)
-        raise EngineError(
-            f"TensorRT cannot parse {onnx_path.name} ({len(errors)} error{'s' * (len(errors) != 1)}): "
-            + "; ".join(errors or ["no error reported"])
-        )
-    names = [network.get_input(i).name for i in range(network.num_inputs)]
-    if INPUT not in names:
-        raise EngineError(f"{onnx_path.name}: no input named {INPUT!r} (inputs: {', '.join(names)})")
-
-    cache_file = options.timing_cache
-    cache_bytes = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else None
-    config = _build_config(trt, builder, options, chw, cache_bytes)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EngineError(f"TensorRT could not build an engine from {onnx_path.name}; its log above says why")
-    plan = bytes(serialized)
+    with logging_to(trt, verbose, sink=log if verbose else None) as logger:
+        builder = trt.Builder(logger)
+        network = builder.create_network(_network_flags(trt))
+        parser = trt.OnnxParser(network, logger)
+        # parse_from_file resolves external weight files relative to the ONNX file.
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = _parse_errors(parser)
+            raise EngineError(
+                f"TensorRT cannot parse {onnx_path.name} ({len(errors)} error{'s' * (len(errors) != 1)}): "
+                + "; ".join(errors or ["no error reported"])
+            )
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        if INPUT not in names:
+            raise EngineError(f"{onnx_path.name}: no input named {INPUT!r} (inputs: {', '.join(names)})")
+        config = _build_config(trt, builder, options, chw, warn)
+        if progress:
+            config.progress_monitor = _progress_monitor(trt, lambda text: print(text, end="", file=sys.stderr,
+                                                                                 flush=True))
+        serialized = builder.build_serialized_network(network, config)
+        if progress:
+            print("\r" + " " * 119 + "\r", end="", file=sys.stderr, flush=True)
+        if serialized is None:
+            raise EngineError(f"TensorRT could not build an engine from {onnx_path.name}; its log above says why")
+        plan = bytes(serialized)
+        build_seconds = round(time.perf_counter() - started, 3)
+        try:
+            info = _engine_information(trt, logger, plan, options)
+        except (RuntimeError, TypeError, ValueError) as e:
+            info, why = None, str(e)
+        else:
+            why = "TensorRT could not deserialize the plan it built"
     with atomic_path(plan_path) as tmp:
         tmp.write_bytes(plan)
-    if cache_file is not None:
-        with atomic_path(cache_file) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    try:
+        if info is None:
+            raise EngineError(why)
+        write_layers(plan_path, info)
+    except DnetError as e:
+        warn(f"no layer information for {plan_path.name} ({e}); dnet inspect will show the sidecar only")
 
     lo, opt, hi = options.profile
     sidecar = EngineSidecar(
@@ -192,14 +292,27 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
         onnx=onnx_path.name,
         onnx_sha256=sha256_file(onnx_path),
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(time.perf_counter() - started, 3),
+        build_seconds=build_seconds,
         version_compatible=options.version_compatible,
         hardware_compat=options.hardware_compat,
         options=options.to_dict(),
         meta=meta,
     )
     write_sidecar(plan_path, sidecar)
+    if options.timing_cache is not None:
+        _save_timing_cache(config, options.timing_cache, warn)
     return plan_path
+
+
+def _save_timing_cache(config: tensorrt.IBuilderConfig, path: Path, warn: Callable[[str], None]) -> None:
+    cache = config.get_timing_cache()
+    try:
+        if cache is None:
+            raise EngineError("TensorRT returned no timing cache")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(bytes(cache.serialize()))
+    except (DnetError, OSError) as e:
+        warn(f"the timing cache was not saved to {path} ({e}); the plan and its sidecar are written")
 
 
 __all__ = ["PROFILE", "BuildOptions", "build_plan", "check_profile", "read_onnx_meta"]

@@ -1,7 +1,7 @@
 """dnet: DenseNet from the original Lua Torch release to modern deployment.
 
-The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig`` and ``zoo``
-are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
+The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig``, ``zoo`` and
+``hub`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from importlib import metadata
 
 from dnet.errors import DnetError
 
-DISTRIBUTION = "dnet"  # the name pip knows the project by (the import package is always dnet)
+DISTRIBUTION = "dnet-densenet"  # what pip calls the project ("dnet" on PyPI is another one); the import
+# package and the command are always dnet
 
 try:
     __version__ = metadata.version(DISTRIBUTION)  # defined once, in pyproject.toml
@@ -21,9 +22,10 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 # public name -> module that defines it
 _LAZY = {
     "load": "dnet.loading",
-    "create_model": "dnet.models",
+    "create_model": "dnet.hub",  # dnet.models.create_model plus pretrained= (dnet.hub says why it lives there)
+    "hub": "dnet.hub",
     "DenseNet": "dnet.models.densenet",
-    "DenseNetConfig": "dnet.models.densenet",
+    "DenseNetConfig": "dnet.models.config",
     "zoo": "dnet.models.zoo",
 }
 
@@ -41,4 +43,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "load", "zoo"]
+__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "hub", "load", "zoo"]

@@ -21,6 +21,7 @@ from dnet.artifact import ArtifactMeta
 from dnet.errors import ConfigError, FileFormatError, UnsafeFileError
 from dnet.files import atomic_path, check_input_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from dnet.models.summary import param_count
 
 FORMAT = "dnet.checkpoint"
 VERSION = 1
@@ -130,18 +131,12 @@ def is_checkpoint(obj: object) -> bool:
 
 
 def _weights_at_least(cfg: DenseNetConfig) -> int:
-    """Elements of the convolution and classifier weights ``cfg`` has: a lower bound on its parameters (BN and
-    biases add a few per channel), computed without building anything."""
-    k, width = cfg.growth_rate, cfg.bn_size * cfg.growth_rate
-    total = cfg.init_features * 3 * (49 if cfg.stem == "imagenet" else 9)
-    channels = cfg.channels()
-    for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=True)):
-        for j in range(n):
-            c = c_in + j * k
-            total += width * c + k * width * 9 if cfg.bottleneck else k * c * 9
-        if i + 1 < len(channels):
-            total += channels[i + 1][0] * c_out
-    return total + cfg.num_classes * cfg.num_features
+    """Parameters ``cfg`` has, counted from the configuration alone (``dnet.models.summary``, nothing built): a
+    lower bound on the elements its state dict holds (BN running statistics add more)."""
+    try:
+        return param_count(cfg)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 def build_for(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:

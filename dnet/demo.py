@@ -20,6 +20,7 @@ from dnet.data.datasets import open_dataset
 from dnet.errors import AccuracyError
 from dnet.eval import evaluate
 from dnet.files import atomic_path, atomic_write_text
+from dnet.progress import Recorder
 from dnet.table import format_table
 from dnet.train.recipe import recipe
 from dnet.train.trainer import TrainResult, train
@@ -67,6 +68,20 @@ class DemoResult:
     files: dict[str, Path] = field(default_factory=dict)  # label -> model file
     rows: list[Row] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)  # the conversion's checks and their numbers
+
+    def to_dict(self) -> dict:
+        """What ``dnet demo --json`` prints: the folder, the training run, each model file, its numbers, the checks."""
+        tr = self.train
+        return {
+            "out": str(self.out),
+            "train": None if tr is None else {"run_dir": str(tr.run_dir), "epochs": tr.epochs_done,
+                                              "final_error": tr.final_error, "best_error": tr.best_error},
+            "files": {label: str(path) for label, path in self.files.items()},
+            "rows": [asdict(r) for r in self.rows],
+            "checks": self.checks,
+            "written": [str(p) for p in self.written],
+        }
 
 
 def stage_train(cfg: DemoConfig, out: Path, log: Callable[[str], None]) -> TrainResult:
@@ -76,13 +91,16 @@ def stage_train(cfg: DemoConfig, out: Path, log: Callable[[str], None]) -> Train
     return train(tc, log=log)
 
 
-def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Path]:
-    """FP32, FP16 and INT8 ONNX from the checkpoint (``dnet convert``'s library); INT8 calibrated on training images."""
+def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path, progress: Recorder | None = None) -> dict[str, Path]:
+    """FP32, FP16 and INT8 ONNX from the checkpoint (``dnet convert``'s library); INT8 calibrated on training images.
+    ``progress`` hears the conversion's stages and checks."""
     calib = CalibrationSet(images=open_dataset("digits", None, "train").images, count=cfg.calib_images,
                            name="digits/train")
-    *_, int8 = convert(checkpoint, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib)
+    *_, int8 = convert(checkpoint, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib,
+                       progress=progress)
     fp32 = out / "digits.onnx"  # kept beside the INT8 file by the chain
-    *_, fp16 = convert(fp32, src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx", calib=calib)
+    *_, fp16 = convert(fp32, src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx", calib=calib,
+                       progress=progress)
     return {"ONNX FP32": fp32, "ONNX FP16": Path(fp16), "ONNX INT8": Path(int8)}
 
 
@@ -140,8 +158,11 @@ def plot_accuracy_latency(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
-    """Run every stage; write the report (table, JSON, PNG) into ``cfg.out``."""
+def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print,
+             progress: Recorder | None = None) -> DemoResult:
+    """Run every stage; write the report (table, JSON, PNG) into ``cfg.out``. ``progress`` (a ``dnet.progress.Recorder``)
+    hears the conversion's stages; the checks it records land in ``result.checks``."""
+    progress = progress or Recorder()
     out = Path(cfg.out) if cfg.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out)
@@ -154,7 +175,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print)
     result.files["PyTorch FP32"] = tr.last
 
     log("== 2/4 convert")
-    result.files.update(stage_convert(cfg, tr.last, out))
+    result.files.update(stage_convert(cfg, tr.last, out, progress))
+    result.checks = list(progress.checks)
     for label, path in result.files.items():
         log(f"{label:<14} {path}")
 
@@ -168,7 +190,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print)
     plot_accuracy_latency(result.rows, png)
     doc = {"rows": [asdict(r) for r in result.rows],
            "train": {"run_dir": str(tr.run_dir), "epochs": tr.epochs_done, "final_error": tr.final_error,
-                     "best_error": tr.best_error}}
+                     "best_error": tr.best_error}, "checks": result.checks}
     atomic_write_text(out / REPORT_JSON, json.dumps(doc, indent=2) + "\n")
     atomic_write_text(out / "report.txt", table + "\n")
     result.written = [tr.run_dir, *[p for p in result.files.values() if p != tr.last], out / "report.txt",

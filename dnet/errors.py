@@ -47,6 +47,10 @@ class DataError(DnetError):
     """A data set or image folder that is missing, empty, undecodable or laid out wrongly."""
 
 
+class DownloadError(DataError):
+    """A download (data set or published weights) that failed: unreachable, cut short, or not the published bytes."""
+
+
 class EngineError(DnetError):
     """A model file that cannot be run here (missing runtime, wrong GPU or version)."""
 

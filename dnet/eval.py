@@ -24,9 +24,10 @@ from dnet.data.datasets import ArrayDataset, FileDataset
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.data.transforms import preprocess as preprocess_image
 from dnet.data.transforms import preprocess_array
-from dnet.errors import AccuracyError, DataError, UnknownModelError, UsageError
+from dnet.errors import AccuracyError, DataError, UsageError
 from dnet.files import atomic_write_text
 from dnet.models import zoo
+from dnet.models.published import Comparison, compare
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -102,56 +103,84 @@ class EvalReport:
     throughput: float  # images/s end to end (decoding included)
     engine_seconds: float
     engine_throughput: float  # images/s inside the engine alone
-    published_error: float | None = None
-    delta: float | None = None  # measured − published, points
+    comparisons: tuple[Comparison, ...] = ()  # top-1 then top-5, each with its published counterpart if any
     skipped: tuple[str, ...] = ()
     world_size: int = 1
     # per image (dataset index, label, top-5 classes); not part of the JSON report
     predictions: tuple = field(default=(), repr=False, compare=False)
 
+    def comparison(self, metric: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.metric == metric), None)
+
+    @property
+    def published_error(self) -> float | None:
+        """The published top-1 error this run is compared with (same crops and preprocessing), or None."""
+        c = self.comparison("top1")
+        return c.published if c is not None else None
+
+    @property
+    def delta(self) -> float | None:
+        c = self.comparison("top1")
+        return c.delta if c is not None else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("predictions")
         d["skipped"] = list(self.skipped)
+        d["comparisons"] = [c.to_dict() for c in self.comparisons]
+        d.update(published_error=self.published_error, delta=self.delta)  # top-1's, as before
         return d
 
-    def line(self) -> str:
-        """The one-line summary: ``top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · ...``."""
-        if self.published_error is not None:
-            paper = f"paper {self.published_error}, Δ {self.delta:+.2f}, 95% CI ±{self.top1_ci95:.2f}"
+    def _part(self, metric: str, error: float, ci: float) -> str:
+        c = self.comparison(metric)
+        label = ("ten-crop " if self.ten_crop else "") + ("top-1" if metric == "top1" else "top-5")
+        if c is not None and c.published is not None:
+            paper = f"published {c.published:g}, Δ {c.delta:+.2f}, 95% CI ±{ci:.2f}"
+        elif self.model in zoo.ZOO:
+            paper = f"no published number, 95% CI ±{ci:.2f}"
         else:
-            paper = f"95% CI ±{self.top1_ci95:.2f}"
-        parts = [f"top-1 error {self.top1_error:.2f} % ({paper})", f"top-5 {self.top5_error:.1f} %",
+            paper = f"95% CI ±{ci:.2f}"
+        return f"{label} error {error:.2f} % ({paper})"
+
+    def line(self) -> str:
+        """The one-line summary: ``top-1 error 25.31 % (published 25.0, Δ +0.31, 95% CI ±0.38) · top-5 ...``."""
+        parts = [self._part("top1", self.top1_error, self.top1_ci95), self._part("top5", self.top5_error, self.top5_ci95),
                  f"{self.images:,} images", f"{self.throughput:,.0f} img/s"]
         if self.skipped:
             parts.append(f"{len(self.skipped):,} skipped")
         return " · ".join(parts)
 
+    def lines(self) -> list[str]:
+        """The summary, then for a zoo model which published number each figure is compared with, and its source."""
+        out = [self.line()]
+        if self.model in zoo.ZOO:
+            out += [f"  {c.source_line()}" for c in self.comparisons]
+        return out
+
 
 def check_tolerance(report: EvalReport, tolerance: float) -> None:
-    """Raise AccuracyError (exit 3) when the error is worse than published by more than ``tolerance`` points."""
-    if report.published_error is None:
-        raise UsageError(f"--tolerance needs a published error, and there is none for model {report.model!r} "
-                         f"on {report.dataset} with {report.preprocess} preprocessing{' (ten-crop)' if report.ten_crop else ''}")
-    if report.delta > tolerance:
-        raise AccuracyError(f"top-1 error {report.top1_error:.2f} % is {report.delta:+.2f} points from the published "
-                            f"{report.published_error:g} %, more than the tolerance of {tolerance:g}")
+    """Raise AccuracyError (exit 3) when the top-1 error is worse than its published counterpart by more than
+    ``tolerance`` points (the counterpart of the same kind: ten-crop against ten-crop, torch7 against torch7)."""
+    c = report.comparison("top1")
+    if c is None or c.published is None:
+        kind = f" ({c.kind})" if c is not None else ""
+        raise UsageError(f"a tolerance needs a published error, and there is none for model {report.model!r} "
+                         f"on {report.dataset} with {report.preprocess} preprocessing{kind}", option="tolerance")
+    if c.delta > tolerance:
+        raise AccuracyError(f"{'ten-crop ' if report.ten_crop else ''}top-1 error {c.measured:.2f} % is {c.delta:+.2f} "
+                            f"points from the published {c.published:g} % ({c.kind}, {c.source}), more than the "
+                            f"tolerance of {tolerance:g}")
 
 
 def published_error(model: str | None, dataset: str, preprocess: str, *, ten_crop: bool = False,
-                    augmented: bool = True) -> float | None:
-    """The zoo's published top-1 error for this model, data set and preprocessing, or None."""
-    if not model or ten_crop:  # every published number is single-crop
+                    augmented: bool = True, metric: str = "top1") -> float | None:
+    """The zoo's published error of this kind (the released model's number first), or None."""
+    entry = zoo.ZOO.get(model or "")
+    if entry is None:
         return None
-    try:
-        entry = zoo.get(model)
-    except UnknownModelError:
-        return None
-    if (entry.dataset == "imagenet") != (dataset == "imagenet"):
-        return None
-    if dataset == "imagenet" and preprocess not in ("torch7", "torchvision"):
-        return None
-    return entry.published_error(dataset, preprocess, augmented=augmented)
+    found = entry.published_for(dataset, metric=metric, crops=10 if ten_crop else 1, preprocess=preprocess,
+                                augmented=augmented)
+    return found[0].error if found else None
 
 
 def write_predictions(path: str | os.PathLike, report: EvalReport, dataset, *, inputs=()) -> None:
@@ -235,8 +264,8 @@ def choose_spec(engine, dataset, preprocess: str | PreprocessSpec | None) -> Pre
         return meta.preprocess
     if dataset.spec is not None:
         return dataset.spec
-    raise UsageError(f"{engine.path.name} carries no preprocessing metadata; say how to feed it with "
-                     f"--preprocess torch7|torchvision")
+    raise UsageError(f"{engine.path.name} carries no preprocessing metadata; say how to feed it: name a "
+                     f"preprocessing (torch7 or torchvision)", option="preprocess")
 
 
 def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int = 32, limit: int | None = None,
@@ -254,7 +283,8 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         raise DataError(f"data set {dataset.name} holds no images")
     spec = choose_spec(engine, dataset, preprocess)
     if ten_crop and (isinstance(dataset, ArrayDataset) or spec.interpolation != "lua-bicubic"):
-        raise UsageError("--ten-crop needs an image data set (imagenet, folder) and the torch7 preprocessing")
+        raise UsageError("ten crops need an image data set (imagenet, folder) and the torch7 preprocessing",
+                         option="ten_crop")
     meta = engine.meta
     if meta is not None and meta.num_classes != dataset.num_classes:
         raise DataError(f"the model has {meta.num_classes} classes but data set {dataset.name} has "
@@ -266,7 +296,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
             raise UsageError(f"{engine.path.name} has a fixed batch of {fixed}, too small for ten crops")
 
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
+        raise UsageError(f"limit must be at least 1, got {limit}", option="limit")
     n = len(dataset)
     # --limit N: N images spread evenly over the set (sorted sets such as ImageNet keep every class)
     indices = np.arange(n) if limit is None or limit >= n else (np.arange(limit) * n) // limit
@@ -338,9 +368,10 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         raise DataError(f"no image of {dataset.name} could be evaluated ({len(skipped):,} skipped)")
     model = meta.model if meta is not None else "unknown"
     augmented = bool(meta.extra.get("augmented", True)) if meta is not None else True
-    paper = published_error(model if meta is not None else None, dataset.name, spec.name, ten_crop=ten_crop,
-                            augmented=augmented)
     e1, e5 = error_percent(top1, seen), error_percent(top5, seen)
+    entry = zoo.ZOO.get(model) if meta is not None else None
+    comparisons = compare(entry.published if entry is not None else (), dataset.name, spec.name,
+                          {"top1": e1, "top5": e5}, ten_crop=ten_crop, augmented=augmented)
     return EvalReport(
         engine=str(Path(engine.path).name), model=model, dataset=dataset.name, split=dataset.split,
         preprocess=spec.name, ten_crop=ten_crop, images=seen, top1_correct=top1, top5_correct=top5,
@@ -348,7 +379,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         top5_ci95=binomial_ci95(seen - top5, seen), seconds=seconds,
         throughput=seen / seconds if seconds > 0 else float("inf"), engine_seconds=engine_seconds,
         engine_throughput=seen / engine_seconds if engine_seconds > 0 else float("inf"),
-        published_error=paper, delta=None if paper is None else round(e1 - paper, 6),
+        comparisons=comparisons,
         skipped=tuple(sorted(skipped)), world_size=world, predictions=tuple(sorted(predictions)),
     )
 
@@ -367,5 +398,6 @@ def _sum_over_ranks(seen, top1, top5, seconds, engine_seconds, skipped, predicti
     return seen, top1, top5, float(times[0]), float(times[1]), all_skipped, all_predictions
 
 
-__all__ = ["EvalReport", "binomial_ci95", "check_tolerance", "evaluate", "published_error", "reduce_ten_crop",
+__all__ = ["Comparison", "EvalReport", "binomial_ci95", "check_tolerance", "compare", "evaluate", "published_error",
+           "reduce_ten_crop",
            "topk_hits", "top5_labels", "write_predictions"]

@@ -8,6 +8,7 @@ The file itself is read with ``torch.load(weights_only=True)`` by :func:`dnet.ch
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -72,26 +73,62 @@ def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def _what_it_is(sd: dict[str, torch.Tensor]) -> str:
+    """A few words on a state dict that is not a DenseNet's, for the line that refuses it."""
+    if "fc.weight" in sd and any(k.startswith("layer1.") for k in sd):
+        return "a ResNet-style state dict (conv1, layer1..4, fc)"
+    return f"{len(sd)} tensor{'s' if len(sd) != 1 else ''}, the first {next(iter(sd))!r}"
+
+
+def _stem_fields(sd: dict[str, torch.Tensor], shape, source: str) -> dict:
+    """stem, init_features and stem_width from the stem's tensors (torchvision's keys; timm's for the deep stem)."""
+    conv0 = shape("features.conv0.weight")
+    if len(conv0) != 4 or conv0[1] != 3:
+        raise FileFormatError(f"{source}: features.conv0.weight has shape {list(conv0)}, expected (C, 3, k, k)")
+    kernel, norm0 = conv0[2:], "features.norm0.weight" in sd
+    if "features.conv1.weight" in sd:  # timm's deep stem: conv0 -> conv1 -> conv2, each 3x3 with BN-ReLU
+        widths = [conv0[0], shape("features.conv1.weight")[0], shape("features.conv2.weight")[0]]
+        if kernel != (3, 3) or not norm0:
+            raise FileFormatError(f"{source}: features.conv1 follows a {kernel[0]}x{kernel[1]} features.conv0"
+                                  f"{'' if norm0 else ' without features.norm0'}; timm's deep stem is three 3x3 "
+                                  "convolutions, each with its BN")
+        if widths[0] != widths[1]:
+            raise FileFormatError(
+                f"{source}: a three-convolution stem of widths {widths[0]}, {widths[1]}, {widths[2]} is timm's "
+                "'deep_tiered' stem; dnet holds timm's 'deep' stem, whose first two convolutions have the same width"
+            )
+        return {"stem": "deep", "stem_width": widths[0], "init_features": widths[2]}
+    if kernel == (7, 7) and norm0:
+        return {"stem": "imagenet", "init_features": conv0[0]}
+    if kernel == (3, 3) and not norm0:
+        return {"stem": "cifar", "init_features": conv0[0]}
+    if kernel == (3, 3):
+        raise FileFormatError(
+            f"{source}: a 3x3 features.conv0 with a BN (features.norm0) but no features.conv1 is no DenseNet stem dnet "
+            "knows: the CIFAR stem has no BN, timm's deep stem has three 3x3 convolutions"
+        )
+    raise FileFormatError(f"{source}: a {kernel[0]}x{kernel[1]} first convolution"
+                          f"{'' if norm0 or kernel != (7, 7) else ' without features.norm0'} is none of dnet's "
+                          "DenseNet stems (CIFAR 3x3, ImageNet 7x7 with BN, timm's deep three 3x3)")
+
+
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict") -> DenseNetConfig:
-    """The DenseNet configuration whose ``state_dict()`` has these keys and shapes."""
+    """The DenseNet configuration whose ``state_dict()`` has these keys and shapes.
+
+    A state dict does not record blur pooling (timm's ``BlurPool2d`` filter is not saved): when the shapes are
+    those of a zoo entry with blur pooling (``densenetblur121d``) and of none without, the configuration has it.
+    """
 
     def shape(key: str, rank: int = 4) -> tuple[int, ...]:
         if key not in sd:
-            raise FileFormatError(f"{source}: no {key!r}; not a torchvision-style DenseNet state dict")
+            what = f" ({_what_it_is(sd)})" if key == "features.conv0.weight" else ""
+            raise FileFormatError(f"{source}: no {key!r}; not a torchvision-style DenseNet state dict{what}")
         got = tuple(sd[key].shape)
         if len(got) != rank or 0 in got:
             raise FileFormatError(f"{source}: {key} has shape {list(got)}, expected {rank} non-zero dimensions")
         return got
 
-    conv0 = shape("features.conv0.weight")
-    if len(conv0) != 4 or conv0[1] != 3:
-        raise FileFormatError(f"{source}: features.conv0.weight has shape {list(conv0)}, expected (C, 3, k, k)")
-    if conv0[2:] == (7, 7) and "features.norm0.weight" in sd:
-        stem = "imagenet"
-    elif conv0[2:] == (3, 3):
-        stem = "cifar"
-    else:
-        raise FileFormatError(f"{source}: a {conv0[2]}x{conv0[3]} first convolution is neither DenseNet stem")
+    stem = _stem_fields(sd, shape, source)
     layers: dict[int, set[int]] = {}
     for k in sd:
         if m := _LAYER.match(k):
@@ -119,13 +156,18 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
         transitions.append((w[1], w[0]))
     classifier = shape("classifier.weight", 2)
     try:
-        return DenseNetConfig(
+        cfg = DenseNetConfig(
             block_config=tuple(blocks), growth_rate=growth, bottleneck=bottleneck,
-            compression=infer_compression(transitions, bottleneck), init_features=conv0[0], stem=stem,
-            num_classes=classifier[0], bn_size=bn_size, conv_bias="features.conv0.bias" in sd,
+            compression=infer_compression(transitions, bottleneck), num_classes=classifier[0], bn_size=bn_size,
+            conv_bias="features.conv0.bias" in sd, **stem,
         )
     except ConfigError as e:
         raise FileFormatError(f"{source}: the shapes describe no DenseNet dnet can build ({e})") from None
+    if cfg.stem != "cifar" and zoo.find(cfg) is None:
+        blurred = dataclasses.replace(cfg, blur_pool=True)
+        if zoo.find(blurred) is not None:
+            return blurred
+    return cfg
 
 
 def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
@@ -154,9 +196,13 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True, assign=True)
     # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
-    # ImageNet state dict records that one; CIFAR-stem ones are fed as the zoo says (zoo.expects).
+    # ImageNet-stem state dict records that one; CIFAR- and deep-stem ones are fed as the zoo says (zoo.expects).
+    extra = {"format": "torchvision state dict"}
+    if cfg.blur_pool:
+        extra["blur_pool_note"] = (f"a state dict does not record blur pooling; taken from the zoo entry "
+                                   f"{zoo.name_of(cfg)} with these shapes")
     model.meta = zoo.artifact_meta(cfg, preprocess="torchvision" if cfg.stem == "imagenet" else None, source=path,
-                                   extra={"format": "torchvision state dict"})
+                                   extra=extra)
     return model.eval()
 
 
@@ -170,6 +216,8 @@ def torchvision_state_dict(model: DenseNet) -> dict[str, torch.Tensor]:
     problems = []
     if cfg.stem != "imagenet":
         problems.append(f"the {cfg.stem} stem (torchvision has only the ImageNet 7x7 stem)")
+    if cfg.blur_pool:
+        problems.append("blur pooling")
     if not cfg.bottleneck:
         problems.append("no bottleneck layers")
     if cfg.compression != 0.5:

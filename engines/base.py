@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.artifact.meta import ArtifactMeta
-from dnet.errors import EngineError, FileFormatError
+from dnet.errors import EngineError, FileFormatError, UsageError
 
 # suffix -> module under engines/ whose ``open_file(path, provider=...)`` returns an Engine.
 KINDS = {
@@ -21,8 +21,14 @@ KINDS = {
     ".pt": "torch",
     ".t7": "torch",
     ".onnx": "onnxruntime",
+    ".xml": "openvino",  # OpenVINO IR, with its .bin beside it
     ".plan": "tensorrt",
     ".engine": "tensorrt",
+}
+# providers that run a file on another engine than its suffix picks: provider -> (engine module, suffixes it runs)
+ENGINE_PROVIDERS = {
+    "openvino": ("openvino", (".onnx", ".xml")),
+    "openvino-bf16": ("openvino", (".onnx", ".xml")),
 }
 
 
@@ -69,11 +75,12 @@ class Engine:
 
 
 def open(path: str | os.PathLike, *, provider: str | None = None, threads: int | None = None) -> Engine:  # noqa: A001
-    """Open a model file (.pth, .pt, .t7, .onnx, .plan) as an :class:`Engine`.
+    """Open a model file (.pth, .pt, .t7, .onnx, .xml, .plan) as an :class:`Engine`.
 
     ``provider`` picks where it runs: for torch files "cpu" or "cuda"; for ONNX "cpu", "cuda" or "tensorrt"
-    (ONNX Runtime execution providers). None takes the default (the CPU). ``threads`` caps the CPU threads
-    an engine uses (None: the runtime's default).
+    (ONNX Runtime execution providers) or "openvino" / "openvino-bf16" (OpenVINO's CPU plugin at f32 / bf16
+    inference precision, which also runs OpenVINO IR ``.xml`` files). None takes the default (the CPU; f32 for
+    OpenVINO). ``threads`` caps the CPU threads an engine uses (None: the runtime's default).
     """
     path = Path(path)
     if not path.exists():
@@ -86,8 +93,13 @@ def open(path: str | os.PathLike, *, provider: str | None = None, threads: int |
             f"{path}: unknown model file kind {path.suffix or '(no suffix)'!r}; "
             f"dnet runs {', '.join(sorted(KINDS))}"
         )
+    if provider in ENGINE_PROVIDERS:
+        kind, suffixes = ENGINE_PROVIDERS[provider]
+        if path.suffix.lower() not in suffixes:
+            raise UsageError(f"provider {provider!r} runs {' and '.join(suffixes)} files, not {path.name}",
+                             option="provider")
     module = importlib.import_module(f"dnet.engines.{kind}")
     return module.open_file(path, provider=provider, threads=threads)
 
 
-__all__ = ["Engine", "KINDS", "open"]
+__all__ = ["ENGINE_PROVIDERS", "Engine", "KINDS", "open"]

@@ -1,16 +1,29 @@
-"""What the GPU engines and the TensorRT build need, imported only when asked for: TensorRT and the CUDA device.
+"""What the GPU engines and the TensorRT build need, imported only when asked for: TensorRT, its logger, the CUDA device.
 
 Nothing here runs at import time, so every command that needs no GPU works on a laptop; a missing TensorRT or
 GPU is one ``NotInstalledError`` line that says what could not be done.
+
+TensorRT keeps one logger per process: the first ``ILogger`` handed to a builder or runtime is the one it uses, and
+a later, different one is ignored with a warning (NVIDIA/TensorRT issue 1475). Polygraphy and ONNX Runtime keep one;
+so does dnet: :func:`tensorrt_logger` makes it on first use and every build and engine passes that one. It writes to
+stderr (TensorRT's own ``trt.Logger`` prints to stdout, where ``--json`` output goes); :func:`logging_to` raises its
+verbosity for one build (``dnet convert --verbose``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 
 from dnet import DISTRIBUTION
 from dnet.artifact.sidecar import version_tuple
 from dnet.errors import NotInstalledError
 
 INSTALL_HINT = f"TensorRT is not installed: pip install '{DISTRIBUTION}[tensorrt]' (needs NVIDIA's package index)"
+SEVERITY_NAMES = {0: "internal error", 1: "error", 2: "warning", 3: "info", 4: "verbose"}
+
+_logger = None  # the process's one TensorRT logger, made by tensorrt_logger()
 
 
 def import_tensorrt(what: str):
@@ -36,3 +49,48 @@ def cuda_device(what: str) -> tuple[str, tuple[int, int]]:
 def major_version(trt) -> int:
     return version_tuple(trt.__version__)[0]
 
+
+def stderr_line(line: str) -> None:
+    """The default sink of TensorRT's log and of the build's warnings."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def tensorrt_logger(trt: object):
+    """The one ``trt.ILogger`` of this process (made on first use): messages at ``min_severity`` or worse go to ``sink``."""
+    global _logger
+    if _logger is not None and _logger.module is trt:
+        return _logger
+    base = trt.ILogger
+
+    class DnetLogger(base):
+        def __init__(self) -> None:
+            base.__init__(self)  # pybind11 needs the base initialised explicitly
+            self.module = trt
+            self.min_severity = trt.ILogger.WARNING
+            self.sink: Callable[[str], None] = stderr_line
+
+        def log(self, severity, msg: str) -> None:
+            if int(severity) <= int(self.min_severity):  # INTERNAL_ERROR is 0, VERBOSE 4
+                self.sink(f"TensorRT {SEVERITY_NAMES.get(int(severity), int(severity))}: {msg}")
+
+    _logger = DnetLogger()
+    return _logger
+
+
+@contextlib.contextmanager
+def logging_to(trt: object, verbose: bool, sink: Callable[[str], None] | None = None) -> Iterator[object]:
+    """The one logger, at VERBOSE while the block runs when ``verbose`` (its level and sink restored after)."""
+    logger = tensorrt_logger(trt)
+    level, previous = logger.min_severity, logger.sink
+    if verbose:
+        logger.min_severity = trt.ILogger.VERBOSE
+    if sink is not None:
+        logger.sink = sink
+    try:
+        yield logger
+    finally:
+        logger.min_severity, logger.sink = level, previous
+
+
+__all__ = ["INSTALL_HINT", "cuda_device", "import_tensorrt", "logging_to", "major_version", "stderr_line",
+           "tensorrt_logger"]

@@ -1,8 +1,17 @@
 """ONNX Runtime engine: any ONNX file (FP32, FP16, INT8 Q/DQ) on the CPU, or on CUDA / TensorRT providers.
 
-``provider``: None or "cpu" (default), "cuda" (CUDAExecutionProvider), "tensorrt" (TensorrtExecutionProvider,
-with its engine cache in ``trt_cache_dir`` so a second session skips the build). A provider that this
-ONNX Runtime build lacks is refused with one line instead of silently falling back to the CPU.
+``provider``: None or "cpu" (default), "cuda" (CUDAExecutionProvider), "tensorrt" (TensorrtExecutionProvider). A
+provider that this ONNX Runtime build lacks is refused with one line, and so is one that the build has but could not
+start: ``get_available_providers()`` lists every provider the wheel was built with, and when libnvinfer or cuDNN
+cannot load ONNX Runtime only logs a warning and runs on the next provider, so after creating a session dnet
+requires ``session.get_providers()[0]`` to be the provider asked for.
+
+The TensorRT execution provider builds weakly typed networks, so it must be told the file's precision:
+``trt_int8_enable`` for a Q/DQ file (such models are reported to fail without it, microsoft/onnxruntime issue 13381)
+and ``trt_fp16_enable`` for an FP16 file (weak typing may then run float32 layers in float16 too; the native
+``.plan`` path is strongly typed). It gets dnet's optimization profile, and its engine and timing caches live in
+``trt_cache_dir`` (default ``~/.cache/dnet/ort-tensorrt``) in a folder named for the ONNX Runtime and TensorRT
+versions, because its cached engines carry neither.
 
 :func:`session` is the one place an ONNX Runtime session is made: the engine, the export and precision checks,
 ``dnet compare`` and the benchmarks all call it.
@@ -11,15 +20,18 @@ ONNX Runtime build lacks is refused with one line instead of silently falling ba
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from dnet import DISTRIBUTION
-from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.artifact.onnxfile import input_dims, read_meta, read_model
+from dnet.artifact.sidecar import PROFILE
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
 
@@ -40,6 +52,14 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+# What a GPU provider needs to start; named when ONNX Runtime falls back from it.
+NEEDS = {
+    "cuda": "the CUDA and cuDNN libraries (libcudart, libcublas, libcudnn) that onnxruntime-gpu was built for",
+    "tensorrt": "TensorRT's libnvinfer (and the CUDA and cuDNN libraries) that onnxruntime-gpu was built for",
+}
+TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DISTRIBUTION / "ort-tensorrt"
+TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs",
+                     "tensorrt-libs")
 
 
 def require_onnxruntime():
@@ -49,8 +69,69 @@ def require_onnxruntime():
     return ort
 
 
-def providers_for(provider: str | None, *, trt_cache_dir: str | os.PathLike | None = None) -> list:
-    """The ONNX Runtime provider list for a dnet provider name; raises when it is not installed."""
+def tensorrt_version() -> str:
+    """The TensorRT version ONNX Runtime's TensorRT provider will load, without importing ``tensorrt``."""
+    for dist in TRT_DISTRIBUTIONS:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    for soname in ("libnvinfer.so.11", "libnvinfer.so.10"):  # a system install: ask the library itself
+        try:
+            number = int(ctypes.CDLL(soname).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    return "unknown"
+
+
+def typed_precision(proto: onnx.ModelProto) -> str:
+    """"int8" for a graph with QuantizeLinear nodes, "fp16" for one computing in float16, else "fp32"."""
+    if any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if any(init.data_type == half for init in proto.graph.initializer) or any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
+        for node in proto.graph.node
+    ):
+        return "fp16"
+    return "fp32"
+
+
+def tensorrt_provider_options(proto: onnx.ModelProto, *, cache_dir: str | os.PathLike | None = None,
+                              profile: tuple[int, int, int] = PROFILE) -> dict:
+    """TensorrtExecutionProvider options for this graph: its precision, dnet's profile, versioned engine/timing caches."""
+    name = next(v.name for v in proto.graph.input if v.name not in {i.name for i in proto.graph.initializer})
+    dims = input_dims(proto, name)
+    if len(dims) != 4:
+        raise EngineError(f"dnet runs image classifiers with an N×3×H×W input; input {name!r} has {len(dims)} dims")
+    chw = dims[1:]
+    if any(d <= 0 for d in chw):
+        meta = read_meta(proto)
+        if meta is None:
+            raise EngineError(f"input {name!r} has no fixed C,H,W and the file carries no dnet metadata: the TensorRT "
+                              "provider needs an optimization profile")
+        chw = (3, meta.input_size, meta.input_size)
+    lo, opt, hi = profile
+    shapes = {k: f"{name}:{n}x{'x'.join(map(str, chw))}" for k, n in (("min", lo), ("opt", opt), ("max", hi))}
+    folder = Path(cache_dir if cache_dir is not None else TRT_CACHE) / f"ort-{ort.__version__}_trt-{tensorrt_version()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    precision = typed_precision(proto)
+    return {
+        "trt_int8_enable": precision == "int8",  # Q/DQ scales come from the file; no calibration table
+        "trt_fp16_enable": precision == "fp16",
+        "trt_profile_min_shapes": shapes["min"],
+        "trt_profile_opt_shapes": shapes["opt"],
+        "trt_profile_max_shapes": shapes["max"],
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(folder),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(folder),
+    }
+
+
+def providers_for(provider: str | None, *, trt_options: dict | None = None) -> list:
+    """The ONNX Runtime provider list for a dnet provider name; raises when this ONNX Runtime lacks it."""
     require_onnxruntime()
     name = provider or "cpu"
     if name not in PROVIDERS:
@@ -63,11 +144,7 @@ def providers_for(provider: str | None, *, trt_cache_dir: str | os.PathLike | No
             f"ONNX Runtime here has no {ort_name} (available: {', '.join(available)}); it needs {package}"
         )
     if name == "tensorrt":
-        options = {}
-        if trt_cache_dir is not None:
-            Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
-            options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache_dir)}
-        return [(ort_name, options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [(ort_name, dict(trt_options or {})), "CUDAExecutionProvider", "CPUExecutionProvider"]
     if name == "cuda":
         return [ort_name, "CPUExecutionProvider"]
     return [ort_name]
@@ -77,7 +154,7 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
             threads: int | None = None, trt_cache_dir: str | os.PathLike | None = None,
             fused: bool = True, profile_prefix: str | os.PathLike | None = None,
             optimized_model_path: str | os.PathLike | None = None):
-    """A quiet ONNX Runtime session for a file, serialized bytes or a ModelProto.
+    """A quiet ONNX Runtime session for a file, serialized bytes or a ModelProto, on the provider asked for or none.
 
     ``threads`` sets intra-op threads and turns off spinning: a fixed thread count means a shared machine or a
     side-by-side benchmark, where idle threads must not steal the cores the other runner is timed on.
@@ -85,9 +162,19 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     exactly what its Q/DQ nodes say (what TensorRT computes). The fused x86 kernels multiply u8×s8 pairs into
     int16 (``vpmaddubsw``) on CPUs without VNNI, which saturates: on such a CPU the fused result is the CPU's, not
     the file's. ``profile_prefix`` turns on ONNX Runtime's profiler; ``optimized_model_path`` saves the graph it
-    runs (benchmarks read both).
+    runs (benchmarks read both). A GPU provider that does not start is NotInstalledError, never a silent fallback.
     """
-    providers = providers_for(provider, trt_cache_dir=trt_cache_dir)
+    trt_options = None
+    if provider == "tensorrt":
+        require_onnxruntime()
+        if isinstance(model, onnx.ModelProto):
+            proto = model
+        elif isinstance(model, bytes):
+            proto = onnx.load_from_string(model)
+        else:
+            proto = read_model(model)
+        trt_options = tensorrt_provider_options(proto, cache_dir=trt_cache_dir)
+    providers = providers_for(provider, trt_options=trt_options)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if not fused:
@@ -107,7 +194,16 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     # A session that fails to build makes ONNX Runtime print an "EP Error" banner on stdout before it retries;
     # the error itself still reaches the caller, and stdout stays the command's own (tables, --json).
     with contextlib.redirect_stdout(io.StringIO()):
-        return ort.InferenceSession(source, opts, providers=providers)
+        sess = ort.InferenceSession(source, opts, providers=providers)
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    running = sess.get_providers()
+    if not running or running[0] != wanted:
+        name = provider or "cpu"
+        raise NotInstalledError(
+            f"ONNX Runtime could not start {wanted} and fell back to {running[0] if running else 'nothing'}: "
+            f"{NEEDS.get(name, 'its libraries')} did not load (ONNX Runtime's log at severity 1 says which)"
+        )
+    return sess
 
 
 def run(model: str | os.PathLike | bytes | onnx.ModelProto, batch: np.ndarray, threads: int | None = None, *,

@@ -1,18 +1,22 @@
-"""Tiny model files for the eval tests: a DenseNet trained on digits for a few seconds, random-weight ones."""
+"""Tiny model files for the eval tests: a DenseNet trained on digits for a few seconds, random-weight ones, and a
+stub engine posing as a zoo ImageNet model on a tiny ImageNet-layout folder."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
 from dnet.data.datasets import open_dataset
 from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
+from dnet.engines.base import Engine
 from dnet.models.densenet import DenseNet, DenseNetConfig
 
 TINY = DenseNetConfig(block_config=(2, 2), growth_rate=6, bottleneck=False, compression=1.0, init_features=8,
@@ -73,3 +77,53 @@ def digits_model_fixture(tmp_path_factory) -> Path:
     """The trained digits model, trained once per test session in pytest's temporary folder (which pytest
     removes), not in a folder of its own that every run would leave behind."""
     return train_digits(tmp_path_factory.mktemp("digits") / "digits.pth")
+
+
+# --- a zoo ImageNet model without weights: a stub engine answering prepared logits per image ----------------
+
+SMALL_TORCH7 = dataclasses.replace(get_spec("torch7"), resize=36, crop=32, input_size=32)  # torch7 arithmetic, small
+
+
+def write_imagenet_val(root: Path, levels: list[int], labels: list[int], classes: int = 1000) -> Path:
+    """A flat ImageNet validation folder: one uniform grey PNG per level, LOC_val_solution.csv with each image's
+    synset, LOC_synset_mapping.txt naming ``classes`` synsets (so the data set has ImageNet's 1000 classes)."""
+    synsets = [f"n{i:08d}" for i in range(classes)]
+    images = root / "val"
+    images.mkdir(parents=True)
+    rows = ["ImageId,PredictionString"]
+    for i, (level, label) in enumerate(zip(levels, labels, strict=True)):
+        name = f"ILSVRC2012_val_{i + 1:08d}"
+        Image.fromarray(np.full((36, 40, 3), level, np.uint8)).save(images / f"{name}.png")
+        rows.append(f"{name},{synsets[label]} 0 0 10 10")
+    (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{s} class {i}\n" for i, s in enumerate(synsets)))
+    return images
+
+
+class TableEngine(Engine):
+    """A stub engine for uniform grey images: it recognises an image by its (normalised) first pixel and answers
+    that image's prepared logits, for a single crop and for each of the ten crops alike."""
+
+    kind = "table"
+
+    def __init__(self, model: str, levels: list[int], logits: np.ndarray, spec=SMALL_TORCH7):
+        self.path = Path(f"{model}.stub")
+        self.meta = ArtifactMeta(model, logits.shape[1], spec.input_size, spec)
+        self.input_shape = (-1, 3, spec.input_size, spec.input_size)
+        self.keys = np.asarray([(level / 255.0 - spec.mean[0]) / spec.std[0] for level in levels], np.float32)
+        self.logits = np.asarray(logits, np.float32)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        rows = np.abs(batch[:, 0, 0, 0][:, None] - self.keys[None, :]).argmin(axis=1)
+        return self.logits[rows]
+
+
+def ranked_logits(labels: list[int], ranks: list[int], classes: int = 1000) -> np.ndarray:
+    """Logits per image in which the true label has the given rank (0 = best): scores fall with the class index,
+    and the label is moved to position ``rank``."""
+    out = np.zeros((len(labels), classes), np.float32)
+    for row, (label, rank) in enumerate(zip(labels, ranks, strict=True)):
+        order = [c for c in range(classes) if c != label]
+        order.insert(rank, label)
+        out[row, order] = np.linspace(1.0, 0.0, classes, dtype=np.float32)
+    return out

@@ -51,3 +51,44 @@ def test_peak_memory_sees_a_freed_transient_allocation():
     del block
     assert rss_mb() - before < 16  # gone from the resident memory...
     assert peak_rss_mb() - before >= 60  # ...but the peak remembers it
+
+
+class CountingEngine:
+    """An engine with dynamic height and width that records the shape of every batch it runs."""
+
+    kind, meta, input_shape = "fake", None, (-1, 3, -1, -1)
+
+    def __init__(self, name: str) -> None:
+        from pathlib import Path
+
+        self.path, self.shapes = Path(name), []
+
+    def __call__(self, batch):
+        self.shapes.append(batch.shape)
+        return np.zeros((len(batch), 2), np.float32)
+
+
+def test_iterations_and_warmup_iterations_are_exact_counts():
+    from dnet.bench import bench_engines
+
+    a, b = CountingEngine("a"), CountingEngine("b")
+    results = bench_engines([a, b], 2, iterations=7, warmup_iterations=3, input_size=40)
+    assert [r.iterations for r in results] == [7, 7]
+    assert len(a.shapes) == len(b.shapes) == 1 + 3 + 7  # the first (memory) run, the warm-up, the timed runs
+    assert set(a.shapes) == {(2, 3, 40, 40)}
+    c = CountingEngine("c")
+    (r,) = bench_engines([c], 1, iterations=2, warmup_iterations=0)
+    assert r.iterations == 2 and len(c.shapes) == 3 and c.shapes[0] == (1, 3, 224, 224)  # no metadata: 224
+
+
+def test_bench_cli_takes_iterations_warmup_iterations_and_refuses_a_size_a_model_cannot_take(tmp_path):
+    cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
+    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
+    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1,3", "--iterations", "4",
+                                  "--warmup-iterations", "1", "--input-size", "32", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert [(x["batch"], x["iterations"]) for x in json.loads(r.output)] == [(1, 4), (3, 4)]
+    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--input-size", "64", "--iterations", "1"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("dnet: error: a.pth takes 32×32 inputs only, not 64×64; export the model at that "
+                                "size to measure it there (--input-size)")

@@ -10,7 +10,7 @@ EXPECTED_NAMES = [
     "densenet-l40-k12", "densenet-l100-k12", "densenet-l100-k24", "densenet-bc-l100-k12", "densenet-bc-l250-k24",
     "densenet-bc-l190-k40", "wide-densenet-bc-l40-k36", "wide-densenet-bc-l40-k48", "wide-densenet-bc-l40-k60",
     "densenet121", "densenet169", "densenet201", "densenet161", "densenet264", "densenet232",
-    "densenet-cosine264-k32", "densenet-cosine264-k48",
+    "densenet-cosine264-k32", "densenet-cosine264-k48", "densenetblur121d", "densenet264d",
 ]
 
 
@@ -30,15 +30,25 @@ def test_models_json_holds_every_name():
     assert [f["name"] for f in facts] == EXPECTED_NAMES == zoo.names()
     by_name = {f["name"]: f for f in facts}
     assert by_name["densenet121"]["params"] == 7_978_856
-    assert by_name["densenet-bc-l100-k12"]["errors"]["c10+"] == 4.51
-    assert by_name["densenet121"]["errors"]["imagenet/torchvision"] == 25.566
-    assert "not confirmed" in by_name["densenet232"]["note"]
+    c10 = [p for p in by_name["densenet-bc-l100-k12"]["published"] if p["kind"] == "C10+ top-1"]
+    assert [(p["error"], p["source"], p["dataset"], p["augmented"]) for p in c10] == [(4.51, "CVPR17-T2", "cifar10", True)]
+    tv = [p for p in by_name["densenet121"]["published"] if p["preprocess"] == "torchvision"]
+    assert [(p["error"], p["metric"], p["source"]) for p in tv] == [(25.566, "top1", "TV"), (8.028, "top5", "TV")]
+    d232 = by_name["densenet232"]
+    assert (d232["block_config"], d232["init_features"], d232["params"], d232["convolutions"]) == (
+        [6, 12, 48, 48], 96, 55_570_984, 232)
+    assert [p["source"] for p in d232["config_source"]] == ["T7-DEFS"]
+    assert not any("not confirmed" in f["note"] for f in facts)
+    cosine = [(p["error"], p["source"], p["citation"].split(",")[0]) for p in by_name["densenet-cosine264-k48"]["published"]]
+    assert cosine == [(20.4, "REPO-TR", "liuzhuang13/DenseNet README"), (20.26, "MEM-ABS", "Pleiss et al.")]
+    ten_crop = {(p["metric"], p["error"]) for p in by_name["densenet121"]["published"] if p["crops"] == 10}
+    assert ten_crop == {("top1", 23.61), ("top5", 6.66)}
 
 
 def test_models_table_has_a_row_per_entry():
     r = run("models")
     assert r.exit_code == 0
-    assert sum(1 for line in r.output.splitlines() if line.split() and line.split()[0] in EXPECTED_NAMES) == 17
+    assert sum(1 for line in r.output.splitlines() if line.split() and line.split()[0] in EXPECTED_NAMES) == len(EXPECTED_NAMES)
 
 
 def test_info_densenet121():
@@ -62,4 +72,4 @@ def test_unknown_model_is_one_line_exit_2():
 def test_help_lists_only_working_verbs():
     r = run("--help")
     listed = {line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == set(VERBS) == {"models", "info", "inspect", "train", "convert", "eval", "compare", "demo", "bench"}
+    assert listed == set(VERBS) == {"models", "info", "inspect", "train", "convert", "eval", "compare", "demo", "bench", "pull"}

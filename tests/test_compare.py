@@ -1,4 +1,4 @@
-"""dnet compare: one row per dense block and transition plus the logits, with sane values."""
+"""dnet compare: one row per dense block and transition plus the logits; --per-layer: one row per convolution."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import numpy_helper
 
 from dnet.cli import main
-from dnet.compare import compare
+from dnet.compare import _Running, compare, compare_layers
 from dnet.converters import precision
 from dnet.converters.calibration import CalibrationSet
+from dnet.errors import UsageError
 from dnet.files import sha256_file
+from dnet.similarity import cosine, max_abs, rel_l2
+from tests.converters.test_convs import TINY_CONVS
 from tests.converters.tiny_models import photo_tiles, tiny_checkpoint, tiny_model, tiny_onnx, write_images
 
 
@@ -72,3 +76,125 @@ def test_cli_table_and_json(files):
     assert d["inputs"] == "random" and [s["stage"] for s in d["stages"]][-1] == "logits"
     assert d["stages"][0]["shape"][0] == 3
     assert np.isfinite([s["cosine"] for s in d["stages"]]).all()
+
+
+# --- per layer -----------------------------------------------------------------------------------------------
+
+BROKEN = "denseblock2.denselayer2.conv1"  # a middle layer of the tiny model's second block
+
+
+def _broken(int8, out, layer=BROKEN, factor=50.0):
+    """A copy of the INT8 file with one convolution's weight scale multiplied by ``factor`` (onnx graph edits)."""
+    proto = onnx.load(str(int8))
+    (scale,) = [t for t in proto.graph.initializer if t.name == f"features.{layer}.weight_scale"]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(factor), scale.name))
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_per_layer_ranks_the_broken_layer_first(tmp_path, files):
+    _, fp32, int8, images = files
+    broken = _broken(int8, tmp_path / "broken.onnx")
+    report = compare_layers(fp32, broken, images=images)
+    assert [r.layer for r in report.rows] == TINY_CONVS and report.pairing == "name"
+    first = report.ranking()[0]
+    assert first.layer == BROKEN and first.depth == 9
+    # its weights are 50× too large: its output is about 50× the reference (rel error ≈ 49), its input is not
+    assert 40 < first.rel_error < 60 and first.input_rel_error < 0.5 and first.added > 40
+    assert all(r.added < 2 for r in report.rows if r.layer != BROKEN)
+    clean = compare_layers(fp32, int8, images=images)
+    assert all(r.rel_error < 0.5 for r in clean.rows) and clean.ranking()[0].added < 0.2
+
+
+def test_per_layer_rows_compare_each_convs_float_output_and_its_input(files):
+    _, fp32, int8, images = files
+    report = compare_layers(fp32, int8, images=images, count=6)
+    assert report.count == 6 and report.inputs == str(images) and not report.fused
+    row = report.rows[1]
+    assert row.layer == "denseblock1.denselayer1.conv1" and row.block == "denseblock1" and row.shape == (6, 16, 32, 32)
+    assert row.ref_tensor == row.other_tensor == "getitem_3"  # the Conv's float output (BN norm2 folded in)
+    assert 0.9 < row.cosine <= 1 and row.max_abs > 0 and row.added == row.rel_error - row.input_rel_error
+    assert report.rows[5].layer == "transition1.conv" and report.rows[5].block == "transition1"
+    assert report.logits.stage == "logits" and report.logits.shape == (6, 5) and report.logits.top1_agreement >= 0.5
+    exact = compare_layers(fp32, fp32, images=images, count=6)
+    assert all(r.rel_error == 0 and r.max_abs == 0 and r.cosine == pytest.approx(1) for r in exact.rows)
+
+
+def test_taking_the_outputs_leaves_the_computation_unchanged_by_default_and_says_when_fusion_splits(files):
+    _, fp32, int8, _ = files
+    before = sha256_file(int8)
+    plain = compare_layers(fp32, int8, count=4)
+    for f in plain.fusion:  # basic optimizations: Q/DQ as written; the copy runs the same nodes and the same logits
+        assert not f.changed and f.ops_file == f.ops_copy and f.logits_max_abs == 0
+    assert plain.fusion[1].outputs_added == 24  # 12 outputs and 12 int8 inputs (dequantized by dnet)
+    assert plain.fusion[1].line() == ("tiny.int8.onnx: the 24 extra outputs leave what ONNX Runtime runs unchanged "
+                                      f"({sum(plain.fusion[1].ops_file.values())} nodes, the same op counts; identical logits)")
+    fused = compare_layers(fp32, int8, count=4, fused=True)
+    q = fused.fusion[1]
+    assert q.changed and q.ops_file.get("QLinearConv", 0) > 0 and q.ops_copy.get("QLinearConv", 0) == 0
+    assert f"QLinearConv {q.ops_file['QLinearConv']}→0" in q.line() and "the layer rows are the copy's" in q.line()
+    assert sha256_file(int8) == before
+
+
+def test_running_sums_equal_the_whole_batch_numbers():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((10, 3, 4, 4)), rng.standard_normal((10, 3, 4, 4))
+    acc = _Running()
+    for i in range(0, 10, 4):
+        acc.add(a[i:i + 4], b[i:i + 4])
+    assert acc.rel() == pytest.approx(rel_l2(a, b), rel=1e-12) and acc.cosine() == pytest.approx(cosine(a, b), rel=1e-12)
+    assert acc.max == max_abs(a, b)
+
+
+def test_a_file_without_names_is_paired_by_position_and_pytorch_files_are_refused(tmp_path, files):
+    _, fp32, int8, _ = files
+    proto = onnx.load(str(int8))
+    del proto.metadata_props[:]
+    for t in proto.graph.initializer:  # no recorded names and no parameter names either
+        t.name = t.name.replace("features.", "w.")
+    for n in proto.graph.node:
+        n.input[:] = [i.replace("features.", "w.") for i in n.input]
+        n.output[:] = [o.replace("features.", "w.") for o in n.output]
+    onnx.save(proto, str(tmp_path / "anonymous.onnx"))
+    report = compare_layers(fp32, tmp_path / "anonymous.onnx", count=2)
+    assert report.pairing == "position" and [r.layer for r in report.rows] == TINY_CONVS
+    with pytest.raises(UsageError, match=r"^per-layer comparison runs ONNX files, and tiny.pth is not one"):
+        compare_layers(tiny_checkpoint(tmp_path), fp32)
+
+
+def test_cli_per_layer_table_json_and_plot(tmp_path, files):
+    d, fp32, int8, images = files
+    broken = _broken(int8, tmp_path / "broken.onnx")
+    result = CliRunner().invoke(main, ["compare", str(fp32), str(broken), "--per-layer", "--count", "4"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("broken.onnx against tiny.onnx: 4 inputs (random), ONNX Runtime computing Q/DQ as written "
+                        "(basic graph optimizations)")
+    assert lines[1].split()[:3] == ["#", "layer", "shape"] and lines[3].split()[:2] == ["1", "conv0"]
+    assert [ln.split()[1] for ln in lines[3:15]] == TINY_CONVS and lines[15].split()[0] == "logits"
+    assert lines[16].startswith("logits of the files as they are: top-1 agreement ")
+    assert any(ln.startswith(f"most error added: 1. {BROKEN} +") for ln in lines)
+    plot = tmp_path / "broken.layers.png"
+    assert lines[-1] == f"plot: {plot}" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.layers.png", "broken.onnx"]  # nothing half-written
+    out = tmp_path / "plots" / "mine.png"
+    out.parent.mkdir()
+    result = CliRunner().invoke(main, ["compare", str(fp32), str(broken), "--per-layer", "--count", "2", "--json",
+                                       "--plot", str(out)])
+    doc = json.loads(result.stdout)
+    assert doc["ranking"][0] == BROKEN and len(doc["layers"]) == 12 and doc["plot"] == str(out) and out.is_file()
+    assert doc["layers"][8]["layer"] == BROKEN and doc["layers"][8]["added"] > 40 and doc["logits"]["stage"] == "logits"
+    assert [f["changed"] for f in doc["fusion"]] == [False, False]
+
+
+def test_cli_per_layer_bad_input_is_one_line_and_writes_no_plot(tmp_path, files):
+    _, fp32, _, _ = files
+    missing = tmp_path / "nowhere" / "p.png"
+    result = CliRunner().invoke(main, ["compare", str(fp32), str(fp32), "--per-layer", "--plot", str(missing)])
+    assert result.exit_code == 1 and result.output == f"dnet: error: output folder {missing.parent} does not exist\n"
+    src = tiny_checkpoint(tmp_path)
+    result = CliRunner().invoke(main, ["compare", str(src), str(fp32), "--per-layer"])
+    assert result.exit_code == 2 and result.output.startswith("dnet: error: per-layer comparison runs ONNX files")
+    assert result.output.count("\n") == 1 and not (tmp_path / "tiny.layers.png").exists()
+    result = CliRunner().invoke(main, ["compare", str(fp32), str(fp32), "--fused"])
+    assert result.exit_code == 2 and result.output == "dnet: error: --plot, --no-plot and --fused go with --per-layer\n"

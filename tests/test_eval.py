@@ -22,7 +22,14 @@ from dnet.eval import (
     topk_hits,
 )
 from dnet.models.zoo import get as zoo_get
-from tests.evalmodels import digits_model_fixture, save_random, write_cifar_bin  # noqa: F401 (fixture)
+from tests.evalmodels import (  # noqa: F401 (digits_model_fixture is a fixture)
+    TableEngine,
+    digits_model_fixture,
+    ranked_logits,
+    save_random,
+    write_cifar_bin,
+    write_imagenet_val,
+)
 
 LOGITS = np.array([
     [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 1: rank 0
@@ -60,11 +67,17 @@ def test_ten_crop_reduction_averages_the_crops_outputs():
 
 def test_published_error_lookup():
     assert published_error("densenet-bc-l100-k12", "cifar10", "cifar10") == 4.51
+    assert published_error("densenet-bc-l100-k12", "cifar10", "cifar10", augmented=False) == 5.92
     assert published_error("densenet-bc-l100-k12", "cifar100", "cifar100") == 22.27
     assert published_error("densenet-bc-l100-k12", "svhn", "svhn") == 1.76
-    assert published_error("densenet121", "imagenet", "torch7") == 25.0
+    assert published_error("densenet121", "imagenet", "torch7") == 25.0  # the README's, for the released file
     assert published_error("densenet121", "imagenet", "torchvision") == 25.566
-    assert published_error("densenet121", "imagenet", "torch7", ten_crop=True) is None
+    assert published_error("densenet121", "imagenet", "torch7", ten_crop=True) == 23.61
+    assert published_error("densenet121", "imagenet", "torch7", metric="top5") == 7.71
+    assert published_error("densenet121", "imagenet", "torch7", ten_crop=True, metric="top5") == 6.66
+    assert published_error("densenet121", "imagenet", "torchvision", metric="top5") == 8.028
+    assert published_error("densenet161", "imagenet", "torch7", ten_crop=True) is None  # not in CVPR Table 3
+    assert published_error("densenet-cosine264-k48", "imagenet", "torch7") == 20.4
     assert published_error("densenet121", "cifar10", "cifar10") is None  # an ImageNet model on CIFAR
     assert published_error("densenet-bc-l100-k12", "imagenet", "torch7") is None
     assert published_error("custom", "digits", "digits") is None and published_error(None, "digits", "digits") is None
@@ -136,7 +149,7 @@ def _folder(root, n_per_class=3, size=(40, 36)):
 
 def test_engine_without_metadata_needs_a_preprocessing(tmp_path):
     ds = open_dataset("folder", _folder(tmp_path))
-    with pytest.raises(UsageError, match="fixed.onnx carries no preprocessing metadata; .* --preprocess torch7"):
+    with pytest.raises(UsageError, match="fixed.onnx carries no preprocessing metadata; say how to feed it: name a preprocessing \\(torch7 or torchvision\\)$"):
         evaluate(FixedEngine(), ds, progress=False)
 
 
@@ -179,14 +192,14 @@ def test_zoo_model_gets_the_published_number_and_the_tolerance_gate(tmp_path):
     assert report.published_error == 4.51 and report.delta == pytest.approx(report.top1_error - 4.51)
     assert report.top1_error > 50  # random weights on random pixels
     check_tolerance(report, 100.0)  # within a (silly) tolerance: no error
-    with pytest.raises(AccuracyError, match=r"is \+\d+\.\d\d points from the published 4.51 %, more than the tolerance of 1"):
+    with pytest.raises(AccuracyError, match=r"is \+\d+\.\d\d points from the published 4.51 % \(C10\+ top-1, CVPR17-T2\), more than the tolerance of 1"):
         check_tolerance(report, 1.0)
     assert AccuracyError.exit_code == 3
 
 
 def test_tolerance_without_a_published_number_is_a_usage_error(digits_model):
     report = evaluate(digits_model, open_dataset("digits"), limit=10, progress=False)
-    with pytest.raises(UsageError, match="--tolerance needs a published error, and there is none for model 'custom'"):
+    with pytest.raises(UsageError, match="^a tolerance needs a published error, and there is none for model 'custom'"):
         check_tolerance(report, 1.0)
 
 
@@ -194,7 +207,7 @@ def test_empty_data_set_and_bad_arguments(tmp_path, digits_model):
     empty = FileDataset("folder", "test", [], np.zeros(0, np.int64), 2, ["a", "b"])
     with pytest.raises(DataError, match="data set folder holds no images"):
         evaluate(FixedEngine(), empty, progress=False)
-    with pytest.raises(UsageError, match="--ten-crop needs an image data set"):
+    with pytest.raises(UsageError, match="^ten crops need an image data set"):
         evaluate(digits_model, open_dataset("digits"), ten_crop=True, progress=False)
 
 
@@ -219,13 +232,77 @@ def test_static_batch_engine_gets_padded_batches(tmp_path):
 
 def test_report_line_reads_like_the_issue_example():
     from dnet.eval import EvalReport
+    from dnet.models.published import Comparison
 
     n, top1, top5 = 50_000, 50_000 - 12_655, 50_000 - 3_950
+    comparisons = (Comparison("top1", "1-crop top-1, torch7", 25.31, 25.0, "REPO-IN", "the README", ((25.02, "CVPR17-T3"),)),
+                   Comparison("top5", "1-crop top-5, torch7", 7.9, 7.71, "CVPR17-T3", "Table 3"))
     r = EvalReport("densenet121.int8.onnx", "densenet121", "imagenet", "test", "torch7", False, n, top1, top5,
                    25.31, 7.9, binomial_ci95(12_655, n), binomial_ci95(3_950, n), 50_000 / 212, 212.0, 100.0, 500.0,
-                   published_error=25.0, delta=0.31)
-    assert r.line() == "top-1 error 25.31 % (paper 25.0, Δ +0.31, 95% CI ±0.38) · top-5 7.9 % · 50,000 images · 212 img/s"
-    assert "predictions" not in r.to_dict() and r.to_dict()["published_error"] == 25.0
+                   comparisons=comparisons)
+    assert r.lines() == [
+        "top-1 error 25.31 % (published 25, Δ +0.31, 95% CI ±0.38) · top-5 error 7.90 % (published 7.71, Δ +0.19, "
+        "95% CI ±0.24) · 50,000 images · 212 img/s",
+        "  top-1 (1-crop top-1, torch7) compared with 25 from [REPO-IN] the README; also published: 25.02 [CVPR17-T3]",
+        "  top-5 (1-crop top-5, torch7) compared with 7.71 from [CVPR17-T3] Table 3",
+    ]
+    d = r.to_dict()
+    assert "predictions" not in d and d["published_error"] == 25.0 and d["delta"] == pytest.approx(0.31)
+    assert d["comparisons"][0]["others"] == [{"error": 25.02, "source": "CVPR17-T3"}]
+    assert d["comparisons"][1]["published"] == 7.71 and d["comparisons"][1]["delta"] == pytest.approx(0.19)
+
+
+# A zoo ImageNet model on four images of ImageNet's 1000 classes, the true label ranked 0, 2, 7 and 0:
+# top-1 error 50 %, top-5 error 25 %.
+STUB_LEVELS, STUB_LABELS, STUB_RANKS = [20, 80, 140, 200], [3, 7, 10, 999], [0, 2, 7, 0]
+
+
+def _stub_imagenet(tmp_path, model="densenet121"):
+    images = write_imagenet_val(tmp_path, STUB_LEVELS, STUB_LABELS)
+    return TableEngine(model, STUB_LEVELS, ranked_logits(STUB_LABELS, STUB_RANKS)), open_dataset("imagenet", images)
+
+
+def test_ten_crop_on_a_zoo_imagenet_model_is_compared_with_the_ten_crop_numbers(tmp_path):
+    engine, ds = _stub_imagenet(tmp_path)
+    report = evaluate(engine, ds, ten_crop=True, workers=0, progress=False)
+    assert (report.images, report.top1_error, report.top5_error) == (4, 50.0, 25.0)
+    top1, top5 = report.comparisons
+    assert (top1.kind, top1.published, top1.source, top1.delta) == ("10-crop top-1, torch7", 23.61, "CVPR17-T3", 26.39)
+    assert (top5.kind, top5.published, top5.source, top5.delta) == ("10-crop top-5, torch7", 6.66, "CVPR17-T3", 18.34)
+    assert report.line().startswith("ten-crop top-1 error 50.00 % (published 23.61, Δ +26.39, 95% CI ±49.00) · "
+                                    "ten-crop top-5 error 25.00 % (published 6.66, Δ +18.34, 95% CI ±42.43) · 4 images")
+
+
+def test_single_crop_top5_is_compared_with_its_published_counterpart(tmp_path):
+    engine, ds = _stub_imagenet(tmp_path)
+    report = evaluate(engine, ds, workers=0, progress=False)
+    top1, top5 = report.comparisons
+    assert (top1.published, top1.source, top1.others) == (25.0, "REPO-IN", ((25.02, "CVPR17-T3"),))
+    assert (top5.kind, top5.published, top5.source) == ("1-crop top-5, torch7", 7.71, "CVPR17-T3")
+
+
+def test_a_kind_without_a_published_number_says_so(tmp_path):
+    engine, ds = _stub_imagenet(tmp_path, model="densenet161")  # not in CVPR Table 3: no ten-crop, no top-5
+    report = evaluate(engine, ds, ten_crop=True, workers=0, progress=False)
+    assert [c.published for c in report.comparisons] == [None, None] and report.published_error is None
+    assert report.lines()[1:] == ["  top-1 (10-crop top-1, torch7): no published number",
+                                  "  top-5 (10-crop top-5, torch7): no published number"]
+    assert "ten-crop top-5 error 25.00 % (no published number, 95% CI ±42.43)" in report.line()
+    with pytest.raises(UsageError) as e:
+        check_tolerance(report, 1.0)
+    assert e.value.option == "tolerance"
+    assert str(e.value) == ("a tolerance needs a published error, and there is none for model 'densenet161' on "
+                            "imagenet with torch7 preprocessing (10-crop top-1, torch7)")
+
+
+def test_tolerance_gates_the_ten_crop_error_against_the_ten_crop_number(tmp_path):
+    engine, ds = _stub_imagenet(tmp_path)
+    report = evaluate(engine, ds, ten_crop=True, workers=0, progress=False)
+    check_tolerance(report, 26.39)
+    with pytest.raises(AccuracyError) as e:
+        check_tolerance(report, 26.0)
+    assert str(e.value) == ("ten-crop top-1 error 50.00 % is +26.39 points from the published 23.61 % "
+                            "(10-crop top-1, torch7, CVPR17-T3), more than the tolerance of 26")
 
 
 def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch, digits_model):

@@ -23,11 +23,13 @@ FOLDERS = {"dnet": "dnet", "converters": "dnet.converters", "engines": "dnet.eng
 # Longest prefix wins: dnet.data.specs is L0 although dnet.data is L1; the .t7 format is L1 under converters/.
 LAYERS: dict[str, int] = {
     "dnet": 0, "dnet.errors": 0, "dnet.files": 0, "dnet.table": 0, "dnet.similarity": 0, "dnet.artifact": 0,
+    "dnet.progress": 0,
     "dnet.data.specs": 0,
     "dnet.models": 1, "dnet.data": 1, "dnet.converters.t7": 1, "dnet.statedict": 1, "dnet.checkpoint": 1,
-    "dnet.loading": 1,
+    "dnet.loading": 1, "dnet.hub": 1,
     "dnet.converters": 2, "dnet.engines": 2,
     "dnet.eval": 3, "dnet.compare": 3, "dnet.bench": 3, "dnet.train": 3, "dnet.demo": 3,
+    "dnet.paired": 3, "dnet.layer_plot": 3,
     "dnet.cli": 4, "dnet.__main__": 4,
 }
 NAMES = {0: "L0 core", 1: "L1 models/data/formats", 2: "L2 converters/engines", 3: "L3 applications", 4: "L4 cli"}

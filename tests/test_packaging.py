@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -42,17 +43,26 @@ def test_the_cpu_and_gpu_runtimes_come_from_separate_extras_only():
     extras = project["optional-dependencies"]
     assert names(extras["cpu"]) == {"onnxruntime"} and names(extras["gpu"]) == {"onnxruntime-gpu"}
     makefile = (ROOT / "Makefile").read_text()
-    assert "-e '.[cpu,dev]'" in makefile and "gpu" not in re.findall(r"pip install[^\n]*", makefile)[1]
+    assert "-e '.[cpu,dev,openvino]'" in makefile and "gpu" not in re.findall(r"pip install[^\n]*", makefile)[1]
 
 
-def test_constraints_pin_every_distribution_a_cpu_dev_install_needs():
+def test_the_openvino_extra_brings_openvino_and_nothing_that_moves_torch_or_onnxruntime():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert [canonicalize_name(Requirement(r).name) for r in extras["openvino"]] == ["openvino"]
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed here (the optional extra 'openvino')")
+    needs = {canonicalize_name(Requirement(r).name) for r in metadata.requires("openvino") or []}
+    assert needs == {"numpy", "openvino-telemetry"}  # numpy's range admits the pinned one (checked below)
+
+
+def test_constraints_pin_every_distribution_a_make_install_needs():
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"constraints.txt: {line!r} is not an exact pin"
             pins[canonicalize_name(name)] = version
-    needed, todo = set(), [Requirement(f"{dnet.DISTRIBUTION}[cpu,dev]")]
+    needed, todo = set(), [Requirement(f"{dnet.DISTRIBUTION}[cpu,dev,openvino]")]
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -95,14 +105,31 @@ def test_no_module_is_longer_than_the_limit():
     assert long == {}, f"split these modules (or say why in LONG_FILES): {long}"
 
 
+def test_the_distribution_name_is_not_the_taken_dnet():
+    # "dnet" on PyPI is a 2015 networking library; the project installs as dnet-densenet, imports as dnet
+    assert PYPROJECT["project"]["name"] == dnet.DISTRIBUTION == "dnet-densenet"
+    assert PYPROJECT["project"]["scripts"] == {"dnet": "dnet.cli:main"}
+
+
 @pytest.mark.slow
 def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
                     str(ROOT)], check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("*.whl"))
+    assert wheel.name.startswith("dnet_densenet-")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
+        metadata_file = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        assert "Name: dnet-densenet" in z.read(metadata_file).decode().splitlines()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"dnet"}
     assert "dnet/converters/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names
     assert not any(n.startswith(("converters/", "engines/", "tests/", "benchmarks/")) for n in names)
+    # installed: one top-level package, dnet, and the dnet command
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    installed = {p.name for p in site.iterdir()} - {"bin"}
+    assert {n for n in installed if not n.endswith(".dist-info")} == {"dnet"}
+    assert [n for n in installed if n.endswith(".dist-info")] == [f"dnet_densenet-{dnet.__version__}.dist-info"]
+    assert (site / "bin" / "dnet").is_file()

@@ -101,8 +101,17 @@ def test_compression_inference():
     [
         ([1, 2], "x.pth: holds list, not a state dict (a dict of tensors)"),
         ({"epoch": 3}, "x.pth: entry 'epoch' is not a named tensor; not a DenseNet state dict"),
-        ({"conv.weight": torch.zeros(3, 3, 3, 3)}, "x.pth: no 'features.conv0.weight'; not a torchvision-style DenseNet state dict"),
-        ({"features.conv0.weight": torch.zeros(8, 3, 5, 5)}, "x.pth: a 5x5 first convolution is neither DenseNet stem"),
+        ({"conv.weight": torch.zeros(3, 3, 3, 3)},
+         "x.pth: no 'features.conv0.weight'; not a torchvision-style DenseNet state dict (1 tensor, the first 'conv.weight')"),
+        ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)},
+         "x.pth: no 'features.conv0.weight'; not a torchvision-style DenseNet state dict (a ResNet-style state dict "
+         "(conv1, layer1..4, fc))"),
+        ({"features.conv0.weight": torch.zeros(8, 3, 5, 5)},
+         "x.pth: a 5x5 first convolution is none of dnet's DenseNet stems (CIFAR 3x3, ImageNet 7x7 with BN, timm's deep "
+         "three 3x3)"),
+        ({"features.conv0.weight": torch.zeros(8, 3, 7, 7)},
+         "x.pth: a 7x7 first convolution without features.norm0 is none of dnet's DenseNet stems (CIFAR 3x3, ImageNet "
+         "7x7 with BN, timm's deep three 3x3)"),
     ],
 )
 def test_not_a_densenet_state_dict(obj, message):
@@ -125,3 +134,43 @@ def test_extra_and_missing_keys_are_named():
 def test_config_from_state_dict_reads_bn_size():
     cfg = DenseNetConfig((2, 2), 5, True, 0.5, 10, "cifar", 10, bn_size=3)
     assert config_from_state_dict(DenseNet(cfg).state_dict()) == cfg
+
+
+def _deep_stem(widths, norm0=True):
+    sd = dnet.create_model("densenetblur121d").state_dict()
+    c_in = 3
+    for i, w in enumerate(widths):
+        sd[f"features.conv{i}.weight"] = torch.zeros(w, c_in, 3, 3)
+        c_in = w
+    if not norm0:
+        del sd["features.norm0.weight"]
+    return sd
+
+
+def test_timms_deep_tiered_stem_is_named_and_refused():
+    with pytest.raises(FileFormatError) as e:
+        model_from_state_dict(_deep_stem([24, 48, 64]), "tiered.pth")
+    assert str(e.value) == ("tiered.pth: a three-convolution stem of widths 24, 48, 64 is timm's 'deep_tiered' stem; "
+                            "dnet holds timm's 'deep' stem, whose first two convolutions have the same width")
+
+
+def test_a_3x3_stem_with_a_bn_but_no_second_convolution_says_why_not_unexpected_key():
+    sd = dnet.create_model("densenet121").state_dict()
+    sd["features.conv0.weight"] = torch.zeros(64, 3, 3, 3)
+    with pytest.raises(FileFormatError) as e:
+        model_from_state_dict(sd, "x.pth")
+    assert str(e.value) == ("x.pth: a 3x3 features.conv0 with a BN (features.norm0) but no features.conv1 is no DenseNet "
+                            "stem dnet knows: the CIFAR stem has no BN, timm's deep stem has three 3x3 convolutions")
+
+
+def test_a_deep_stem_without_its_first_bn_is_refused_in_one_line():
+    with pytest.raises(FileFormatError) as e:
+        model_from_state_dict(_deep_stem([32, 32, 64], norm0=False), "x.pth")
+    assert str(e.value) == ("x.pth: features.conv1 follows a 3x3 features.conv0 without features.norm0; timm's deep "
+                            "stem is three 3x3 convolutions, each with its BN")
+
+
+def test_torchvision_cannot_hold_a_deep_stem_with_blur_pooling():
+    with pytest.raises(ConfigError) as e:
+        torchvision_state_dict(dnet.create_model("densenetblur121d"))
+    assert "the deep stem (torchvision has only the ImageNet 7x7 stem); blur pooling" in str(e.value)

@@ -2,7 +2,7 @@
 
 ``ArtifactMeta`` is the one contract between converters, engines and ``dnet eval``; ``onnxfile`` reads and writes
 it in ONNX ``metadata_props``; ``sidecar`` is the ``NAME.plan.json`` beside a TensorRT plan and the policy of which
-TensorRT version and GPU may run it.
+TensorRT version and GPU may run it; ``layers`` the plan's layer information (``NAME.plan.layers.json``).
 """
 
 from dnet.artifact.meta import PREFIX, ArtifactMeta

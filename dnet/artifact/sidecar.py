@@ -21,6 +21,10 @@ HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 SIDECAR_FORMAT = "dnet.tensorrt-plan"
 SIDECAR_VERSION = 1
 AMPERE = (8, 0)
+PROFILE = (1, 8, 32)  # the default optimization profile: min, opt, max batch size
+# A version-compatible plan runs on later releases of the TensorRT major version that built it, and across majors
+# only where NVIDIA's support matrix says so (TensorRT 11.4: 8.x -> 10.x and 10.x -> 11.x), not N -> N+1 for every N.
+CROSS_MAJOR = {8: 10, 10: 11}
 
 
 @dataclass(frozen=True)
@@ -118,23 +122,34 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def check_compatible(sidecar: EngineSidecar, trt_version: str, compute_capability: tuple[int, int]) -> None:
+def runs_version_compatible(built: str, running: str) -> bool:
+    """Whether TensorRT ``running`` may run a plan built version-compatible by TensorRT ``built``."""
+    b, r = version_tuple(built), version_tuple(running)
+    if not b or not r or r < b:
+        return False
+    return r[0] == b[0] or CROSS_MAJOR.get(b[0]) == r[0]
+
+
+def check_compatible(sidecar: EngineSidecar, trt_version: str, compute_capability: tuple[int, int],
+                     gpu_name: str) -> None:
     """Refuse (EngineError) a plan this TensorRT version or GPU cannot run; the message says how to rebuild.
 
     Without version compatibility a plan runs only on the exact TensorRT version that built it; with it, on that
-    version or a later one (up to the next major version, as NVIDIA documents for 10 -> 11). Without hardware
-    compatibility, or with "same-cc", it runs only on the compute capability that built it; "ampere+" runs on any
-    GPU of compute capability 8.0 or later.
+    version or a later one of the same major version, or of the next major where NVIDIA supports it (10 -> 11).
+    Hardware: without a compatibility level a plan is specific to the GPU model that built it (same name and
+    compute capability); "same-cc" runs on any GPU of that compute capability; "ampere+" on any GPU of compute
+    capability 8.0 or later.
     """
     rebuild = f"rebuild it here: dnet convert {sidecar.onnx or 'MODEL.onnx'} --from onnx --to trt -o {sidecar.plan}"
-    built, running = version_tuple(sidecar.tensorrt_version), version_tuple(trt_version)
     if sidecar.version_compatible:
-        if running < built or running[:1] > (built[0] + 1,):
+        if not runs_version_compatible(sidecar.tensorrt_version, trt_version):
+            built = version_tuple(sidecar.tensorrt_version)[:1] or (0,)
+            majors = " or ".join(f"{m}.x" for m in (built[0], CROSS_MAJOR.get(built[0])) if m is not None)
             raise EngineError(
                 f"{sidecar.plan} was built version-compatible with TensorRT {sidecar.tensorrt_version}, which "
-                f"TensorRT {trt_version} cannot run (needs {built[0]}.x or {built[0] + 1}.x at least as new); {rebuild}"
+                f"TensorRT {trt_version} cannot run (needs {majors} at least as new); {rebuild}"
             )
-    elif running != built:
+    elif version_tuple(trt_version) != version_tuple(sidecar.tensorrt_version):
         raise EngineError(
             f"{sidecar.plan} was built with TensorRT {sidecar.tensorrt_version} but this is TensorRT {trt_version}; "
             f"{rebuild} (or build with --version-compatible)"
@@ -153,7 +168,13 @@ def check_compatible(sidecar: EngineSidecar, trt_version: str, compute_capabilit
             f"{sidecar.plan} was built for a GPU of compute capability {built_text} ({sidecar.gpu_name}) but this GPU "
             f"has compute capability {cc_text}; {rebuild} (or build with --hardware-compat ampere+)"
         )
+    elif sidecar.hardware_compat == "none" and gpu_name != sidecar.gpu_name:
+        raise EngineError(
+            f"{sidecar.plan} was built for the {sidecar.gpu_name} and, without a hardware compatibility level, runs "
+            f"only on that GPU model, not on this {gpu_name}; {rebuild} (or build with --hardware-compat same-cc "
+            f"to run on any GPU of compute capability {built_text})"
+        )
 
 
-__all__ = ["AMPERE", "HARDWARE_COMPAT", "EngineSidecar", "check_compatible", "read_sidecar", "sidecar_path",
-           "version_tuple", "write_sidecar"]
+__all__ = ["AMPERE", "CROSS_MAJOR", "HARDWARE_COMPAT", "PROFILE", "EngineSidecar", "check_compatible", "read_sidecar",
+           "runs_version_compatible", "sidecar_path", "version_tuple", "write_sidecar"]

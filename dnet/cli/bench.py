@@ -6,39 +6,68 @@ import json
 
 import click
 
-from dnet.bench import bench_engines, open_engines
+from dnet.bench import bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
 from dnet.cli.main import reports_errors
-from dnet.cli.options import parse_batch_sizes
+from dnet.cli.options import parse_batch_sizes, quiet_option
+from dnet.cli.progress import progress_for
 from dnet.table import format_table
 
 
 @click.command("bench")
 @click.option("--engine", "paths", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Model file (.plan, .onnx, .pth, .t7); repeat to compare (ratios are to the first).")
+              help="Model file (.plan, .onnx, .xml, .pth, .t7); repeat to compare (ratios are to the first).")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Warm-up seconds per engine.")
 @click.option("--duration", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               help="Timed seconds per engine and batch size.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Timed runs per engine and batch size (instead of --duration).")
+@click.option("--warmup-iterations", type=click.IntRange(min=0), default=None,
+              help="Untimed runs per engine and batch size before timing (instead of --warmup).")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Input height and width (default: each model's own; a fixed-size model takes only its own).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the runtime's).")
-@click.option("--provider", default=None, help="Execution provider: cpu, cuda, tensorrt (default cpu).")
+@click.option("--provider", default=None,
+              help="Where engines run: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent; default cpu).")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay each shape from a CUDA graph (trtexec --useCudaGraph).")
+@click.option("--per-layer", is_flag=True, help="TensorRT plans: per-layer times from TensorRT's profiler, after the latency table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@quiet_option()
 @reports_errors
-def bench_cmd(paths, batches, warmup, duration, threads, provider, as_json) -> None:
+def bench_cmd(paths, batches, warmup, duration, iterations, warmup_iterations, input_size, threads, provider, cuda_graph,
+              per_layer, as_json, quiet) -> None:
     """Latency (mean, median, p90, p95, p99), throughput and memory of each engine and batch size.
 
     Memory is the resident memory an engine added when opened and first run at that batch size.
     """
     sizes = parse_batch_sizes(batches)
+    progress = progress_for(quiet)
+    progress.stage(f"opening {len(paths)} engine(s)")
     opened, memory = open_engines(list(paths), provider=provider, threads=threads)
+    layers = []
     try:
+        if per_layer:
+            tensorrt_only(opened, "per_layer")
+        if cuda_graph:
+            use_cuda_graphs(opened)
         results = []
         for b in sizes:
-            results += bench_engines(opened, b, warmup=warmup, duration=duration, open_memory=memory)
+            progress.stage(f"batch {b}: {len(opened)} engine(s) side by side")
+            results += bench_engines(opened, b, warmup=warmup, duration=duration, open_memory=memory,
+                                     input_size=input_size, iterations=iterations, warmup_iterations=warmup_iterations)
+        if per_layer:
+            progress.stage("per-layer times (TensorRT profiler)")
+            for e in opened:
+                if cuda_graph:
+                    e.use_cuda_graph(False)  # TensorRT cannot profile a graph replay
+                layers += [row for b in sizes for row in layer_profile(e, b, input_size=input_size)]
     finally:
+        progress.close()
         for e in opened:
             e.close()
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        out = [r.to_dict() for r in results]
+        click.echo(json.dumps({"results": out, "per_layer": layers} if per_layer else out, indent=2))
         return
     base = {}
     for r in results:  # results come grouped by batch size, the first engine first
@@ -51,3 +80,9 @@ def bench_cmd(paths, batches, warmup, duration, threads, provider, as_json) -> N
     ]
     headers = ["engine", "kind", "prec", "batch", "iters", "mean ms", "median", "p90", "p95", "p99", "img/s", "vs first", "mem MB"]
     click.echo(format_table(headers, rows, right=range(3, len(headers))))
+    for key in dict.fromkeys((row["engine"], row["batch"]) for row in layers):
+        click.echo(f"\n{key[0]}, batch {key[1]}: per-layer times (TensorRT profiler, mean of 10 runs; profiled layers "
+                   "run one by one, so they add up to more than the latency)")
+        click.echo(format_table(["layer", "prec", "ms", "share"], [
+            [r["layer"], r["precision"], f"{r['ms']:.3f}", f"{100 * r['share']:.1f}%"]
+            for r in layers if (r["engine"], r["batch"]) == key], right=(2, 3)))

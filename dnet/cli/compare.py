@@ -1,4 +1,4 @@
-"""``dnet compare REF OTHER``: where two model files start to disagree, stage by stage."""
+"""``dnet compare REF OTHER``: where two model files start to disagree, stage by stage or convolution by convolution."""
 
 from __future__ import annotations
 
@@ -8,8 +8,44 @@ from pathlib import Path
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.compare import compare
+from dnet.compare import LayerReport, compare, compare_layers
+from dnet.errors import UsageError
+from dnet.files import check_output_path
+from dnet.layer_plot import plot_layers
 from dnet.table import format_table
+
+RANKED = 5  # layers named under the per-layer table
+
+
+def _plot_path(other: Path, plot: Path | None) -> Path:
+    """--plot, else OTHER's name with .layers.png, beside OTHER."""
+    return plot if plot is not None else other.with_name(f"{other.stem}.layers.png")
+
+
+def _layer_text(report: LayerReport, plot: Path | None) -> str:
+    g = f"{report.logits.rel_error:.3e}"
+    rows = [[r.depth, r.layer, "×".join(map(str, r.shape[1:])), f"{r.rel_error:.3e}", f"{r.cosine:.6f}", f"{r.max_abs:.3e}",
+             f"{r.input_rel_error:.3e}", f"{r.added:+.3e}"] for r in report.rows]
+    rows.append(["", "logits", "×".join(map(str, report.logits.shape[1:])), g, f"{report.logits.cosine:.6f}",
+                 f"{report.logits.max_abs:.3e}", "", ""])
+    mode = ("ONNX Runtime with its Q/DQ fusions (--fused)" if report.fused
+            else "ONNX Runtime computing Q/DQ as written (basic graph optimizations)")
+    lines = [f"{Path(report.other).name} against {Path(report.ref).name}: {report.count} inputs ({report.inputs}), {mode}",
+             format_table(["#", "layer", "shape", "rel error", "cosine", "max|Δ|", "input rel", "added"], rows,
+                          right=(0, 3, 4, 5, 6, 7)),
+             f"logits of the files as they are: top-1 agreement {report.logits.top1_agreement:.1%}",
+             "compared: each Conv's float output (in a Q/DQ file the tensor before its QuantizeLinear; a BatchNorm the "
+             "exporter folded into the Conv, such as conv1's norm2, is included) and the input it read; "
+             "added = rel error − input rel",
+             "most error added: " + ", ".join(f"{i + 1}. {r.layer} {r.added:+.3g}" for i, r in enumerate(report.ranking(RANKED)))]
+    if report.pairing == "position":
+        lines.append("paired by position: a file does not name its convolutions")
+    if report.unmatched:
+        lines.append(f"only in one file: {', '.join(report.unmatched)}")
+    lines += [f"outputs: {f.line()}" for f in report.fusion]
+    if plot is not None:
+        lines.append(f"plot: {plot}")
+    return "\n".join(lines)
 
 
 @click.command("compare")
@@ -17,10 +53,28 @@ from dnet.table import format_table
 @click.argument("other", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of images (default: random inputs).")
 @click.option("--count", type=click.IntRange(min=1), default=8, show_default=True, help="Inputs to compare on.")
+@click.option("--per-layer", is_flag=True, help="Compare every convolution of two ONNX files, rank the layers, plot.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="OUT.png",
+              help="Where --per-layer writes its plot (default: OTHER's name with .layers.png, beside it).")
+@click.option("--no-plot", is_flag=True, help="With --per-layer: write no plot.")
+@click.option("--fused", is_flag=True,
+              help="With --per-layer: let ONNX Runtime fuse Q/DQ into integer kernels (the extra outputs split them).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors
-def compare_cmd(ref, other, images, count, as_json) -> None:
+def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_json) -> None:
     """Run REF and OTHER on the same inputs; compare every dense block, transition and the logits."""
+    if not per_layer and (plot is not None or no_plot or fused):
+        raise UsageError("--plot, --no-plot and --fused go with --per-layer")
+    if per_layer:
+        target = None if no_plot else check_output_path(_plot_path(other, plot))
+        report = compare_layers(ref, other, images=images, count=count, fused=fused)
+        if target is not None:
+            plot_layers(report, target)
+        if as_json:
+            click.echo(json.dumps({**report.to_dict(), "plot": str(target) if target else None}, indent=1))
+        else:
+            click.echo(_layer_text(report, target))
+        return
     rows = compare(ref, other, images=images, count=count)
     if as_json:
         click.echo(json.dumps({"ref": str(ref), "other": str(other), "inputs": str(images) if images else "random",

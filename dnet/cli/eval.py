@@ -9,10 +9,12 @@ import click
 
 from dnet import engines
 from dnet.cli.main import reports_errors
-from dnet.data.datasets import DATASETS, dataset_of_spec, open_dataset
+from dnet.cli.options import quiet_option
+from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
 from dnet.files import check_output_path
+from dnet.paired import evaluate_paired
 
 
 def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
@@ -29,39 +31,55 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 
 @click.command("eval")
 @click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
-              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .plan/.engine (TensorRT).")
+              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .xml (OpenVINO), .plan/.engine (TensorRT).")
 @click.option("--data", type=click.Path(), default=None, metavar="DIR",
               help="Folder holding the data set (or the data set's own folder/file).")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(list(SPLITS)), default="test", show_default=True,
+              help="val: the images the recipe holds out of training (SVHN: 6,000 of train + extra).")
 @click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
               help="Override the model file's preprocessing (ImageNet-style image sets).")
-@click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: average the ten crops' outputs.")
+@click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: the ten crops' logits averaged (Lua sums "
+              "them: the same ranking); compared with the published ten-crop numbers.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, metavar="N")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
-@click.option("--provider", default=None, help="Where the engine runs: cpu, cuda, tensorrt (engine-dependent).")
+@click.option("--provider", default=None,
+              help="Where the engine runs: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent).")
 @click.option("--tolerance", type=float, default=None, metavar="PTS",
-              help="Exit with status 3 when top-1 error exceeds the published one by more than PTS points.")
+              help="Exit with status 3 when top-1 error exceeds its published counterpart (same crops and "
+                   "preprocessing) by more than PTS points.")
 @click.option("--skip-bad", is_flag=True, help="Skip undecodable images (counted and listed) instead of failing.")
 @click.option("--download", is_flag=True, help="Download the data set into --data (CIFAR, SVHN), checksum verified.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.csv",
               help="Write per-image predictions to this CSV.")
+@click.option("--compare-to", "compare_to", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also evaluate FILE on the same decoded images; print the paired difference and McNemar's test.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @reports_errors
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
-             skip_bad, download, predictions_path, as_json, quiet) -> None:
-    """Top-1/top-5 error of a model file on a data set, with a 95% CI and the paper's number."""
-    inputs = [engine_path] + ([data] if data else [])
-    if predictions_path:  # before the evaluation, not after it: never the model file, a data file or a device
+             skip_bad, download, predictions_path, compare_to, as_json, quiet) -> None:
+    """Top-1/top-5 error of a model file on a data set, with a 95% CI, each beside its published number and source."""
+    inputs = [engine_path] + ([compare_to] if compare_to else []) + ([data] if data else [])
+    if predictions_path:  # before the evaluation, not after it: never a model file, a data file or a device
         check_output_path(predictions_path, inputs=inputs)
     with engines.open(engine_path, provider=provider) as engine:
         name = _pick_dataset(dataset, data, engine.meta)
         if download and data is None:
             raise UsageError("--download needs --data: the folder to download into")
         ds = open_dataset(name, data, split, download=download)
+        if compare_to is not None:
+            with engines.open(compare_to, provider=provider) as reference:
+                paired = evaluate_paired(engine, reference, ds, batch=batch, limit=limit, workers=workers,
+                                         preprocess=preprocess, ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
+            if predictions_path:
+                write_predictions(predictions_path, paired.report, ds, inputs=inputs)
+            click.echo(json.dumps(paired.to_dict(), indent=2) if as_json else "\n".join(paired.lines()))
+            if tolerance is not None:
+                check_tolerance(paired.report, tolerance)
+            return
         report = evaluate(engine, ds, batch=batch, limit=limit, workers=workers, preprocess=preprocess,
                           ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -70,7 +88,7 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:
-            click.echo(report.line())
+            click.echo("\n".join(report.lines()))
             for path in report.skipped:
                 click.echo(f"  skipped: {path}")
     if tolerance is not None:

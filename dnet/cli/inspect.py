@@ -1,4 +1,10 @@
-"""``dnet inspect FILE.t7``: the module tree of a Lua Torch file, with classes and tensor shapes."""
+"""``dnet inspect FILE``: the module tree of a Lua Torch ``.t7`` file, or what a TensorRT ``.plan`` holds.
+
+For a plan: its sidecar (model, precision, TensorRT version, GPU, profile) and a summary of the layer information
+stored beside it at build time (``NAME.plan.layers.json``, see ``dnet.artifact.layers``): layers and ONNX nodes per
+precision, the ONNX op types per precision when the plan's ONNX file is beside it, and the reformat layers TensorRT
+inserted.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,15 @@ from pathlib import Path
 
 import click
 
+from dnet.artifact.layers import layers_path, read_layers, summarise
+from dnet.artifact.onnxfile import read_model
+from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.main import reports_errors
 from dnet.converters.t7 import reader, tree
 from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
-from dnet.errors import FileFormatError
+from dnet.engines.base import KINDS
+from dnet.errors import FileFormatError, UsageError
+from dnet.files import sha256_file
 from dnet.models import zoo
 from dnet.table import format_table
 
@@ -32,6 +43,53 @@ def _echo(text: str) -> None:
     click.echo(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
+def _onnx_ops(plan: Path, side) -> tuple[dict[str, str] | None, str | None]:
+    """Node name -> op type of the plan's ONNX file when it is beside the plan and is the one it was built from."""
+    onnx_path = plan.with_name(side.onnx)
+    if not side.onnx or not onnx_path.is_file():
+        return None, f"{side.onnx or 'its ONNX file'} is not beside the plan: ONNX op types not counted"
+    if sha256_file(onnx_path) != side.onnx_sha256:
+        return None, f"{onnx_path.name} is not the file the plan was built from (sha256 differs): op types not counted"
+    return {node.name: node.op_type for node in read_model(onnx_path).graph.node}, None
+
+
+def _inspect_plan(path: Path, as_json: bool) -> None:
+    side = read_sidecar(path)
+    layers = read_layers(path)
+    ops, note = _onnx_ops(path, side) if layers is not None else (None, None)
+    summary = summarise(layers, ops) if layers is not None else None
+    if as_json:
+        click.echo(json.dumps({"file": path.name, "bytes": path.stat().st_size, "sidecar": side.to_dict(),
+                               "layers": summary, "note": note}, indent=1))
+        return
+    meta = side.meta
+    what = f"{meta.model} ({meta.precision.upper()})" if meta is not None else "a model without dnet metadata"
+    lo, opt, hi = (side.profile[k][0] for k in ("min", "opt", "max"))
+    chw = "×".join(map(str, side.profile["max"][1:]))
+    cc = ".".join(map(str, side.compute_capability))
+    click.echo(f"{path.name}: {what}, TensorRT {side.tensorrt_version}, {side.gpu_name} (compute capability {cc}), "
+               f"batch {lo},{opt},{hi} of {chw}, built from {side.onnx} in {side.build_seconds:g} s")
+    if summary is None:
+        click.echo(f"no layer information: {layers_path(path).name} is missing (rebuild the plan with dnet convert "
+                   "--to trt to store it)")
+        return
+    precisions = sorted(set(summary["layers_by_precision"]) | set(summary["onnx_nodes_by_precision"]))
+    rows = [[p, summary["layers_by_precision"].get(p, 0), summary["onnx_nodes_by_precision"].get(p, 0)]
+            for p in precisions]
+    rows.append(["total", summary["layers"], summary["onnx_nodes"]])
+    click.echo(format_table(["precision", "engine layers", "ONNX nodes"], rows, right=(1, 2)))
+    conversions = ", ".join(f"{k} {v}" for k, v in summary["reformats_by_conversion"].items())
+    click.echo(f"reformat layers: {summary['reformats']}" + (f" ({conversions})" if conversions else "")
+               + f"; Q/DQ layers not fused into a neighbour: {summary['qdq_layers']}")
+    if summary["onnx_nodes_by_op"]:
+        by_op = summary["onnx_nodes_by_op"]
+        columns = sorted({p for counts in by_op.values() for p in counts})
+        click.echo(format_table(["ONNX op", *columns], [[op, *(counts.get(p, 0) for p in columns)]
+                                                        for op, counts in by_op.items()], right=range(1, len(columns) + 1)))
+    if note:
+        click.echo(note)
+
+
 @click.command("inspect")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--long-size", type=click.Choice(["auto", "4", "8"]), default="auto", show_default=True,
@@ -40,7 +98,13 @@ def _echo(text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
 @reports_errors
 def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
-    """Print the module tree of a .t7 file: paths, classes, tensor shapes, layer settings, and what it is."""
+    """Print the module tree of a .t7 file (paths, classes, tensor shapes, settings, and what it is), or what a
+    TensorRT .plan holds (its sidecar, and its layers per precision)."""
+    if KINDS.get(path.suffix.lower()) == "tensorrt":
+        if check or long_size != "auto":
+            raise UsageError("--check and --long-size are for .t7 files")
+        _inspect_plan(path, as_json)
+        return
     obj = reader.load(path, long_size=None if long_size == "auto" else int(long_size))
     root = tree.module_tree(obj)
     t = tree.totals(root)

@@ -68,6 +68,7 @@ VERBS = {
     "compare": "dnet.cli.compare:compare_cmd",
     "demo": "dnet.cli.demo:demo_cmd",
     "bench": "dnet.cli.bench:bench_cmd",
+    "pull": "dnet.cli.pull:pull_cmd",
 }
 
 

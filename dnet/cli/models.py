@@ -1,4 +1,7 @@
-"""``dnet models`` and ``dnet info``: the zoo and architecture summaries."""
+"""``dnet models`` and ``dnet info``: the zoo and architecture summaries, counted from the configurations.
+
+Neither builds a model nor imports torch (``dnet.models.summary`` counts analytically), so both answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,20 @@ import json
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.models import create_model, zoo
-from dnet.models.summary import count_params, summarize
+from dnet.models import resolve_config, zoo
+from dnet.models.published import SOURCES
+from dnet.models.summary import param_count, summarize
 from dnet.table import format_table
 
-ERROR_KEYS = ("c10", "c10+", "c100", "c100+", "svhn", "imagenet/torch7", "imagenet/torchvision")
+# The table's error columns: (header, data set, augmented, ImageNet preprocessing), single-crop top-1 each.
+COLUMNS = (("c10", "cifar10", False, None), ("c10+", "cifar10", True, None), ("c100", "cifar100", False, None),
+           ("c100+", "cifar100", True, None), ("svhn", "svhn", False, None), ("in/torch7", "imagenet", True, "torch7"),
+           ("in/torchvision", "imagenet", True, "torchvision"))
+
+
+def _column(entry: zoo.ZooEntry, dataset: str, augmented: bool, preprocess: str | None) -> str:
+    found = entry.published_for(dataset, preprocess=preprocess, augmented=augmented)
+    return f"{found[0].error:.2f}" if found else "–"
 
 
 def _entry_facts(entry: zoo.ZooEntry) -> dict:
@@ -21,16 +33,16 @@ def _entry_facts(entry: zoo.ZooEntry) -> dict:
         "family": entry.family,
         "dataset": entry.dataset,
         "depth": cfg.depth,
+        "convolutions": entry.convolutions,
         "growth_rate": cfg.growth_rate,
         "bottleneck": cfg.bottleneck,
         "compression": cfg.compression,
         "block_config": list(cfg.block_config),
         "init_features": cfg.init_features,
-        "params": count_params(create_model(entry.name)),
+        "params": param_count(cfg),
         "published_params": entry.published_params,
-        "errors": entry.errors,
-        "top5_errors": entry.top5_errors,
-        "source": entry.source,
+        "published": [p.to_dict() for p in entry.published],
+        "config_source": [{"source": key, "citation": SOURCES[key]} for key in entry.config_source],
         "note": entry.note,
     }
 
@@ -40,18 +52,21 @@ def _entry_facts(entry: zoo.ZooEntry) -> dict:
 @reports_errors
 def models_cmd(as_json: bool) -> None:
     """List the model zoo: configurations, exact and published parameter counts, published errors (%)."""
-    facts = [_entry_facts(e) for e in zoo.ZOO.values()]
+    entries = list(zoo.ZOO.values())
+    facts = [_entry_facts(e) for e in entries]
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
-    headers = ["name", "data", "L", "k", "BC", "θ", "params", "published"] + [k.replace("imagenet/", "in/") for k in ERROR_KEYS]
+    headers = ["name", "data", "L", "k", "BC", "θ", "params", "published"] + [c[0] for c in COLUMNS]
     rows = [
         [f["name"], f["dataset"], f["depth"], f["growth_rate"], "yes" if f["bottleneck"] else "no", f["compression"],
-         f"{f['params']:,}", f["published_params"]] + [f"{f['errors'][k]:.2f}" if k in f["errors"] else "–" for k in ERROR_KEYS]
-        for f in facts
+         f"{f['params']:,}", f["published_params"]] + [_column(e, *c[1:]) for c in COLUMNS]
+        for e, f in zip(entries, facts, strict=True)
     ]
     click.echo(format_table(headers, rows, right=range(2, len(headers))))
-    click.echo("errors: top-1 %, 10-class heads for CIFAR rows (+ = standard augmentation); sources: dnet.models.zoo")
+    click.echo("errors: single-crop top-1 %, the number published with the released model where sources differ "
+               "(+ = standard augmentation);\nL: weighted layers, classifier included (DenseNet-264 and -232 are "
+               "named by their convolutions); --json: every number with its kind and source")
 
 
 @click.command("info")
@@ -63,14 +78,14 @@ def models_cmd(as_json: bool) -> None:
 def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json: bool) -> None:
     """Architecture summary of a zoo model: channels per block, parameters, multiply-adds."""
     entry = zoo.get(name)
-    model = create_model(name, num_classes=num_classes)
+    config = resolve_config(name, num_classes=num_classes)
     size = input_size or entry.input_size
-    s = summarize(model, size)
+    s = summarize(config, size)
     if as_json:
         click.echo(json.dumps({"name": name, "params": s.params, "macs": s.macs, "conv_macs": s.conv_macs, "input_size": size,
-                               "config": model.config.to_dict(), "blocks": s.blocks}, indent=2))
+                               "config": config.to_dict(), "blocks": s.blocks}, indent=2))
         return
-    cfg = model.config
+    cfg = config
     click.echo(f"{name}: {entry.family}, L={cfg.depth}, k={cfg.growth_rate}, θ={cfg.compression}, "
                f"{cfg.init_features} initial channels, {cfg.stem} stem, {cfg.num_classes} classes")
     rows = [[b["block"], b["layers"], b["in_channels"], b["out_channels"], f"{b['spatial']}×{b['spatial']}"] for b in s.blocks]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import click
+
 from dnet.errors import UsageError
 
 
@@ -16,6 +18,17 @@ def default(options: type, field: str):
                 return f.default
             return f.default_factory()  # type: ignore[misc]
     raise KeyError(field)
+
+
+def quiet_option(**kwargs):
+    """``-q/--quiet``, the same on every verb: no progress display (it is off anyway when stderr is not a terminal)."""
+    return click.option("-q", "--quiet", is_flag=True, help="No progress display (off anyway when stderr is not a "
+                        "terminal).", **kwargs)
+
+
+def json_option(what: str = "the results"):
+    """``--json``: stdout holds one JSON document (running logs go to stderr)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as one JSON document on stdout.")
 
 
 def parse_profile(text: str) -> tuple[int, int, int]:
@@ -47,4 +60,4 @@ def parse_batch_sizes(text: str) -> list[int]:
     return batches
 
 
-__all__ = ["default", "parse_batch_sizes", "parse_profile"]
+__all__ = ["default", "json_option", "parse_batch_sizes", "parse_profile", "quiet_option"]

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import click
 
 from dnet.cli.main import reports_errors
+from dnet.cli.options import json_option, quiet_option
 from dnet.data.datasets import TRAINABLE
 from dnet.train.recipe import SCHEDULES, recipe
-from dnet.train.run_folder import read_run_config
-from dnet.train.trainer import train
+from dnet.train.run_folder import BEST, CONFIG_JSON, CURVES_PNG, LAST, METRICS_CSV, read_run_config
+from dnet.train.trainer import TrainResult, train
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # a run with no epoch has no error: null, not JSON's missing Infinity
+
+
+def result_facts(result: TrainResult) -> dict:
+    """What ``dnet train --json`` prints: the run folder, the files written, the numbers of every epoch."""
+    files = {"config": CONFIG_JSON, "metrics": METRICS_CSV, "curves": CURVES_PNG, "last": LAST, "best": BEST}
+    return {"run_dir": str(result.run_dir), "model": result.meta.model, "epochs": result.epochs_done,
+            "best_error": _finite(result.best_error), "final_error": _finite(result.final_error),
+            "written": {k: str(result.run_dir / name) for k, name in files.items() if (result.run_dir / name).exists()},
+            "history": result.history}
 
 
 @click.command("train")
@@ -42,9 +58,10 @@ from dnet.train.trainer import train
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<dataset>-<model>-<time>).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
               help="Continue the run in this folder, up to --epochs in all.")
-@click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
+@json_option("the run's files and numbers (epoch lines go to stderr)")
+@quiet_option(default=None)
 @reports_errors
-def train_cmd(resume: str | None, **options) -> None:
+def train_cmd(resume: str | None, as_json: bool, **options) -> None:
     """Train a DenseNet with the paper's recipe; writes config.json, metrics.csv, curves.png, last/best.pth."""
     given = {k: v for k, v in options.items() if v is not None}
     if resume is None:
@@ -53,7 +70,9 @@ def train_cmd(resume: str | None, **options) -> None:
         saved, _ = read_run_config(resume)
         # Options given again must agree with the run (train() names any that differ); the rest come from it.
         cfg = dataclasses.replace(saved, **{k: v for k, v in given.items() if k != "out"})
-    result = train(cfg, resume=resume)
-    if result.is_main:
+    result = train(cfg, resume=resume, log=(lambda line: click.echo(line, err=True)) if as_json else click.echo)
+    if result.is_main and as_json:
+        click.echo(json.dumps(result_facts(result), indent=2))
+    elif result.is_main:
         click.echo(f"best test error {result.best_error:.2f}% · last {result.final_error:.2f}% · "
                    f"files in {result.run_dir}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.data import svhn
 from dnet.data.download import download as fetch_set
 from dnet.data.images import IMAGE_SUFFIXES, is_image
 from dnet.data.specs import PreprocessSpec, get_spec
@@ -141,55 +142,45 @@ def _cifar(name: str):
     return load
 
 
-# --- SVHN, the cropped-digits .mat files ------------------------------------------------------------------
+# --- SVHN, the cropped-digits .mat files: train + extra less 6,000 held out, as the paper trains (dnet.data.svhn) ---
 
 SVHN_SPEC = get_spec("svhn")
-# zlib cannot expand data by more than ~1032:1, so a header claiming more than this per file byte is a lie
-_MAX_EXPANSION = 1100
+SVHN_FILES = {"train": ("train_32x32.mat", "extra_32x32.mat"), "test": ("test_32x32.mat",)}
 
 
-def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``X`` (32×32×3×N uint8) and ``y`` (N×1, 1..10) as (N×32×32×3, int64 N) with index = label − 1.
+def _svhn_files(root, split: str, download: bool) -> list[Path]:
+    names = SVHN_FILES["test" if split == "test" else "train"]
+    if download:
+        root = Path(root if root is not None else ".").expanduser()
+        for name in names:
+            if not root.is_file() and not (root / name).is_file():
+                fetch_set(f"svhn/{name.split('_')[0]}", root)
+    root = _need_root("svhn", root)
+    if root.is_file():
+        if split != "test":
+            raise DataError(f"{root}: the SVHN {split} split comes from train_32x32.mat and extra_32x32.mat; "
+                            f"pass the folder holding them")
+        return [root]
+    missing = [name for name in names if not (root / name).is_file()]
+    if missing:
+        why = "" if split == "test" else "; the paper trains on train + extra, 6,000 images held out"
+        raise DataError(f"{root}: expected {missing[0]} (SVHN cropped digits, format 2{why}) or use --download")
+    return [root / name for name in names]
 
-    The Lua models were trained on the labels as stored (1..10, 1-based), so index 9 is the digit 0.
-    """
-    import scipy.io
 
-    try:
-        info = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(str(path))}
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
-        raise DataError(f"{path}: not a readable MATLAB (v5) file ({str(e).splitlines()[0] if str(e) else e!r})") from None
-    if "X" not in info or "y" not in info:
-        raise DataError(f"{path}: expected variables X and y (SVHN cropped digits), found {', '.join(sorted(info)) or 'none'}")
-    shape = info["X"][0]
-    if len(shape) != 4 or shape[:3] != (32, 32, 3):
-        raise DataError(f"{path}: X has shape {shape}, expected 32×32×3×N")
-    if int(np.prod(shape)) > _MAX_EXPANSION * path.stat().st_size:
-        raise DataError(f"{path}: header claims {shape} but the file is only {path.stat().st_size:,} bytes")
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
-    except (ValueError, TypeError, OSError) as e:
-        raise DataError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e!r})") from None
-    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
-    if x.dtype != np.uint8 or len(y) != x.shape[3]:
-        raise DataError(f"{path}: X is {x.dtype} with {x.shape[3]} images but y has {len(y)} labels")
-    if len(y) == 0 or y.min() < 1 or y.max() > 10:
-        raise DataError(f"{path}: labels must lie in 1..10 (10 is the digit 0)")
-    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y.astype(np.int64) - 1
+def _svhn_train_val(root, *, download: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
+    train_path, extra_path = _svhn_files(root, "train", download)
+    (x, y), (val_x, val_y) = svhn.train_val(train_path, extra_path)
+    return (ArrayDataset("svhn", "train", x, y, 10, SVHN_SPEC), ArrayDataset("svhn", "val", val_x, val_y, 10, SVHN_SPEC))
 
 
 def _svhn(root, split: str, *, download: bool = False) -> ArrayDataset:
-    filename = f"{split}_32x32.mat"
-    if download:
-        root = Path(root if root is not None else ".").expanduser()
-        if not (root / filename).is_file() and not root.is_file():
-            fetch_set(f"svhn/{split}", root)
-    root = _need_root("svhn", root)
-    path = root if root.is_file() else root / filename
-    if not path.is_file():
-        raise DataError(f"{root}: expected {filename} (SVHN cropped digits, format 2) or use --download")
-    images, labels = read_svhn_mat(path)
-    return ArrayDataset("svhn", split, images, labels, 10, SVHN_SPEC)
+    if split != "test":
+        train, val = _svhn_train_val(root, download=download)
+        return train if split == "train" else val
+    (path,) = _svhn_files(root, split, download)
+    x, y = svhn.read_mat(path)
+    return ArrayDataset("svhn", split, svhn.images_of(x), y, 10, SVHN_SPEC)
 
 
 # --- folders of image files -------------------------------------------------------------------------------
@@ -308,18 +299,20 @@ class DatasetInfo:
     load: Callable
     spec: str | None  # array data sets: the spec their models are fed; None: the model file's own decides
     trainable: bool = True
+    train_val: Callable | None = None  # (root, download=) -> (train, val) where the recipe holds images out (SVHN)
 
 
 # The one list of data sets (``dnet eval --dataset`` takes them all, ``dnet train`` the trainable ones).
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(_cifar("cifar10"), "cifar10"),
     "cifar100": DatasetInfo(_cifar("cifar100"), "cifar100"),
-    "svhn": DatasetInfo(_svhn, "svhn"),
+    "svhn": DatasetInfo(_svhn, "svhn", train_val=_svhn_train_val),
     "imagenet": DatasetInfo(_imagenet, None),
     "digits": DatasetInfo(_digits, "digits"),
     "folder": DatasetInfo(_folder, None, trainable=False),
 }
 TRAINABLE = tuple(name for name, info in DATASETS.items() if info.trainable)
+SPLITS = ("train", "val", "test")
 
 
 def dataset_of_spec(spec_name: str) -> str | None:
@@ -327,17 +320,36 @@ def dataset_of_spec(spec_name: str) -> str | None:
     return next((name for name, info in DATASETS.items() if info.spec == spec_name), None)
 
 
-def open_dataset(name: str, root: str | Path | None = None, split: str = "test", *, download: bool = False):
-    """Open a data set by name (see ``DATASETS``); ``digits`` is built in and needs no folder."""
-    if split not in ("train", "test"):
-        raise UsageError(f"split must be 'train' or 'test', got {split!r}")
+def _info(name: str) -> DatasetInfo:
     info = DATASETS.get(name)
     if info is None:
         raise UsageError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}", option="dataset")
+    return info
+
+
+def open_dataset(name: str, root: str | Path | None = None, split: str = "test", *, download: bool = False):
+    """Open a data set by name (see ``DATASETS``); ``digits`` is built in and needs no folder.
+
+    Splits: ``train``, ``test``, and ``val`` for a data set whose recipe holds images out of training (SVHN).
+    """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    info = _info(name)
+    if split == "val" and info.train_val is None:
+        raise UsageError(f"data set {name} has no validation split (only {', '.join(n for n, i in DATASETS.items() if i.train_val)} "
+                         f"holds images out of training)", option="split")
     if name == "digits":
         return info.load(split)
     return info.load(root, split, download=download)
 
 
-__all__ = ["DATASETS", "TRAINABLE", "ArrayDataset", "DatasetInfo", "FileDataset", "dataset_of_spec", "get_spec",
-           "open_dataset"]
+def open_train_val(name: str, root: str | Path | None = None, *, download: bool = False):
+    """The training split and its validation split (SVHN: the paper's 6,000 held-out images), or (train, None)."""
+    info = _info(name)
+    if info.train_val is not None:
+        return info.train_val(root, download=download)
+    return open_dataset(name, root, "train", download=download), None
+
+
+__all__ = ["DATASETS", "SPLITS", "TRAINABLE", "ArrayDataset", "DatasetInfo", "FileDataset", "dataset_of_spec", "get_spec",
+           "open_dataset", "open_train_val"]

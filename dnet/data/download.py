@@ -1,22 +1,37 @@
-"""Fetching a data set's published archive: checksum verified, written and extracted atomically.
+"""Downloads: the one fetch that data sets and published weights use. Checked, atomic, resumable.
 
-Nothing lands under its final name until the bytes match the published checksum and the extraction has
-finished; a failure leaves the target folder as it was.
+The bytes stream into ``.NAME.part`` beside the target, hashed as they arrive; the target appears under its name
+only once the checksum matches (a mismatch removes the partial file, so nothing is left behind). A transfer cut
+short keeps the partial file, and the next fetch asks the server for the rest (HTTP ``Range``). A progress bar
+(tqdm) is shown when asked for. An unreachable server is one line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnet.errors import DataError
-from dnet.files import atomic_path
+from tqdm import tqdm
+
+from dnet.errors import DataError, DownloadError
+from dnet.files import check_output_path
+
+try:  # one download per partial file at a time (POSIX advisory lock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+BLOCK = 1 << 20
+TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,7 @@ class Download:
     filename: str  # what the downloaded file is called
     md5: str  # the checksum the data set's authors publish (CIFAR: its web page; SVHN: as torchvision pins it)
     folder: str | None = None  # for an archive: the one top-level folder it must extract to; None: a plain file
+    size: str = ""  # said before a large download starts, e.g. "about 1.3 GB"
 
 
 # Checksums: CIFAR from https://www.cs.toronto.edu/~kriz/cifar.html (binary versions); SVHN the MD5s
@@ -38,6 +54,9 @@ DOWNLOADS: dict[str, list[Download]] = {
                            "eb5a983be6a315427106f1b164d9cef3")],
     "svhn/train": [Download("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "train_32x32.mat",
                             "e26dedcc434d2e4c54c9b2d4a06d8373")],
+    # the 531,131 extra training digits the paper trains on too (Sec. 4.1)
+    "svhn/extra": [Download("http://ufldl.stanford.edu/housenumbers/extra_32x32.mat", "extra_32x32.mat",
+                            "a93ce644f1a588dc4d68dda5feec44a7", size="about 1.3 GB")],
 }
 
 
@@ -49,26 +68,113 @@ def where_to_get(name: str) -> str:
     return ", ".join(urls) if urls else "its distribution"
 
 
-def _open_url(url: str):
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str  # of the whole file, whatever checksum the publisher gives
+    size: int
+    resumed_from: int = 0  # bytes that were already there from an earlier, interrupted fetch
+
+
+def _open_url(url: str, headers: dict[str, str] | None = None):
     """The response stream (a seam for tests; ``file://`` URLs work too)."""
-    return urllib.request.urlopen(url, timeout=60)  # noqa: S310 (URLs come from DOWNLOADS)
+    request = urllib.request.Request(url, headers={"User-Agent": "dnet", **(headers or {})})
+    return urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 (URLs come from dnet's own records)
 
 
-def fetch(url: str, target: str | os.PathLike, md5: str) -> Path:
-    """Stream ``url`` to ``target``, hashing as it goes; a checksum mismatch leaves no file behind."""
+def part_path(target: str | os.PathLike) -> Path:
+    """Where an unfinished download of ``target`` is kept until it is complete and checked."""
     target = Path(target)
-    digest = hashlib.md5(usedforsecurity=False)
+    return target.with_name(f".{target.name}.part")
+
+
+def _reason(e: BaseException) -> str:
+    """One line for what went wrong; a failure to connect says the network may be down."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    reason = getattr(e, "reason", None) or e
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return f"{text} (no network?)" if isinstance(e, urllib.error.URLError) and isinstance(reason, OSError) else text
+
+
+def _matches(digest: str, expected: str) -> bool:
+    """A full digest, or the prefix a publisher gives (torchvision: 8 hex digits)."""
+    return len(expected) >= 8 and digest.startswith(expected.lower())
+
+
+def _start(url: str, have: int):
+    """Open ``url``, asking for the bytes from ``have`` on; returns (response, offset the body starts at, total)."""
     try:
-        with atomic_path(target) as tmp, _open_url(url) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
+        response = _open_url(url, {"Range": f"bytes={have}-"} if have else None)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the partial file is no prefix of what the server has now: start over
+            return _start(url, 0)
+        raise
+    status = getattr(response, "status", None)
+    headers = response.headers
+    if (headers.get("Content-Type") or "").startswith("text/html"):
+        response.close()
+        raise DownloadError(f"{url}: the server sent a web page, not the file (moved, removed or over its quota?); "
+                            "nothing was kept")
+    length = int(headers["Content-Length"]) if headers.get("Content-Length", "").isdigit() else None
+    if have and status == 206 and (headers.get("Content-Range") or "").startswith(f"bytes {have}-"):
+        total = headers["Content-Range"].rpartition("/")[2]
+        return response, have, int(total) if total.isdigit() else None
+    return response, 0, length
+
+
+def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256: str | None = None,
+          progress: bool = False) -> Fetched:
+    """Stream ``url`` to ``target``, checked against ``md5`` and/or ``sha256`` (a full digest or a published prefix).
+
+    A checksum mismatch removes everything it wrote. A cut-off transfer keeps ``part_path(target)`` and raises;
+    calling again resumes where it stopped.
+    """
+    target = check_output_path(target)
+    part = part_path(target)
+    try:
+        response, offset, total = _start(url, part.stat().st_size if part.is_file() else 0)
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"cannot download {url}: {_reason(e)}") from None
+    sha, md = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    # opened without truncating: a second process must not clobber the first one's bytes before the lock says no
+    with response, os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o666), "r+b") as out:
+        if fcntl is not None:
+            try:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise DownloadError(f"{part}: another process is downloading {target.name}") from None
+        while offset and (block := out.read(min(BLOCK, offset - out.tell()))):  # hash what an earlier fetch kept
+            sha.update(block)
+            md.update(block)
+        out.seek(offset)
+        out.truncate()
+        size = offset
+        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                   disable=not progress, file=sys.stderr, leave=False)
+        try:
+            with bar:
+                while block := response.read(BLOCK):
+                    out.write(block)
+                    sha.update(block)
+                    md.update(block)
+                    size += len(block)
+                    bar.update(len(block))
+        except (OSError, http.client.HTTPException) as e:
             out.flush()
-            if digest.hexdigest() != md5.lower():
-                raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); nothing was kept")
-    except OSError as e:
-        raise DataError(f"cannot download {url}: {e}") from None
-    return target
+            raise DownloadError(f"cannot download {url}: {_reason(e)} after {size:,} bytes; the partial file "
+                                f"{part} is kept, and fetching again resumes it") from None
+        out.flush()
+        os.fsync(out.fileno())
+    if total is not None and size < total:
+        raise DownloadError(f"cannot download {url}: the connection closed after {size:,} of {total:,} bytes; the "
+                            f"partial file {part} is kept, and fetching again resumes it")
+    for name, digest, expected in (("md5", md.hexdigest(), md5), ("sha256", sha.hexdigest(), sha256)):
+        if expected and not (_matches(digest, expected) if name == "sha256" else digest == expected.lower()):
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: checksum mismatch ({name} {digest}, expected {expected}); nothing was kept")
+    os.replace(part, target)
+    return Fetched(target, sha.hexdigest(), size, offset)
 
 
 def extract_folder(archive: str | os.PathLike, into: str | os.PathLike, folder: str) -> Path:
@@ -107,8 +213,10 @@ def download(key: str, root: str | os.PathLike) -> None:
         present = root / (item.folder or item.filename)
         if present.exists():
             continue
+        if item.size:
+            print(f"downloading {item.filename} ({item.size}) from {item.url} into {root}", file=sys.stderr, flush=True)
         if item.folder is None:
-            fetch(item.url, present, item.md5)
+            fetch(item.url, present, item.md5, progress=bool(item.size) and sys.stderr.isatty())
             continue
         archive = root / item.filename
         fetch(item.url, archive, item.md5)
@@ -118,4 +226,4 @@ def download(key: str, root: str | os.PathLike) -> None:
             archive.unlink(missing_ok=True)
 
 
-__all__ = ["DOWNLOADS", "Download", "download", "extract_folder", "fetch"]
+__all__ = ["DOWNLOADS", "Download", "Fetched", "download", "extract_folder", "fetch", "part_path"]

@@ -1,32 +1,31 @@
-"""DenseNet models and the zoo of the paper's configurations."""
+"""DenseNet models and the zoo of the paper's configurations.
+
+The configuration (``config``), the zoo and the analytic ``summary`` need no PyTorch; ``DenseNet`` and
+``create_model`` are looked up on first use (PEP 562), so ``dnet models`` lists the zoo without importing torch.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 
 from dnet.models import zoo
-from dnet.models.densenet import DenseNet, DenseNetConfig
+from dnet.models.config import DenseNetConfig
+from dnet.models.zoo import resolve_config
+
+# public name -> module that defines it (importing it loads PyTorch)
+_LAZY = {"DenseNet": "dnet.models.densenet", "create_model": "dnet.models.factory"}
 
 
-def resolve_config(name_or_config: str | DenseNetConfig, *, num_classes: int | None = None) -> DenseNetConfig:
-    """A zoo name or a configuration, with the class count replaced when given."""
-    cfg = zoo.get(name_or_config).config if isinstance(name_or_config, str) else name_or_config
-    if num_classes is not None:
-        cfg = dataclasses.replace(cfg, num_classes=num_classes)
-    return cfg
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dnet.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 
-def create_model(
-    name_or_config: str | DenseNetConfig, *, num_classes: int | None = None, memory_efficient: bool = False
-) -> DenseNet:
-    """A freshly initialised DenseNet from a zoo name (``"densenet121"``) or a :class:`DenseNetConfig`.
-
-    ``model.meta`` says what the model expects (``zoo.artifact_meta``), so it exports without further options.
-    """
-    config = resolve_config(name_or_config, num_classes=num_classes)
-    model = DenseNet(config, memory_efficient=memory_efficient)
-    model.meta = zoo.artifact_meta(config, name=name_or_config if isinstance(name_or_config, str) else None)
-    return model
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = ["DenseNet", "DenseNetConfig", "create_model", "resolve_config", "zoo"]

@@ -5,117 +5,24 @@ torchvision weights with ``strict=True`` (and the reverse). Where the Lua code (
 ``models/densenet.lua``) differs from torchvision, dnet follows Lua: dropout after every convolution but the
 first (also after the bottleneck's 1x1 and the transition's conv), optional convolution biases, and the Lua
 initialisation.
+
+timm's deep-stem variants (``densenet264d``, ``densenetblur121d``) are two configuration fields: ``stem="deep"``
+(three 3x3 convolutions, timm's key names ``conv0``/``norm0``/``conv1``/``norm1``/``conv2``/``norm2``) and
+``blur_pool`` (timm's ``BlurPool2d`` after a stride-1 max-pooling in the stem).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-from dnet.errors import ConfigError
-
-STEMS = ("cifar", "imagenet")
-# The input each stem was designed for: CIFAR/SVHN 32×32 images; ImageNet 224×224 crops (the paper, Sec. 4.1).
-INPUT_SIZE = {"cifar": 32, "imagenet": 224}
-
-
-@dataclass(frozen=True)
-class DenseNetConfig:
-    """Every field of a DenseNet; the defaults are the paper's DenseNet-BC on CIFAR."""
-
-    block_config: tuple[int, ...] = (16, 16, 16)  # dense layers per block
-    growth_rate: int = 12  # k
-    bottleneck: bool = True  # BC: BN-ReLU-Conv1x1(bn_size*k) before the 3x3
-    compression: float = 0.5  # theta: a transition keeps floor(theta * c) channels
-    init_features: int = 24  # output channels of the first convolution
-    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv, BN, ReLU, 3x3/2 max-pool
-    num_classes: int = 10
-    drop_rate: float = 0.0
-    bn_size: int = 4  # bottleneck width in multiples of k
-    conv_bias: bool = False  # some Lua checkpoints (nn backend) have convolution biases
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "block_config", tuple(int(n) for n in self.block_config))
-        self.validate()
-
-    def validate(self) -> None:
-        if not self.block_config:
-            raise ConfigError("block_config: at least one dense block is needed")
-        if any(n <= 0 for n in self.block_config):
-            raise ConfigError(f"block_config: every block needs at least one layer, got {self.block_config}")
-        if self.growth_rate <= 0:
-            raise ConfigError(f"growth_rate: must be a positive integer, got {self.growth_rate}")
-        if not 0.0 < self.compression <= 1.0:
-            raise ConfigError(f"compression: theta must lie in (0, 1], got {self.compression}")
-        if self.init_features <= 0:
-            raise ConfigError(f"init_features: must be a positive integer, got {self.init_features}")
-        if self.stem not in STEMS:
-            raise ConfigError(f"stem: must be one of {', '.join(STEMS)}, got {self.stem!r}")
-        if self.num_classes <= 0:
-            raise ConfigError(f"num_classes: must be a positive integer, got {self.num_classes}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ConfigError(f"drop_rate: must lie in [0, 1), got {self.drop_rate}")
-        if self.bn_size <= 0:
-            raise ConfigError(f"bn_size: must be a positive integer, got {self.bn_size}")
-
-    @classmethod
-    def from_depth(cls, depth: int, growth_rate: int, *, bottleneck: bool, **fields) -> DenseNetConfig:
-        """The paper's CIFAR rule: L = 3·n + 4 (DenseNet) or 6·n + 4 (DenseNet-BC), three equal blocks."""
-        per_layer = 6 if bottleneck else 3
-        if depth < 4 + per_layer or (depth - 4) % per_layer:
-            kind = "DenseNet-BC" if bottleneck else "DenseNet"
-            raise ConfigError(
-                f"depth: {kind} needs depth = {per_layer}·n + 4 with n ≥ 1 (e.g. {per_layer * 6 + 4}), got {depth}"
-            )
-        n = (depth - 4) // per_layer
-        fields.setdefault("compression", 0.5 if bottleneck else 1.0)
-        fields.setdefault("init_features", 2 * growth_rate if bottleneck else 16)
-        return cls(block_config=(n, n, n), growth_rate=growth_rate, bottleneck=bottleneck, **fields)
-
-    @property
-    def depth(self) -> int:
-        """Layers with weights: convolutions and the classifier, counted as the paper counts them."""
-        per_layer = 2 if self.bottleneck else 1
-        return sum(self.block_config) * per_layer + len(self.block_config) + 1
-
-    def channels(self) -> list[tuple[int, int]]:
-        """(input channels, output channels) of every dense block, in order."""
-        out, c = [], self.init_features
-        for i, n in enumerate(self.block_config):
-            c_out = c + n * self.growth_rate
-            out.append((c, c_out))
-            c = c_out if i == len(self.block_config) - 1 else math.floor(c_out * self.compression)
-        return out
-
-    @property
-    def input_size(self) -> int:
-        """The input height and width this configuration's stem was designed for."""
-        return INPUT_SIZE[self.stem]
-
-    @property
-    def num_features(self) -> int:
-        """Channels entering the classifier."""
-        return self.channels()[-1][1]
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["block_config"] = list(self.block_config)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DenseNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
-        return cls(**d)
+# The configuration lives in a torch-free module (the zoo and `dnet models` read it without PyTorch); re-exported here.
+from dnet.models.config import INPUT_SIZE, POOLED_STEMS, STEMS, DenseNetConfig
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -226,6 +133,42 @@ class _Transition(nn.Sequential):
         return self.pool(x)
 
 
+class BlurPool(nn.Module):
+    """timm's ``BlurPool2d`` (filter size 3, stride 2, reflect padding): a fixed per-channel binomial blur.
+
+    The filter is a non-persistent buffer, as in timm, so it is not part of the state dict.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        self.register_buffer("filt", (taps[:, None] * taps[None, :]).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), self.filt, stride=2, groups=self.filt.shape[0])
+
+
+def _stem(cfg: DenseNetConfig) -> list[tuple[str, nn.Module]]:
+    """The stem's modules under torchvision's names (timm's for the deep stem)."""
+    bias, c = cfg.conv_bias, cfg.init_features
+    if cfg.stem == "cifar":
+        return [("conv0", nn.Conv2d(3, c, 3, padding=1, bias=bias))]
+    if cfg.blur_pool:
+        pool: nn.Module = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), BlurPool(c))
+    else:
+        pool = nn.MaxPool2d(3, stride=2, padding=1)
+    if cfg.stem == "imagenet":
+        return [("conv0", nn.Conv2d(3, c, 7, stride=2, padding=3, bias=bias)), ("norm0", nn.BatchNorm2d(c)),
+                ("relu0", nn.ReLU(inplace=True)), ("pool0", pool)]
+    w = cfg.stem_width
+    convs = [(3, w, 2), (w, w, 1), (w, c, 1)]
+    out: list[tuple[str, nn.Module]] = []
+    for i, (c_in, c_out, stride) in enumerate(convs):
+        out += [(f"conv{i}", nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)),
+                (f"norm{i}", nn.BatchNorm2d(c_out)), (f"relu{i}", nn.ReLU(inplace=True))]
+    return [*out, ("pool0", pool)]
+
+
 class DenseNet(nn.Module):
     """A DenseNet built from a :class:`DenseNetConfig`.
 
@@ -240,18 +183,7 @@ class DenseNet(nn.Module):
         self.config = config
         self.meta = None
         cfg = config
-        bias = cfg.conv_bias
-        stem: list[tuple[str, nn.Module]]
-        if cfg.stem == "imagenet":
-            stem = [
-                ("conv0", nn.Conv2d(3, cfg.init_features, 7, stride=2, padding=3, bias=bias)),
-                ("norm0", nn.BatchNorm2d(cfg.init_features)),
-                ("relu0", nn.ReLU(inplace=True)),
-                ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
-            ]
-        else:
-            stem = [("conv0", nn.Conv2d(3, cfg.init_features, 3, padding=1, bias=bias))]
-        self.features = nn.Sequential(OrderedDict(stem))
+        self.features = nn.Sequential(OrderedDict(_stem(cfg)))
         channels = cfg.channels()
         for i, (n, (c_in, c_out)) in enumerate(zip(cfg.block_config, channels, strict=False)):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(n, c_in, cfg, memory_efficient))
@@ -310,3 +242,6 @@ def measure_bn_statistics(model: nn.Module, batch: Tensor) -> nn.Module:
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
     return model.eval()
+
+
+__all__ = ["INPUT_SIZE", "POOLED_STEMS", "STEMS", "DenseNet", "DenseNetConfig", "measure_bn_statistics"]

@@ -4,9 +4,10 @@ Array data sets (CIFAR, SVHN, digits) are augmented a whole batch at a time on t
 ``datasets/cifar10.lua``: ColorNormalize, HorizontalFlip(0.5), RandomCrop(32, 4) — so the 4-pixel zero
 padding is zero *after* normalisation (the mean colour). The random choices for an epoch are drawn up front
 from (seed, epoch) per sample index, so they do not depend on the batch size, the number of processes or
-where a run was resumed. ImageNet follows ``datasets/imagenet.lua``: RandomSizedCrop(224) (bicubic),
-ColorJitter(brightness 0.4, contrast 0.4, saturation 0.4) in random order, PCA Lighting(0.1) with the
-fb.resnet.torch eigenvalues and eigenvectors, ColorNormalize, HorizontalFlip(0.5).
+where a run was resumed. ImageNet follows ``datasets/imagenet.lua``: RandomSizedCrop(224) with Lua's
+``image.scale`` bicubic (no antialiasing, computed as dnet's torch7 preprocessing computes it), ColorJitter
+(brightness 0.4, contrast 0.4, saturation 0.4) in random order, PCA Lighting(0.1) with the fb.resnet.torch
+eigenvalues and eigenvectors, ColorNormalize, HorizontalFlip(0.5).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from dnet.data.specs import PreprocessSpec
+from dnet.data.transforms import center_crop, lua_load, lua_scale, lua_scale_bicubic
 
 # fb.resnet.torch datasets/imagenet.lua: PCA of ImageNet RGB pixels on the [0, 1] scale.
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
@@ -61,7 +63,7 @@ class ArrayAugment:
 
     def apply(self, x: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
         """Augment a normalised batch N×3×H×W with the drawn choices of its samples."""
-        if flips.any():
+        if self.flip and flips.any():  # a set that never flips (digits) ignores stray flags
             x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
         p, s = self.padding, self.size
         if p == 0 and x.shape[-1] == s and x.shape[-2] == s:
@@ -70,12 +72,13 @@ class ArrayAugment:
         return torch.stack([padded[i, :, dy:dy + s, dx:dx + s] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-# Augmentation of each array data set: the Lua CIFAR recipe; SVHN trains without augmentation (paper,
-# Sec. 4.1); digits shifts by up to one pixel and never flips (a mirrored digit is another glyph or none).
+# Augmentation of each array data set: the Lua CIFAR recipe. SVHN trains without augmentation (paper, Sec. 4.1);
+# forced on (--augment), it shifts like CIFAR but never flips, nor does digits (up to one pixel): a mirrored digit
+# is another glyph or none.
 ARRAY_AUGMENT = {
     "cifar10": ArrayAugment(32, 4, True),
     "cifar100": ArrayAugment(32, 4, True),
-    "svhn": ArrayAugment(32, 4, True),
+    "svhn": ArrayAugment(32, 4, False),
     "digits": ArrayAugment(8, 1, False),
 }
 
@@ -83,43 +86,28 @@ ARRAY_AUGMENT = {
 # ---- ImageNet: one image at a time (PIL in, tensor out) ------------------------------------------------
 
 
-def random_sized_crop(img, size: int, g: torch.Generator):
-    """Inception-style crop: 8%-100% of the area, aspect 3/4-4/3, 10 tries, else Scale + CenterCrop."""
-    from PIL import Image
+def _lua_round(x: float) -> int:
+    """``torch.round`` on a number: half away from zero (Python's ``round`` rounds half to even)."""
+    return math.floor(x + 0.5)
 
-    width, height = img.size
+
+def random_sized_crop(x: np.ndarray, size: int, g: torch.Generator) -> np.ndarray:
+    """transforms.lua RandomSizedCrop on a float32 3×H×W image: 8%-100% of the area, aspect 3/4-4/3, 10 tries,
+    the crop scaled to size×size with ``image.scale``'s bicubic (no antialiasing); else Scale + CenterCrop."""
+    _, height, width = x.shape
     area = width * height
     for _ in range(10):
         target = float(torch.empty(1).uniform_(0.08, 1.0, generator=g)) * area
         aspect = float(torch.empty(1).uniform_(3 / 4, 4 / 3, generator=g))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
+        w = _lua_round(math.sqrt(target * aspect))
+        h = _lua_round(math.sqrt(target / aspect))
         if float(torch.rand(1, generator=g)) < 0.5:
             w, h = h, w
         if h <= height and w <= width:
             y1 = int(torch.randint(0, height - h + 1, (1,), generator=g))
             x1 = int(torch.randint(0, width - w + 1, (1,), generator=g))
-            return img.crop((x1, y1, x1 + w, y1 + h)).resize((size, size), Image.BICUBIC)
-    return center_crop(scale(img, size), size)
-
-
-def scale(img, size: int):
-    """Shorter side to ``size`` (bicubic), as transforms.lua's Scale."""
-    from PIL import Image
-
-    w, h = img.size
-    if min(w, h) == size:
-        return img
-    if w < h:
-        return img.resize((size, round(h / w * size)), Image.BICUBIC)
-    return img.resize((round(w / h * size), size), Image.BICUBIC)
-
-
-def center_crop(img, size: int):
-    """Centre crop with the offsets rounded up, as transforms.lua's CenterCrop."""
-    w, h = img.size
-    x1, y1 = math.ceil((w - size) / 2), math.ceil((h - size) / 2)
-    return img.crop((x1, y1, x1 + size, y1 + size))
+            return lua_scale_bicubic(x[:, y1:y1 + h, x1:x1 + w], size, size)
+    return center_crop(lua_scale(x, size), size)
 
 
 def _grayscale(x: Tensor) -> Tensor:
@@ -158,9 +146,9 @@ def lighting(x: Tensor, g: torch.Generator, alphastd: float = 0.1) -> Tensor:
 
 
 def imagenet_train(img, spec: PreprocessSpec, g: torch.Generator, size: int = 224) -> Tensor:
-    """One training image (PIL, RGB) -> normalised 3×size×size float tensor, the fb.resnet.torch way."""
-    img = random_sized_crop(img.convert("RGB"), size, g)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    """One training image (PIL) -> normalised 3×size×size float tensor, the fb.resnet.torch way: loaded and
+    resized as Lua Torch7 does it (``image.load`` floats, ``image.scale`` bicubic), then jitter, lighting, flip."""
+    x = torch.from_numpy(random_sized_crop(lua_load(img), size, g))
     x = color_jitter(x, g)
     x = lighting(x, g)
     x = (x - torch.tensor(spec.mean).view(3, 1, 1)) / torch.tensor(spec.std).view(3, 1, 1)

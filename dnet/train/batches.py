@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.utils.data
 
-from dnet.data.datasets import ArrayDataset, open_dataset
+from dnet.data.datasets import ArrayDataset, open_dataset, open_train_val
 from dnet.data.download import where_to_get
 from dnet.data.images import open_image
 from dnet.data.specs import PreprocessSpec, get_spec
@@ -26,7 +26,11 @@ from dnet.train.recipe import TrainConfig
 
 
 def open_training_data(cfg: TrainConfig):
-    """(train, test) through ``open_dataset``; a missing folder gets a line saying how to get the data."""
+    """(train, validation or None, test); a missing folder gets a line saying how to get the data.
+
+    The validation split is the one the recipe holds out of the training data (SVHN: 6,000 images, the paper's
+    model selection); other data sets have none and select on the test split, as train.lua does.
+    """
     if cfg.dataset != "digits" and not cfg.download:
         if cfg.data is None:
             raise DataError(f"--data is needed for {cfg.dataset}: a folder holding it "
@@ -34,11 +38,11 @@ def open_training_data(cfg: TrainConfig):
         if not Path(cfg.data).is_dir():
             raise DataError(f"data folder {cfg.data} does not exist: put {cfg.dataset} there "
                             f"(from {where_to_get(cfg.dataset)}) or pass --download")
-    train_set = open_dataset(cfg.dataset, cfg.data, "train", download=cfg.download)
+    train_set, val_set = open_train_val(cfg.dataset, cfg.data, download=cfg.download)
     test_set = open_dataset(cfg.dataset, cfg.data, "test", download=cfg.download)
     if len(train_set) == 0 or len(test_set) == 0:
         raise DataError(f"data set {cfg.dataset} in {cfg.data}: the train or test split is empty")
-    return train_set, test_set
+    return train_set, val_set, test_set
 
 
 def dataset_spec(ds) -> PreprocessSpec:

@@ -3,7 +3,9 @@
 Defaults follow the DenseNet repository (``opts.lua``, ``train.lua``) and the paper (Sec. 4.2): SGD with
 Nesterov momentum 0.9, dampening 0, weight decay 1e-4 on every parameter (the Lua ``optim.sgd`` decays the
 flat parameter vector, BN and biases included), initial lr 0.1; CIFAR/SVHN batch 64, lr ÷10 at 50% and 75%
-of the epochs, 300 (CIFAR) / 40 (SVHN) epochs; ImageNet batch 256, 90 epochs, ÷10 every 30.
+of the epochs, 300 (CIFAR) / 40 (SVHN) epochs; ImageNet batch 256, 90 epochs, ÷10 every 30. SVHN (Sec. 4.1, no
+Lua loader exists): train + extra less 6,000 held-out images, pixels ÷ 255, no augmentation (so dropout 0.2),
+and the model with the lowest validation error kept as best.pth (``dnet.data.svhn``).
 """
 
 from __future__ import annotations

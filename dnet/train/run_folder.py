@@ -22,6 +22,7 @@ CURVES_PNG = "curves.png"
 LAST = "last.pth"
 BEST = "best.pth"
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "time_s", "img_per_s")
+VAL_FIELDS = ("val_loss", "val_error")  # runs that hold a validation split out of training (SVHN)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -56,10 +57,11 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict]:
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    fields = METRIC_FIELDS + tuple(k for k in VAL_FIELDS if history and k in history[0])
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: row[k] for k in METRIC_FIELDS})
+        writer.writerow({k: row[k] for k in fields})
     atomic_write_text(run_dir / METRICS_CSV, buf.getvalue())
 
 

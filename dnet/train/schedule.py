@@ -2,7 +2,9 @@
 
 ``multistep`` is ``train.lua``'s CIFAR rule (÷10 once epoch ≥ 50% and again once ≥ 75% of the epochs, the
 epoch counted from 1 as in Lua), ``step30`` its ImageNet rule (÷10 every 30 epochs), ``cosine`` the
-memory-efficient tech report's per-iteration 0.5·lr0·(1 + cos(π·t/T)), t the iteration, T all iterations.
+tech-report models' per-iteration ``learningRateCosine``: 0.5·lr0·(1 + cos(π·t/T)) with T = epochs × iterations
+per epoch and t = (epoch − 1)·iterations + iter counted from 1 as in Lua, so the first step is already below lr0
+and the last step's learning rate is 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def learning_rate(schedule: str, lr0: float, epoch: int, epochs: int, iteration:
     if schedule == "step30":
         return lr0 * 0.1 ** (epoch // 30)
     if schedule == "cosine":
-        t = epoch * iterations_per_epoch + iteration
+        t = epoch * iterations_per_epoch + iteration + 1  # train.lua: T_cur = (epoch-1)·nBatches + iter, iter from 1
         total = epochs * iterations_per_epoch
         return 0.5 * lr0 * (1.0 + math.cos(math.pi * t / total))
     raise UsageError(f"unknown lr schedule {schedule!r}; choose from multistep, step30, cosine")

@@ -47,7 +47,7 @@ from dnet.train.run_folder import (
 class TrainResult:
     run_dir: Path
     epochs_done: int
-    best_error: float
+    best_error: float  # test error of best.pth (selected on the validation split where the recipe has one)
     final_error: float
     history: list[dict]
     model: DenseNet
@@ -104,7 +104,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
 
     # 1. the run folder and the data
     cfg, run_dir, ckpt = _run_folder(cfg, resume, d)
-    train_set, test_set = open_training_data(cfg)
+    train_set, val_set, test_set = open_training_data(cfg)
     config = cfg.model_config(train_set.num_classes)
     labels_max = int(np.max(train_set.labels))
     if labels_max >= config.num_classes:
@@ -133,21 +133,27 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
             scaler.load_state_dict(state["scaler"])
         start_epoch, best_error, history = state["epoch"], state["best_error"], list(state["history"])
         set_rng_state(state["rng"][d.rank])
+    # best.pth: the lowest validation error where the recipe holds images out (SVHN, as the paper reports), else
+    # the lowest test error (train.lua); best_error is the test error of that model
+    select = "val_error" if val_set is not None else "test_error"
+    best_score = min((row[select] for row in history), default=math.inf)
 
     spec, name = dataset_spec(train_set), model_name(config, cfg)
 
     def meta(extra: dict) -> ArtifactMeta:
         return zoo.artifact_meta(config, name=name, preprocess=spec, input_size=spec.input_size,
-                                 extra={"trained_by": "dnet train", "dataset": cfg.dataset, **extra})
+                                 extra={"trained_by": "dnet train", "dataset": cfg.dataset, "augmented": cfg.augment,
+                                        **extra})
 
     if d.main:
         write_config(run_dir, {"train": cfg.to_dict(), "model": config.to_dict(), "model_name": name,
                                "world_size": d.world, "global_batch": cfg.batch * d.world, "dnet_version": __version__})
-    _announce(say, cfg, d, config, name, model, train_set, test_set, start_epoch, ckpt is not None, run_dir)
+    _announce(say, cfg, d, config, name, model, train_set, val_set, test_set, start_epoch, ckpt is not None, run_dir)
 
     # 3. epochs: train, test, then checkpoints, metrics and curves (rank 0), each written atomically
     progress = d.main and not cfg.quiet and sys.stderr.isatty()
     test_batches = Batches(test_set, cfg, d, train=False, epoch=0)
+    val_batches = Batches(val_set, cfg, d, train=False, epoch=0) if val_set is not None else None
     for epoch in range(start_epoch, cfg.epochs):
         row = {"epoch": epoch + 1}
         row.update(train_epoch(net, Batches(train_set, cfg, d, train=True, epoch=epoch), optimizer, scaler, cfg,
@@ -156,19 +162,24 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
             for b in model.buffers():
                 dist.broadcast(b, 0)
         row.update(evaluate_split(model, test_batches, cfg, d))
+        if val_batches is not None:
+            row.update({f"val_{k[len('test_'):]}": v for k, v in evaluate_split(model, val_batches, cfg, d).items()})
         history.append(row)
-        is_best = row["test_error"] < best_error
-        best_error = min(best_error, row["test_error"])
+        is_best = row[select] < best_score
+        if is_best:
+            best_score, best_error = row[select], row["test_error"]
         state = training_state(model, optimizer, scaler, cfg, epoch + 1, best_error, history, d)
         if d.main:
-            m = meta({"epoch": epoch + 1, "test_error": row["test_error"]})
+            m = meta({"epoch": epoch + 1, **{k: row[k] for k in ("test_error", "val_error") if k in row}})
             save_checkpoint(run_dir / LAST, model, m, train=state)
             if is_best:
                 save_checkpoint(run_dir / BEST, model, m, train=state)
             write_metrics(run_dir, history)
             plot_curves(history, run_dir / CURVES_PNG, f"{describe(config)} on {cfg.dataset}")
             say(f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
-                f"train error {row['train_error']:5.2f}%  test error {row['test_error']:5.2f}%  "
+                f"train error {row['train_error']:5.2f}%  "
+                + (f"val error {row['val_error']:5.2f}%  " if "val_error" in row else "")
+                + f"test error {row['test_error']:5.2f}%  "
                 f"lr {row['lr']:.4g}  {row['time_s']:.1f}s  {row['img_per_s']:.0f} img/s" + ("  *" if is_best else ""))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
@@ -178,13 +189,14 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
                        meta({"epoch": len(history), "test_error": final}), d.main)
 
 
-def _announce(say, cfg, d, config, name, model, train_set, test_set, start_epoch, resumed, run_dir) -> None:
+def _announce(say, cfg, d, config, name, model, train_set, val_set, test_set, start_epoch, resumed, run_dir) -> None:
     if start_epoch >= cfg.epochs:
         say(f"{run_dir}: already trained {start_epoch} epochs (--epochs {cfg.epochs}); nothing to do")
         return
     params = sum(p.numel() for p in model.parameters())
     say(f"{'resuming' if resumed else 'training'} {name if name != 'custom' else describe(config)} ({params:,} "
-        f"parameters, dropout {config.drop_rate:g}) on {cfg.dataset}: {len(train_set)} train / {len(test_set)} test "
+        f"parameters, dropout {config.drop_rate:g}) on {cfg.dataset}: {len(train_set)} train / "
+        + (f"{len(val_set)} validation / " if val_set is not None else "") + f"{len(test_set)} test "
         f"images, epochs {start_epoch + 1}-{cfg.epochs}, lr {cfg.lr:g} {cfg.lr_schedule}, device {d.device}")
     if d.enabled:
         say(f"{d.world} processes: global batch {cfg.batch * d.world} = {cfg.batch} per process × {d.world}")

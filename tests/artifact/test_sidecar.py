@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from dnet.artifact.sidecar import check_compatible, read_sidecar, sidecar_path, write_sidecar
+from dnet.artifact.sidecar import (
+    check_compatible,
+    read_sidecar,
+    runs_version_compatible,
+    sidecar_path,
+    write_sidecar,
+)
 from dnet.data.specs import get_spec
 from dnet.errors import EngineError, FileFormatError
 from tests.engines.tensorrt_standins import sidecar
@@ -62,29 +69,49 @@ def test_read_sidecar_refuses_missing_corrupt_and_foreign_files(tmp_path):
 # Compatibility.
 
 REBUILD = "rebuild it here: dnet convert m.onnx --from onnx --to trt -o m.plan"
+A10 = "NVIDIA A10"  # the GPU the stand-in sidecar was built on (compute capability 8.6)
 
 
-def test_same_version_and_compute_capability_is_accepted():
-    assert check_compatible(sidecar(), "10.16.1.11", (8, 6)) is None
+def test_same_version_and_gpu_is_accepted():
+    assert check_compatible(sidecar(), "10.16.1.11", (8, 6), A10) is None
 
 
 def test_other_tensorrt_version_is_refused_with_how_to_rebuild():
     with pytest.raises(EngineError) as e:
-        check_compatible(sidecar(), "10.16.0.72", (8, 6))
+        check_compatible(sidecar(), "10.16.0.72", (8, 6), A10)
     assert str(e.value) == (
         f"m.plan was built with TensorRT 10.16.1.11 but this is TensorRT 10.16.0.72; {REBUILD} "
         "(or build with --version-compatible)"
     )
 
 
-def test_version_compatible_plan_runs_on_later_versions_only():
-    vc = sidecar(version_compatible=True)
-    assert check_compatible(vc, "10.16.1.11", (8, 6)) is None
-    assert check_compatible(vc, "11.4.0.106", (8, 6)) is None  # NVIDIA: 10.x version-compatible plans run on 11.x
-    for older_or_too_new in ("10.9.0.34", "12.0.0.1"):
-        with pytest.raises(EngineError, match=rf"built version-compatible with TensorRT 10\.16\.1\.11, which "
-                                              rf"TensorRT {older_or_too_new} cannot run"):
-            check_compatible(vc, older_or_too_new, (8, 6))
+@pytest.mark.parametrize("built, running, runs", [
+    ("10.16.1.11", "10.16.1.11", True),
+    ("10.9.0.34", "10.16.1.11", True),  # later releases of the same major
+    ("10.16.1.11", "11.4.0.106", True),  # NVIDIA: 10.x version-compatible plans run on 11.x
+    ("8.6.1.6", "10.9.0.34", True),  # and 8.6 on 10.x
+    ("10.16.1.11", "10.9.0.34", False),  # never on an older release
+    ("11.4.0.106", "12.0.0.1", False),  # not N -> N+1 for every N: 11 -> 12 is not in the support matrix
+    ("8.6.1.6", "9.3.0.1", False),
+    ("10.16.1.11", "12.1.0.1", False),
+    ("11.4.0.106", "11.10.0.1", True),  # compared as numbers, not text
+])
+def test_version_compatible_window_follows_nvidia_s_support_matrix(built, running, runs):
+    assert runs_version_compatible(built, running) is runs
+    vc = sidecar(version_compatible=True, tensorrt_version=built)
+    if runs:
+        assert check_compatible(vc, running, (8, 6), A10) is None
+    else:
+        with pytest.raises(EngineError, match=rf"built version-compatible with TensorRT {re.escape(built)}, which "
+                                              rf"TensorRT {re.escape(running)} cannot run \(needs "):
+            check_compatible(vc, running, (8, 6), A10)
+
+
+def test_the_refusal_names_the_versions_that_can_run_it():
+    with pytest.raises(EngineError) as e:
+        check_compatible(sidecar(version_compatible=True), "10.9.0.34", (8, 6), A10)
+    assert str(e.value) == ("m.plan was built version-compatible with TensorRT 10.16.1.11, which TensorRT 10.9.0.34 "
+                            f"cannot run (needs 10.x or 11.x at least as new); {REBUILD}")
 
 
 def test_edited_compute_capability_in_the_sidecar_is_refused(tmp_path):
@@ -95,7 +122,7 @@ def test_edited_compute_capability_in_the_sidecar_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     edited = read_sidecar(tmp_path / "m.plan")
     with pytest.raises(EngineError) as e:
-        check_compatible(edited, "10.16.1.11", (8, 6))
+        check_compatible(edited, "10.16.1.11", (8, 6), A10)
     assert str(e.value) == (
         "m.plan was built for a GPU of compute capability 7.5 (NVIDIA A10) but this GPU has compute capability 8.6; "
         f"{REBUILD} (or build with --hardware-compat ampere+)"
@@ -104,13 +131,22 @@ def test_edited_compute_capability_in_the_sidecar_is_refused(tmp_path):
 
 def test_hardware_compatibility_levels():
     ampere = sidecar(hardware_compat="ampere+")
-    for cc in ((8, 0), (8, 9), (9, 0), (12, 0)):
-        assert check_compatible(ampere, "10.16.1.11", cc) is None
+    for cc, name in (((8, 0), "NVIDIA A100"), ((8, 9), "NVIDIA L4"), ((9, 0), "NVIDIA H100"), ((12, 0), "RTX 5090")):
+        assert check_compatible(ampere, "10.16.1.11", cc, name) is None
     with pytest.raises(EngineError, match=r"built for Ampere or newer GPUs .* compute capability 7\.5"):
-        check_compatible(ampere, "10.16.1.11", (7, 5))
+        check_compatible(ampere, "10.16.1.11", (7, 5), "Tesla T4")
     same = sidecar(hardware_compat="same-cc")
-    assert check_compatible(same, "10.16.1.11", (8, 6)) is None
+    assert check_compatible(same, "10.16.1.11", (8, 6), "NVIDIA A40") is None  # another model, same 8.6
     with pytest.raises(EngineError, match=r"compute capability 8\.6 \(NVIDIA A10\) but this GPU has compute capability 8\.9"):
-        check_compatible(same, "10.16.1.11", (8, 9))
+        check_compatible(same, "10.16.1.11", (8, 9), "NVIDIA L4")
 
 
+def test_without_a_compatibility_level_a_plan_is_specific_to_the_gpu_model():
+    """NVIDIA: without a hardware compatibility level an engine is specific to the GPU model that built it."""
+    with pytest.raises(EngineError) as e:
+        check_compatible(sidecar(), "10.16.1.11", (8, 6), "NVIDIA A40")
+    assert str(e.value) == (
+        "m.plan was built for the NVIDIA A10 and, without a hardware compatibility level, runs only on that GPU model, "
+        f"not on this NVIDIA A40; {REBUILD} (or build with --hardware-compat same-cc to run on any GPU of compute "
+        "capability 8.6)"
+    )

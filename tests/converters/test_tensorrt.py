@@ -7,6 +7,7 @@ every name used is test_tensorrt_api.py's job, that it builds is test_tensorrt_g
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import types
 from pathlib import Path
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import dnet.converters.tensorrt as ct
+from dnet.artifact.layers import read_layers
 from dnet.artifact.sidecar import read_sidecar
 from dnet.converters.tensorrt import BuildOptions, build_plan
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.files import sha256_file
-from tests.engines.tensorrt_standins import INSTALL, META, fake_tensorrt, tiny_onnx
+from tests.engines.tensorrt_standins import ENGINE_INFO, ENGINE_LAYERS, INSTALL, META, fake_tensorrt, tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +82,7 @@ def test_build_refuses_a_file_that_is_not_onnx(tmp_path, no_tensorrt):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The build flow, through a stand-in tensorrt module that records what it is asked.
+# The build flow, through a stand-in tensorrt module that records what it is asked (with each version's real enums).
 
 
 @pytest.fixture
@@ -88,7 +90,7 @@ def gpu(monkeypatch):
     monkeypatch.setattr(ct, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
 
 
-@pytest.mark.parametrize("version, flags", [("10.9.0.34", 1), ("11.4.0.106", 0)])
+@pytest.mark.parametrize("version, flags", [("10.9.0.34", 1 << 1), ("11.4.0.106", 0)])
 def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_path, monkeypatch, gpu, version, flags):
     trt = fake_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -100,15 +102,17 @@ def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_
     plan = build_plan(onnx_path, tmp_path / "m.plan", options)
 
     assert plan == tmp_path / "m.plan" and plan.read_bytes().startswith(b"PLAN:")
-    assert trt.calls["network_flags"] == flags  # 10.x: 1 << STRONGLY_TYPED; 11.x: always strongly typed
+    # 10.x: 1 << STRONGLY_TYPED (= 2; 1 would be EXPLICIT_BATCH, a weakly typed network); 11.x: always strongly typed
+    assert trt.calls["network_flags"] == flags
     assert trt.calls["parsed"] == str(onnx_path)
-    assert trt.calls["pool"] == ("WORKSPACE", 64 << 20)
+    assert trt.calls["pool"] == (trt.MemoryPoolType.WORKSPACE, 64 << 20)
     assert trt.calls["builder_optimization_level"] == 2
-    assert trt.calls["flags"] == ["VERSION_COMPATIBLE"]
-    assert trt.calls["cleared"] == ["TF32"]  # an FP32 layer computes in FP32 unless tf32=True
-    assert trt.calls["hardware_compatibility_level"] == "AMPERE_PLUS"
+    assert trt.calls["flags"] == [trt.BuilderFlag.VERSION_COMPATIBLE]
+    assert trt.calls["cleared"] == [trt.BuilderFlag.TF32]  # an FP32 layer computes in FP32 unless tf32=True
+    assert trt.calls["hardware_compatibility_level"] == trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert trt.calls["profiling_verbosity"] == trt.ProfilingVerbosity.DETAILED
     assert trt.calls["profile"] == ("input", (2, 3, 4, 4), (4, 3, 4, 4), (16, 3, 4, 4))
-    assert trt.calls["cache_in"] == b"earlier" and trt.calls["cache_ignore_mismatch"] is False
+    assert trt.calls["cache_in"] == [b"earlier"] and trt.calls["cache_ignore_mismatch"] is False
     assert cache.read_bytes() == b"earlier+tuned"
 
     side = read_sidecar(plan)
@@ -118,7 +122,21 @@ def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_
     assert (side.onnx, side.version_compatible, side.hardware_compat) == ("m.int8.onnx", True, "ampere+")
     assert side.meta == META and side.meta.calibration["images"] == 64
     assert side.options["workspace_mib"] == 64 and side.options["timing_cache"] == str(cache)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.plan", "m.plan.json", "timing.cache"]
+    assert trt.seen["host_code"] == ("engine_host_code_allowed", True)  # the inspection run deserializes it
+    assert json.loads((tmp_path / "m.plan.layers.json").read_text()) == ENGINE_INFO
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.plan", "m.plan.json", "m.plan.layers.json",
+                                                          "timing.cache"]
+
+
+def test_10x_network_flag_is_strongly_typed_not_explicit_batch(tmp_path, monkeypatch, gpu):
+    """Defect 5: with 10.x's real values, create_network(1) would be EXPLICIT_BATCH, a weakly typed network."""
+    trt = fake_tensorrt("10.16.1.11")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    flags = trt.calls["network_flags"]
+    assert flags & (1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert not flags & (1 << trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    assert flags == 2
 
 
 def test_build_defaults_set_no_optional_option_and_start_a_fresh_timing_cache(tmp_path, monkeypatch, gpu):
@@ -126,10 +144,11 @@ def test_build_defaults_set_no_optional_option_and_start_a_fresh_timing_cache(tm
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert not {"pool", "builder_optimization_level", "flags", "hardware_compatibility_level"} & set(trt.calls)
-    assert trt.calls["cleared"] == ["TF32"]
-    assert trt.calls["cache_in"] == b""
+    assert trt.calls["cleared"] == [trt.BuilderFlag.TF32]
+    assert trt.calls["cache_in"] == [b""]
     assert trt.calls["profile"] == ("input", (1, 3, 4, 4), (8, 3, 4, 4), (32, 3, 4, 4))
     assert read_sidecar(plan).hardware_compat == "none"
+    assert trt.seen["host_code"] is None
 
 
 def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch, gpu):
@@ -164,3 +183,103 @@ def test_ampere_plus_needs_an_ampere_gpu_to_build(tmp_path, monkeypatch):
         build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Defect 2: the timing cache's return values; the sidecar before the cache.
+
+
+@pytest.mark.parametrize("content, why", [(b"other-gpu:sm86:10.9", "set_timing_cache returns False"),
+                                          (b"corrupt\x00\x01", "create_timing_cache returns None")])
+def test_a_timing_cache_tensorrt_refuses_is_replaced_by_an_empty_one_with_a_warning(tmp_path, monkeypatch, gpu, capsys,
+                                                                                     content, why):
+    trt = fake_tensorrt("10.16.1.11")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(content)
+    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
+    assert trt.calls["cache_in"] == [content, b""], why  # the file's cache was tried, then an empty one
+    assert cache.read_bytes() == b"+tuned"  # the new cache replaced the unusable one
+    assert read_sidecar(plan).plan_sha256 == sha256_file(plan)
+    assert capsys.readouterr().err == (
+        f"dnet: warning: timing cache {cache} is not one TensorRT 10.16.1.11 can use on this GPU (corrupt, or made on "
+        "another GPU or TensorRT version); building with an empty cache, which will replace it\n"
+    )
+
+
+def test_a_timing_cache_that_cannot_be_saved_never_leaves_a_plan_without_its_sidecar(tmp_path, monkeypatch, gpu, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
+    cache = tmp_path / "no-such-folder" / "timing.cache"
+    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
+    assert read_sidecar(plan).plan_sha256 == sha256_file(plan)
+    assert capsys.readouterr().err == (
+        f"dnet: warning: the timing cache was not saved to {cache} (output folder {cache.parent} does not exist); "
+        "the plan and its sidecar are written\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defect 6: one logger; --verbose; the progress line; the layer information.
+
+
+def test_one_tensorrt_logger_serves_every_build_and_engine(tmp_path, monkeypatch, gpu):
+    import torch
+
+    import dnet.engines.tensorrt as et
+    from dnet import engines
+
+    trt = fake_tensorrt("10.16.1.11", engine_profile=((1, 3, 4, 4), (8, 3, 4, 4), (32, 3, 4, 4)))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(et, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(cuda_stream=0))
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    plans = [build_plan(onnx_path, tmp_path / f"{name}.plan") for name in ("a", "b")]
+    for plan in plans:
+        engines.open(plan).close()
+    assert len(trt.loggers) == 1
+    assert [owner for owner, _ in trt.logger_users] == ["Builder", "OnnxParser", "Runtime"] * 2 + ["Runtime"] * 2
+    assert all(logger is trt.loggers[0] for _, logger in trt.logger_users)
+
+
+def test_verbose_sends_tensorrt_s_build_log_and_then_quietens_it_again(tmp_path, monkeypatch, gpu, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106"))
+    lines = []
+    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "v.plan", verbose=True, log=lines.append)
+    assert lines == ["TensorRT verbose: Original: 2 layers", "TensorRT info: Total Activation Memory: 4096 bytes"]
+    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "q.plan")
+    assert capsys.readouterr().err == ""  # below WARNING: not shown without --verbose
+
+
+def test_a_long_build_shows_one_progress_line_and_clears_it(tmp_path, monkeypatch, gpu, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
+    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=True)
+    frames = capsys.readouterr().err.split("\r")
+    shown = [f.rstrip() for f in frames if f.strip()]
+    assert shown == [
+        "building: Building engine 0/2",
+        "building: Building engine 0/2 > Tactic selection 0/3",
+        "building: Building engine 0/2 > Tactic selection 1/3",
+        "building: Building engine 0/2 > Tactic selection 2/3",
+        "building: Building engine 0/2 > Tactic selection 3/3",
+        "building: Building engine 0/2",
+        "building: Building engine 1/2",
+        "building:",
+    ]
+    assert frames[-1] == ""  # the line is blanked and the cursor back at its start
+
+
+def test_build_stores_the_inspector_s_layer_information_beside_the_plan(tmp_path, monkeypatch, gpu):
+    trt = fake_tensorrt("10.16.1.11")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    assert trt.seen["inspected"] == trt.LayerInformationFormat.JSON
+    layers = read_layers(plan)
+    assert [layer.name for layer in layers] == ENGINE_LAYERS
+    assert [layer.precision for layer in layers] == ["fp32", "int8", "int8", "int8", "int8", "fp32", "fp32", "fp32"]
+
+
+def test_a_plan_the_inspector_cannot_describe_is_still_written_with_its_sidecar(tmp_path, monkeypatch, gpu, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", engine_info=None))
+    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.plan", "m.plan.json"]
+    err = capsys.readouterr().err
+    assert err.startswith("dnet: warning: no layer information for m.plan (TensorRT's engine information is not JSON")
+    assert read_sidecar(plan).plan_sha256 == sha256_file(plan)

@@ -1,8 +1,15 @@
-"""TensorRT on a GPU: FP32/FP16/INT8 plans of a real Lua checkpoint and of densenet121 against ONNX Runtime CPU.
+"""TensorRT on a GPU: FP32/FP16/INT8 plans against ONNX Runtime CPU on the same typed ONNX files.
 
-Skipped, with the reason, where TensorRT or a CUDA GPU is missing (every machine the project has: written, not run).
-The ONNX files come from ``converters.pipeline.convert`` (FP32 export, FP16 cast, INT8 Q/DQ from calibration images);
-the plans are built from exactly those files, so TensorRT and ONNX Runtime run the same typed graph.
+Skipped, with the reason, where TensorRT or a CUDA GPU is missing (every machine the project has had: written, not
+run). The ONNX files come from ``converters.pipeline.convert`` (FP32 export, FP16 cast, INT8 Q/DQ from calibration
+images); the plans are built from exactly those files, so TensorRT and ONNX Runtime run the same typed graph, and
+ONNX Runtime runs the INT8 file's own Q/DQ arithmetic (``fused=False``).
+
+Thresholds: top-1 agreement is only meaningful where the logits are decisive, so FP16 and INT8 agreement are
+checked on a *trained* model (the digits DenseNet of tests/converters/tiny_models.py, trained in a fixture, on the
+360 real test digits); on random-weight densenet121 most top-1 decisions are near-ties that any rounding flips, so
+there only the FP32 relative error is checked. The Lua CIFAR fixture (a trained model, fed upscaled digits here)
+checks FP32 and FP16 relative errors, batching and the sidecar refusal.
 """
 
 from __future__ import annotations
@@ -14,22 +21,26 @@ import pytest
 
 import dnet
 from dnet import engines
+from dnet.artifact.layers import read_layers, summarise
 from dnet.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.checkpoint import save_checkpoint
 from dnet.converters.calibration import CalibrationSet
 from dnet.converters.pipeline import convert
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 from dnet.data.datasets import open_dataset
+from dnet.engines.onnxruntime import run as onnx_runtime_run
 from dnet.errors import EngineError
 from dnet.files import sha256_file
+from dnet.similarity import rel_l2, top1_agreement
 from tests.conftest import shared_fixture
+from tests.converters.tiny_models import digits_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 
 CIFAR_T7 = ("t7", "cifar10-densenet-bc-l40-k12.t7")
 REAL_CROPS = ("chelsea", "chelsea-257x301", "coffee-portrait")  # fixtures/preprocess/*.tencrop.npy: 30 real crops
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}  # relative L2 error of the logits vs ONNX Runtime CPU
-INT8_AGREEMENT = 0.99  # top-1 agreement with ONNX Runtime CPU on real images
+AGREEMENT = {"fp16": 0.99, "int8": 0.99}  # top-1 agreement with ONNX Runtime CPU: the trained digits model only
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,7 @@ def tensorrt_gpu():
     try:
         import tensorrt
     except (ImportError, OSError) as e:
-        pytest.skip(f"TensorRT is not installed ({type(e).__name__}: {e}); pip install 'dnet[tensorrt]'")
+        pytest.skip(f"TensorRT is not installed ({type(e).__name__}: {e}); pip install '{dnet.DISTRIBUTION}[tensorrt]'")
     import torch
 
     if not torch.cuda.is_available():
@@ -45,25 +56,9 @@ def tensorrt_gpu():
     return tensorrt
 
 
-def _convert(src, **kwargs):
-    return convert(src, **kwargs)
-
-
-def _calibration_set(**kwargs):
-
-    return CalibrationSet(**kwargs)
-
-
 def onnx_runtime_cpu(onnx_path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-
-
-def rel_l2(ref: np.ndarray, got: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64)))
+    """The file's own arithmetic on the CPU (no fused int8 kernels, which saturate on CPUs without VNNI)."""
+    return np.concatenate([onnx_runtime_run(onnx_path, x[i:i + batch], fused=False) for i in range(0, len(x), batch)])
 
 
 def normalise(images: np.ndarray, spec) -> np.ndarray:
@@ -75,69 +70,85 @@ def normalise(images: np.ndarray, spec) -> np.ndarray:
 
 def digits_32(split: str) -> np.ndarray:
     """scikit-learn's real handwritten digits, 8×8 upscaled ×4 (nearest) to the CIFAR models' 32×32 RGB."""
-
     images = open_dataset("digits", split=split).images
     return np.ascontiguousarray(images.repeat(4, axis=1).repeat(4, axis=2))
 
 
+def _plans(onnx: dict, out, stem: str) -> dict:
+    return {p: build_plan(onnx[p], out / f"{stem}.{p}.plan", BuildOptions(profile=(1, 8, 32))) for p in onnx}
+
+
+@pytest.fixture(scope="module")
+def digits(tensorrt_gpu, tmp_path_factory):
+    """The digits DenseNet, trained in the fixture, as FP32/FP16/INT8 ONNX and plans; the 360 test digits."""
+    out = tmp_path_factory.mktemp("digits")
+    model, x, labels = digits_model()
+    pth = save_checkpoint(out / "digits.pth", model, model.meta)
+    calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=512, name="digits/train")
+    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib)
+    onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8.onnx"}
+    assert onnx["fp32"] in written and onnx["int8"] in written
+    onnx["fp16"] = convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx")[-1]
+    return {"onnx": onnx, "plans": _plans(onnx, out, "digits"), "x": x, "labels": labels}
+
+
 @pytest.fixture(scope="module")
 def cifar(tensorrt_gpu, tmp_path_factory):
-    """The Lua DenseNet-BC (L=40, k=12) fixture as FP32/FP16/INT8 ONNX and plans, and 360 real test images."""
-
+    """The Lua DenseNet-BC (L=40, k=12) fixture as FP32/FP16 ONNX and plans, and 360 real (upscaled) digits."""
     src = shared_fixture(*CIFAR_T7)
     out = tmp_path_factory.mktemp("cifar")
-    calib = _calibration_set(images=digits_32("train"), count=512, name="digits/train ×4")
-    written = _convert(src, src_format="t7", target="onnx-int8", out=out / "cifar.int8.onnx", calib=calib)
-    onnx = {"fp32": out / "cifar.onnx", "int8": out / "cifar.int8.onnx"}
-    assert onnx["fp32"] in written and onnx["int8"] in written
-    onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "cifar.fp16.onnx")[-1]
-    meta, _ = read_onnx_meta(onnx["fp32"])
-    plans = {p: build_plan(onnx[p], out / f"cifar.{p}.plan", BuildOptions(profile=(1, 8, 32))) for p in onnx}
-    return {"onnx": onnx, "plans": plans, "x": normalise(digits_32("test"), meta.preprocess), "meta": meta}
+    fp32 = convert(src, src_format="t7", target="onnx", out=out / "cifar.onnx")[-1]
+    fp16 = convert(fp32, src_format="onnx", target="onnx-fp16", out=out / "cifar.fp16.onnx")[-1]
+    onnx = {"fp32": fp32, "fp16": fp16}
+    meta, _ = read_onnx_meta(fp32)
+    return {"onnx": onnx, "plans": _plans(onnx, out, "cifar"), "x": normalise(digits_32("test"), meta.preprocess)}
 
 
 @pytest.fixture(scope="module")
 def densenet121(tensorrt_gpu, tmp_path_factory):
-    """A seeded densenet121 (no pretrained weights offline) as FP32/FP16/INT8 ONNX and plans, and 30 real crops."""
+    """A seeded densenet121 (no pretrained weights offline) as an FP32 ONNX and plan, and 30 real crops."""
     import torch
 
     out = tmp_path_factory.mktemp("densenet121")
     torch.manual_seed(0)
     pth = save_checkpoint(out / "densenet121.pth", dnet.create_model("densenet121").eval())
-    calib = _calibration_set(folder=shared_fixture("preprocess"), count=3, name="fixtures/preprocess")
-    written = _convert(pth, src_format="pth", target="onnx-int8", out=out / "d121.int8.onnx", calib=calib,
-                       preprocess="torch7")
-    onnx = {"fp32": out / "d121.onnx", "int8": out / "d121.int8.onnx"}
-    assert onnx["fp32"] in written and onnx["int8"] in written
-    onnx["fp16"] = _convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "d121.fp16.onnx")[-1]
-    plans = {p: build_plan(onnx[p], out / f"d121.{p}.plan", BuildOptions(profile=(1, 8, 32))) for p in onnx}
+    fp32 = convert(pth, src_format="pth", target="onnx", out=out / "d121.onnx", preprocess="torch7")[-1]
     crops = np.concatenate([np.load(shared_fixture("preprocess", f"{name}.tencrop.npy")) for name in REAL_CROPS])
-    return {"onnx": onnx, "plans": plans, "x": crops.astype(np.float32)}
+    return {"onnx": {"fp32": fp32}, "plans": _plans({"fp32": fp32}, out, "d121"), "x": crops.astype(np.float32)}
 
 
-def _check_precision(models, precision):
+def _run(models, precision):
     x = models["x"]
     ref = onnx_runtime_cpu(models["onnx"][precision], x)
     with engines.open(models["plans"][precision]) as engine:
         assert engine.kind == "tensorrt" and engine.input_shape == (-1, *x.shape[1:])
         got = engine(x)  # more rows than the profile's max (32): split into chunks
     assert got.dtype == np.float32 and got.shape == ref.shape
-    if precision == "int8":
-        agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
-        assert agreement >= INT8_AGREEMENT, f"INT8 top-1 agreement {agreement:.4f} over {len(x)} real images"
-    else:
-        error = rel_l2(ref, got)
-        assert error <= TOLERANCE[precision], f"{precision}: relative error {error:.2e} over {len(x)} images"
+    return ref, got
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_trained_digits_plan_agrees_with_onnx_runtime_cpu(digits, precision):
+    ref, got = _run(digits, precision)
+    if precision in TOLERANCE:
+        assert rel_l2(ref, got) <= TOLERANCE[precision], f"{precision}: relative error {rel_l2(ref, got):.2e}"
+    if precision in AGREEMENT:
+        agreement = top1_agreement(ref, got)
+        assert agreement >= AGREEMENT[precision], f"{precision}: top-1 agreement {agreement:.4f} on 360 digits"
+    labels = digits["labels"]
+    correct = [int(np.sum(logits.argmax(1) == labels)) for logits in (ref, got)]
+    assert abs(correct[0] - correct[1]) <= 2, f"{precision}: {correct[1]} vs {correct[0]} of {len(labels)} correct"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_lua_fixture_plan_matches_onnx_runtime_cpu(cifar, precision):
-    _check_precision(cifar, precision)
+    ref, got = _run(cifar, precision)
+    assert rel_l2(ref, got) <= TOLERANCE[precision], f"{precision}: relative error {rel_l2(ref, got):.2e}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_densenet121_plan_matches_onnx_runtime_cpu(densenet121, precision):
-    _check_precision(densenet121, precision)
+def test_random_densenet121_fp32_plan_matches_onnx_runtime_cpu(densenet121):
+    ref, got = _run(densenet121, "fp32")  # relative error only: a random model's top-1 is a near-tie
+    assert rel_l2(ref, got) <= TOLERANCE["fp32"], f"relative error {rel_l2(ref, got):.2e}"
 
 
 def test_batches_1_8_32_and_above_the_profile_max(cifar):
@@ -153,21 +164,40 @@ def test_batches_1_8_32_and_above_the_profile_max(cifar):
     np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-5)  # a split batch is the same as two calls
 
 
-def test_plan_carries_the_onnx_metadata_and_this_gpu(cifar):
+def test_int8_plan_stores_its_layers_and_runs_in_int8(digits):
+    layers = read_layers(digits["plans"]["int8"])
+    summary = summarise(layers)
+    assert summary["layers_by_precision"].get("int8", 0) > 0, summary
+    with engines.open(digits["plans"]["int8"]) as engine:
+        times = engine.layer_times(digits["x"][:8], runs=3)
+    assert times and {name for name, _ in times} <= {layer.name for layer in layers}  # the profiler's names
+    assert all(ms >= 0 for _, ms in times)
+
+
+def test_cuda_graph_replays_give_the_same_logits(digits):
+    x = digits["x"][:40]  # two chunks (32 + 8): both replayed from one captured shape of 32
+    with engines.open(digits["plans"]["fp32"]) as engine:
+        plain = engine(x)
+        engine.use_cuda_graph()
+        graphed = [engine(x), engine(x)]
+    for y in graphed:
+        np.testing.assert_allclose(y, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_plan_carries_the_onnx_metadata_and_this_gpu(digits):
     import tensorrt
     import torch
 
-    side = read_sidecar(cifar["plans"]["int8"])
+    side = read_sidecar(digits["plans"]["int8"])
     assert side.tensorrt_version == tensorrt.__version__
     assert side.compute_capability == tuple(torch.cuda.get_device_capability())
     assert side.gpu_name == torch.cuda.get_device_name()
-    assert side.onnx_sha256 == sha256_file(cifar["onnx"]["int8"])
+    assert side.onnx_sha256 == sha256_file(digits["onnx"]["int8"])
     assert side.meta.precision == "int8" and side.meta.num_classes == 10 and side.meta.calibration
-    assert side.profile["max"] == [32, 3, 32, 32]
+    assert side.profile["max"] == [32, 3, 8, 8]
 
 
 def test_plan_whose_sidecar_claims_another_compute_capability_is_refused(cifar):
-
     plan = cifar["plans"]["fp32"]
     path = sidecar_path(plan)
     original = path.read_text()

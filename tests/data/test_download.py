@@ -1,4 +1,4 @@
-"""--download: checksum verified and atomic, tested with file:// URLs (no network)."""
+"""The one downloader: checksum verified, atomic, resumable; file:// URLs and a server on 127.0.0.1 (no internet)."""
 
 import hashlib
 import io
@@ -9,8 +9,9 @@ import pytest
 
 from dnet.data import download as dl
 from dnet.data.datasets import open_dataset
-from dnet.errors import DataError
+from dnet.errors import DataError, DownloadError
 from tests.evalmodels import write_cifar_bin
+from tests.httpserver import closed_port_url, serve
 
 
 def _md5(path):
@@ -91,7 +92,7 @@ def test_download_svhn_plain_file(tmp_path, monkeypatch):
     scipy.io.savemat(src, {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[3], [10]], np.uint8)})
     monkeypatch.setitem(dl.DOWNLOADS, "svhn/test", [dl.Download(src.as_uri(), "test_32x32.mat", _md5(src))])
     ds = open_dataset("svhn", tmp_path / "svhn", download=True)
-    assert ds.labels.tolist() == [2, 9]
+    assert ds.labels.tolist() == [3, 0]  # the digits (10 is the digit 0)
 
 
 def test_published_checksums_are_well_formed():
@@ -99,3 +100,105 @@ def test_published_checksums_are_well_formed():
         for item in items:
             assert len(item.md5) == 32 and int(item.md5, 16) >= 0, key
             assert item.url.endswith(item.filename)
+
+
+# -- over HTTP, from a server on 127.0.0.1 (tests/httpserver.py) -------------------------------------------------------
+
+DATA = bytes(range(256)) * 40  # 10,240 bytes
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def test_http_fetch_checks_the_sha256_and_returns_it(tmp_path):
+    with serve({"w.bin": DATA}) as srv:
+        got = dl.fetch(srv.url("/w.bin"), tmp_path / "w.bin", sha256=SHA)
+    assert (got.path.read_bytes(), got.sha256, got.size, got.resumed_from) == (DATA, SHA, len(DATA), 0)
+    assert _leftovers(tmp_path) == ["w.bin"]
+
+
+def test_http_fetch_accepts_a_published_sha256_prefix(tmp_path):
+    with serve({"w.bin": DATA}) as srv:
+        assert dl.fetch(srv.url("/w.bin"), tmp_path / "w.bin", sha256=SHA[:8]).sha256 == SHA
+
+
+def test_http_hash_mismatch_is_refused_and_nothing_is_left_behind(tmp_path):
+    with serve({"w.bin": DATA}) as srv, pytest.raises(DownloadError) as e:
+        dl.fetch(srv.url("/w.bin"), tmp_path / "w.bin", sha256="0" * 8)
+    assert str(e.value) == f"{srv.url('/w.bin')}: checksum mismatch (sha256 {SHA}, expected 00000000); nothing was kept"
+    assert _leftovers(tmp_path) == []
+
+
+def test_http_fetch_resumes_after_a_cut_with_a_range_request(tmp_path):
+    target = tmp_path / "w.bin"
+    with serve({"w.bin": DATA}) as srv:
+        srv.cuts["/w.bin"] = 4000
+        with pytest.raises(DownloadError) as e:
+            dl.fetch(srv.url("/w.bin"), target, sha256=SHA)
+        part = dl.part_path(target)
+        assert str(e.value) == (f"cannot download {srv.url('/w.bin')}: the connection closed after 4,000 of 10,240 bytes; "
+                                f"the partial file {part} is kept, and fetching again resumes it")
+        assert part.read_bytes() == DATA[:4000] and not target.exists()
+        got = dl.fetch(srv.url("/w.bin"), target, sha256=SHA)
+    assert srv.requests == [("/w.bin", None), ("/w.bin", "bytes=4000-")]
+    assert (got.resumed_from, got.sha256, target.read_bytes()) == (4000, SHA, DATA)
+    assert _leftovers(tmp_path) == ["w.bin"]
+
+
+def test_http_resume_starts_over_when_the_server_ignores_range(tmp_path):
+    target = tmp_path / "w.bin"
+    dl.part_path(target).write_bytes(b"stale bytes from somewhere else")
+    with serve({"w.bin": DATA}) as srv:
+        srv.ranges = False
+        got = dl.fetch(srv.url("/w.bin"), target, sha256=SHA)
+    assert (got.resumed_from, target.read_bytes()) == (0, DATA)
+    assert _leftovers(tmp_path) == ["w.bin"]
+
+
+def test_http_a_partial_file_longer_than_the_file_starts_over(tmp_path):
+    target = tmp_path / "w.bin"
+    dl.part_path(target).write_bytes(b"x" * (len(DATA) + 5))
+    with serve({"w.bin": DATA}) as srv:
+        got = dl.fetch(srv.url("/w.bin"), target, sha256=SHA)
+    assert [r for _, r in srv.requests] == [f"bytes={len(DATA) + 5}-", None]  # 416, then from the start
+    assert (got.resumed_from, target.read_bytes()) == (0, DATA)
+
+
+def test_offline_is_one_line_and_leaves_nothing(tmp_path):
+    url = closed_port_url()
+    with pytest.raises(DownloadError) as e:
+        dl.fetch(url, tmp_path / "w.bin", sha256=SHA)
+    message = str(e.value)
+    assert message.startswith(f"cannot download {url}: ") and message.endswith("(no network?)")
+    assert "refused" in message.lower() and "\n" not in message
+    assert _leftovers(tmp_path) == []
+
+
+def test_http_404_is_one_line(tmp_path):
+    with serve({}) as srv, pytest.raises(DownloadError) as e:
+        dl.fetch(srv.url("/gone.bin"), tmp_path / "w.bin")
+    assert str(e.value) == f"cannot download {srv.url('/gone.bin')}: HTTP 404 Not Found"
+
+
+def test_a_web_page_instead_of_the_file_is_refused(tmp_path):
+    with serve({"w.bin": b"<html>quota exceeded</html>"}) as srv, pytest.raises(DownloadError) as e:
+        srv.content_types["/w.bin"] = "text/html; charset=utf-8"
+        dl.fetch(srv.url("/w.bin"), tmp_path / "w.bin")
+    assert str(e.value) == (f"{srv.url('/w.bin')}: the server sent a web page, not the file (moved, removed or over its "
+                            "quota?); nothing was kept")
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_second_download_of_the_same_file_at_once_is_refused(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    target = tmp_path / "w.bin"
+    with open(dl.part_path(target), "wb") as held, serve({"w.bin": DATA}) as srv:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(DownloadError, match=r"another process is downloading w\.bin"):
+            dl.fetch(srv.url("/w.bin"), target)
+
+
+def test_the_progress_bar_is_drawn_only_when_asked(tmp_path, capsys):
+    with serve({"w.bin": DATA}) as srv:
+        dl.fetch(srv.url("/w.bin"), tmp_path / "quiet.bin")
+        assert capsys.readouterr().err == ""
+        dl.fetch(srv.url("/w.bin"), tmp_path / "shown.bin", progress=True)
+    assert "shown.bin" in capsys.readouterr().err

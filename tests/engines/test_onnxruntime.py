@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import types
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from dnet import engines
 from dnet.engines import onnxruntime as ort_engine
@@ -57,13 +61,83 @@ def test_a_provider_that_is_not_installed_is_one_clear_line(tiny, provider):
         engines.open(tiny, provider=provider)
 
 
-def test_tensorrt_provider_options_carry_the_engine_cache_dir(tmp_path, monkeypatch):
+GPU_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class FallbackSession:
+    """What ort.InferenceSession does when a listed provider's libraries cannot load: it runs on the next one."""
+
+    created: list = []
+
+    def __init__(self, source, options, providers):
+        FallbackSession.created.append(providers)
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        self.running = names[1:] if names[0] != "CPUExecutionProvider" else names
+
+    def get_providers(self):
+        return self.running
+
+
+@pytest.mark.parametrize("provider, message", [
+    ("tensorrt", "ONNX Runtime could not start TensorrtExecutionProvider and fell back to CUDAExecutionProvider: "
+                 "TensorRT's libnvinfer (and the CUDA and cuDNN libraries) that onnxruntime-gpu was built for did not "
+                 "load (ONNX Runtime's log at severity 1 says which)"),
+    ("cuda", "ONNX Runtime could not start CUDAExecutionProvider and fell back to CPUExecutionProvider: the CUDA and "
+             "cuDNN libraries (libcudart, libcublas, libcudnn) that onnxruntime-gpu was built for did not load "
+             "(ONNX Runtime's log at severity 1 says which)"),
+])
+def test_a_gpu_provider_that_falls_back_silently_is_refused(tiny, tmp_path, monkeypatch, provider, message):
+    """Defect 1: get_available_providers() lists what the wheel was built with, not what can load."""
     import onnxruntime as ort
 
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    providers = ort_engine.providers_for("tensorrt", trt_cache_dir=tmp_path / "trt")
-    assert providers[0] == ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(tmp_path / "trt")})
-    assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_PROVIDERS)
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession)
+    with pytest.raises(NotInstalledError) as e:
+        engines.open(tiny, provider=provider) if provider == "cuda" else ort_engine.open_file(
+            tiny, provider=provider, trt_cache_dir=tmp_path)
+    assert str(e.value) == message
+
+
+def _typed(tmp_path, precision: str) -> Path:
+    """The tiny model as an FP16 file (float16 initializers and casts) or an INT8 Q/DQ file (one Q/DQ pair)."""
+    proto = onnx.load(str(tiny_onnx(tmp_path, name=f"src-{precision}.onnx")))
+    if precision == "fp16":
+        proto.graph.node.insert(0, helper.make_node("Cast", ["input"], ["input_h"], to=TensorProto.FLOAT16))
+    if precision == "int8":
+        proto.graph.node.insert(0, helper.make_node("QuantizeLinear", ["input", "s"], ["input_q"]))
+    path = tmp_path / f"{precision}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("precision, int8, fp16", [("fp32", False, False), ("int8", True, False), ("fp16", False, True)])
+def test_tensorrt_provider_is_told_the_file_s_precision_profile_and_versioned_caches(tmp_path, monkeypatch, precision,
+                                                                                     int8, fp16):
+    """Defect 9: the TensorRT provider builds weakly typed networks; dnet tells it what the typed ONNX file needs."""
+    import onnxruntime as ort
+
+    FallbackSession.created.clear()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_PROVIDERS)
+    monkeypatch.setattr(ort, "InferenceSession", lambda source, options, providers: FallbackSession.created.append(
+        providers) or types.SimpleNamespace(get_providers=lambda: GPU_PROVIDERS))
+    monkeypatch.setattr(ort_engine, "tensorrt_version", lambda: "10.16.1.11")
+    ort_engine.session(_typed(tmp_path, precision), provider="tensorrt", trt_cache_dir=tmp_path / "cache")
+    (name, options), *rest = FallbackSession.created[0]
+    folder = tmp_path / "cache" / f"ort-{ort.__version__}_trt-10.16.1.11"
+    assert name == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options == {
+        "trt_int8_enable": int8, "trt_fp16_enable": fp16,
+        "trt_profile_min_shapes": "input:1x3x32x32", "trt_profile_opt_shapes": "input:8x3x32x32",
+        "trt_profile_max_shapes": "input:32x3x32x32",
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder),
+    }
+    assert folder.is_dir()
+
+
+def test_typed_precision_reads_the_graph_not_the_file_name(tmp_path):
+    assert [ort_engine.typed_precision(onnx.load(str(_typed(tmp_path, p)))) for p in ("fp32", "int8", "fp16")] == [
+        "fp32", "int8", "fp16"]
 
 
 def test_unknown_provider_is_a_usage_error(tiny):

@@ -31,9 +31,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # Imports everything a verb may need, then caps the address space at what is mapped now plus the budget, so the
 # bound is on what the hostile input makes dnet allocate, not on the size of torch and ONNX Runtime.
 LAUNCH = r"""
-import json, os, resource, sys
+import importlib, json, os, resource, sys
 import numpy, torch, onnx, PIL.Image
 import dnet.engines.onnxruntime, dnet.cli.main, dnet.loading, dnet.eval, dnet.compare, dnet.converters.pipeline
+for verb in sys.modules["dnet.cli.main"].VERBS.values():  # each verb's own libraries (scipy for eval --compare-to, matplotlib...)
+    importlib.import_module(verb.split(":")[0])
+try:  # the optional OpenVINO runtime and its IR frontend, where installed
+    import openvino, openvino.frontend
+except ImportError:
+    pass
 def status(key):
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))

@@ -157,15 +157,58 @@ def test_unknown_name_suggests_closest():
 
 
 def test_zoo_depth_matches_name():
-    # The tech report's names do not follow the count that gives 121/169/201/161: its 6-12-64-48 "264" has
-    # 265 weighted layers, and no block list gives 232 (2·sum + 5 is odd). Recorded, not hidden.
-    known_off = {"densenet264": 265, "densenet232": 273}
+    # 121/169/201/161 count the classifier too; the tech report's 264 and 232 count convolutions only.
     for name in zoo.names():
-        cfg = zoo.get(name).config
+        entry = zoo.get(name)
         if "-l" in name:
-            assert f"-l{cfg.depth}-" in name
+            assert f"-l{entry.config.depth}-" in name
+        elif name in ("densenet264", "densenet232", "densenet-cosine264-k32", "densenet-cosine264-k48"):
+            assert str(entry.convolutions) in name and entry.config.depth == entry.convolutions + 1
         elif name[len("densenet"):].isdigit():
-            assert cfg.depth == known_off.get(name, int(name[len("densenet"):]))
+            assert entry.config.depth == int(name[len("densenet"):])
+
+
+@pytest.mark.parametrize(("name", "blocks", "k", "stem", "params", "convolutions"), [
+    ("densenet264", (6, 12, 64, 48), 32, 64, 33_337_704, 264),
+    ("densenet232", (6, 12, 48, 48), 48, 96, 55_570_984, 232),
+    ("densenet-cosine264-k32", (6, 12, 64, 48), 32, 64, 33_337_704, 264),
+    ("densenet-cosine264-k48", (6, 12, 64, 48), 48, 96, 72_686_632, 264),
+])
+def test_tech_report_model_has_exact_blocks_parameters_and_convolutions(name, blocks, k, stem, params, convolutions):
+    entry = zoo.get(name)
+    model = create_model(name)
+    cfg = model.config
+    assert (cfg.block_config, cfg.growth_rate, cfg.init_features) == (blocks, k, stem)
+    assert count_params(model) == params
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == convolutions == entry.convolutions
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 1
+    assert "not confirmed" not in entry.note
+
+
+def test_cosine264_k48_matches_the_abstracts_73m_and_carries_both_published_errors():
+    entry = zoo.get("densenet-cosine264-k48")
+    assert round(count_params(create_model(entry.name)) / 1e6) == 73 and entry.published_params == "73M"
+    assert [(p.error, p.source) for p in entry.published_for("imagenet", preprocess="torch7")] == [
+        (20.4, "REPO-TR"), (20.26, "MEM-ABS")]
+
+
+def test_every_published_number_names_a_source_and_its_kind():
+    from dnet.models.published import SOURCES
+
+    numbers = [p for name in zoo.names() for p in zoo.get(name).published]
+    assert len(numbers) == 66 + 2 and all(p.source in SOURCES and p.citation == SOURCES[p.source] for p in numbers)
+    table3 = {(name, p.metric, p.crops): p.error for name in zoo.names() for p in zoo.get(name).published
+              if p.source == "CVPR17-T3"}
+    assert table3 == {
+        ("densenet121", "top1", 1): 25.02, ("densenet121", "top1", 10): 23.61,
+        ("densenet121", "top5", 1): 7.71, ("densenet121", "top5", 10): 6.66,
+        ("densenet169", "top1", 1): 23.80, ("densenet169", "top1", 10): 22.08,
+        ("densenet169", "top5", 1): 6.85, ("densenet169", "top5", 10): 5.92,
+        ("densenet201", "top1", 1): 22.58, ("densenet201", "top1", 10): 21.46,
+        ("densenet201", "top5", 1): 6.34, ("densenet201", "top5", 10): 5.54,
+        ("densenet264", "top1", 1): 22.15, ("densenet264", "top1", 10): 20.80,
+        ("densenet264", "top5", 1): 6.12, ("densenet264", "top5", 10): 5.29,
+    }
 
 
 def test_config_round_trip():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from dnet.data.datasets import DIGITS_SPEC
 from dnet.data.specs import get_spec
+from dnet.data.transforms import center_crop, lua_load, lua_scale, lua_scale_bicubic
 from dnet.train import augment
 from dnet.train.augment import ARRAY_AUGMENT, PCA_EIGVAL, PCA_EIGVEC, normalize
 
@@ -60,13 +63,45 @@ def test_digits_shift_by_at_most_one_pixel_and_never_flip():
     assert aug.apply(normalize(_images(4, 8), DIGITS_SPEC), offsets[:4], flips[:4]).shape == (4, 3, 8, 8)
 
 
-def test_random_sized_crop_gives_224_squares():
-    img = Image.fromarray(_images(1, 300)[0]).resize((400, 300))
-    g = torch.Generator().manual_seed(0)
+def test_svhn_forced_augmentation_shifts_but_never_flips_digits():
+    aug = ARRAY_AUGMENT["svhn"]
+    offsets, flips = aug.draw(1000, seed=0, epoch=0)
+    assert not flips.any() and (aug.size, aug.padding) == (32, 4) and set(offsets.flatten().tolist()) == set(range(9))
+    x = normalize(_images(4), get_spec("svhn"))
+    centred = aug.apply(x, torch.full((4, 2), 4), torch.ones(4, dtype=torch.bool))  # even when asked to flip
+    assert torch.equal(centred, x)
+
+
+def test_random_sized_crop_is_lua_image_scale_of_the_drawn_crop():
+    x = lua_load(Image.fromarray(_images(1, 300)[0]).resize((400, 300)))
+    g, replay = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     for _ in range(5):
-        assert augment.random_sized_crop(img, 224, g).size == (224, 224)
-    tiny = Image.new("RGB", (10, 500))  # no crop fits the aspect range: Scale + CenterCrop fallback
-    assert augment.random_sized_crop(tiny, 224, g).size == (224, 224)
+        out = augment.random_sized_crop(x, 224, g)
+        # the same draws, in transforms.lua's order: area, aspect, swap, y1, x1 (every try fits a 400×300 image
+        # unless the area is large: then the try is redrawn, which this replay follows too)
+        while True:
+            target = float(torch.empty(1).uniform_(0.08, 1.0, generator=replay)) * 400 * 300
+            aspect = float(torch.empty(1).uniform_(3 / 4, 4 / 3, generator=replay))
+            w, h = math.floor(math.sqrt(target * aspect) + 0.5), math.floor(math.sqrt(target / aspect) + 0.5)
+            if float(torch.rand(1, generator=replay)) < 0.5:
+                w, h = h, w
+            if h <= 300 and w <= 400:
+                break
+        y1 = int(torch.randint(0, 300 - h + 1, (1,), generator=replay))
+        x1 = int(torch.randint(0, 400 - w + 1, (1,), generator=replay))
+        assert out.shape == (3, 224, 224) and out.dtype == np.float32
+        assert np.array_equal(out, lua_scale_bicubic(x[:, y1:y1 + h, x1:x1 + w], 224, 224))  # bit for bit
+
+
+def test_random_sized_crop_falls_back_to_lua_scale_and_centre_crop():
+    tall = lua_load(Image.fromarray(_images(1, 500)[0]).resize((10, 500)))  # no crop fits the aspect range
+    out = augment.random_sized_crop(tall, 224, torch.Generator().manual_seed(0))
+    assert np.array_equal(out, center_crop(lua_scale(tall, 224), 224))
+
+
+def test_crop_sides_round_half_away_from_zero_as_torch_round():
+    assert [augment._lua_round(v) for v in (2.5, 3.5, 2.4999, 224.5)] == [3, 4, 2, 225]
+    assert [round(v) for v in (2.5, 224.5)] == [2, 224]  # Python's round would differ
 
 
 def test_lighting_adds_the_pca_colour_offset():

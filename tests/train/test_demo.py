@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -33,6 +34,14 @@ def test_short_demo_runs_every_stage_and_writes_the_report(tmp_path):
         assert r["latency_ms"] > 0 and r["throughput"] > 0 and r["size_bytes"] > 0
         assert 0.0 <= r["error"] <= 100.0
     assert any(line.strip() == str(tmp_path / "report.json") for line in lines)  # says where things went
+    # the conversion's checks with their numbers, in the report and in what `dnet demo --json` prints
+    assert [c["check"] for c in doc["checks"]] == ["fp32_vs_pytorch"] * 3 + ["int8_vs_fp32", "fp16_vs_fp32"]
+    facts = json.loads(json.dumps(result.to_dict()))
+    assert facts["checks"] == doc["checks"] and facts["rows"] == rows and facts["out"] == str(tmp_path)
+    assert facts["files"]["ONNX INT8"] == str(tmp_path / "digits.int8.onnx")
+    assert all(Path(p).exists() for p in facts["written"])
+    (fp16,) = [c for c in facts["checks"] if c["check"] == "fp16_vs_fp32"]
+    assert fp16["batch"] == 8 and fp16["rel_l2"] <= fp16["bound"] and fp16["top1_agreement"] == 1.0
 
 
 def test_demo_fails_loudly_below_its_accuracy_promise(tmp_path):

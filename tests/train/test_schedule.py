@@ -32,20 +32,31 @@ def test_step30_divides_by_ten_every_30_epochs(epoch, expected):
 
 
 @pytest.mark.parametrize(("epoch", "iteration", "expected"), [
-    (0, 0, 0.1),
-    (0, 2, 0.05 * (1 + math.cos(math.pi / 4))),  # t = 2 of T = 8: 0.0853553...
-    (1, 0, 0.05),  # half way
-    (1, 2, 0.05 * (1 + math.cos(3 * math.pi / 4))),  # 0.0146446...
-    (1, 3, 0.05 * (1 + math.cos(7 * math.pi / 8))),  # last iteration, not yet 0
+    (0, 0, 0.05 * (1 + math.cos(math.pi / 8))),  # t = 1 of T = 8: the first step is already below lr0
+    (0, 1, 0.05 * (1 + math.cos(math.pi / 4))),  # 0.0853553...
+    (0, 3, 0.05),  # t = 4: half way
+    (1, 1, 0.05 * (1 + math.cos(3 * math.pi / 4))),  # t = 6: 0.0146446...
+    (1, 2, 0.05 * (1 + math.cos(7 * math.pi / 8))),
+    (1, 3, 0.0),  # t = T: the last step's learning rate is 0
 ])
-def test_cosine_is_per_iteration(epoch, iteration, expected):
+def test_cosine_is_per_iteration_counted_from_one_as_in_lua(epoch, iteration, expected):
     lr = learning_rate("cosine", 0.1, epoch, 2, iteration, 4)
-    assert lr == pytest.approx(expected, rel=1e-12)
+    assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_cosine_first_and_last_values_over_a_90_epoch_run():
+    # train.lua's learningRateCosine(epoch, iter, nBatches) for iter = 1 of epoch 1 and iter = nBatches of epoch 90
+    n = 5005  # ImageNet: 1,281,167 images at batch 256
+    first = learning_rate("cosine", 0.1, 0, 90, 0, n)
+    last = learning_rate("cosine", 0.1, 89, 90, n - 1, n)
+    assert first == 0.5 * 0.1 * (1 + math.cos(math.pi * 1 / (90 * n)))
+    assert first < 0.1 and first == pytest.approx(0.1 - 1.216e-12, abs=1e-15)
+    assert last == 0.5 * 0.1 * (1 + math.cos(math.pi)) == 0.0
 
 
 def test_cosine_hand_values():
-    assert learning_rate("cosine", 0.1, 0, 2, 2, 4) == pytest.approx(0.0853553390593, abs=1e-12)
-    assert learning_rate("cosine", 0.1, 1, 2, 2, 4) == pytest.approx(0.0146446609407, abs=1e-12)
+    assert learning_rate("cosine", 0.1, 0, 2, 1, 4) == pytest.approx(0.0853553390593, abs=1e-12)
+    assert learning_rate("cosine", 0.1, 1, 2, 1, 4) == pytest.approx(0.0146446609407, abs=1e-12)
 
 
 def test_unknown_schedule_is_refused():

@@ -1,0 +1,90 @@
+"""dnet.converters.convs and the export's ``convs`` metadata: every Conv node named by its DenseNet module."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from dnet.artifact.onnxfile import read_meta
+from dnet.converters import precision
+from dnet.converters.calibration import CalibrationSet
+from dnet.converters.convs import block_of, conv_sites, module_of_weight
+from dnet.converters.export import _export_proto, conv_tensors
+from dnet.models import DenseNetConfig
+from tests.converters.tiny_models import photo_tiles, tiny_model, tiny_onnx
+
+# TINY (blocks 2, 3; BC): conv0, two convs per layer, one transition: 1 + 2·2 + 1 + 2·3 = 12, in network order
+TINY_CONVS = ["conv0",
+              "denseblock1.denselayer1.conv1", "denseblock1.denselayer1.conv2",
+              "denseblock1.denselayer2.conv1", "denseblock1.denselayer2.conv2",
+              "transition1.conv",
+              "denseblock2.denselayer1.conv1", "denseblock2.denselayer1.conv2",
+              "denseblock2.denselayer2.conv1", "denseblock2.denselayer2.conv2",
+              "denseblock2.denselayer3.conv1", "denseblock2.denselayer3.conv2"]
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("convs"))
+
+
+def _producers(proto):
+    return {o: n for n in proto.graph.node for o in n.output}
+
+
+def test_export_records_every_convolution_in_network_order(fp32):
+    proto = onnx.load(str(fp32))
+    convs = read_meta(proto).extra["convs"]
+    assert list(convs) == TINY_CONVS
+    producers = _producers(proto)
+    assert all(producers[t].op_type == "Conv" for t in convs.values())
+    assert len({*convs.values()}) == 12 == sum(n.op_type == "Conv" for n in proto.graph.node)
+
+
+def test_names_from_the_weights_agree_with_the_recorded_ones(fp32):
+    proto = onnx.load(str(fp32))
+    recorded = read_meta(proto).extra["convs"]
+    by_meta, by_weight = conv_sites(proto, recorded), conv_sites(proto)
+    assert [s.name for s in by_meta] == [s.name for s in by_weight] == TINY_CONVS
+    assert {s.name: s.output for s in by_weight} == recorded
+
+
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_int8_files_name_the_float_conv_output_before_its_quantize(tmp_path, fp32, activations):
+    out, _ = precision.to_int8(fp32, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=12),
+                               activations=activations)
+    proto = onnx.load(str(out))
+    producers = _producers(proto)
+    consumers = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    for recorded in (read_meta(proto).extra["convs"], None):  # the inherited metadata, and none at all
+        sites = conv_sites(proto, recorded)
+        assert [s.name for s in sites] == TINY_CONVS
+        for s in sites:
+            assert producers[s.output].op_type == "Conv" and consumers[s.output] == ["QuantizeLinear"]
+            assert producers[s.input].op_type == "DequantizeLinear"
+    if activations == "uint8":  # the ReLU after a folded conv1 is dropped; the Conv writes the ReLU's name
+        conv1 = conv_sites(proto)[1]
+        assert conv1.output != read_meta(proto).extra["convs"][conv1.name]
+
+
+def test_imagenet_stem_conv0_carries_the_folded_norm0_and_is_still_named():
+    config = DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, num_classes=5, stem="imagenet")
+    model = tiny_model(config=config)
+    proto = _export_proto(model, 64, 18)
+    assert "BatchNormalization" not in [n.op_type for n in proto.graph.node][:3]  # conv0 + norm0 folded
+    convs = conv_tensors(proto, model)
+    assert list(convs) == ["conv0", "denseblock1.denselayer1.conv1", "denseblock1.denselayer1.conv2",
+                           "transition1.conv", "denseblock2.denselayer1.conv1", "denseblock2.denselayer1.conv2"]
+
+
+def test_weight_names_and_blocks():
+    assert module_of_weight("features.denseblock3.denselayer7.conv2.weight_quantized") == "denseblock3.denselayer7.conv2"
+    assert module_of_weight("features.transition2.conv.weight") == "transition2.conv"
+    assert module_of_weight("features.conv0.weight_DequantizeLinear_Output") == "conv0"
+    assert module_of_weight("classifier.weight") is None and module_of_weight("onnx::Conv_501") is None
+    assert module_of_weight("features.denseblock1.denselayer1.norm1.weight") is None
+    assert [block_of(n) for n in ("conv0", "transition2.conv", "denseblock3.denselayer7.conv2", None)] == \
+        ["stem", "transition2", "denseblock3", "stem"]
