@@ -124,6 +124,13 @@ def _sweep_once(folder: Path) -> None:
         sweep_stale(folder)
 
 
+def partial_prefix(folder: str | os.PathLike, name: str) -> str:
+    """The name prefix of a temporary file or folder that stands for ``folder/name`` while it is being written
+    (``.NAME.dnet-partial.HOST.PID.``); what a killed process left in ``folder`` is swept first."""
+    _sweep_once(Path(folder))
+    return f".{name[:_MAX_NAME]}{_tag(PARTIAL)}"
+
+
 # --- the output-path policy --------------------------------------------------------------------------------
 
 def _kind(mode: int) -> str:
@@ -168,6 +175,9 @@ def check_output_path(path: str | os.PathLike, *, inputs: Sequence[str | os.Path
             if same_file(target, inp):
                 raise UsageError(f"output {target} is also an input of this command ({inp}); dnet never overwrites "
                                  "its inputs: choose another output name")
+    for other in inputs:  # one not written yet (an intermediate, a plan): the same name is the same file
+        if not os.path.lexists(other) and os.path.abspath(target) == os.path.abspath(other):
+            raise UsageError(f"output {target} is also another file of this command ({other}); give each its own name")
     return Path(folder, target.name)
 
 
@@ -184,6 +194,26 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
         raise FileFormatError(f"{path}: is {_kind(mode)}, not a regular file; save the {what} to a file first "
                               "(dnet reads only regular files)")
     return path
+
+
+def open_for_resume(path: str | os.PathLike) -> int:
+    """A read-write descriptor of ``path`` (created, with the mode the umask allows, when absent), which must be a
+    regular file of its own: a symlink is refused (it would write elsewhere), and so are a FIFO (it would block) and a
+    device. The file is not truncated: a resumable download keeps its bytes here between runs."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else _kind(mode)
+        raise UsageError(f"{path} is {what}, not a partial file dnet wrote; dnet writes only regular files of its own "
+                         "there: remove it")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the check and the open
+        os.close(fd)
+        raise UsageError(f"{path} is not a regular file; remove it")
+    return fd
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -220,18 +250,32 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     return s.f_bavail * s.f_frsize
 
 
-def _disk_full(target: Path, tmp: Path | None, size: int | None) -> DnetError:
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is the OSError of a full disk (or an exhausted quota)."""
+    return isinstance(e, OSError) and e.errno in _FULL
+
+
+def disk_full_error(target: str | os.PathLike, *, size: int | None = None, written: int | None = None,
+                    advice: str = "free some space or choose another output folder") -> DnetError:
+    """The one line of a full disk: the file, the bytes it needed (``size``) or had written, the bytes free."""
+    target = Path(target)
     free = free_bytes(target.parent)
     free_text = f"{free:,} bytes are free" if free is not None else "the free space is unknown"
     if size is not None:
         need = f"needs {size:,} bytes"
+    elif written is not None:
+        need = f"needs more than the {written:,} bytes written before the disk filled"
     else:
-        try:
-            need = f"needs more than the {tmp.stat().st_size:,} bytes written before the disk filled"
-        except (OSError, AttributeError):
-            need = "needs more space"
-    return DnetError(f"no space left on device: writing {target} {need}, {free_text} there; "
-                     "free some space or choose another output folder")
+        need = "needs more space"
+    return DnetError(f"no space left on device: writing {target} {need}, {free_text} there; {advice}")
+
+
+def _disk_full(target: Path, tmp: Path | None, size: int | None) -> DnetError:
+    try:
+        written = tmp.stat().st_size if size is None and tmp is not None else None
+    except OSError:
+        written = None
+    return disk_full_error(target, size=size, written=written)
 
 
 @contextlib.contextmanager
@@ -245,10 +289,9 @@ def atomic_path(path: str | os.PathLike, *, size: int | None = None,
     """
     target = check_output_path(path, inputs=inputs)
     folder = target.parent
-    _sweep_once(folder)
     tmp_path = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:_MAX_NAME]}{_tag(PARTIAL)}", suffix="", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(folder, target.name), suffix="", dir=folder)
         tmp_path = Path(tmp)
         try:
             os.fchmod(fd, new_file_mode(target))

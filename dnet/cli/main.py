@@ -45,8 +45,11 @@ def reports_errors(fn):
             sys.exit(e.exit_code)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
             signum = e.signum if isinstance(e, Terminated) else 2
-            click.echo(f"dnet: error: interrupted by {'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}; "
-                       "no partial file was kept", err=True)
+            kept = getattr(e, "kept", None)  # a download's partial file, kept on purpose so that it resumes
+            what = (f"the partial download {kept} is kept, and running the command again resumes it" if kept
+                    else "no partial file was kept")
+            click.echo(f"dnet: error: interrupted by {'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}; {what}",
+                       err=True)
             sys.exit(128 + signum)
 
     return wrapper
