@@ -180,8 +180,8 @@ def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opt
         elif opts.calib is None:
             raise UsageError("INT8 needs calibration images: give a folder of images (or a calibration cache of "
                              "this model)", option="calib")
-    if opts.timing_cache is not None and target == "trt":
-        check_output_path(opts.timing_cache, inputs=[src])
+    if opts.timing_cache is not None and target == "trt":  # read, then written back after the build
+        check_output_path(opts.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
 
 
 def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from dnet.converters.convs import ConvSite, block_of, conv_sites
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
 from dnet.errors import EngineError, UsageError
+from dnet.files import scratch_folder
 from dnet.loading import load
 from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
 
@@ -273,7 +273,7 @@ class _Tapped:
         types = {vi.name: vi.type.tensor_type.elem_type for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info}
         for t in self.taps:
             copy.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None))
-        with tempfile.TemporaryDirectory(prefix="dnet-compare-") as tmp:
+        with scratch_folder("compare") as tmp:  # ONNX Runtime's optimized graphs, read back for their op counts
             self.file = session(proto, fused=fused, optimized_model_path=Path(tmp) / "file.onnx")
             self.copy = session(copy, fused=fused, optimized_model_path=Path(tmp) / "copy.onnx")
             self.ops_file, self.ops_copy = _op_counts(Path(tmp) / "file.onnx"), _op_counts(Path(tmp) / "copy.onnx")

@@ -53,6 +53,17 @@ def box(tmp_path) -> Box:
     return Box(tmp_path)
 
 
+@pytest.fixture
+def no_export(monkeypatch):
+    """Any export is a failure here: the request must be refused before the work starts."""
+    from dnet.converters import export as onnx_export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the export ran for a request that had to be refused first")
+
+    monkeypatch.setattr(onnx_export, "_export_proto", refuse)
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """tiny.pth (5 classes, 32×32, cifar10 preprocessing), its FP32 ONNX, and digits.pth (10 classes, 8×8)."""

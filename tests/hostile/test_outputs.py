@@ -141,3 +141,83 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_bytes_needed(box: Box, 
     assert lines[0].startswith(f"dnet: error: no space left on device: writing {out} needs ")
     assert " bytes, " in lines[0] and "bytes are free there; free some space or choose another output folder" in lines[0]
     assert list(disk.iterdir()) == []  # the tmpfs is gone with its namespace; nothing was written to the real folder
+
+
+# --- the writers main added: per-layer plots, --compare-to predictions, TensorRT timing caches, --json -------------
+
+@pytest.fixture
+def no_comparison(monkeypatch):
+    """Any per-layer comparison is a failure here: the request must be refused before the work starts."""
+    import dnet.cli.compare as cli_compare
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the comparison ran for a request that had to be refused first")
+
+    monkeypatch.setattr(cli_compare, "compare_layers", refuse)
+
+
+@pytest.mark.parametrize("which", ["ref", "other"])
+def test_compare_per_layer_plot_naming_a_model_file_is_refused_before_the_comparison(box: Box, models, no_comparison,
+                                                                                     which):
+    ref, other = box.add(models["onnx"], "ref.onnx"), box.add(models["onnx"], "other.onnx")
+    target = {"ref": ref, "other": other}[which]
+    box.freeze()
+    out = box.cli("compare", ref, other, "--per-layer", "--plot", target)
+    assert out.error_line(2) == (f"output {target} is also an input of this command ({target}); dnet never overwrites "
+                                 "its inputs: choose another output name")
+    box.unchanged()
+
+
+def test_compare_per_layer_default_plot_on_a_fifo_is_refused_and_the_fifo_kept(box: Box, models, no_comparison):
+    ref, other = box.add(models["onnx"], "ref.onnx"), box.add(models["onnx"], "other.onnx")
+    fifo = _fifo(box, "other.layers.png")  # where the plot goes by default
+    box.freeze()
+    out = box.cli("compare", ref, other, "--per-layer", "--json")
+    assert out.error_line(2).startswith(f"output {fifo} is a FIFO; dnet writes only regular files")
+    assert out.stdout == "" and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    box.unchanged()
+
+
+def test_compare_per_layer_leaves_only_its_plot(box: Box, models):
+    ref, other = box.add(models["onnx"], "ref.onnx"), box.add(models["onnx"], "other.onnx")
+    box.freeze()
+    old = os.umask(0o027)
+    try:
+        report = box.cli("compare", ref, other, "--per-layer", "--count", 2, "--json").ok()
+    finally:
+        os.umask(old)
+    plot = box.work / "other.layers.png"
+    assert f'"plot": "{plot}"' in report and stat.S_IMODE(os.stat(plot).st_mode) == 0o640
+    box.unchanged("other.layers.png")  # ONNX Runtime's optimized graphs went to a scratch folder, removed
+
+
+def test_eval_compare_to_predictions_naming_the_reference_is_refused_before_the_evaluation(box: Box, models):
+    model, reference = box.add(models["digits"]), box.add(models["digits"], "reference.pth")
+    box.freeze()
+    out = box.cli("eval", "--engine", model, "--compare-to", reference, "--dataset", "digits", "--limit", 5, "--quiet",
+                  "--predictions", reference)
+    assert out.error_line(2) == (f"output {reference} is also an input of this command ({reference}); dnet never "
+                                 "overwrites its inputs: choose another output name")
+    box.unchanged()
+
+
+@pytest.mark.parametrize("where", ["source", "intermediate", "fifo"])
+def test_a_timing_cache_over_the_source_an_intermediate_or_a_fifo_is_refused_before_the_export(box: Box, models,
+                                                                                               no_export, where):
+    src = box.add(models["pth"])
+    cache = {"source": src, "intermediate": box.work / "t.onnx", "fifo": box.work / "node"}[where]
+    if where == "fifo":
+        _fifo(box)
+    box.freeze()
+    out = box.cli("convert", src, "--from", "pth", "--to", "trt", "-o", box.work / "t.plan", "--timing-cache", cache,
+                  "--json")
+    line = out.error_line(2)
+    assert out.stdout == ""  # --json: stdout holds one JSON document or nothing
+    if where == "source":
+        assert line == (f"output {src} is also an input of this command ({src}); dnet never overwrites its inputs: "
+                        "choose another output name")
+    elif where == "intermediate":  # the FP32 ONNX this conversion keeps beside the plan
+        assert line == f"output {cache} is also another file of this command ({cache}); give each its own name"
+    else:
+        assert line.startswith(f"output {cache} is a FIFO; dnet writes only regular files")
+    box.unchanged()

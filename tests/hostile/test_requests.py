@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dnet.converters import export as onnx_export
 from tests.evalmodels import digits_model_fixture  # noqa: F401 (fixture)
 from tests.hostile.conftest import Box
-
-
-@pytest.fixture
-def no_export(monkeypatch):
-    """Any export is a failure here: the request must be refused before the work starts."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the export ran for a request that had to be refused first")
-
-    monkeypatch.setattr(onnx_export, "_export_proto", refuse)
 
 
 @pytest.mark.parametrize("args, code, line", [
