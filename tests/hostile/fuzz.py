@@ -1,4 +1,5 @@
-"""Fuzz targets for the three untrusted model formats: the ``.t7`` reader, the ``.pth`` reader, the ONNX opener.
+"""Fuzz targets for the untrusted formats: the ``.t7`` reader, the ``.pth`` reader, the ONNX opener, and the two
+readers main added: SVHN's ``.mat`` files (``dnet.data.mat5``) and OpenVINO IR ``.xml`` (opened and run once).
 
 Each case is a mutated real file, written to disk and opened the way every verb opens it: ``dnet.load`` for
 ``.t7`` and ``.pth`` (reader, mapping, checks, model), ``dnet.engines.open`` for ``.onnx`` (reader, interface
@@ -112,8 +113,40 @@ def onnx_seeds() -> dict[str, bytes]:
         return {"tiny.onnx": fp32.read_bytes()}
 
 
-SEEDS = {"t7": t7_seeds, "pth": pth_seeds, "onnx": onnx_seeds}
-SUFFIX = {"t7": ".t7", "pth": ".pth", "onnx": ".onnx"}
+def mat_seeds() -> dict[str, bytes]:
+    """SVHN-shaped MATLAB v5 files (X 32×32×3×N uint8, y N×1), plain and compressed, y as uint8 and as double."""
+    import numpy as np
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for compressed in (False, True):
+        for y_type in ("uint8", "float64"):
+            buf = io.BytesIO()
+            scipy.io.savemat(buf, {"X": rng.integers(0, 256, (32, 32, 3, 12), dtype=np.uint8),
+                                   "y": rng.integers(1, 11, (12, 1)).astype(y_type)}, do_compression=compressed)
+            out[f"svhn-{'z' if compressed else 'plain'}-{y_type}.mat"] = buf.getvalue()
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _ir_seed() -> tuple[bytes, bytes]:
+    """The tiny model as an OpenVINO IR: (.xml, .bin), float32 weights."""
+    import openvino as ov
+
+    from tests.converters.tiny_models import tiny_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ov.save_model(ov.convert_model(str(tiny_onnx(Path(tmp)))), str(Path(tmp) / "tiny.xml"), compress_to_fp16=False)
+        return (Path(tmp) / "tiny.xml").read_bytes(), (Path(tmp) / "tiny.bin").read_bytes()
+
+
+def ir_seeds() -> dict[str, bytes]:
+    return {"tiny.xml": _ir_seed()[0]}
+
+
+SEEDS = {"t7": t7_seeds, "pth": pth_seeds, "onnx": onnx_seeds, "mat": mat_seeds, "ir": ir_seeds}
+SUFFIX = {"t7": ".t7", "pth": ".pth", "onnx": ".onnx", "mat": ".mat", "ir": ".xml"}
 
 
 # --- mutations ---------------------------------------------------------------------------------------------
@@ -290,7 +323,43 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
     return proto.SerializeToString()
 
 
-MUTATE = {"t7": mutate_t7, "pth": mutate_pth, "onnx": mutate_onnx}
+_IR_VALUES = ("0", "-1", "1", "2", "3", "7", "4097", "100000", "2147483647", "-2147483648", "99999999999")
+_IR_WORDS = ("", "?", "?,?", "1,2,3,4,5", "f64", "i8", "u8", "f16", "boolean", "abc", "explicit", "same_upper")
+
+
+def mutate_ir(data: bytes, rng: random.Random) -> bytes:
+    """An IR's XML with numbers or attribute values replaced, lines deleted or repeated, or cut short."""
+    import re
+
+    text = data.decode("utf-8")
+    op = rng.random()
+    if op < 0.2:
+        return mutate_bytes(data, rng)
+    if op < 0.5:
+        spans = [m.span() for m in re.finditer(r"-?\d+", text)]
+        for _ in range(rng.randint(1, 3)):
+            a, z = rng.choice(spans)
+            text = text[:a] + rng.choice(_IR_VALUES) + text[z:]
+            spans = [m.span() for m in re.finditer(r"-?\d+", text)]
+    elif op < 0.7:
+        a, z = rng.choice([m.span() for m in re.finditer(r'"[^"]*"', text)])
+        text = text[:a] + f'"{rng.choice(_IR_WORDS)}"' + text[z:]
+    else:
+        lines = text.splitlines(keepends=True)
+        i = rng.randrange(len(lines))
+        if op < 0.85:
+            del lines[i:i + rng.randint(1, 5)]
+        else:
+            lines.insert(rng.randrange(len(lines)), lines[i])
+        text = "".join(lines)
+    return text.encode("utf-8")
+
+
+def mutate_mat(data: bytes, rng: random.Random) -> bytes:
+    return mutate_bytes(data, rng, structure=512)
+
+
+MUTATE = {"t7": mutate_t7, "pth": mutate_pth, "onnx": mutate_onnx, "mat": mutate_mat, "ir": mutate_ir}
 
 
 # --- running -----------------------------------------------------------------------------------------------
@@ -308,7 +377,27 @@ def open_onnx(path: Path) -> None:
         pass
 
 
-OPEN = {"t7": open_t7_or_pth, "pth": open_t7_or_pth, "onnx": open_onnx}
+def open_mat(path: Path) -> None:
+    from dnet.data.svhn import read_mat
+
+    read_mat(path)
+
+
+def open_ir(path: Path) -> None:
+    """Open the IR (its .bin, the seed's, beside it) and run it once, as ``bench`` and ``eval`` do."""
+    import numpy as np
+
+    from dnet import engines
+
+    weights = path.with_suffix(".bin")
+    if not weights.exists():
+        weights.write_bytes(_ir_seed()[1])
+    with engines.open(path, threads=1) as engine:
+        side = [d if d > 0 else 32 for d in engine.input_shape[2:]]
+        engine(np.zeros((2, 3, *side), np.float32))
+
+
+OPEN = {"t7": open_t7_or_pth, "pth": open_t7_or_pth, "onnx": open_onnx, "mat": open_mat, "ir": open_ir}
 
 
 @dataclass
