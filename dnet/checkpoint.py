@@ -80,7 +80,7 @@ def _check_container(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as z:
                 records = z.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:  # "zip file version 25.5"
             raise FileFormatError(f"{path}: not a readable PyTorch file (a damaged zip archive: {_first_line(e)})") from None
         if any(r.filename.rsplit("/", 1)[-1] == "constants.pkl" for r in records):  # what torch.jit.load runs
             raise UnsafeFileError(f"{path}: refused: a TorchScript archive holds code, which dnet never runs; "
@@ -158,7 +158,7 @@ def build_for(cfg: DenseNetConfig, sd: dict, source: str) -> DenseNet:
             raise FileFormatError(f"{source}: the configuration needs at least {need:,} weights but the file holds "
                                   f"{held:,}; the checkpoint does not match its configuration")
         return DenseNet(cfg)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # e.g. a growth rate of 1.5
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:  # e.g. a growth rate of 1.5
         raise FileFormatError(f"{source}: the configuration is not one dnet can build ({_first_line(e)})") from None
 
 

@@ -133,3 +133,30 @@ def test_a_torchscript_archive_is_refused_as_code(box: Box):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
     with pytest.raises(UnsafeFileError, match="refused: a TorchScript archive holds code"):
         load(path)
+
+
+def test_a_zip_record_needing_a_newer_zip_version_is_one_line(box: Box, models):
+    # Found by the fuzz target (seed 1): Python's zipfile raises NotImplementedError("zip file version 25.5") for a
+    # record whose "version needed to extract" it does not support; that is a damaged file, not a crash.
+    data = bytearray(models["pth"].read_bytes())
+    at = data.index(b"PK\x01\x02")  # the first central-directory record: 'version needed' 6 bytes in
+    data[at + 6:at + 8] = (255).to_bytes(2, "little")
+    path = box.work / "newer.pth"
+    path.write_bytes(bytes(data))
+    box.freeze()
+    assert box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1) == (
+        f"{path}: not a readable PyTorch file (a damaged zip archive: zip file version 25.5)")
+    box.unchanged()
+
+
+def test_a_compression_too_small_to_keep_a_channel_is_refused_not_divided_by(box: Box, models):
+    # Found by the fuzz target (seed 1): θ = 3.16e-322 passed 0 < θ ≤ 1, its transition kept ⌊16·θ⌋ = 0 channels and
+    # the initialisation divided by zero (ZeroDivisionError) while building the model.
+    small = torch.load(models["pth"], weights_only=True)
+    path = box.work / "thin.pth"
+    torch.save(_checkpoint({**small["config"], "compression": 3.16e-322}, small["state_dict"], small["meta"]), path)
+    box.freeze()
+    assert box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1) == (
+        f"{path}: the checkpoint's configuration is not one dnet can build (compression: theta 3.16e-322 leaves "
+        "transition 1 no channels (⌊16·θ⌋ = 0))")
+    box.unchanged()
