@@ -218,3 +218,52 @@ def test_pull_into_a_read_only_cache_is_one_line_before_any_connection(box: Box,
         assert lines[0] == (f"dnet: error: cannot create the cache folder {folder} (Read-only file system); set "
                             "DNET_HOME to a folder you can write")
     box.unchanged()
+
+
+# A real `dnet pull` in a subprocess, signalled while the bytes trickle in from the test server.
+PRELUDE = """
+import os
+import dnet.models.zoo as zoo
+zoo.WEIGHTS[os.environ["W_MODEL"]] = {"torchvision": zoo.WeightsFile(
+    "torchvision", os.environ["W_URL"], os.environ["W_FILE"], sha256=os.environ["W_SHA"], preprocess="cifar10")}
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGKILL"])
+def test_a_pull_killed_mid_download_leaves_only_its_partial_file_and_the_next_pull_resumes(box: Box, weights, signum):
+    import time
+
+    from tests.hostile.harness import LAUNCH, ROOT
+
+    cache = box.work / "cache"
+    digest = hashlib.sha256(weights).hexdigest()
+    target = _target(cache, weights)
+    part = dl.part_path(target)
+    with serve({"w.pth": weights}) as srv:
+        srv.trickle["/w.pth"] = 0.02  # about 1.3 s for the whole file
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(box.tmp), "DNET_HOME": str(cache),
+               "W_MODEL": NAME, "W_URL": srv.url("/w.pth"), "W_FILE": target.name, "W_SHA": digest[:8]}
+        cmd = [sys.executable, "-c", PRELUDE + LAUNCH, "pull", NAME, "--quiet"]
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (part.exists() and part.stat().st_size >= dl.BLOCK) and p.poll() is None:
+            assert time.monotonic() < deadline, "no bytes arrived"
+            time.sleep(0.01)
+        p.send_signal(signum)
+        _out, err = p.communicate(timeout=60)
+        arrived = part.stat().st_size
+        assert 0 < arrived < len(weights) and part.read_bytes() == weights[:arrived]
+        assert sorted(p.name for p in target.parent.iterdir()) == [part.name]  # nothing else, nothing half-named
+        if signum == signal.SIGTERM:
+            assert p.returncode == 143 and err.strip() == (f"dnet: error: interrupted by SIGTERM; the partial download "
+                                                           f"{part} is kept, and running the command again resumes it")
+        else:
+            assert p.returncode == -signal.SIGKILL
+        srv.trickle.clear()
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "resumed at" in again.stdout, again.stderr
+        assert srv.requests[-1] == ("/w.pth", f"bytes={arrived}-")
+    assert target.read_bytes() == weights
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".json"]
+    box.unchanged("cache", "weights", "torchvision", target.name, target.name + ".json")
