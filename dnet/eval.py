@@ -203,11 +203,8 @@ class _Decoded:
     """
 
     def __init__(self, dataset: FileDataset, indices: np.ndarray, spec: PreprocessSpec, ten_crop: bool) -> None:
-        self.paths = dataset.paths
-        self.labels = dataset.labels
-        self.indices = indices
-        self.spec = spec
-        self.ten_crop = ten_crop
+        self.paths, self.labels, self.indices = dataset.paths, dataset.labels, indices
+        self.spec, self.ten_crop = spec, ten_crop
         size = spec.crop or spec.input_size
         self.blank_shape = ((10,) if ten_crop else ()) + (3, size, size)
 

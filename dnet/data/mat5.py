@@ -142,10 +142,10 @@ def _walk(f, path: Path) -> tuple[str, list[Variable]]:
     size = os.fstat(f.fileno()).st_size
     head = f.read(HEADER)
     if len(head) < HEADER or not head.startswith(b"MATLAB 5.0 MAT-file"):
-        raise DataError(f"{path}: not a MATLAB v5 .mat file (its first bytes are not 'MATLAB 5.0 MAT-file')")
+        raise DataError(f"{path}: not a readable MATLAB (v5) file (its first bytes are not 'MATLAB 5.0 MAT-file')")
     order = {b"IM": "<", b"MI": ">"}.get(head[126:128])
     if order is None:
-        raise DataError(f"{path}: not a MATLAB v5 .mat file (byte-order mark {head[126:128]!r})")
+        raise DataError(f"{path}: not a readable MATLAB (v5) file (byte-order mark {head[126:128]!r})")
     found, at = [], HEADER
     while at + 8 <= size:
         f.seek(at)
