@@ -34,12 +34,11 @@ LAUNCH = r"""
 import importlib, json, os, resource, sys
 import numpy, torch, onnx, PIL.Image
 import dnet.engines.onnxruntime, dnet.cli.main, dnet.loading, dnet.eval, dnet.compare, dnet.converters.pipeline
-for verb in sys.modules["dnet.cli.main"].VERBS.values():  # each verb's own libraries (scipy for eval --compare-to, matplotlib...)
-    importlib.import_module(verb.split(":")[0])
-try:  # the optional OpenVINO runtime and its IR frontend, where installed
+verbs = sys.modules["dnet.cli.main"].VERBS
+if sys.argv[1:2] and sys.argv[1] in verbs:  # the verb's own libraries (scipy for eval --compare-to, matplotlib...)
+    importlib.import_module(verbs[sys.argv[1]].split(":")[0])
+if any(a.endswith(".xml") for a in sys.argv[1:]):  # OpenVINO's runtime and IR frontend
     import openvino, openvino.frontend
-except ImportError:
-    pass
 def status(key):
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
