@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnet.data.images import list_images, open_image
+from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.data.transforms import preprocess, preprocess_array
 from dnet.errors import DataError, FileFormatError
-from dnet.files import atomic_write_text
+from dnet.files import atomic_write_text, check_input_file
 
 CACHE_FORMAT = "dnet.calibration"
 CACHE_VERSION = 1
 METHODS = ("minmax", "entropy", "percentile")
+MAX_CACHE_BYTES = 64 << 20  # a cache holds two numbers per tensor: kilobytes
 
 
 def pick(n_total: int, count: int) -> np.ndarray:
@@ -47,28 +48,25 @@ def split(n_total: int, count: int, held_out: int) -> tuple[np.ndarray, np.ndarr
 
 
 def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int, *, held_out: int = 0,
-                checking: bool = False) -> np.ndarray:
+                checking: bool = False, what: str = "calibration") -> np.ndarray:
     """Up to ``count`` images of ``folder`` (recursively, sorted, evenly spread) as float32 N×3×H×W.
 
     With ``held_out``, the calibration images leave that many aside (:func:`split`); ``checking`` reads those.
+    ``what`` names the images in messages ("calibration image ..."); "" for none.
     """
-    files = list_images(folder, what="calibration folder")
+    files = list_images(folder, what=f"{what} folder" if what else "image folder")
     calib, check = split(len(files), count, held_out)
-    return read_images([files[i] for i in (check if checking else calib)], spec)
+    return read_images([files[i] for i in (check if checking else calib)], spec, what=f"{what} image" if what else "")
 
 
 def read_images(files: list[Path], spec: PreprocessSpec, what: str = "calibration image") -> np.ndarray:
     """Image files through ``spec`` as float32 N×3×H×W; an undecodable one raises a DataError naming it (``what``)."""
     out = []
     for path in files:
-        try:
-            img = open_image(path)
+        try:  # the one decoder (pixel limit, 16-bit scaling) and a result of the model's input size
+            out.append(preprocess(path, spec))
         except DataError as e:
-            raise DataError(f"{what} {e}") from None
-        if spec.resize is None and img.size != (spec.input_size, spec.input_size):
-            # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit photos to it
-            img = img.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
-        out.append(preprocess(img, spec))
+            raise DataError(f"{what} {e}" if what else str(e)) from None
     return np.stack(out) if out else np.zeros((0, 3, spec.input_size, spec.input_size), np.float32)
 
 
@@ -144,12 +142,19 @@ class CalibrationCache:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationCache:
-        path = Path(path)
+        path = check_input_file(path, "calibration cache")
         try:
+            size = path.stat().st_size
+            if size > MAX_CACHE_BYTES:  # a model or an image set named by mistake: not read whole
+                raise ValueError(f"{size:,} bytes; a calibration cache is JSON of at most {MAX_CACHE_BYTES:,}")
             d = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError(f"JSON {type(d).__name__}, not an object")
             if d.get("format") != CACHE_FORMAT or d.get("version") != CACHE_VERSION:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}")
             ranges = {str(k): (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
             return cls(str(d["model_sha256"]), str(d["method"]), int(d["images"]), str(d.get("data", "")), ranges)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError, IndexError) as e:
-            raise FileFormatError(f"{path}: not a dnet calibration cache ({str(e)[:120]}); delete it to calibrate again") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError, IndexError,
+                AttributeError, RecursionError) as e:
+            raise FileFormatError(f"{path}: not a dnet calibration cache ({str(e)[:120]}); dnet neither reads nor "
+                                  "overwrites it: name another calibration cache file", option="calib_cache") from None

@@ -165,7 +165,7 @@ def export(
     if check_inputs is not None and len(check_inputs):
         inputs.append(np.asarray(check_inputs, np.float32))
     check_graph(proto, "exported graph")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=proto.ByteSize()) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         report = verify_fp32(model, tmp, inputs)
     for row in report:

@@ -15,12 +15,12 @@ import contextlib
 import io
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from dnet.converters.calibration import CalibrationCache
+from dnet.files import scratch_folder
 from dnet.progress import QUIET, Progress
 
 CALIB_BATCH = 16
@@ -77,7 +77,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *,
     from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry
 
-    with tempfile.TemporaryDirectory(prefix="dnet-calib-") as tmp:
+    with scratch_folder("calib") as tmp:
         private = Path(tmp) / "model.onnx"
         shutil.copyfile(fp32, private)
         # raw ranges: the quantizer symmetrises them for int8 (zero point 0); uint8 uses them as they are

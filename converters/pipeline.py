@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
 from dnet.artifact.sidecar import HARDWARE_COMPAT
-from dnet.checkpoint import save_checkpoint
-from dnet.converters.calibration import METHODS, CalibrationSet
+from dnet.checkpoint import save_checkpoint, save_torch
+from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
 from dnet.converters.precision import FP16_REL_L2, INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
+from dnet.data.images import list_images
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError
-from dnet.files import atomic_path, check_output_path, sha256_file
+from dnet.files import check_output_path, same_file, sha256_file
 from dnet.loading import load
 from dnet.progress import QUIET, Progress
 from dnet.statedict import torchvision_state_dict
@@ -73,6 +73,7 @@ class ConvertOptions:
     version_compatible: bool = False
     hardware_compat: str = HARDWARE_COMPAT[0]
     verbose: bool = False  # --to trt: TensorRT's whole build log
+    force: bool = False  # replace existing intermediate files this conversion did not write
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -177,6 +178,55 @@ def _typed_target(target: str, options: ConvertOptions) -> str:
     return {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, options.precision)
 
 
+def _files(out: Path, target: str, opts: ConvertOptions) -> dict[str, Path]:
+    """Every file a conversion to ``target`` ending in ``out`` may write (see :func:`names_for`)."""
+    files = names_for(out)
+    typed_target = _typed_target(target, opts)
+    files[typed_target] = out if target != "trt" else files[typed_target]
+    if typed_target != "fp32" and files["fp32"] == files[typed_target]:  # "-o model.onnx --to onnx-int8"
+        files["fp32"] = out.parent / f"{out.stem}.fp32.onnx"
+    if opts.calib_cache is not None:
+        files["calib_cache"] = opts.calib_cache
+    return files
+
+
+def _written_from(path: Path, src: Path, src_format: str) -> bool:
+    """Whether the existing ONNX ``path`` is an intermediate dnet wrote from ``src`` (so a new run may replace it)."""
+    try:
+        meta = read_meta(read_model(path))
+        if src_format == "onnx":
+            own = read_meta(read_model(src))
+            return meta is not None and own is not None and meta.source_sha256 == own.source_sha256
+        return meta is not None and meta.source_sha256 == sha256_file(src)
+    except DnetError:
+        return False
+
+
+def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
+    """Intermediates go beside the output: never over an input, a device, or a file this conversion did not write."""
+    files = _files(out, target, opts)
+    typed_target = _typed_target(target, opts)
+    keep = [files["fp32"]] if src_format != "onnx" and (typed_target != "fp32" or target == "trt") else []
+    if target == "trt" and typed_target != "fp32":
+        keep.append(files[typed_target])
+    for path in keep:
+        check_output_path(path, inputs=[src])
+        if path.exists() and not opts.force and not _written_from(path, src, src_format):
+            raise UsageError(f"{path} exists and is not an intermediate dnet wrote from {src.name}; this conversion "
+                             "keeps an intermediate file under that name: move it, choose another output name, or let "
+                             "the conversion replace it", option="force")
+    if typed_target == "int8":
+        cache = files["calib_cache"]
+        check_output_path(cache, inputs=[src, out])
+        if cache.exists():
+            CalibrationCache.load(cache)  # one line if it is not a calibration cache; never overwritten then
+        elif opts.calib is None:
+            raise UsageError("INT8 needs calibration images: give a folder of images (or a calibration cache of "
+                             "this model)", option="calib")
+    if opts.timing_cache is not None and target == "trt":  # read, then written back after the build
+        check_output_path(opts.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
+
+
 def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
     """Everything that can be refused before any work is done (no export runs for a request that must fail)."""
     if src_format not in SOURCES:
@@ -184,20 +234,28 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     if target not in TARGETS:
         raise UsageError(f"target must be one of {', '.join(TARGETS)}, got {target!r}", option="target")
     if not src.is_file():
-        raise DnetError(f"{src}: no such file")
+        raise DnetError(f"{src}: no such file" if not src.exists() else f"{src}: is not a regular file")
     if src.suffix.lower() not in SUFFIXES[src_format]:
         raise UsageError(f"a {src_format} source is a {' or '.join(SUFFIXES[src_format])} file, got {src.name}",
                          option="src_format")
-    check_output_path(out)
-    if out.resolve() == src.resolve():
+    if same_file(out, src) or out.resolve() == src.resolve():
         raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
+    check_output_path(out, inputs=[src])
     if src_format == "onnx" and target in ("pth", "torchvision"):
         raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
     if src_format == "onnx" and target == "onnx":
         raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
+    typed_target = _typed_target(target, opts)
     if target == "trt" and opts.int8_activations != "int8":
         raise UsageError("TensorRT needs int8 activations with zero point 0, not uint8", option="int8_activations")
-    if opts.mixed and _typed_target(target, opts) != "int8":
+    if opts.int8_activations != "int8" and (target in ("pth", "torchvision") or typed_target != "int8"):
+        raise UsageError(f"INT8 activations apply to an INT8 target, not {target}"
+                         f"{f' with precision {opts.precision}' if target == 'trt' else ''}", option="int8_activations")
+    if opts.calib is not None and opts.calib.folder is not None and target not in ("pth", "torchvision"):
+        list_images(opts.calib.folder, what="calibration folder")  # a missing or empty folder, before the export
+    if target not in ("pth", "torchvision"):
+        _check_intermediates(src, src_format, target, out, opts)
+    if opts.mixed and typed_target != "int8":
         raise UsageError("layers in higher precision and accuracy control are for INT8 files (--to onnx-int8, or trt "
                          "with int8 precision)", option="val" if opts.val is not None else "int8_exclude")
     if opts.val is not None:
@@ -240,11 +298,8 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
         progress.stage(f"writing {out.name}")
         return [_write_torch(model, out, target)]
 
-    files = names_for(out)
+    files = _files(out, target, opts)
     typed_target = _typed_target(target, opts)
-    files[typed_target] = out if target != "trt" else files[typed_target]
-    if typed_target != "fp32" and files["fp32"] == files[typed_target]:  # "-o model.onnx --to onnx-int8"
-        files["fp32"] = out.parent / f"{out.stem}.fp32.onnx"
     written: list[Path] = []
 
     # 1. FP32 ONNX
@@ -281,7 +336,7 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
             progress.check("fp16_vs_fp32", skipped=True)
         written.append(typed)
     elif typed_target == "int8":
-        cache = opts.calib_cache or files["calib_cache"]
+        cache = files["calib_cache"]
         typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
                                   spec=spec, progress=progress, activations=opts.int8_activations,
                                   layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
@@ -301,6 +356,4 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
 def _write_torch(model, out: Path, target: str) -> Path:
     if target == "pth":
         return save_checkpoint(out, model, model.meta)
-    with atomic_path(out) as tmp:
-        torch.save(torchvision_state_dict(model), tmp)
-    return out
+    return save_torch(out, torchvision_state_dict(model))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from dnet.converters.ortquant import calibrate  # a name of this module: benchma
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, densenet_layout
 from dnet.engines.onnxruntime import require_onnxruntime, run
 from dnet.errors import AccuracyError, InputModifiedError, UsageError
-from dnet.files import atomic_path, sha256_file
+from dnet.files import atomic_path, scratch_folder, sha256_file
 from dnet.progress import QUIET, Progress
 from dnet.similarity import rel_l2
 
@@ -135,7 +134,7 @@ def to_fp16(
         batches = [np.asarray(check_inputs, np.float32)]
     else:
         batches = [_random_inputs(proto, input_size_of(proto))]
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=len(data)) as tmp:
         tmp.write_bytes(data)
         for batch in batches if check else []:
             feed = batch if keep_io_types else batch.astype(np.float16)
@@ -257,7 +256,7 @@ def to_int8(
     else:
         summary["layout"] = {"name": "ort", "weight_bits": 8}
         summary["tool"] = "onnxruntime.quantization QDQ"
-        with tempfile.TemporaryDirectory(prefix="dnet-int8-") as tmp:
+        with scratch_folder("int8") as tmp:
             private = Path(tmp) / "fp32.onnx"
             shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
             quantized = Path(tmp) / "int8.onnx"
@@ -269,7 +268,7 @@ def to_int8(
     write_meta(q, _meta_for(proto, src, "int8", summary))
     q.producer_name, q.producer_version = "dnet", __version__
     check_graph(q, "INT8 graph")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, size=q.ByteSize()) as tmp:
         tmp.write_bytes(q.SerializeToString())
         if check_inputs is not None and len(check_inputs):
             progress.stage(f"INT8 check ({len(check_inputs)} held-out images)")

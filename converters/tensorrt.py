@@ -33,7 +33,7 @@ from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
 from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, write_sidecar
 from dnet.engines.gpu import cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
-from dnet.files import atomic_path, sha256_file
+from dnet.files import atomic_path, check_output_path, sha256_file
 
 if TYPE_CHECKING:  # annotations only: tensorrt is imported inside build_plan
     import tensorrt
@@ -228,6 +228,14 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
 
     if not onnx_path.is_file():
         raise FileFormatError(f"{onnx_path}: no such ONNX file")
+    check_output_path(plan_path, inputs=[onnx_path])  # before the build, not after it
+    if options.timing_cache is not None:  # read and written back: never the ONNX file, the plan, a device or a FIFO
+        try:
+            check_output_path(options.timing_cache, inputs=[onnx_path, plan_path])
+        except UsageError:
+            raise
+        except DnetError:  # a folder that is missing or read-only: the build goes on and saving it warns
+            pass
     meta, chw = read_onnx_meta(onnx_path)
     precision = (meta.precision if meta is not None else "").upper()
     where = f"the {precision + ' ' if precision else ''}ONNX is at {onnx_path}"
@@ -271,7 +279,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
             info, why = None, str(e)
         else:
             why = "TensorRT could not deserialize the plan it built"
-    with atomic_path(plan_path) as tmp:
+    with atomic_path(plan_path, size=len(plan), inputs=[onnx_path]) as tmp:
         tmp.write_bytes(plan)
     try:
         if info is None:
@@ -300,17 +308,19 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
     )
     write_sidecar(plan_path, sidecar)
     if options.timing_cache is not None:
-        _save_timing_cache(config, options.timing_cache, warn)
+        _save_timing_cache(config, options.timing_cache, warn, inputs=[onnx_path, plan_path])
     return plan_path
 
 
-def _save_timing_cache(config: tensorrt.IBuilderConfig, path: Path, warn: Callable[[str], None]) -> None:
+def _save_timing_cache(config: tensorrt.IBuilderConfig, path: Path, warn: Callable[[str], None], *,
+                       inputs: list[Path]) -> None:
     cache = config.get_timing_cache()
     try:
         if cache is None:
             raise EngineError("TensorRT returned no timing cache")
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(bytes(cache.serialize()))
+        data = bytes(cache.serialize())
+        with atomic_path(path, size=len(data), inputs=inputs) as tmp:  # the umask's mode, swept if killed
+            tmp.write_bytes(data)
     except (DnetError, OSError) as e:
         warn(f"the timing cache was not saved to {path} ({e}); the plan and its sidecar are written")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from dnet.converters.calibration import read_folder
 from dnet.converters.convs import ConvSite, block_of, conv_sites
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
-from dnet.errors import UsageError
+from dnet.errors import EngineError, UsageError
+from dnet.files import scratch_folder
 from dnet.loading import load
 from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
 
@@ -80,7 +80,11 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     inp = sess.get_inputs()[0]
     feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
     names = [proto.graph.output[0].name, *stages.values()]
-    results = sess.run(names, {inp.name: feed})
+    try:
+        results = sess.run(names, {inp.name: feed})
+    except Exception as e:  # noqa: BLE001 (ORT's own error types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EngineError(f"{path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
     out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
     return {**out, LOGITS: np.asarray(results[0], np.float32)}
 
@@ -102,24 +106,34 @@ def _row(stage: str, ref: np.ndarray, got: np.ndarray) -> StageRow:
     return StageRow(stage, tuple(ref.shape), rel_l2(ref, got), cosine(ref, got), max_abs(ref, got), top1)
 
 
-def _inputs(ref: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
-    with engines.open(ref) as eng:
+def _feed(path: Path):
+    """(metadata, input side or -1 when not fixed) of a model file."""
+    with engines.open(path) as eng:
         meta, shape = eng.meta, eng.input_shape
-    size = meta.input_size if meta is not None else shape[2]
+    return meta, (meta.input_size if meta is not None else shape[2])
+
+
+def _inputs(ref: Path, other: Path, images: str | os.PathLike | None, count: int) -> np.ndarray:
+    meta, size = _feed(ref)
+    other_size = _feed(other)[1]
+    if size > 0 and other_size > 0 and size != other_size:
+        raise UsageError(f"{ref.name} takes {size}×{size} inputs and {other.name} {other_size}×{other_size}; "
+                         "compare runs two versions of one model on the same inputs")
+    size = size if size > 0 else other_size
     if images is None:
         if size <= 0:
             raise UsageError(f"{ref.name} has no fixed input size; give --images DIR")
         return np.random.default_rng(0).standard_normal((count, 3, size, size), dtype=np.float32)
     if meta is None:
         raise UsageError(f"{ref.name} does not record its preprocessing; compare a dnet file first, or omit --images")
-    return read_folder(images, meta.preprocess, count)
+    return read_folder(images, meta.preprocess, count, what="")
 
 
 def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | os.PathLike | None = None,
             count: int = 8) -> list[StageRow]:
     """One row per stage both files expose (in network order), then the logits row."""
     ref, other = Path(ref), Path(other)
-    batch = _inputs(ref, images, count)
+    batch = _inputs(ref, other, images, count)
     a, b = stage_outputs(ref, batch), stage_outputs(other, batch)
     rows = []
     for stage in a:
@@ -259,7 +273,7 @@ class _Tapped:
         types = {vi.name: vi.type.tensor_type.elem_type for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info}
         for t in self.taps:
             copy.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None))
-        with tempfile.TemporaryDirectory(prefix="dnet-compare-") as tmp:
+        with scratch_folder("compare") as tmp:  # ONNX Runtime's optimized graphs, read back for their op counts
             self.file = session(proto, fused=fused, optimized_model_path=Path(tmp) / "file.onnx")
             self.copy = session(copy, fused=fused, optimized_model_path=Path(tmp) / "copy.onnx")
             self.ops_file, self.ops_copy = _op_counts(Path(tmp) / "file.onnx"), _op_counts(Path(tmp) / "copy.onnx")
@@ -329,7 +343,7 @@ def compare_layers(ref: str | os.PathLike, other: str | os.PathLike, *, images: 
         if KINDS.get(path.suffix.lower()) != "onnxruntime":
             raise UsageError(f"per-layer comparison runs ONNX files, and {path.name} is not one; export it first "
                              "(dnet convert --to onnx)")
-    batch = _inputs(ref, images, count)
+    batch = _inputs(ref, other, images, count)
     a, b = _Tapped(ref, fused), _Tapped(other, fused)
     pairs, pairing, unmatched = _pair(a, b)
     outs, ins = [_Running() for _ in pairs], [_Running() for _ in pairs]

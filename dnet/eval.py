@@ -183,14 +183,14 @@ def published_error(model: str | None, dataset: str, preprocess: str, *, ten_cro
     return found[0].error if found else None
 
 
-def write_predictions(path: str | os.PathLike, report: EvalReport, dataset) -> None:
+def write_predictions(path: str | os.PathLike, report: EvalReport, dataset, *, inputs=()) -> None:
     """CSV: index, file (or empty for array data sets), label, prediction, top5 (space separated), correct."""
     names = [str(p) for p in dataset.paths] if isinstance(dataset, FileDataset) else None
     lines = ["index,file,label,prediction,top5,correct"]
     for index, label, top5 in report.predictions:
         file = names[index].replace('"', '""') if names else ""
         lines.append(f'{index},"{file}",{label},{top5[0]},{" ".join(map(str, top5))},{int(top5[0] == label)}')
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", inputs=inputs)
 
 
 # --- feeding the engine ----------------------------------------------------------------------------------
@@ -203,11 +203,8 @@ class _Decoded:
     """
 
     def __init__(self, dataset: FileDataset, indices: np.ndarray, spec: PreprocessSpec, ten_crop: bool) -> None:
-        self.paths = dataset.paths
-        self.labels = dataset.labels
-        self.indices = indices
-        self.spec = spec
-        self.ten_crop = ten_crop
+        self.paths, self.labels, self.indices = dataset.paths, dataset.labels, indices
+        self.spec, self.ten_crop = spec, ten_crop
         size = spec.crop or spec.input_size
         self.blank_shape = ((10,) if ten_crop else ()) + (3, size, size)
 
@@ -218,6 +215,9 @@ class _Decoded:
         index = int(self.indices[i])
         try:
             x = preprocess_image(self.paths[index], self.spec, ten_crop=self.ten_crop)
+            if x.shape != self.blank_shape:  # never a batch of mixed shapes: one image's problem stays its own
+                raise DataError(f"{self.paths[index]}: preprocessed to {'×'.join(map(str, x.shape))}, the model "
+                                f"takes {'×'.join(map(str, self.blank_shape))}")
         except DataError as e:
             return np.zeros(self.blank_shape, np.float32), int(self.labels[index]), index, str(e)
         return x, int(self.labels[index]), index, ""

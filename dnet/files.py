@@ -1,21 +1,159 @@
-"""Writing outputs so that nothing is lost: temporary file in the target folder, then rename."""
+"""Writing outputs so that nothing is lost: temporary file in the target folder, then rename.
+
+The output-path policy of every verb lives here (:func:`check_output_path`): an output is never an input of the
+same command and never an existing file that is not a regular file (a device, a FIFO, a socket, or a symlink to
+one). Temporary files and folders carry their purpose, host and process id in their names
+(``.model.onnx.dnet-partial.HOST.PID.xxxxxxxx``, ``calib.dnet-scratch.HOST.PID.xxxxxxxx``); they are removed when
+the step ends, fails or is interrupted (SIGINT, and SIGTERM once :func:`exit_on_sigterm` is installed), and what a
+SIGKILL leaves behind is swept by the next dnet process that writes into the same folder (:func:`sweep_stale`).
+A full disk is one line naming the file and the bytes it needed. Files are created with the mode the umask allows
+(or the mode of the file they replace), not ``mkstemp``'s 0600.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
+import signal
+import socket
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dnet.errors import DnetError, UsageError
+from dnet.errors import DnetError, FileFormatError, UsageError
+
+PARTIAL = "dnet-partial"  # marks a file being written: .NAME.dnet-partial.HOST.PID.RANDOM
+SCRATCH = "dnet-scratch"  # marks a private folder of scratch files: PURPOSE.dnet-scratch.HOST.PID.RANDOM
+_MARKS = (f".{PARTIAL}.", f".{SCRATCH}.")
+_MAX_NAME = 100  # characters of the target's name kept in a temporary name (file names stop at 255 bytes)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_swept: set[str] = set()
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Refuse, in one line, an output whose folder is missing or unwritable, or that names a folder.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (plain ``kill``, ``timeout``, ``docker stop``, systemd), raised like Ctrl-C so cleanup runs."""
 
-    Steps that run long call it first, so they fail before the work rather than after it.
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` (a KeyboardInterrupt) in this process, so ``finally`` blocks run.
+
+    Python's default SIGTERM action ends the process at once, skipping every cleanup; the CLI installs this.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread: leave the handler alone
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+# --- names of temporary files, and sweeping those of dead processes ----------------------------------------
+
+def _host() -> str:
+    return socket.gethostname().replace("/", "_") or "localhost"
+
+
+def _tag(kind: str) -> str:
+    return f".{kind}.{_host()}.{os.getpid()}."
+
+
+def owner_of(name: str) -> tuple[str, int] | None:
+    """(host, pid) of the process that made a dnet temporary file or folder called ``name``, else None."""
+    for mark in _MARKS:
+        if mark in name:
+            parts = name.rsplit(mark, 1)[1].rsplit(".", 2)
+            if len(parts) == 3 and parts[1].isdigit():
+                return parts[0], int(parts[1])
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[Path]:
+    """Remove the dnet temporary files and folders in ``folder`` whose process (on this host) is gone.
+
+    What a SIGKILL or a power cut leaves behind; a live process's files are never touched. Returns what was removed.
+    """
+    removed = []
+    host = _host()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        owner = owner_of(entry.name)
+        if owner is None or owner[0] != host or pid_alive(owner[1]):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        sweep_stale(folder)
+
+
+def partial_prefix(folder: str | os.PathLike, name: str) -> str:
+    """The name prefix of a temporary file or folder that stands for ``folder/name`` while it is being written
+    (``.NAME.dnet-partial.HOST.PID.``); what a killed process left in ``folder`` is swept first."""
+    _sweep_once(Path(folder))
+    return f".{name[:_MAX_NAME]}{_tag(PARTIAL)}"
+
+
+# --- the output-path policy --------------------------------------------------------------------------------
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (links, symlinks and ``..`` included); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse, in one line, an output dnet must not write: see the module docstring.
+
+    ``inputs`` are the files the same command reads; an output that is one of them is refused. Steps that run
+    long call this first, so they fail before the work rather than after it.
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
@@ -25,35 +163,198 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise DnetError(f"cannot write to output folder {folder}: permission denied")
     if target.is_dir():
         raise UsageError(f"output {target} is a folder; give a file name")
+    if os.path.lexists(target):
+        try:
+            mode = os.stat(target).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # a dangling symlink: the rename replaces the link itself
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"output {target} is {_kind(mode)}; dnet writes only regular files and never replaces "
+                             "a device, FIFO or socket (give a file name)")
+        for inp in inputs:
+            if same_file(target, inp):
+                raise UsageError(f"output {target} is also an input of this command ({inp}); dnet never overwrites "
+                                 "its inputs: choose another output name")
+    for other in inputs:  # one not written yet (an intermediate, a plan): the same name is the same file
+        if not os.path.lexists(other) and os.path.abspath(target) == os.path.abspath(other):
+            raise UsageError(f"output {target} is also another file of this command ({other}); give each its own name")
     return Path(folder, target.name)
 
 
+def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """An existing regular file, or one line saying what it is instead (FIFOs and devices would hang or lie)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except OSError as e:
+        raise FileFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        raise FileFormatError(f"{path}: is {_kind(mode)}, not a regular file; save the {what} to a file first "
+                              "(dnet reads only regular files)")
+    return path
+
+
+def open_for_resume(path: str | os.PathLike) -> int:
+    """A read-write descriptor of ``path`` (created, with the mode the umask allows, when absent), which must be a
+    regular file of its own: a symlink is refused (it would write elsewhere), and so are a FIFO (it would block) and a
+    device. The file is not truncated: a resumable download keeps its bytes here between runs."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else _kind(mode)
+        raise UsageError(f"{path} is {what}, not a partial file dnet wrote; dnet writes only regular files of its own "
+                         "there: remove it")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the check and the open
+        os.close(fd)
+        raise UsageError(f"{path} is not a regular file; remove it")
+    return fd
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (not thread-safe, hence the /proc path first)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(target: str | os.PathLike) -> int:
+    """The mode a new version of ``target`` gets: the existing file's, else what the umask allows of 0666."""
+    try:
+        st = os.stat(target)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    try:
+        s = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return s.f_bavail * s.f_frsize
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is the OSError of a full disk (or an exhausted quota)."""
+    return isinstance(e, OSError) and e.errno in _FULL
+
+
+def disk_full_error(target: str | os.PathLike, *, size: int | None = None, written: int | None = None,
+                    advice: str = "free some space or choose another output folder") -> DnetError:
+    """The one line of a full disk: the file, the bytes it needed (``size``) or had written, the bytes free."""
+    target = Path(target)
+    free = free_bytes(target.parent)
+    free_text = f"{free:,} bytes are free" if free is not None else "the free space is unknown"
+    if size is not None:
+        need = f"needs {size:,} bytes"
+    elif written is not None:
+        need = f"needs more than the {written:,} bytes written before the disk filled"
+    else:
+        need = "needs more space"
+    return DnetError(f"no space left on device: writing {target} {need}, {free_text} there; {advice}")
+
+
+def _disk_full(target: Path, tmp: Path | None, size: int | None) -> DnetError:
+    try:
+        written = tmp.stat().st_size if size is None and tmp is not None else None
+    except OSError:
+        written = None
+    return disk_full_error(target, size=size, written=written)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, size: int | None = None,
+                inputs: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
-    A failure (or an exception) removes the temporary file and leaves any previous ``path`` as it was.
+    A failure, an exception or an interrupt removes the temporary file and leaves any previous ``path`` as it
+    was. ``size`` (bytes the block will write, if known) goes into the one-line error of a full disk. The new
+    file gets the mode of the file it replaces, or 0666 less the umask.
     """
-    target = check_output_path(path)
+    target = check_output_path(path, inputs=inputs)
     folder = target.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(folder, target.name), suffix="", dir=folder)
+        tmp_path = Path(tmp)
+        try:
+            os.fchmod(fd, new_file_mode(target))
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise _disk_full(target, tmp_path, size) from None
+        raise
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    with atomic_path(path, size=len(data), inputs=inputs) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), inputs=inputs)
+
+
+def scratch_root() -> Path:
+    """The one folder dnet keeps scratch folders in: ``$TMPDIR/dnet-scratch-UID`` (private to the user)."""
+    return Path(tempfile.gettempdir()) / f"{SCRATCH}-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+@contextlib.contextmanager
+def scratch_folder(purpose: str) -> Iterator[Path]:
+    """A private folder for scratch files (e.g. calibration's model copies), removed when the block ends.
+
+    It lives in :func:`scratch_root`; folders of processes that were killed are swept when the next one is made,
+    and the root itself is removed when it is left empty.
+    """
+    root = scratch_root()
+    for _ in range(3):  # another process may remove the empty root between our mkdir and mkdtemp
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            raise DnetError(f"scratch folder {root} is not a folder of this user; remove it or set TMPDIR")
+        sweep_stale(root)
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=f"{purpose}{_tag(SCRATCH)}", dir=root))
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise DnetError(f"cannot create a scratch folder in {root}")
+    try:
+        yield folder
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DnetError(f"no space left on device for scratch files in {root}: "
+                            f"{free_bytes(root) or 0:,} bytes are free; set TMPDIR to a folder with more space") from None
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from dnet.data.download import fetch
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, DownloadError, FileFormatError, UsageError
-from dnet.files import atomic_write_text, sha256_file
+from dnet.files import atomic_write_text, check_input_file, sha256_file
 from dnet.loading import load
 from dnet.models import DenseNet, DenseNetConfig, zoo
 from dnet.models.factory import create_model as create_architecture
@@ -80,12 +81,32 @@ class Pulled:
         return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
+RECORD_BYTES = 1 << 16  # a record is a few hundred bytes; anything larger is not one
+
+
 def _record(path: Path) -> dict | None:
+    """The record beside a cached file, or None when there is none (or what is there is not one: never read if it
+    is not a small regular file, so a FIFO or a device there cannot block or flood the read)."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > RECORD_BYTES:
+            return None
+        record = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def _cache_folder(folder: Path) -> None:
+    """The cache folder exists and can be written, or one line saying how to point dnet at another."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DnetError(f"cannot create the cache folder {folder} ({e.strerror or e}); set DNET_HOME to a folder "
+                        "you can write") from None
+    if not os.access(folder, os.W_OK):
+        raise DnetError(f"cannot write to the cache folder {folder} (read-only or permission denied); set DNET_HOME "
+                        "to a folder you can write")
 
 
 def pull(name: str, source: str | None = None, *, progress: bool = False, option: str = "source") -> Pulled:
@@ -93,21 +114,22 @@ def pull(name: str, source: str | None = None, *, progress: bool = False, option
     wf = weights_file(name, source, option=option)
     path = home() / "weights" / wf.source / wf.filename
     record_path = path.with_name(f"{path.name}.json")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DnetError(f"cannot create the cache folder {path.parent} ({e.strerror}); set DNET_HOME") from None
     record = _record(record_path)
-    if path.is_file():
-        digest, size, fetched, resumed = sha256_file(path), path.stat().st_size, False, 0
+    if path.is_file():  # in the cache already: read only, so a read-only cache serves what it holds
+        try:
+            digest, size, fetched, resumed = sha256_file(check_input_file(path, "weights")), path.stat().st_size, False, 0
+        except OSError as e:
+            raise DownloadError(f"{path}: cannot read the cached file ({e.strerror or e}); delete it to fetch it "
+                                "again") from None
         for what, expected in (("published", wf.sha256), ("recorded", record["sha256"] if record else "")):
             if expected and not digest.startswith(expected):
                 raise DownloadError(f"{path}: its sha256 {digest} is not the {what} {expected}; delete it to fetch "
                                     "it again")
     else:
+        _cache_folder(path.parent)
         got = fetch(wf.url, path, sha256=wf.sha256 or None, progress=progress)
         digest, size, fetched, resumed = got.sha256, got.size, True, got.resumed_from
-    if record is None or fetched:
+    if (record is None or fetched) and (fetched or os.access(path.parent, os.W_OK)):
         atomic_write_text(record_path, json.dumps({"model": name, "source": wf.source, "url": wf.url, "sha256": digest,
                                                    "size": size, "published_sha256": wf.sha256}, indent=2) + "\n")
     return Pulled(name, wf.source, path, wf.url, digest, size, wf.sha256, fetched, resumed)

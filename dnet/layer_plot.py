@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from dnet.compare import LayerReport
@@ -11,8 +12,9 @@ from dnet.files import atomic_path
 MARKED = 3  # the layers named on the plot: the first of the ranking
 
 
-def plot_layers(report: LayerReport, path: str | os.PathLike) -> Path:
-    """Relative error of every convolution's output (and of the input it read) against depth, log scale; written atomically.
+def plot_layers(report: LayerReport, path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Relative error of every convolution's output (and of the input it read) against depth, log scale; written atomically
+    (never over one of ``inputs``, the files compared).
 
     Dense blocks are shaded and labelled, transitions drawn as dashed lines, the logits are the last point, and the
     layers that add the most error are named.
@@ -53,7 +55,7 @@ def plot_layers(report: LayerReport, path: str | os.PathLike) -> Path:
     ax.set_title(f"{Path(report.other).name} against {Path(report.ref).name}", fontsize=10, pad=16)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, inputs=inputs) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return Path(path)

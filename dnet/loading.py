@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from dnet.checkpoint import is_checkpoint, model_from_checkpoint, read_pth
 from dnet.converters.t7.densenet import load_t7_densenet
 from dnet.errors import FileFormatError
+from dnet.files import check_input_file
 from dnet.models.densenet import DenseNet
 from dnet.statedict import model_from_state_dict
 
 
 def load(path: str | os.PathLike) -> DenseNet:
     """The model a file holds, in eval mode, with ``model.meta`` describing its source."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"{path}: no such file")
+    path = check_input_file(path, "model file")  # a FIFO would hang, a folder is not a model
     suffix = path.suffix.lower()
     if suffix == ".t7":
         return load_t7_densenet(path)

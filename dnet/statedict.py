@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dnet.checkpoint import build_for
 from dnet.errors import ConfigError, FileFormatError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
@@ -118,11 +119,14 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     those of a zoo entry with blur pooling (``densenetblur121d``) and of none without, the configuration has it.
     """
 
-    def shape(key: str) -> tuple[int, ...]:
+    def shape(key: str, rank: int = 4) -> tuple[int, ...]:
         if key not in sd:
             what = f" ({_what_it_is(sd)})" if key == "features.conv0.weight" else ""
             raise FileFormatError(f"{source}: no {key!r}; not a torchvision-style DenseNet state dict{what}")
-        return tuple(sd[key].shape)
+        got = tuple(sd[key].shape)
+        if len(got) != rank or 0 in got:
+            raise FileFormatError(f"{source}: {key} has shape {list(got)}, expected {rank} non-zero dimensions")
+        return got
 
     stem = _stem_fields(sd, shape, source)
     layers: dict[int, set[int]] = {}
@@ -150,9 +154,7 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     for b in range(1, len(blocks)):
         w = shape(f"features.transition{b}.conv.weight")
         transitions.append((w[1], w[0]))
-    classifier = shape("classifier.weight")
-    if len(classifier) != 2:
-        raise FileFormatError(f"{source}: classifier.weight has shape {list(classifier)}")
+    classifier = shape("classifier.weight", 2)
     try:
         cfg = DenseNetConfig(
             block_config=tuple(blocks), growth_rate=growth, bottleneck=bottleneck,
@@ -174,11 +176,11 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
     source = path.name
     sd = _unwrap(obj, source)
     cfg = config_from_state_dict(sd, source)
-    model = DenseNet(cfg)
+    model = build_for(cfg, sd, source)  # nothing is built that the file's tensors could not fill
     expected = model.state_dict()
     for k, v in expected.items():  # state dicts from before PyTorch 0.4.1 have no BN batch counters
         if k.endswith("num_batches_tracked") and k not in sd:
-            sd[k] = torch.zeros_like(v)
+            sd[k] = torch.zeros((), dtype=v.dtype)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
@@ -192,7 +194,7 @@ def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
         raise FileFormatError(
             f"{source}: {bad[0]} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True, assign=True)
     # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
     # ImageNet-stem state dict records that one; CIFAR- and deep-stem ones are fed as the zoo says (zoo.expects).
     extra = {"format": "torchvision state dict"}

@@ -55,8 +55,11 @@ class Engine:
         _, _, h, w = self.input_shape
         if (h > 0 and batch.shape[2] != h) or (w > 0 and batch.shape[3] != w):
             raise EngineError(f"{self.path.name}: expects {h}×{w} inputs, got {batch.shape[2]}×{batch.shape[3]}")
-        out = self.run(np.ascontiguousarray(batch, dtype=np.float32))
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(self.run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+        if out.ndim != 2 or len(out) != len(batch):  # a file whose output shape was not recorded, checked here
+            raise EngineError(f"{self.path.name}: gives outputs of shape {'×'.join(map(str, out.shape))} for a batch "
+                              f"of {len(batch)}; dnet runs image classifiers (N×classes logits)")
+        return out
 
     def close(self) -> None:
         """Release what the engine holds; safe to call twice."""

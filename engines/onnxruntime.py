@@ -19,7 +19,9 @@ versions, because its cached engines carry neither.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 import platform
 from importlib import metadata
@@ -34,6 +36,10 @@ from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+
+# ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
+# that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 try:  # onnxruntime or onnxruntime-gpu (one import package; the cpu and gpu extras install exactly one of them)
     import onnxruntime as ort
@@ -192,7 +198,10 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = model if isinstance(model, bytes) else str(model)
-    sess = ort.InferenceSession(source, opts, providers=providers)
+    # A session that fails to build makes ONNX Runtime print an "EP Error" banner on stdout before it retries;
+    # the error itself still reaches the caller, and stdout stays the command's own (tables, --json).
+    with contextlib.redirect_stdout(io.StringIO()):
+        sess = ort.InferenceSession(source, opts, providers=providers)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     running = sess.get_providers()
     if not running or running[0] != wanted:
@@ -254,7 +263,11 @@ class OnnxRuntimeEngine(Engine):
         if n > 0 and len(batch) != n:  # a file exported with a fixed batch: feed it piece by piece
             return np.concatenate([self.run(batch[i:i + n]) for i in range(0, len(batch), n)])
         feed = batch.astype(np.float16) if self._fp16_input else batch
-        return self.session.run([self.output_name], {self.input_name: feed})[0]
+        try:
+            return self.session.run([self.output_name], {self.input_name: feed})[0]
+        except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/RuntimeException share no useful base)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
 
     def close(self) -> None:
         self.session = None

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from dnet import DISTRIBUTION
-from dnet.artifact.meta import PREFIX, ArtifactMeta
+from dnet.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE, PREFIX, ArtifactMeta
 from dnet.artifact.onnxfile import read_model
 from dnet.engines.base import Engine
-from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.files import check_input_file
 
 INSTALL_HINT = f"OpenVINO is not installed: pip install '{DISTRIBUTION}[openvino]'"
 # provider -> INFERENCE_PRECISION_HINT of OpenVINO's CPU plugin
@@ -51,7 +52,12 @@ def _first_line(e: Exception) -> str:
 
 
 def read(path: str | os.PathLike):
-    """An ``openvino.Model`` from an IR ``.xml`` (with its ``.bin``) or an ONNX file, read by that format's frontend."""
+    """An ``openvino.Model`` from an IR ``.xml`` (with its ``.bin``) or an ONNX file, read by that format's frontend.
+
+    Both files of an IR must be regular files (a FIFO would block the reader); whatever OpenVINO's reader raises
+    (its ``GeneralFailure``, ``OpConversionFailure``... share no base but ``Exception``) is one line; the model must
+    be an image classifier (:func:`check_interface`).
+    """
     require_openvino()
     from openvino.frontend import FrontEndManager
 
@@ -59,16 +65,65 @@ def read(path: str | os.PathLike):
     frontend = FRONTENDS.get(path.suffix.lower())
     if frontend is None:
         raise FileFormatError(f"{path}: OpenVINO runs .xml (IR) and .onnx files, not {path.suffix or '(no suffix)'!r}")
-    if frontend == "ir" and not path.with_suffix(".bin").is_file():
-        raise FileFormatError(f"{path}: its weights {path.with_suffix('.bin').name} are missing (an OpenVINO IR is an "
-                              ".xml and a .bin of the same name)")
+    if frontend == "ir":
+        check_input_file(path, "OpenVINO IR")
+        weights = path.with_suffix(".bin")
+        if not os.path.lexists(weights):
+            raise FileFormatError(f"{path}: its weights {weights.name} are missing (an OpenVINO IR is an .xml and a "
+                                  ".bin of the same name)")
+        check_input_file(weights, "OpenVINO IR weights")
     if frontend == "onnx":
         read_model(path)  # one clear line for a missing, corrupt or external-data file before OpenVINO sees it
     fe = FrontEndManager().load_by_framework(frontend)
     try:
-        return fe.convert(fe.load(str(path)))
-    except RuntimeError as e:
+        model = fe.convert(fe.load(str(path)))
+    except Exception as e:  # noqa: BLE001 (OpenVINO's failures share no base but Exception)
         raise FileFormatError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
+    check_interface(model, path)
+    return model
+
+
+def _dims(port) -> list[int] | None:
+    """A port's dimensions, -1 where dynamic; None when even its rank is dynamic."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        return None
+    return [-1 if d.is_dynamic else d.get_length() for d in shape]
+
+
+def check_interface(model, path: Path) -> None:
+    """The interface every verb relies on, as for ONNX (``dnet.artifact.onnxfile.check_interface``): one float
+    N×3×H×W input no larger than MAX_INPUT_SIZE a side, one float N×classes output, dnet metadata that agrees."""
+    what = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise FileFormatError(f"{path}: {what}; this file has {len(inputs)} inputs and {len(outputs)} outputs")
+        for port, role in ((inputs[0], "input"), (outputs[0], "output")):
+            if port.get_element_type().get_type_name() not in ("f32", "f16"):
+                raise FileFormatError(f"{path}: {what}; its {role} is {port.get_element_type().get_type_name()}, "
+                                      "not a float32 or float16 tensor")
+        dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
+        meta = model_meta(model)
+    except FileFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise FileFormatError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
+    if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
+        shape = "a shape of unknown rank" if dims is None else "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
+        raise FileFormatError(f"{path}: {what}; its input has {shape}")
+    if any(d > MAX_INPUT_SIZE for d in dims[2:]):
+        raise FileFormatError(f"{path}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} pixels "
+                              "a side")
+    if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
+        shape = "×".join(str(d) if d > 0 else "?" for d in out_dims) or "a scalar"
+        raise FileFormatError(f"{path}: {what}; its output is {shape}, not N×classes")
+    if meta is not None:
+        if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
+            raise FileFormatError(f"{path}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "
+                                  f"takes {dims[2]}×{dims[3]}")
+        if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
+            raise FileFormatError(f"{path}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
 
 
 def model_meta(model) -> ArtifactMeta | None:
@@ -109,7 +164,10 @@ class OpenVinoEngine(Engine):
         if n > 0 and len(batch) != n:  # a file with a fixed batch: feed it piece by piece
             return np.concatenate([self.run(batch[i:i + n]) for i in range(0, len(batch), n)])
         feed = batch.astype(np.float16) if self._fp16_input else batch
-        out = self.request.infer({0: feed})[0]
+        try:
+            out = self.request.infer({0: feed})[0]
+        except Exception as e:  # noqa: BLE001 (OpenVINO's failures share no base but Exception)
+            raise EngineError(f"{self.path.name}: OpenVINO cannot run it ({_first_line(e)})") from None
         return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
 
     def layer_precisions(self, layer_type: str = "Convolution") -> dict[str, int]:
@@ -144,9 +202,11 @@ def open_file(path: str | os.PathLike, *, provider: str | None = None, threads: 
         config["INFERENCE_NUM_THREADS"] = int(threads)
     try:
         compiled = ov.Core().compile_model(model, "CPU", config)
-    except RuntimeError as e:
+        return OpenVinoEngine(path, compiled, name, model_meta(model))
+    except (DnetError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 (OpenVINO's failures share no base but Exception)
         raise FileFormatError(f"{path}: OpenVINO cannot compile it ({_first_line(e)})") from None
-    return OpenVinoEngine(path, compiled, name, model_meta(model))
 
 
 __all__ = ["PROVIDERS", "OpenVinoEngine", "model_meta", "open_file", "read", "require_openvino"]

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -71,17 +72,11 @@ def write_cifar_bin(path: Path, n: int, label_bytes: int = 1, num_classes: int =
     return images, labels.astype(np.int64)
 
 
-_CACHE: dict[str, Path] = {}
-
-
-def digits_checkpoint() -> Path:
-    """The trained digits model, trained once per test session (in a temporary folder)."""
-    if "digits" not in _CACHE:
-        import tempfile
-
-        folder = Path(tempfile.mkdtemp(prefix="dnet-digits-"))
-        _CACHE["digits"] = train_digits(folder / "digits.pth")
-    return _CACHE["digits"]
+@pytest.fixture(scope="session", name="digits_model")
+def digits_model_fixture(tmp_path_factory) -> Path:
+    """The trained digits model, trained once per test session in pytest's temporary folder (which pytest
+    removes), not in a folder of its own that every run would leave behind."""
+    return train_digits(tmp_path_factory.mktemp("digits") / "digits.pth")
 
 
 # --- a zoo ImageNet model without weights: a stub engine answering prepared logits per image ----------------

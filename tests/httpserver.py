@@ -8,6 +8,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ class Served:
     content_types: dict[str, str] = field(default_factory=dict)  # URL path -> Content-Type (default octet-stream)
     cuts: dict[str, int] = field(default_factory=dict)  # URL path -> bytes sent before the next response is cut off
     ranges: bool = True  # False: ignore Range and always send the whole file (status 200)
+    trickle: dict[str, float] = field(default_factory=dict)  # URL path -> seconds of pause after each 64 KiB sent
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header) of every request
     base: str = ""
 
@@ -52,8 +54,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = data[start:]
         cut = served.cuts.pop(path, None)
-        self.wfile.write(body if cut is None else body[:cut])
-        self.wfile.flush()
+        body = body if cut is None else body[:cut]
+        pause = served.trickle.get(path)
+        try:
+            for at in range(0, len(body), 1 << 16) if pause else [0]:
+                self.wfile.write(body[at:at + (1 << 16)] if pause else body)
+                self.wfile.flush()
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, in the signal tests)
+            pass
         self.close_connection = True
 
     def log_message(self, *args) -> None:

@@ -22,9 +22,9 @@ from dnet.eval import (
     topk_hits,
 )
 from dnet.models.zoo import get as zoo_get
-from tests.evalmodels import (
+from tests.evalmodels import (  # noqa: F401 (digits_model_fixture is a fixture)
     TableEngine,
-    digits_checkpoint,
+    digits_model_fixture,
     ranked_logits,
     save_random,
     write_cifar_bin,
@@ -83,8 +83,8 @@ def test_published_error_lookup():
     assert published_error("custom", "digits", "digits") is None and published_error(None, "digits", "digits") is None
 
 
-def test_digits_model_counts_match_a_direct_forward_pass():
-    path = digits_checkpoint()
+def test_digits_model_counts_match_a_direct_forward_pass(digits_model):
+    path = digits_model
     test = open_dataset("digits")
     report = evaluate(path, test, batch=50, progress=False)
     import dnet
@@ -100,8 +100,8 @@ def test_digits_model_counts_match_a_direct_forward_pass():
     assert len(report.predictions) == 360 and report.preprocess == "digits"
 
 
-def test_limit_spreads_over_the_set_and_batches_do_not_change_counts():
-    path = digits_checkpoint()
+def test_limit_spreads_over_the_set_and_batches_do_not_change_counts(digits_model):
+    path = digits_model
     test = open_dataset("digits")
     a = evaluate(path, test, batch=7, limit=90, progress=False)
     b = evaluate(path, test, batch=90, limit=90, progress=False)
@@ -109,8 +109,8 @@ def test_limit_spreads_over_the_set_and_batches_do_not_change_counts():
     assert [p[0] for p in a.predictions] == [i * 4 for i in range(90)]  # 360 // 90 = every 4th image
 
 
-def test_class_count_mismatch_is_one_line(tmp_path):
-    path = digits_checkpoint()
+def test_class_count_mismatch_is_one_line(tmp_path, digits_model):
+    path = digits_model
     rng = np.random.default_rng(0)
     other = ArrayDataset("cifar100", "test", rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
                          np.zeros(4, np.int64), 100, get_spec("digits"))
@@ -197,18 +197,18 @@ def test_zoo_model_gets_the_published_number_and_the_tolerance_gate(tmp_path):
     assert AccuracyError.exit_code == 3
 
 
-def test_tolerance_without_a_published_number_is_a_usage_error():
-    report = evaluate(digits_checkpoint(), open_dataset("digits"), limit=10, progress=False)
+def test_tolerance_without_a_published_number_is_a_usage_error(digits_model):
+    report = evaluate(digits_model, open_dataset("digits"), limit=10, progress=False)
     with pytest.raises(UsageError, match="^a tolerance needs a published error, and there is none for model 'custom'"):
         check_tolerance(report, 1.0)
 
 
-def test_empty_data_set_and_bad_arguments(tmp_path):
+def test_empty_data_set_and_bad_arguments(tmp_path, digits_model):
     empty = FileDataset("folder", "test", [], np.zeros(0, np.int64), 2, ["a", "b"])
     with pytest.raises(DataError, match="data set folder holds no images"):
         evaluate(FixedEngine(), empty, progress=False)
     with pytest.raises(UsageError, match="^ten crops need an image data set"):
-        evaluate(digits_checkpoint(), open_dataset("digits"), ten_crop=True, progress=False)
+        evaluate(digits_model, open_dataset("digits"), ten_crop=True, progress=False)
 
 
 def test_static_batch_engine_gets_padded_batches(tmp_path):
@@ -305,7 +305,7 @@ def test_tolerance_gates_the_ten_crop_error_against_the_ten_crop_number(tmp_path
                             "(10-crop top-1, torch7, CVPR17-T3), more than the tolerance of 26")
 
 
-def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch):
+def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch, digits_model):
     import io
     import sys
 
@@ -317,5 +317,5 @@ def test_progress_bar_shows_running_top1_only_on_a_terminal(monkeypatch):
     for tty, progress, shown in [(True, True, True), (False, True, False), (True, False, False)]:
         err = Terminal() if tty else io.StringIO()
         monkeypatch.setattr(sys, "stderr", err)
-        evaluate(digits_checkpoint(), test, batch=120, progress=progress)
+        evaluate(digits_model, test, batch=120, progress=progress)
         assert ("top-1 err" in err.getvalue()) == shown, (tty, progress)

@@ -37,6 +37,7 @@ from dnet.converters.t7.modules import (
     BN,
     Conv,
     Cursor,
+    DisjointViews,
     Layer,
     Mod,
     check_pool,
@@ -223,7 +224,7 @@ class _Walk:
 def parse_densenet(obj: object, root: str = "model") -> Parsed:
     """Walk a Lua DenseNet module tree (as :func:`dnet.converters.t7.reader.loads` returns it): the stem, dense
     blocks separated by transitions, the head."""
-    top = Mod(obj, root)
+    top = Mod(obj, root, DisjointViews())
     if not isinstance(obj, TorchObject):
         hint = " (fb.resnet.torch's latest.t7 and optimState files are not models: load a model_N.t7)" if isinstance(obj, dict) else ""
         raise FileFormatError(f"{root}: the file holds {describe(obj)}, not an nn module{hint}")

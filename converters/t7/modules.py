@@ -7,10 +7,12 @@ walks the whole network with these.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from dnet.converters.t7.reader import Storage, Table, TorchObject
 from dnet.errors import FileFormatError
@@ -26,11 +28,39 @@ KINDS = {
 }
 
 
+class DisjointViews:
+    """The bytes of the file taken by tensors a caller copies out of it; a tensor overlapping one taken is refused.
+
+    A Lua DenseNet's parameters never share bytes (``getParameters()`` flattens them into disjoint views of one
+    storage), while buffers of memory-optimised models may. A caller that copies parameters takes each one here
+    first, so overlapping views of one storage cannot turn a small file into a large model.
+    """
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int, str]] = []
+        self.taken: dict[str, int] = {}
+
+    def take(self, a: np.ndarray, name: str) -> None:
+        if a.size == 0 or self.taken.get(name) == id(a):
+            return
+        lo, hi = byte_bounds(a)
+        i = bisect.bisect_left(self.spans, (lo,))
+        for j in (i - 1, i):
+            if 0 <= j < len(self.spans):
+                other_lo, other_hi, other = self.spans[j]
+                if other_lo < hi and lo < other_hi:
+                    raise FileFormatError(f"{name} shares bytes of the file with {other}; tensors of a model never "
+                                          "overlap, and overlapping ones would make a small file a large model")
+        self.spans.insert(i, (lo, hi, name))
+        self.taken[name] = id(a)
+
+
 class Mod:
     """A module of the tree with its path (``model.modules[3].modules[1]``) and checked field access."""
 
-    def __init__(self, obj: object, path: str) -> None:
+    def __init__(self, obj: object, path: str, views: DisjointViews | None = None) -> None:
         self.obj, self.path = obj, path
+        self.views = views  # the tensors copied so far: overlapping ones are refused (see DisjointViews)
         self.cls = obj.typename if isinstance(obj, TorchObject) else describe(obj)
         base = None
         for p in PREFIXES:
@@ -74,6 +104,8 @@ class Mod:
             raise self.error(f"tensor {name!r} holds {v.dtype} values, expected floating point")
         if shape is not None and v.shape != shape:
             raise self.error(f"tensor {name!r} has shape {shape_text(v.shape)}, expected {shape_text(shape)}")
+        if self.views is not None:
+            self.views.take(v, f"{self.path}.{name}")
         return np.array(v, dtype=np.float32)  # a copy: the model never aliases the file buffer
 
     def children(self) -> list[Mod]:
@@ -81,7 +113,7 @@ class Mod:
         items = mods.as_list() if isinstance(mods, Table) else None
         if items is None:
             raise self.error("has no list of modules")
-        return [Mod(m, f"{self.path}.modules[{i}]") for i, m in enumerate(items, 1)]
+        return [Mod(m, f"{self.path}.modules[{i}]", self.views) for i, m in enumerate(items, 1)]
 
 
 def describe(v: object) -> str:

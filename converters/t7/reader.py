@@ -11,15 +11,20 @@ object, usually the table of its fields. Little-endian; ``long`` is 8 bytes (Lin
 
 Safety: nothing is ever executed (function objects are refused with their byte offset: a DenseNet
 checkpoint never holds one); every count read from the file is checked against the bytes that are left
-before anything is allocated; nesting is bounded; any truncation or inconsistency raises one
-:class:`~dnet.errors.FileFormatError` naming the byte offset. Storages become numpy arrays that view the
-file's bytes (one bytearray, so they are writable and share memory exactly as the file's tensors share
-storages); tensors are strided views of them.
+before anything is allocated; every stride is checked against its storage; nesting is bounded; any truncation
+or inconsistency raises one :class:`~dnet.errors.FileFormatError` naming the byte offset. Storages become numpy
+arrays that view the file's bytes (a private copy-on-write mapping of the file, so they are writable, share memory
+exactly as the file's tensors share storages, and only what is parsed is ever read: a corrupt 2 GB file fails at
+its first bad byte without being read whole); tensors are strided views of them. Only regular files are read
+(a FIFO would hang, a pipe reads as empty). A caller that copies tensors out of the file refuses overlapping ones
+(``dnet.converters.t7.modules.DisjointViews``), so what it copies is bounded by what the file holds.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.errors import FileFormatError, UnsafeFileError
+from dnet.files import check_input_file
 
 TYPE_NIL, TYPE_NUMBER, TYPE_STRING, TYPE_TABLE, TYPE_TORCH, TYPE_BOOLEAN = 0, 1, 2, 3, 4, 5
 FUNCTION_TAGS = {6: "a Lua function", 7: "a Lua function (legacy recursive)", 8: "a Lua function"}
@@ -288,6 +294,9 @@ class _Reader:
         if storage is None:
             raise self.fail(f"{name} of {numel} elements has no storage", at)
         n = storage.data.shape[0]
+        # The stride of a size-1 dimension addresses nothing (Torch7 ignores it); a huge one would only overflow
+        # numpy's byte arithmetic. Every other stride is bounded by the span check below.
+        strides = [0 if s == 1 else st for s, st in zip(sizes, strides, strict=True)]
         last = offset + sum((s - 1) * st for s, st in zip(sizes, strides, strict=True))
         # A view may not reach outside its storage, nor cover more elements than the storage holds
         # (stride-0 expansion): so no copy of anything read can be larger than the file.
@@ -321,7 +330,7 @@ def loads(data: bytes | bytearray, *, long_size: int | None = None, max_depth: i
     ``long_size`` is 8 (Linux, macOS) or 4 (Windows); None tries 8 and then 4, and reports the error of the
     8-byte reading if neither reads the whole file.
     """
-    buf = data if isinstance(data, bytearray) else bytearray(data)
+    buf = data if isinstance(data, bytearray | mmap.mmap) else bytearray(data)
     if long_size not in (None, 4, 8):
         raise ValueError("long_size must be 4, 8 or None")
     if len(buf) >= 4 and not 0 <= struct.unpack_from("<i", buf, 0)[0] <= 8:
@@ -352,18 +361,27 @@ def loads(data: bytes | bytearray, *, long_size: int | None = None, max_depth: i
     raise first_error
 
 
+def _map(path: Path):
+    """The file's bytes as a private, writable, lazily read mapping (a bytearray for an empty file)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO swapped in cannot hang
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced by something else since it was checked
+            raise FileFormatError(f"{path}: is not a regular file; dnet reads a Torch7 file from a file")
+        if st.st_size == 0:
+            return bytearray()
+        return mmap.mmap(fd, st.st_size, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+
+
 def load(path: str | os.PathLike, *, long_size: int | None = None, max_depth: int = MAX_DEPTH):
     """Read a ``.t7`` file; errors name the file."""
-    path = Path(path)
+    path = check_input_file(path, "Torch7 file")
     try:
-        size = path.stat().st_size
-        buf = bytearray(size)
-        with open(path, "rb") as f:
-            got = f.readinto(buf)
-        if got != size:
-            raise OSError(f"read {got} of {size} bytes")
-    except OSError as e:
-        raise FileFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+        buf = _map(path)
+    except (OSError, ValueError) as e:
+        raise FileFormatError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     try:
         return loads(buf, long_size=long_size, max_depth=max_depth)
     except FileFormatError as e:

@@ -11,9 +11,30 @@ import json
 from dataclasses import dataclass, field
 
 from dnet.data.specs import PreprocessSpec
-from dnet.errors import FileFormatError
+from dnet.errors import FileFormatError, UsageError
 
 PREFIX = "dnet."  # key prefix in ONNX metadata_props
+# Largest input side an artifact may claim: 16 Mpx, far above any DenseNet's (224..448); a file's claim above it
+# would make dnet allocate inputs of that size (compare, eval) before anything else fails.
+MAX_INPUT_SIZE = 4096
+MAX_CLASSES = 1_000_000
+
+
+INTERPOLATIONS = ("lua-bicubic", "bilinear", "none")
+
+
+def _check_spec(spec: PreprocessSpec) -> None:
+    """A preprocessing read from a file: sizes that dnet can allocate, three channels, a known interpolation."""
+    for name in ("resize", "crop", "input_size"):
+        v = getattr(spec, name)
+        if v is None and name != "input_size":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INPUT_SIZE:
+            raise ValueError(f"preprocess {name} {v!r} is not a whole number in 1..{MAX_INPUT_SIZE}")
+    if len(spec.mean) != 3 or len(spec.std) != 3 or not all(s > 0 for s in spec.std):
+        raise ValueError("preprocess mean and std need three values, std positive")
+    if spec.interpolation not in INTERPOLATIONS or not (isinstance(spec.pixel_scale, int | float) and spec.pixel_scale > 0):
+        raise ValueError(f"preprocess interpolation {spec.interpolation!r} or pixel scale {spec.pixel_scale!r} is unknown")
 
 
 @dataclass(frozen=True)
@@ -41,8 +62,16 @@ class ArtifactMeta:
             d = dict(d)
             d["preprocess"] = PreprocessSpec.from_dict(d["preprocess"])
             known = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in d.items() if k in known})
-        except (KeyError, TypeError, ValueError) as e:
+            meta = cls(**{k: v for k, v in d.items() if k in known})
+            for name, top in (("num_classes", MAX_CLASSES), ("input_size", MAX_INPUT_SIZE)):
+                v = getattr(meta, name)
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                    raise ValueError(f"{name} {v!r} is not a whole number in 1..{top:,}")
+            if not isinstance(meta.extra, dict) or not isinstance(meta.config, dict):
+                raise ValueError("extra and config must be dicts")
+            _check_spec(meta.preprocess)
+            return meta
+        except (KeyError, TypeError, ValueError, AttributeError, UsageError) as e:
             raise FileFormatError(f"artifact metadata is incomplete or malformed: {e}") from None
 
     def to_strings(self) -> dict[str, str]:

@@ -2,28 +2,41 @@
 
 Every graph dnet writes has one input ``input`` (float32 N×3×H×W, N dynamic) and one output ``logits``; its
 ``metadata_props`` carry the model's :class:`~dnet.artifact.meta.ArtifactMeta`. Reading a file never loads
-external data (dnet writes self-contained files and refuses others).
+external data (dnet writes self-contained files and refuses others). :func:`read_model` checks, once, what every
+verb relies on (:func:`check_interface`): one image input N×3×H×W, one N×classes output, metadata that agrees
+with them, and initializers whose dimensions agree with the data they hold, so a file that is not an image
+classifier is one line here rather than an ONNX Runtime traceback later.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from pathlib import Path
 
 import onnx
 
-from dnet.artifact.meta import PREFIX, ArtifactMeta
+from dnet.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE, PREFIX, ArtifactMeta
 from dnet.errors import FileFormatError
+from dnet.files import check_input_file
 
 INPUT = "input"
 OUTPUT = "logits"
+T = onnx.TensorProto
+FLOATS = {T.FLOAT: "float32", T.FLOAT16: "float16"}
+# bytes per element of raw_data, and the typed field that holds the values otherwise (ONNX's onnx.proto3)
+_BITS = {T.FLOAT: 32, T.UINT8: 8, T.INT8: 8, T.UINT16: 16, T.INT16: 16, T.INT32: 32, T.INT64: 64, T.BOOL: 8,
+         T.FLOAT16: 16, T.DOUBLE: 64, T.UINT32: 32, T.UINT64: 64, T.COMPLEX64: 64, T.COMPLEX128: 128, T.BFLOAT16: 16,
+         T.FLOAT8E4M3FN: 8, T.FLOAT8E4M3FNUZ: 8, T.FLOAT8E5M2: 8, T.FLOAT8E5M2FNUZ: 8, T.UINT4: 4, T.INT4: 4}
+_FIELD = {T.FLOAT: "float_data", T.COMPLEX64: "float_data", T.INT64: "int64_data", T.DOUBLE: "double_data",
+          T.COMPLEX128: "double_data", T.UINT32: "uint64_data", T.UINT64: "uint64_data", T.STRING: "string_data"}
 
 
-def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load an ONNX file with the project's errors; external-data files are refused (dnet writes none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"{path}: no such file")
+def read_model(path: str | os.PathLike, *, classifier: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file with the project's errors; external-data files are refused (dnet writes none).
+
+    ``classifier`` (the default) also checks the interface every verb relies on (:func:`check_interface`).
+    """
+    path = check_input_file(path, "ONNX file")
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends carry no common base worth naming
@@ -33,7 +46,103 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     for t in proto.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             raise FileFormatError(f"{path}: tensor {t.name!r} is stored in an external file; dnet reads self-contained ONNX files")
+    if (field := _not_text(proto)) is not None:
+        raise FileFormatError(f"{path}: not a readable ONNX file (a {field} that is not UTF-8 text)")
+    check_tensors(proto, str(path))
+    if classifier:
+        check_interface(proto, str(path))
     return proto
+
+
+def _not_text(msg) -> str | None:
+    """The name of the first string field holding bytes that are not UTF-8 (protobuf hands them over as bytes;
+    ONNX Runtime would fail on them inside its own error handling), or None."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (fd.TYPE_STRING, fd.TYPE_MESSAGE):
+            continue
+        for v in value if fd.is_repeated else (value,):
+            if fd.type == fd.TYPE_STRING:
+                if isinstance(v, bytes):
+                    return fd.name
+            elif (inner := _not_text(v)) is not None:
+                return inner
+    return None
+
+
+def _tensor_problem(t: onnx.TensorProto) -> str | None:
+    """Why the dimensions of ``t`` do not agree with the data it holds, or None."""
+    if any(d < 0 for d in t.dims):
+        return f"negative dimensions {list(t.dims)}"
+    numel = math.prod(t.dims)
+    if t.data_type == T.STRING:
+        held, want = len(t.string_data), {numel}
+    elif t.data_type not in _BITS:
+        return f"unknown element type {t.data_type}"
+    else:
+        typed = len(getattr(t, _FIELD.get(t.data_type, "int32_data")))
+        if t.raw_data or not typed:
+            held, want = len(t.raw_data), {(numel * _BITS[t.data_type] + 7) // 8}
+        elif t.data_type in (T.UINT4, T.INT4):
+            held, want = typed, {numel, (numel + 1) // 2}
+        else:
+            held, want = typed, {numel * (2 if t.data_type in (T.COMPLEX64, T.COMPLEX128) else 1)}
+    if held not in want:
+        return f"dimensions {list(t.dims)} need {min(want):,} values, it holds {held:,}"
+    return None
+
+
+def check_tensors(proto: onnx.ModelProto, name: str) -> None:
+    """Every initializer (and Constant value) holds as much data as its dimensions say: a header that claims
+    gigabytes over a few bytes of data is refused before ONNX Runtime allocates it."""
+    tensors = [(t, f"initializer {t.name!r}") for t in proto.graph.initializer]
+    tensors += [(a.t, f"constant of node {n.name or n.op_type!r}") for n in proto.graph.node
+                for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for t, what in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise FileFormatError(f"{name}: {what} is stored in an external file; dnet reads self-contained ONNX files")
+        problem = _tensor_problem(t)
+        if problem:
+            raise FileFormatError(f"{name}: {what} is corrupt: {problem}")
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    """Dimensions of a graph input or output (-1 where not a fixed number), None when no shape is recorded."""
+    tt = value.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim)
+
+
+def check_interface(proto: onnx.ModelProto, name: str) -> None:
+    """One float image input N×3×H×W and one float N×classes output, agreeing with the dnet metadata if any."""
+    what = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
+    initialized = {t.name for t in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initialized]
+    outputs = list(proto.graph.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise FileFormatError(f"{name}: {what}; this file has {len(inputs)} inputs "
+                              f"({', '.join(v.name for v in inputs[:4])}) and {len(outputs)} outputs")
+    inp, out = inputs[0], outputs[0]
+    for v, role in ((inp, "input"), (out, "output")):
+        if not v.type.HasField("tensor_type") or v.type.tensor_type.elem_type not in FLOATS:
+            raise FileFormatError(f"{name}: {what}; its {role} {v.name!r} is not a float32 or float16 tensor")
+    dims = _dims(inp)
+    if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
+        shape = "no recorded shape" if dims is None else "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
+        raise FileFormatError(f"{name}: {what}; its input {inp.name!r} has {shape}")
+    if any(d > MAX_INPUT_SIZE for d in dims[2:]):
+        raise FileFormatError(f"{name}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} pixels a side")
+    out_dims = _dims(out)
+    if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
+        shape = "×".join(str(d) if d > 0 else "?" for d in out_dims) or "a scalar"
+        raise FileFormatError(f"{name}: {what}; its output {out.name!r} is {shape}, not N×classes")
+    meta = read_meta(proto)
+    if meta is not None:
+        if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
+            raise FileFormatError(f"{name}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "
+                                  f"takes {dims[2]}×{dims[3]}")
+        if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
+            raise FileFormatError(f"{name}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
 
 
 def read_meta(proto: onnx.ModelProto) -> ArtifactMeta | None:

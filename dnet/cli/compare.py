@@ -66,10 +66,12 @@ def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_j
     if not per_layer and (plot is not None or no_plot or fused):
         raise UsageError("--plot, --no-plot and --fused go with --per-layer")
     if per_layer:
-        target = None if no_plot else check_output_path(_plot_path(other, plot))
+        inputs = [ref, other] + ([images] if images is not None else [])
+        # before the comparison, not after it: never one of the model files, a device or a FIFO
+        target = None if no_plot else check_output_path(_plot_path(other, plot), inputs=inputs)
         report = compare_layers(ref, other, images=images, count=count, fused=fused)
         if target is not None:
-            plot_layers(report, target)
+            plot_layers(report, target, inputs=inputs)
         if as_json:
             click.echo(json.dumps({**report.to_dict(), "plot": str(target) if target else None}, indent=1))
         else:

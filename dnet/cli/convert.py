@@ -91,6 +91,7 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
 @click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
               show_default=True)
+@click.option("--force", is_flag=True, help="Replace existing intermediate files that this conversion did not write.")
 @click.option("-v", "--verbose", is_flag=True, help="--to trt: print TensorRT's whole build log (on stderr).")
 @json_option("what was written and the checks with their numbers")
 @quiet_option()
@@ -99,7 +100,7 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
                 int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
                 int8_fallback, val, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
                 precision, profile, batch_alias, workspace_mib, opt_level, timing_cache, version_compatible,
-                hardware_compat, verbose, as_json, quiet) -> None:
+                hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -131,7 +132,7 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
         fp16_tolerance=fp16_tolerance, fp16_check=fp16_check, opset=opset,
         input_size=input_size, preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-        version_compatible=version_compatible, hardware_compat=hardware_compat, verbose=verbose, progress=progress,
+        version_compatible=version_compatible, hardware_compat=hardware_compat, force=force, verbose=verbose, progress=progress,
     )
     for check in progress.checks:
         if check["check"] == "int8_vs_fp32" and check.get("skipped"):

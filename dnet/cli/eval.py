@@ -13,6 +13,7 @@ from dnet.cli.options import quiet_option
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
+from dnet.files import check_output_path
 from dnet.paired import evaluate_paired
 
 
@@ -61,6 +62,9 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, compare_to, as_json, quiet) -> None:
     """Top-1/top-5 error of a model file on a data set, with a 95% CI, each beside its published number and source."""
+    inputs = [engine_path] + ([compare_to] if compare_to else []) + ([data] if data else [])
+    if predictions_path:  # before the evaluation, not after it: never a model file, a data file or a device
+        check_output_path(predictions_path, inputs=inputs)
     with engines.open(engine_path, provider=provider) as engine:
         name = _pick_dataset(dataset, data, engine.meta)
         if download and data is None:
@@ -71,7 +75,7 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
                 paired = evaluate_paired(engine, reference, ds, batch=batch, limit=limit, workers=workers,
                                          preprocess=preprocess, ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
             if predictions_path:
-                write_predictions(predictions_path, paired.report, ds)
+                write_predictions(predictions_path, paired.report, ds, inputs=inputs)
             click.echo(json.dumps(paired.to_dict(), indent=2) if as_json else "\n".join(paired.lines()))
             if tolerance is not None:
                 check_tolerance(paired.report, tolerance)
@@ -80,7 +84,7 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
                           ten_crop=ten_crop, skip_bad=skip_bad, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         if predictions_path:
-            write_predictions(predictions_path, report, ds)
+            write_predictions(predictions_path, report, ds, inputs=inputs)
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:

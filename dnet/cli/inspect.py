@@ -64,6 +64,12 @@ def _inspect_onnx(path: Path, as_json: bool) -> None:
                        + ", ".join(layout["excluded"]) + " (drop not measured)")
 
 
+def _echo(text: str) -> None:
+    """Strings read from the file that were not UTF-8 (kept as surrogate escapes) printed as \\xNN, so a strict
+    UTF-8 terminal never fails on them."""
+    click.echo(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
 def _onnx_ops(plan: Path, side) -> tuple[dict[str, str] | None, str | None]:
     """Node name -> op type of the plan's ONNX file when it is beside the plan and is the one it was built from."""
     onnx_path = plan.with_name(side.onnx)
@@ -135,18 +141,18 @@ def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
     if check and "error" in dn:
         raise FileFormatError(f"{path.name}: {dn['error']}")
     if as_json:
-        click.echo(json.dumps({"file": path.name, "bytes": path.stat().st_size, "modules": t.modules,
+        _echo(json.dumps({"file": path.name, "bytes": path.stat().st_size, "modules": t.modules,
                                "parameters": t.parameters, "densenet": dn, "tree": root.to_dict()}, indent=1))
         return
-    click.echo(format_table(["module", "class", "tensors", "settings"], tree.rows(root)))
-    click.echo(f"{path.name}: {t.modules} modules, {t.parameters:,} weight and bias elements, "
+    _echo(format_table(["module", "class", "tensors", "settings"], tree.rows(root)))
+    _echo(f"{path.name}: {t.modules} modules, {t.parameters:,} weight and bias elements, "
                f"{path.stat().st_size:,} bytes (gradients and forward buffers not listed)")
     if "error" in dn:
-        click.echo(f"not a DenseNet dnet can import: {dn['error']}")
+        _echo(f"not a DenseNet dnet can import: {dn['error']}")
         return
     c = dn["config"]
     name = dn["zoo"] or (f"the Lua version of {dn['lua_zoo_match']}" if dn["lua_zoo_match"] else "not in the zoo")
-    click.echo(
+    _echo(
         f"DenseNet{'-BC' if c['bottleneck'] else ''}: blocks {'-'.join(map(str, c['block_config']))}, "
         f"k={c['growth_rate']}, θ={c['compression']}, {c['init_features']} initial channels, {c['stem']} stem, "
         f"{c['num_classes']} classes, dropout {c['drop_rate']}, {dn['layer_kind']} dense layers, "

@@ -10,6 +10,7 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError
+from dnet.files import Terminated, exit_on_sigterm
 
 
 def flag_for(option: str | None) -> str | None:
@@ -42,6 +43,14 @@ def reports_errors(fn):
         except DnetError as e:
             click.echo(f"dnet: error: {error_line(e)}", err=True)
             sys.exit(e.exit_code)
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
+            signum = e.signum if isinstance(e, Terminated) else 2
+            kept = getattr(e, "kept", None)  # a download's partial file, kept on purpose so that it resumes
+            what = (f"the partial download {kept} is kept, and running the command again resumes it" if kept
+                    else "no partial file was kept")
+            click.echo(f"dnet: error: interrupted by {'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}; {what}",
+                       err=True)
+            sys.exit(128 + signum)
 
     return wrapper
 
@@ -81,6 +90,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="dnet")
 def main() -> None:
     """DenseNet from the original Lua Torch release to ONNX, INT8 and TensorRT."""
+    exit_on_sigterm()  # plain kill, timeout, docker stop: clean up as Ctrl-C does
 
 
 __all__ = ["VERBS", "error_line", "main", "reports_errors", "warn"]

@@ -2,12 +2,17 @@
 
 The bytes stream into ``.NAME.part`` beside the target, hashed as they arrive; the target appears under its name
 only once the checksum matches (a mismatch removes the partial file, so nothing is left behind). A transfer cut
-short keeps the partial file, and the next fetch asks the server for the rest (HTTP ``Range``). A progress bar
-(tqdm) is shown when asked for. An unreachable server is one line.
+short, or interrupted (Ctrl-C, SIGTERM) after bytes arrived, keeps the partial file, and the next fetch asks the
+server for the rest (HTTP ``Range``); it is the one file dnet keeps on purpose after an interrupt, and the
+interrupt's line names it. The partial file is a regular file of dnet's own (never a symlink, FIFO or device), and
+an archive is extracted into a ``.FOLDER.dnet-partial.HOST.PID.*`` folder that is renamed when complete (swept,
+like every dnet temporary, once its process is gone). A progress bar (tqdm) is shown when asked for. An
+unreachable server, a full disk and an unreadable archive are one line each.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import os
@@ -17,13 +22,14 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dnet.errors import DataError, DownloadError
-from dnet.files import check_output_path
+from dnet.files import check_output_path, disk_full_error, is_disk_full, open_for_resume, partial_prefix
 
 try:  # one download per partial file at a time (POSIX advisory lock)
     import fcntl
@@ -128,44 +134,62 @@ def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256
     """Stream ``url`` to ``target``, checked against ``md5`` and/or ``sha256`` (a full digest or a published prefix).
 
     A checksum mismatch removes everything it wrote. A cut-off transfer keeps ``part_path(target)`` and raises;
-    calling again resumes where it stopped.
+    calling again resumes where it stopped. So does an interrupt (SIGINT, or SIGTERM under the CLI) once bytes have
+    arrived: the KeyboardInterrupt carries the partial file as ``kept``, and the CLI's line names it; an interrupt
+    before any byte arrived leaves nothing. The partial file must be a regular file of its own (never a symlink,
+    FIFO or device) and is checked before the server is asked; a full disk is one line with the bytes needed.
     """
     target = check_output_path(target)
     part = part_path(target)
-    try:
-        response, offset, total = _start(url, part.stat().st_size if part.is_file() else 0)
-    except (OSError, http.client.HTTPException) as e:
-        raise DownloadError(f"cannot download {url}: {_reason(e)}") from None
-    sha, md = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    # opened without truncating: a second process must not clobber the first one's bytes before the lock says no
-    with response, os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o666), "r+b") as out:
-        if fcntl is not None:
-            try:
-                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DownloadError(f"{part}: another process is downloading {target.name}") from None
-        while offset and (block := out.read(min(BLOCK, offset - out.tell()))):  # hash what an earlier fetch kept
-            sha.update(block)
-            md.update(block)
-        out.seek(offset)
-        out.truncate()
-        size = offset
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
-                   disable=not progress, file=sys.stderr, leave=False)
+    created = not os.path.lexists(part)
+    # unbuffered, so a full disk fails in the write that hit it, not again when the file is closed
+    out = os.fdopen(open_for_resume(part), "r+b", buffering=0)  # before the network: a FIFO or symlink is refused
+    if fcntl is not None:  # one download per partial file at a time (opened without truncating)
         try:
-            with bar:
-                while block := response.read(BLOCK):
-                    out.write(block)
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            out.close()
+            raise DownloadError(f"{part}: another process is downloading {target.name}") from None
+    size = 0
+    try:
+        with out:
+            have = os.fstat(out.fileno()).st_size
+            try:
+                response, offset, total = _start(url, have)
+            except (OSError, http.client.HTTPException) as e:
+                raise DownloadError(f"cannot download {url}: {_reason(e)}") from None
+            sha, md = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+            with response:
+                while offset and (block := out.read(min(BLOCK, offset - out.tell()))):  # what an earlier fetch kept
                     sha.update(block)
                     md.update(block)
-                    size += len(block)
-                    bar.update(len(block))
-        except (OSError, http.client.HTTPException) as e:
-            out.flush()
-            raise DownloadError(f"cannot download {url}: {_reason(e)} after {size:,} bytes; the partial file "
-                                f"{part} is kept, and fetching again resumes it") from None
-        out.flush()
-        os.fsync(out.fileno())
+                out.seek(offset)
+                out.truncate()
+                size = offset
+                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                           disable=not progress, file=sys.stderr, leave=False)
+                try:
+                    with bar:
+                        while block := response.read(BLOCK):
+                            _write_all(out, block)
+                            sha.update(block)
+                            md.update(block)
+                            size += len(block)
+                            bar.update(len(block))
+                    os.fsync(out.fileno())
+                except (OSError, http.client.HTTPException) as e:
+                    if is_disk_full(e):
+                        raise disk_full_error(target, size=total, written=size, advice=(
+                            f"free some space (the partial file {part} is kept, and fetching again resumes it)")) from None
+                    raise DownloadError(f"cannot download {url}: {_reason(e)} after {size:,} bytes; the partial file "
+                                        f"{part} is kept, and fetching again resumes it") from None
+    except KeyboardInterrupt as e:
+        _keep_or_remove(part, created, e)
+        raise
+    except BaseException:
+        if created and _empty(part):  # nothing arrived: leave nothing behind
+            part.unlink(missing_ok=True)
+        raise
     if total is not None and size < total:
         raise DownloadError(f"cannot download {url}: the connection closed after {size:,} of {total:,} bytes; the "
                             f"partial file {part} is kept, and fetching again resumes it")
@@ -175,6 +199,28 @@ def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256
             raise DownloadError(f"{url}: checksum mismatch ({name} {digest}, expected {expected}); nothing was kept")
     os.replace(part, target)
     return Fetched(target, sha.hexdigest(), size, offset)
+
+
+def _write_all(out, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return os.lstat(path).st_size == 0
+    except OSError:
+        return False
+
+
+def _keep_or_remove(part: Path, created: bool, interrupt: KeyboardInterrupt) -> None:
+    """An interrupted download keeps its bytes to resume them (the interrupt says so in ``kept``); an empty
+    partial file this fetch created is removed."""
+    if created and _empty(part):
+        part.unlink(missing_ok=True)
+    elif part.is_file():
+        interrupt.kept = part  # type: ignore[attr-defined]
 
 
 def extract_folder(archive: str | os.PathLike, into: str | os.PathLike, folder: str) -> Path:
@@ -194,14 +240,19 @@ def extract_folder(archive: str | os.PathLike, into: str | os.PathLike, folder: 
                     raise DataError(f"{archive}: unexpected member {m.name!r} (expected everything under {folder}/)")
                 if not (m.isfile() or m.isdir()):
                     raise DataError(f"{archive}: member {m.name!r} is not a regular file or folder")
-            staging = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=into))
+            staging = Path(tempfile.mkdtemp(prefix=partial_prefix(into, folder), dir=into))
             try:
                 tar.extractall(staging, members=members, filter="data")
                 os.replace(staging / folder, final)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise disk_full_error(final, size=sum(m.size for m in members),
+                                          advice="free some space or give --data a folder with more") from None
+                raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    except (tarfile.TarError, EOFError) as e:
-        raise DataError(f"{archive}: not a readable tar archive ({e})") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{archive}: not a readable tar archive ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return final
 
 

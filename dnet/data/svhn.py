@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.data import mat5
 from dnet.errors import DataError
 
 HOLD_OUT_PER_CLASS = {"train": 400, "extra": 200}  # 10 × (400 + 200) = 6,000 validation images
@@ -28,15 +29,10 @@ _CHUNK = 4096  # images copied at a time (12 MB)
 
 def _header(path: Path) -> tuple[int, int, int, int]:
     """The shape of ``X`` from the file's header, checked against the file size (nothing large is read)."""
-    import scipy.io
-
-    try:
-        info = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(str(path))}
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
-        raise DataError(f"{path}: not a readable MATLAB (v5) file ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    info = {v.name: v for v in mat5.variables(path)}
     if "X" not in info or "y" not in info:
         raise DataError(f"{path}: expected variables X and y (SVHN cropped digits), found {', '.join(sorted(info)) or 'none'}")
-    shape = info["X"][0]
+    shape = info["X"].shape
     if len(shape) != 4 or shape[:3] != (32, 32, 3):
         raise DataError(f"{path}: X has shape {shape}, expected 32×32×3×N")
     if int(np.prod(shape)) > _MAX_EXPANSION * path.stat().st_size:
@@ -45,20 +41,15 @@ def _header(path: Path) -> tuple[int, int, int, int]:
 
 
 def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``X`` as stored (32×32×3×N uint8, as scipy read it) and the class index (the digit) of each image."""
-    import scipy.io
-
+    """``X`` as stored (32×32×3×N uint8, column-major) and the class index (the digit) of each image."""
     shape = _header(path)
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
-    except (ValueError, TypeError, OSError) as e:
-        raise DataError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    mat = mat5.read(path, ["X", "y"])
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
     if x.shape != shape:
         raise DataError(f"{path}: X has shape {x.shape} but its header says {shape}")
     if x.dtype != np.uint8 or len(y) != x.shape[3]:
         raise DataError(f"{path}: X is {x.dtype} with {x.shape[3]} images but y has {len(y)} labels")
-    if len(y) == 0 or y.min() < 1 or y.max() > 10:
+    if len(y) == 0 or not np.all(np.isin(y, np.arange(1, 11))):
         raise DataError(f"{path}: labels must lie in 1..10 (10 is the digit 0)")
     return x, y.astype(np.int64) % 10
 

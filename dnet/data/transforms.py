@@ -24,7 +24,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from dnet.data.images import open_image
+from dnet.data.images import MAX_PIXELS, open_image
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import DataError, UsageError
 
@@ -49,8 +49,8 @@ def _cubic_rows(src: np.ndarray, n_dst: int, keep: tuple[int, int] | None = None
     start, stop = keep if keep is not None else (0, n_dst)
     if n_dst == n_src:  # Lua copies a pass whose length does not change
         return src[:, start:stop].copy()
-    if n_dst == 1 or n_src == 1:
-        raise UsageError(f"cannot bicubic-resize a side of {n_src} pixels to {n_dst}")
+    if n_src == 1 or n_dst == 1:  # one sample: Lua's formula divides by zero; every output is that sample
+        return np.repeat(src[:, :1], min(stop, n_dst) - start, axis=1).astype(F32)
     scale = F32(n_src - 1) / F32(n_dst - 1)  # (float)(src_len - 1) / (dst_len - 1): float32 division
     di = np.arange(start, min(stop, n_dst - 1), dtype=F32)
     si_f = di * scale  # float32 product
@@ -150,6 +150,12 @@ def color_normalize(image: np.ndarray, mean, std) -> np.ndarray:
     return ((image.astype(F32, copy=False) + neg_mean) / std).astype(F32, copy=False)
 
 
+def _check_resize(w: int, h: int, sw: int, sh: int) -> None:
+    """The one pixel limit also holds after resizing: a 1-pixel-high strip would otherwise become gigapixels."""
+    if sw * sh > MAX_PIXELS:
+        raise DataError(f"a {w}×{h} image would be resized to {sw}×{sh} pixels; refused (limit {MAX_PIXELS:,})")
+
+
 def _check_crop(image: np.ndarray, size: int) -> None:
     _, h, w = image.shape
     if h < size or w < size:
@@ -188,6 +194,7 @@ def _torchvision(pil: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     r = spec.resize
     if r is not None and min(w, h) != r:
         size = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)  # torchvision truncates the long side
+        _check_resize(w, h, *size)
         pil = pil.resize(size, Image.BILINEAR)  # Pillow's bilinear filter is antialiased when downscaling
     if spec.crop is not None:
         w, h = pil.size
@@ -205,6 +212,9 @@ def _torchvision(pil: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 def _torch7(image, spec: PreprocessSpec, ten: bool) -> np.ndarray:
     x = lua_load(image)
     if ten:
+        _, h, w = x.shape
+        if spec.resize is not None and (target := scaled_size(w, h, spec.resize)) is not None:
+            _check_resize(w, h, *target)
         if spec.resize is not None:
             x = lua_scale(x, spec.resize)
         return ten_crop(color_normalize(x, spec.mean, spec.std), spec.crop or min(x.shape[1:]))
@@ -213,6 +223,7 @@ def _torch7(image, spec: PreprocessSpec, ten: bool) -> np.ndarray:
     _, h, w = x.shape
     target = scaled_size(w, h, spec.resize) if spec.resize is not None else None
     sw, sh = target if target is not None else (w, h)
+    _check_resize(w, h, sw, sh)
     crop = spec.crop or min(sw, sh)
     if sw < crop or sh < crop:
         raise DataError(f"image of {sw}×{sh} is smaller than the {crop}×{crop} crop")
@@ -229,9 +240,20 @@ def preprocess(image: str | os.PathLike | Image.Image, spec: str | PreprocessSpe
     """An image file or PIL image as the model input: float32 3×S×S, or 10×3×S×S with ``ten_crop``.
 
     ``torch7`` reproduces Lua Torch7 (fb.resnet.torch) exactly; ``torchvision`` uses Pillow's resize;
-    normalise-only specs (CIFAR, SVHN, digits) take the image at its own size.
+    normalise-only specs (CIFAR, SVHN, digits) resize an image of another size to the model's (bilinear), so the
+    result is always the model's input size.
     """
     spec = get_spec(spec) if isinstance(spec, str) else spec
+    try:
+        return _preprocess(image, spec, ten_crop)
+    except DataError as e:  # name the file, once
+        name = str(image) if isinstance(image, str | os.PathLike) else ""
+        if name and not str(e).startswith(name):
+            raise DataError(f"{name}: {e}") from None
+        raise
+
+
+def _preprocess(image, spec: PreprocessSpec, ten_crop: bool) -> np.ndarray:
     if spec.interpolation == "lua-bicubic":
         return _torch7(image, spec, ten_crop)
     if ten_crop:
@@ -239,8 +261,11 @@ def preprocess(image: str | os.PathLike | Image.Image, spec: str | PreprocessSpe
     if spec.interpolation == "bilinear":
         return _torchvision(open_image(image), spec)
     if spec.interpolation == "none":
-        pixels = np.asarray(open_image(image), dtype=np.uint8)
-        return preprocess_array(pixels[None], spec)[0]
+        pil = open_image(image)
+        if pil.size != (spec.input_size, spec.input_size):
+            # normalise-only specs (CIFAR, SVHN, digits) take images at the model's size: fit any other to it
+            pil = pil.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
+        return preprocess_array(np.asarray(pil, dtype=np.uint8)[None], spec)[0]
     raise UsageError(f"preprocessing {spec.name!r} has unknown interpolation {spec.interpolation!r}")
 
 

@@ -70,6 +70,10 @@ class DenseNetConfig:
             raise ConfigError(f"stem_width: must be a positive integer, got {self.stem_width}")
         if self.blur_pool and self.stem not in POOLED_STEMS:
             raise ConfigError(f"blur_pool: the {self.stem} stem has no pooling to blur (only the imagenet and deep stems)")
+        for i, (_, c_out) in enumerate(self.channels()[:-1]):  # a θ so small that a transition keeps nothing
+            if math.floor(c_out * self.compression) < 1:
+                raise ConfigError(f"compression: theta {self.compression} leaves transition {i + 1} no channels "
+                                  f"(⌊{c_out}·θ⌋ = 0)")
 
     @classmethod
     def from_depth(cls, depth: int, growth_rate: int, *, bottleneck: bool, **fields) -> DenseNetConfig:

@@ -101,7 +101,11 @@ class Batches:
             return
         files = _FileSplit(self.ds, self.spec, self.train and self.cfg.augment, self.cfg.seed, self.epoch)
         loader = torch.utils.data.DataLoader(files, batch_sampler=self.batches, num_workers=self.cfg.workers)
-        yield from loader
+        try:
+            yield from loader
+        except DataError as e:  # from a worker, torch adds the worker's traceback to the message: keep our line
+            line = str(e).strip().splitlines()[-1]
+            raise DataError(line.removeprefix(f"{DataError.__module__}.DataError: ")) from None
 
 
 __all__ = ["Batches", "dataset_spec", "open_training_data"]

@@ -17,9 +17,9 @@ from dnet.cli import main
 from dnet.models.published import SOURCES
 from dnet.models.zoo import get as zoo_get
 from tests.conftest import ROOT
-from tests.evalmodels import (
+from tests.evalmodels import (  # noqa: F401 (digits_model_fixture is a fixture)
     TableEngine,
-    digits_checkpoint,
+    digits_model_fixture,
     ranked_logits,
     save_random,
     write_cifar_bin,
@@ -38,16 +38,16 @@ def one_line_error(r, code):
     return lines[0][len("dnet: error: "):]
 
 
-def test_digits_report_line():
-    r = run("--engine", digits_checkpoint(), "--dataset", "digits", "--quiet")
+def test_digits_report_line(digits_model):
+    r = run("--engine", digits_model, "--dataset", "digits", "--quiet")
     assert r.exit_code == 0, r.output
     assert re.fullmatch(r"top-1 error \d+\.\d\d % \(95% CI ±\d+\.\d\d\) · top-5 error \d+\.\d\d % \(95% CI ±\d+\.\d\d\) · "
                         r"360 images · [\d,]+ img/s\n", r.output), r.output
 
 
-def test_digits_json_limit_and_predictions(tmp_path):
+def test_digits_json_limit_and_predictions(tmp_path, digits_model):
     out = tmp_path / "pred.csv"
-    r = run("--engine", digits_checkpoint(), "--limit", 100, "--json", "--predictions", out)
+    r = run("--engine", digits_model, "--limit", 100, "--json", "--predictions", out)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["images"] == 100 and d["dataset"] == "digits" and d["preprocess"] == "digits"  # data set from the model
@@ -137,8 +137,8 @@ def test_no_published_number_is_said_and_tolerance_is_refused(tmp_path, monkeypa
         "with torch7 preprocessing (10-crop top-1, torch7) (--tolerance)")
 
 
-def test_tolerance_without_published_number_exit_2():
-    r = run("--engine", digits_checkpoint(), "--quiet", "--tolerance", "1")
+def test_tolerance_without_published_number_exit_2(digits_model):
+    r = run("--engine", digits_model, "--quiet", "--tolerance", "1")
     assert r.exit_code == 2 and "there is none for model 'custom' on digits" in r.output
 
 
@@ -165,8 +165,8 @@ def test_undecodable_image_one_line_then_skip_bad(tmp_path):
     assert lines[1].startswith(f"  skipped: {data / 'b' / 'bad.png'}: cannot decode image")
 
 
-def test_bad_inputs_are_one_line(tmp_path):
-    digits = digits_checkpoint()
+def test_bad_inputs_are_one_line(tmp_path, digits_model):
+    digits = digits_model
     cifar = tmp_path / "c"
     write_cifar_bin(cifar / "cifar-100-binary" / "test.bin", 3, label_bytes=2, num_classes=100)
     assert one_line_error(run("--engine", digits, "--data", cifar, "--dataset", "cifar100", "--quiet"), 1) == (
@@ -185,8 +185,8 @@ def test_bad_inputs_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("nproc", [2])
-def test_torchrun_two_processes_give_the_same_numbers_as_one(tmp_path, nproc):
-    model = digits_checkpoint()
+def test_torchrun_two_processes_give_the_same_numbers_as_one(tmp_path, nproc, digits_model):
+    model = digits_model
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["-m", "dnet", "eval", "--engine", str(model), "--json", "--quiet"]
     one = run("--engine", model, "--json", "--quiet")
@@ -217,11 +217,11 @@ def test_torchrun_on_a_folder_with_workers_and_a_bad_file(tmp_path):
     assert (a["top1_correct"], a["top5_correct"]) == (b["top1_correct"], b["top5_correct"])
 
 
-def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path):
+def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path, digits_model):
     from dnet.paired import mcnemar_exact, newcombe_paired
     from tests.evalmodels import train_digits
 
-    weak, strong = train_digits(tmp_path / "weak.pth", epochs=1), digits_checkpoint()
+    weak, strong = train_digits(tmp_path / "weak.pth", epochs=1), digits_model
     r = run("--engine", weak, "--compare-to", strong, "--json", "--quiet", "--batch", 50)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
@@ -242,8 +242,8 @@ def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path):
     assert text[3].startswith("classes that lost most: ") and len(text) == 4
 
 
-def test_compare_to_files_that_cannot_share_the_images_is_one_line(tmp_path):
-    digits = digits_checkpoint()
+def test_compare_to_files_that_cannot_share_the_images_is_one_line(tmp_path, digits_model):
+    digits = digits_model
     wide = save_random(tmp_path / "wide.pth", 100, "digits", 8)
     assert one_line_error(run("--engine", digits, "--compare-to", wide, "--quiet"), 1) == (
         "digits.pth has 10 classes but wide.pth has 100; compare two files of the same model")

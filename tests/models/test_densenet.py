@@ -137,6 +137,7 @@ def test_num_classes_override():
         (dict(depth=40, growth_rate=0, bottleneck=True), "growth_rate"),
         (dict(depth=100, growth_rate=12, bottleneck=True, compression=1.5), "compression"),
         (dict(depth=100, growth_rate=12, bottleneck=True, compression=0.0), "compression"),
+        (dict(depth=100, growth_rate=12, bottleneck=True, compression=1e-3), "compression"),  # ⌊216·θ⌋ = 0
     ],
 )
 def test_impossible_configuration_names_the_field(kwargs, field):

@@ -102,8 +102,11 @@ def test_a_crash_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, m
     before = last.read_bytes()
     model = load_checkpoint(last)
 
-    def crashing_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04 half a file")
+    def crashing_save(obj, f, *a, **k):  # f: the temporary file, open (dnet.checkpoint.save_torch) or by name
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half a file")
+        else:
+            Path(f).write_bytes(b"PK\x03\x04 half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(dnet.checkpoint.torch, "save", crashing_save)

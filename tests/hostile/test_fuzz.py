@@ -1,0 +1,28 @@
+"""The fuzz targets, bounded for CI: ``DNET_FUZZ_CASES`` mutated files of each format (default 300, 100 of the
+OpenVINO IR, which compiles and runs every case that opens; a fixed sequence); for long runs by hand see
+``tests/hostile/fuzz.py``. Every case ends in a model or one of the project's one-line errors, and adds at most
+32 MB plus 8× its input size to the resident memory."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+from tests.hostile import fuzz
+
+CASES = int(os.environ.get("DNET_FUZZ_CASES", "300"))
+TARGETS = ["t7", "pth", "onnx", "mat", pytest.param("ir", marks=pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="OpenVINO is the optional extra: pip install 'dnet[openvino]'"))]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mutated_files_open_or_raise_the_projects_errors_only(target):
+    cases = CASES if target != "ir" else max(1, CASES // 3)
+    report = fuzz.run(target, cases, seed=int(os.environ.get("DNET_FUZZ_SEED", "0")))
+    print(report.to_dict())
+    assert report.bugs == [], report.bugs[:5]
+    refused = sum(n for outcome, n in report.outcomes.items() if outcome in ("FileFormatError", "DataError"))
+    assert report.cases == cases and report.outcomes["opened"] > 0 and refused > 0
+    assert report.worst_excess <= 8, report.to_dict()
