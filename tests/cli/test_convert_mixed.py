@@ -75,8 +75,14 @@ def tiny(tmp_path, monkeypatch):
     return tiny_checkpoint(tmp_path)
 
 
-def test_a_pattern_that_names_no_layer_is_refused_before_the_export(tmp_path, tiny):
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--int8-exclude", "denseblock9.*",
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    """A calibration folder outside each test's own folder (an INT8 request without one is refused first)."""
+    return write_images(tmp_path_factory.mktemp("calib"), open_dataset("digits", split="train").images[:4])
+
+
+def test_a_pattern_that_names_no_layer_is_refused_before_the_export(tmp_path, tiny, calib):
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--int8-exclude", "denseblock9.*",
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 2 and one_error_line(err) == (
         "dnet: error: the exclude pattern 'denseblock9.*' names no layer of this model (its 13 layers: conv0, "
@@ -84,10 +90,10 @@ def test_a_pattern_that_names_no_layer_is_refused_before_the_export(tmp_path, ti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pth"]
 
 
-def test_a_class_count_unlike_the_models_is_refused_before_the_export(tmp_path, tiny):
+def test_a_class_count_unlike_the_models_is_refused_before_the_export(tmp_path, tiny, calib):
     for c in range(3):
         write_images(tmp_path / "val" / f"c{c}", open_dataset("digits", split="test").images[:2])
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--val", tmp_path / "val",
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--val", tmp_path / "val",
                        "--max-drop", 1, "-o", tmp_path / "t.int8.onnx")
     assert code == 1 and one_error_line(err) == (
         f"dnet: error: the model has 5 classes but the validation folder {tmp_path / 'val'} has 3 class subfolders; "
@@ -96,12 +102,12 @@ def test_a_class_count_unlike_the_models_is_refused_before_the_export(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pth", "val"]
 
 
-def test_a_missing_val_folder_and_a_bound_without_val(tmp_path, tiny):
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--val", tmp_path / "nope",
+def test_a_missing_val_folder_and_a_bound_without_val(tmp_path, tiny, calib):
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--val", tmp_path / "nope",
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 1 and one_error_line(err) == (
         f"dnet: error: validation folder {tmp_path / 'nope'} does not exist or is not a folder")
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--max-drop", 1,
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--max-drop", 1,
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 2 and one_error_line(err) == (
         "dnet: error: an accuracy bound needs validation images to measure the drop on: give their folder (--val)")
