@@ -80,7 +80,7 @@ def test_a_corrupt_cache_is_one_clear_line(tmp_path):
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tmp_path, method):
-    from dnet.converters.precision import CALIB_BATCH, calibrate
+    from dnet.converters.ortquant import CALIB_BATCH, calibrate
     from tests.converters.tiny_models import tiny_onnx
 
     images = np.random.default_rng(0).standard_normal((64 + CALIB_BATCH + 5, 3, 32, 32), dtype=np.float32)
