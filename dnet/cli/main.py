@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import signal
 import sys
 
 import click
 
 from dnet import __version__
 from dnet.errors import DnetError
-from dnet.files import Terminated, exit_on_sigterm
+from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by
 
 
 def flag_for(option: str | None) -> str | None:
@@ -38,21 +39,29 @@ def reports_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        forget_signals()
         try:
             return fn(*args, **kwargs)
-        except DnetError as e:
-            click.echo(f"dnet: error: {error_line(e)}", err=True)
-            sys.exit(e.exit_code)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
-            signum = e.signum if isinstance(e, Terminated) else 2
-            kept = getattr(e, "kept", None)  # a download's partial file, kept on purpose so that it resumes
-            what = (f"the partial download {kept} is kept, and running the command again resumes it" if kept
-                    else "no partial file was kept")
-            click.echo(f"dnet: error: interrupted by {'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}; {what}",
-                       err=True)
-            sys.exit(128 + signum)
+            _interrupted(e.signum if isinstance(e, Terminated) else signal.SIGINT, getattr(e, "kept", None))
+        except Exception as e:
+            signum = interrupted_by()
+            if signum is not None:  # a library caught the interrupt and raised another error on the way out
+                _interrupted(signum, None)
+            if isinstance(e, DnetError):
+                click.echo(f"dnet: error: {error_line(e)}", err=True)
+                sys.exit(e.exit_code)
+            raise
 
     return wrapper
+
+
+def _interrupted(signum: int, kept) -> None:
+    """One line and status 128 + the signal; ``kept``: a download's partial file, kept on purpose so it resumes."""
+    what = (f"the partial download {kept} is kept, and running the command again resumes it" if kept
+            else "no partial file was kept")
+    click.echo(f"dnet: error: interrupted by {signal.Signals(signum).name}; {what}", err=True)
+    sys.exit(128 + signum)
 
 
 def warn(message: str) -> None:

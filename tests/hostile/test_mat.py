@@ -6,6 +6,7 @@ The fuzz target ``mat`` (``tests/hostile/fuzz.py``) runs mutated files through i
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import scipy.io
@@ -44,8 +45,13 @@ def test_a_fifo_as_a_mat_file_is_not_a_data_file_and_never_opened(box: Box, mode
     os.mkfifo(data / "test_32x32.mat")
     model = box.add(models["two"], "svhn.pth")
     box.freeze()
-    out = box.run("eval", "--engine", model, "--dataset", "svhn", "--data", data,
-                  "--quiet", timeout=120)
+    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(AssertionError("eval blocked on the FIFO")))
+    signal.alarm(60)
+    try:
+        out = box.cli("eval", "--engine", model, "--dataset", "svhn", "--data", data, "--quiet")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     assert out.error_line(1) == f"{data}: expected test_32x32.mat (SVHN cropped digits, format 2) or use --download"
     box.unchanged()
 

@@ -196,7 +196,7 @@ exec "$@"
 
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces for a read-only mount")
-@pytest.mark.parametrize("made", [False, True], ids=["empty", "with-its-folders"])
+@pytest.mark.parametrize("made", [pytest.param(False, marks=pytest.mark.slow), True], ids=["empty", "with-its-folders"])
 def test_pull_into_a_read_only_cache_is_one_line_before_any_connection(box: Box, made):
     from tests.hostile.harness import LAUNCH, ROOT
 

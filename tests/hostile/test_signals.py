@@ -207,3 +207,24 @@ def test_sigterm_and_sigkill_during_training_leave_complete_checkpoints_and_resu
     kills = _kill_at_moments(args, work, tmp_path / "tmp", check_complete, next_run,
                              lambda: shutil.rmtree(run, ignore_errors=True))
     assert len(kills) == 6
+
+
+def test_an_interrupt_a_library_turned_into_another_error_is_still_reported_as_the_interrupt(capsys):
+    # Seen in the slow int8 case: SIGTERM landed while torch.onnx.export lazily imported torch._dynamo; torch's
+    # except clause then failed on the half-imported module and raised TorchExportError, printed as a traceback.
+    from dnet import files
+    from dnet.cli.main import reports_errors
+
+    @reports_errors
+    def verb():
+        try:
+            files._raise_terminated(signal.SIGTERM, None)  # what the handler does when SIGTERM lands
+        except KeyboardInterrupt:
+            raise RuntimeError("module 'torch._dynamo' has no attribute 'exc'") from None
+
+    with pytest.raises(SystemExit) as e:
+        verb()
+    assert e.value.code == 143
+    assert capsys.readouterr().err == "dnet: error: interrupted by SIGTERM; no partial file was kept\n"
+    with pytest.raises(RuntimeError):  # without a signal, a bug stays a bug (and the next command starts afresh)
+        reports_errors(lambda: (_ for _ in ()).throw(RuntimeError("a bug")))()
