@@ -16,6 +16,7 @@ Nothing imports ``openvino`` until a file is opened (it is the optional extra ``
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -33,6 +34,9 @@ INSTALL_HINT = f"OpenVINO is not installed: pip install '{DISTRIBUTION}[openvino
 # provider -> INFERENCE_PRECISION_HINT of OpenVINO's CPU plugin
 PROVIDERS = {"openvino": "f32", "openvino-bf16": "bf16"}
 FRONTENDS = {".xml": "ir", ".onnx": "onnx"}
+# Elements of the largest tensor of a graph, per image, over the input's: the widest DenseNet tensor is about 440×
+# its input (DenseNet-BC-190, k=40, on CIFAR: 1,320 channels at 32×32 after block 1); ImageNet stems shrink first.
+MAX_ACTIVATION = 4096
 
 
 def require_openvino():
@@ -124,6 +128,33 @@ def check_interface(model, path: Path) -> None:
                                   f"takes {dims[2]}×{dims[3]}")
         if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
             raise FileFormatError(f"{path}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
+    if dims[2] > 0 and dims[3] > 0:
+        _check_activations(model, path, 3 * dims[2] * dims[3])
+
+
+def _check_activations(model, path: Path, per_image: int) -> None:
+    """No tensor of the graph (its shapes are inferred when it is read) holds more than MAX_ACTIVATION times the
+    input's elements per image: a padding or size attribute of 100000 would otherwise make a 48 kB file allocate
+    gigabytes when it runs (found by the ``ir`` fuzz target)."""
+    try:
+        for op in model.get_ordered_ops():
+            if op.get_type_name() in ("Constant", "Parameter"):  # weights are bounded by the .bin they are read from
+                continue
+            for port in op.outputs():
+                dims = _dims(port)
+                if dims is None or len(dims) < 2:
+                    continue
+                elements = math.prod(d for d in dims[1:] if d > 0)
+                if elements > MAX_ACTIVATION * per_image:
+                    shape = "×".join(str(d) if d > 0 else "?" for d in dims)
+                    raise FileFormatError(
+                        f"{path}: {op.get_friendly_name()} ({op.get_type_name()}) gives {shape}, {elements // per_image:,}× "
+                        f"the input per image; a DenseNet's tensors stay under {MAX_ACTIVATION:,}× (a corrupt size or "
+                        "padding?)")
+    except FileFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise FileFormatError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
 
 
 def model_meta(model) -> ArtifactMeta | None:

@@ -12,6 +12,8 @@ CI runs a few hundred cases of each (``tests/hostile/test_fuzz.py``, ``DNET_FUZZ
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz t7 --cases 100000 --seed 1
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz pth --cases 100000
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz onnx --cases 100000 --save-bugs /tmp/bugs
+    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz mat --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz ir --cases 10000   # about 15 cases a second
 """
 
 from __future__ import annotations
@@ -408,6 +410,7 @@ class Report:
     bugs: list = field(default_factory=list)  # (seed name, case index, exception text)
     peak_bytes: int = 0  # the largest resident memory a case added
     peak_case_size: int = 0
+    peak_case: int = -1  # index of that case (replay the seed to get its bytes)
     worst_excess: float = 0.0  # max over cases of (added memory - FIXED_OVERHEAD) / input size
     largest_input: int = 0
     seconds: float = 0.0
@@ -415,7 +418,8 @@ class Report:
     def to_dict(self) -> dict:
         return {"target": self.target, "cases": self.cases, "outcomes": dict(self.outcomes.most_common()),
                 "bugs": len(self.bugs), "peak_added_mb": round(self.peak_bytes / 2**20, 1),
-                "input_bytes_of_peak_case": self.peak_case_size, "largest_input_bytes": self.largest_input,
+                "input_bytes_of_peak_case": self.peak_case_size, "peak_case": self.peak_case,
+                "largest_input_bytes": self.largest_input,
                 "worst_multiple_of_input_above_32mb": round(self.worst_excess, 2), "seconds": round(self.seconds, 1)}
 
 
@@ -458,7 +462,7 @@ def run(target: str, cases: int, seed: int = 0, *, save_bugs: Path | None = None
                     (save_bugs / f"{target}-{i}{SUFFIX[target]}").write_bytes(data)
             added = max(0, _status_kb("VmHWM") * 1024 - before)
             if added > report.peak_bytes:
-                report.peak_bytes, report.peak_case_size = added, len(data)
+                report.peak_bytes, report.peak_case_size, report.peak_case = added, len(data), i
             report.worst_excess = max(report.worst_excess, (added - FIXED_OVERHEAD) / max(len(data), 1))
             report.outcomes[outcome] += 1
             report.cases += 1

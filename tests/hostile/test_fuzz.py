@@ -1,7 +1,8 @@
 """The fuzz targets, bounded for CI: ``DNET_FUZZ_CASES`` mutated files of each format (default 300, 50 of the
 OpenVINO IR, which compiles and runs every case that opens; a fixed sequence); for long runs by hand see
 ``tests/hostile/fuzz.py``. Every case ends in a model or one of the project's one-line errors, and adds at most
-32 MB plus 8× its input size to the resident memory."""
+32 MB plus 8× its input size to the resident memory; an IR case also runs, and its tensors are bounded instead (each at
+most 4,096× the input, which a DenseNet never needs: under 256 MB for the 32×32 seed)."""
 
 from __future__ import annotations
 
@@ -25,4 +26,7 @@ def test_mutated_files_open_or_raise_the_projects_errors_only(target):
     assert report.bugs == [], report.bugs[:5]
     refused = sum(n for outcome, n in report.outcomes.items() if outcome in ("FileFormatError", "DataError"))
     assert report.cases == cases and report.outcomes["opened"] > 0 and refused > 0
-    assert report.worst_excess <= 8, report.to_dict()
+    if target == "ir":  # a run allocates the model's tensors: dnet caps each at 4,096× the input (engines.openvino)
+        assert report.peak_bytes < 256 << 20, report.to_dict()
+    else:
+        assert report.worst_excess <= 8, report.to_dict()
