@@ -77,18 +77,12 @@ class ConvertOptions:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.calib_method not in METHODS:
-            raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {self.calib_method!r}",
-                             option="calib_method")
-        if self.int8_activations not in INT8_ACTIVATIONS:
-            raise UsageError(f"INT8 activations must be one of {', '.join(INT8_ACTIVATIONS)}, got "
-                             f"{self.int8_activations!r}", option="int8_activations")
-        if self.int8_layout not in INT8_LAYOUTS:
-            raise UsageError(f"INT8 layout must be one of {', '.join(INT8_LAYOUTS)}, got {self.int8_layout!r}",
-                             option="int8_layout")
-        if self.int8_weight_bits not in WEIGHT_BITS:
-            raise UsageError(f"INT8 weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got "
-                             f"{self.int8_weight_bits!r}", option="int8_weight_bits")
+        for option, what, allowed in (("calib_method", "calibration method", METHODS),
+                                      ("int8_activations", "INT8 activations", INT8_ACTIVATIONS),
+                                      ("int8_layout", "INT8 layout", INT8_LAYOUTS),
+                                      ("int8_weight_bits", "INT8 weight bits", WEIGHT_BITS),
+                                      ("precision", "precision", PRECISIONS)):
+            _one_of(what, getattr(self, option), allowed, option)
         if self.int8_layout == "densenet" and self.int8_activations != "int8":
             raise UsageError("the densenet INT8 layout has int8 activations; uint8 activations need the ort layout",
                              option="int8_activations")
@@ -98,9 +92,6 @@ class ConvertOptions:
         for name in ("int8_min_cosine", "int8_min_top1"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"{name.replace('_', ' ')} must be within [0, 1], got {getattr(self, name)}", option=name)
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-                             option="precision")
         if not self.fp16_tolerance > 0:
             raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
                              f"got {self.fp16_tolerance}", option="fp16_tolerance")
@@ -227,12 +218,15 @@ def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opt
         check_output_path(opts.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
 
 
+def _one_of(what: str, value, allowed, option: str) -> None:
+    if value not in allowed:
+        raise UsageError(f"{what} must be one of {', '.join(map(str, allowed))}, got {value!r}", option=option)
+
+
 def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
     """Everything that can be refused before any work is done (no export runs for a request that must fail)."""
-    if src_format not in SOURCES:
-        raise UsageError(f"source format must be one of {', '.join(SOURCES)}, got {src_format!r}", option="src_format")
-    if target not in TARGETS:
-        raise UsageError(f"target must be one of {', '.join(TARGETS)}, got {target!r}", option="target")
+    _one_of("source format", src_format, SOURCES, "src_format")
+    _one_of("target", target, TARGETS, "target")
     if not src.is_file():
         raise DnetError(f"{src}: no such file" if not src.exists() else f"{src}: is not a regular file")
     if src.suffix.lower() not in SUFFIXES[src_format]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet import DISTRIBUTION
-from dnet.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE, PREFIX, ArtifactMeta
+from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
 from dnet.artifact.onnxfile import read_model
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
@@ -97,8 +97,9 @@ def _dims(port) -> list[int] | None:
 
 def check_interface(model, path: Path) -> None:
     """The interface every verb relies on, as for ONNX (``dnet.artifact.onnxfile.check_interface``): one float
-    N×3×H×W input no larger than MAX_INPUT_SIZE a side, one float N×classes output, dnet metadata that agrees."""
-    what = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
+    input and one float output whose shapes pass ``check_classifier_shapes``, and no tensor far larger than the
+    input."""
+    what = CLASSIFIER
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
         if len(inputs) != 1 or len(outputs) != 1:
@@ -113,21 +114,7 @@ def check_interface(model, path: Path) -> None:
         raise
     except Exception as e:  # noqa: BLE001
         raise FileFormatError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
-    if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
-        shape = "a shape of unknown rank" if dims is None else "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
-        raise FileFormatError(f"{path}: {what}; its input has {shape}")
-    if any(d > MAX_INPUT_SIZE for d in dims[2:]):
-        raise FileFormatError(f"{path}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} pixels "
-                              "a side")
-    if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
-        shape = "×".join(str(d) if d > 0 else "?" for d in out_dims) or "a scalar"
-        raise FileFormatError(f"{path}: {what}; its output is {shape}, not N×classes")
-    if meta is not None:
-        if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
-            raise FileFormatError(f"{path}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "
-                                  f"takes {dims[2]}×{dims[3]}")
-        if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
-            raise FileFormatError(f"{path}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
+    check_classifier_shapes(path, dims, out_dims, meta, no_rank="a shape of unknown rank")
     if dims[2] > 0 and dims[3] > 0:
         _check_activations(model, path, 3 * dims[2] * dims[3])
 

@@ -88,3 +88,32 @@ class ArtifactMeta:
             return cls.from_dict({k: json.loads(v) for k, v in ours.items()})
         except json.JSONDecodeError as e:
             raise FileFormatError(f"artifact metadata is not valid JSON: {e}") from None
+
+
+CLASSIFIER = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
+
+
+def _shape_text(dims) -> str:
+    return "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
+
+
+def check_classifier_shapes(name, dims, out_dims, meta: ArtifactMeta | None, *, input_label: str = "input",
+                            output_label: str = "output", no_rank: str = "no recorded shape") -> None:
+    """The shape rules every model file obeys, whatever format holds it (ONNX, OpenVINO IR): a 4-d input with 3
+    (or unknown) channels and sides up to MAX_INPUT_SIZE, a 2-d output of at most MAX_CLASSES, and dnet metadata
+    (if any) that agrees with both. ``dims``/``out_dims`` use -1 for an unknown dimension and None for an unknown
+    rank; the labels name the ports in the message (``input 'x'``)."""
+    if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
+        shape = no_rank if dims is None else _shape_text(dims)
+        raise FileFormatError(f"{name}: {CLASSIFIER}; its {input_label} has {shape}")
+    if any(d > MAX_INPUT_SIZE for d in dims[2:]):
+        raise FileFormatError(f"{name}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} "
+                              "pixels a side")
+    if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
+        raise FileFormatError(f"{name}: {CLASSIFIER}; its {output_label} is {_shape_text(out_dims)}, not N×classes")
+    if meta is not None:
+        if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
+            raise FileFormatError(f"{name}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "
+                                  f"takes {dims[2]}×{dims[3]}")
+        if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
+            raise FileFormatError(f"{name}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")

@@ -15,7 +15,7 @@ import os
 
 import onnx
 
-from dnet.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE, PREFIX, ArtifactMeta
+from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
 from dnet.errors import FileFormatError
 from dnet.files import check_input_file
 
@@ -115,7 +115,7 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
 
 def check_interface(proto: onnx.ModelProto, name: str) -> None:
     """One float image input N×3×H×W and one float N×classes output, agreeing with the dnet metadata if any."""
-    what = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
+    what = CLASSIFIER
     initialized = {t.name for t in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initialized]
     outputs = list(proto.graph.output)
@@ -126,23 +126,8 @@ def check_interface(proto: onnx.ModelProto, name: str) -> None:
     for v, role in ((inp, "input"), (out, "output")):
         if not v.type.HasField("tensor_type") or v.type.tensor_type.elem_type not in FLOATS:
             raise FileFormatError(f"{name}: {what}; its {role} {v.name!r} is not a float32 or float16 tensor")
-    dims = _dims(inp)
-    if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
-        shape = "no recorded shape" if dims is None else "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
-        raise FileFormatError(f"{name}: {what}; its input {inp.name!r} has {shape}")
-    if any(d > MAX_INPUT_SIZE for d in dims[2:]):
-        raise FileFormatError(f"{name}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} pixels a side")
-    out_dims = _dims(out)
-    if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
-        shape = "×".join(str(d) if d > 0 else "?" for d in out_dims) or "a scalar"
-        raise FileFormatError(f"{name}: {what}; its output {out.name!r} is {shape}, not N×classes")
-    meta = read_meta(proto)
-    if meta is not None:
-        if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
-            raise FileFormatError(f"{name}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "
-                                  f"takes {dims[2]}×{dims[3]}")
-        if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
-            raise FileFormatError(f"{name}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
+    check_classifier_shapes(name, _dims(inp), _dims(out), read_meta(proto), input_label=f"input {inp.name!r}",
+                            output_label=f"output {out.name!r}")
 
 
 def read_meta(proto: onnx.ModelProto) -> ArtifactMeta | None:

@@ -122,11 +122,16 @@ class DenseNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DenseNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
-        return cls(**d)
+        return from_fields(cls, d, "configuration")
 
 
-__all__ = ["INPUT_SIZE", "POOLED_STEMS", "STEMS", "DenseNetConfig"]
+def from_fields(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass, refusing keys it has no field for (a misspelt key in a saved configuration
+    must not be dropped silently): 'unknown {what} fields: a, b'."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {what} fields: {', '.join(unknown)}")
+    return cls(**d)
+
+
+__all__ = ["INPUT_SIZE", "POOLED_STEMS", "STEMS", "DenseNetConfig", "from_fields"]

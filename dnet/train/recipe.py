@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from dnet.data.datasets import TRAINABLE
 from dnet.errors import ConfigError, UsageError
 from dnet.models import zoo
+from dnet.models.config import from_fields
 from dnet.models.densenet import DenseNetConfig
 
 SCHEDULES = ("multistep", "step30", "cosine")
@@ -124,11 +125,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training configuration fields: {', '.join(unknown)}")
-        return cls(**d)
+        return from_fields(cls, d, "training configuration")
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields (outside ``RESUMABLE``) where ``other`` would train differently: 'name: a -> b'."""
