@@ -2,7 +2,8 @@
 calibration method, in the INT8 file's own arithmetic (what TensorRT computes) and as ONNX Runtime's fused x86
 kernels compute it.
 
-    python -m benchmarks.int8_accuracy [--models demo,bc32] [--checkpoint digits.pth] [--quick]
+    python -m benchmarks.int8_accuracy [--models demo,bc32] [--methods minmax,...] [--checkpoint digits.pth]
+        [--keep DIR] [--quick]
 
 Two trained models, both trained here (no download):
 
@@ -11,6 +12,9 @@ Two trained models, both trained here (no download):
 - ``bc32``: a larger DenseNet-BC (depth 40, k=12, 176k parameters, three blocks) trained in this script on the
   digits upscaled to 32×32 (bilinear), with augmentation (zero-pad 3 and random 32×32 crops, i.e. shifts of up
   to ±3 pixels), SGD with Nesterov momentum, cosine learning rate, 15 epochs (``--quick``: 4).
+
+``--keep DIR`` reuses ``DIR/demo.onnx`` and ``DIR/bc32.onnx`` where they exist (benchmarks/calibration_sensitivity.py
+writes them there with the same training) and keeps what it trains there.
 
 Each INT8 file is written by ``converters.pipeline.convert`` (what ``dnet convert --to onnx-int8`` runs, with its
 held-out check), calibrated on 512 training images. Layouts: ``densenet`` with 7-bit weights (the default) and
@@ -160,21 +164,34 @@ def main() -> None:
     ap.add_argument("--bc32-epochs", type=int, default=15)
     ap.add_argument("--calib-count", type=int, default=512)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--keep", type=Path, help="reuse (and keep) the trained models' FP32 ONNX files in this folder")
     add_quick(ap, "train 8 (demo) and 4 (bc32) epochs, minmax calibration only")
     args = ap.parse_args()
     methods = ["minmax"] if args.quick else args.methods.split(",")
     results, training, refused = [], {}, []
     with tempfile.TemporaryDirectory(prefix="dnet-int8acc-") as tmp:
         tmp = Path(tmp)
+        models = args.keep or tmp
+        models.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
+            kept = models / f"{name}.onnx"
             if name == "demo":
                 test, train = open_dataset("digits", None, "test"), open_dataset("digits", None, "train")
-                ckpt, training[name] = ((args.checkpoint, {"checkpoint": str(args.checkpoint)}) if args.checkpoint else
-                                        demo_checkpoint(tmp / "train", 8 if args.quick and args.epochs is None else args.epochs))
-                fp32 = convert(ckpt, src_format="pth", target="onnx", out=tmp / "demo.onnx")[-1]
+                if kept.is_file() and args.keep:
+                    fp32, training[name] = kept, {"reused": str(kept)}
+                else:
+                    ckpt, training[name] = ((args.checkpoint, {"checkpoint": str(args.checkpoint)}) if args.checkpoint
+                                            else demo_checkpoint(tmp / "train", 8 if args.quick and args.epochs is None
+                                                                 else args.epochs))
+                    fp32 = convert(ckpt, src_format="pth", target="onnx", out=kept)[-1]
                 x, labels, calib_images = preprocess_array(test.images, test.spec), test.labels, train.images
             else:
-                fp32, spec, training[name] = train_bc32(tmp, 4 if args.quick else args.bc32_epochs)
+                if kept.is_file() and args.keep:
+                    from dnet.artifact.onnxfile import read_meta, read_model
+
+                    fp32, spec, training[name] = kept, read_meta(read_model(kept)).preprocess, {"reused": str(kept)}
+                else:
+                    fp32, spec, training[name] = train_bc32(models, 4 if args.quick else args.bc32_epochs)
                 test_images, labels = digits32("test")
                 x, calib_images = preprocess_array(test_images, spec), digits32("train")[0]
             calib = CalibrationSet(images=calib_images, count=args.calib_count, name=f"{name} training images")

@@ -23,7 +23,7 @@ from dnet.files import atomic_write_text, check_input_file
 
 CACHE_FORMAT = "dnet.calibration"
 CACHE_VERSION = 1
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("minmax", "entropy", "percentile", "mse")
 MAX_CACHE_BYTES = 64 << 20  # a cache holds two numbers per tensor: kilobytes
 
 

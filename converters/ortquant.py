@@ -54,7 +54,28 @@ def _method_enum(method: str):
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
+        "mse": CalibrationMethod.Percentile,  # the same histograms; dnet picks the threshold (mse_threshold)
     }[method]
+
+
+def mse_threshold(hist: np.ndarray, edges: np.ndarray, qmax: int = 127) -> float:
+    """The symmetric clipping threshold T that minimises the expected squared error of quantizing a tensor whose
+    values fall in ``hist`` over the bins ``edges`` (each bin's values taken at its centre) to ``qmax`` steps each
+    side of zero: values beyond T cost (|x| - T)², values within it the rounding error (T/qmax)²/12. The candidates
+    are the bins' |centres| and the largest |value|; T is never above the largest."""
+    centres = np.abs((edges[:-1] + edges[1:]) / 2).astype(np.float64)
+    c, where = np.unique(centres, return_inverse=True)  # a bin and its mirror share one |centre|
+    h = np.bincount(where, weights=np.asarray(hist, np.float64), minlength=len(c))
+    top = float(max(abs(edges[0]), abs(edges[-1])))
+    if h.sum() <= 0 or top <= 0:
+        return top
+    # candidate k < n clips the bins after k; the last candidate (top) clips nothing
+    t = np.append(c, top)
+    tail0, tail1, tail2 = (np.concatenate([np.cumsum(v[::-1])[::-1][1:], [0.0, 0.0]]) for v in (h, h * c, h * c * c))
+    inside = h.sum() - tail0
+    err = tail2 - 2 * t * tail1 + t * t * tail0 + inside * (t / qmax) ** 2 / 12
+    err[t <= 0] = np.inf
+    return float(t[int(np.argmin(err))])
 
 
 class _BatchReader:
@@ -84,7 +105,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *,
         options: dict = {}
         # No max_intermediate_outputs: onnxruntime 1.31's MinMaxCalibrater *drops* the batches it holds when
         # that limit is reached. Feeding CALIB_CHUNK batches per collect_data call bounds memory instead: each
-        # call merges its ranges (minmax) or histograms (entropy, percentile) and clears what it held.
+        # call merges its ranges (minmax) or histograms (entropy, percentile, mse) and clears what it held.
         if method == "percentile":
             options["percentile"] = 99.999
         calibrator = create_calibrator(
@@ -108,12 +129,18 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *,
                         calibrator.collect_data(_BatchReader(name, part, CALIB_BATCH))
             progress.advance(len(chunk))
         with _quiet():
-            data = calibrator.compute_data()
+            if method == "mse":
+                histograms = calibrator.collector.histogram_dict if calibrator.collector else {}
+                ranges = {}
+                for k, (hist, edges, lo, hi, *_) in histograms.items():
+                    t = mse_threshold(hist, edges)
+                    ranges[k] = (max(float(lo), -t), min(float(hi), t))
+            else:
+                data = calibrator.compute_data()
+                ranges = {k: (float(np.asarray(v.range_value[0]).item()), float(np.asarray(v.range_value[1]).item()))
+                          for k, v in data.items()}
         del calibrator
-    return {
-        k: (float(np.asarray(v.range_value[0]).item()), float(np.asarray(v.range_value[1]).item()))
-        for k, v in data.items()
-    }
+    return ranges
 
 
 def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: str = "int8") -> None:
@@ -121,7 +148,8 @@ def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: s
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-    method = _method_enum(cache.method)
+    # the cached ranges are final: MinMax takes them as they are (mse's thresholds are already in them)
+    method = _method_enum("minmax" if cache.method == "mse" else cache.method)
     ranges = TensorsData(
         method, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in cache.ranges.items()}
     )
@@ -151,4 +179,4 @@ def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: s
         )
 
 
-__all__ = ["CALIB_BATCH", "CALIB_CHUNK", "INT8_OP_TYPES", "INT8_QUANTIZE_BIAS", "calibrate", "quantize"]
+__all__ = ["CALIB_BATCH", "CALIB_CHUNK", "INT8_OP_TYPES", "INT8_QUANTIZE_BIAS", "calibrate", "mse_threshold", "quantize"]

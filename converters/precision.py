@@ -5,7 +5,8 @@ TensorRT 11 builds strongly typed networks only, so the types TensorRT runs are 
 - FP16: float16 computation (ONNX Runtime's float16 converter, the maintained copy of onnxconverter-common's),
   float32 at the model boundary by default, with the ops in ``FP16_KEEP_FLOAT32`` left in float32.
 - INT8: explicit QuantizeLinear/DequantizeLinear: symmetric int8, zero points 0, per-channel weights, activation
-  ranges from calibration images (minmax, entropy, percentile; onnxruntime.quantization's calibrator), cached per
+  ranges from calibration images (minmax, entropy, percentile: onnxruntime.quantization's calibrator; mse: the
+  clipping threshold of least squared error on its histograms, ``ortquant.mse_threshold``), cached per
   FP32 model so a second conversion is byte-identical and runs no calibration. The Q/DQ layout is dnet's own
   DenseNet layout (dnet.converters.qdq) or, with ``layout="ort"``, onnxruntime.quantization's. Every INT8 file is
   checked against the FP32 file on held-out images (dnet.converters.divergence) before it is kept.

@@ -215,7 +215,7 @@ def test_cache_of_another_model_or_method_is_not_reused(tmp_path, fp32):
     assert not s["reused_cache"]
 
 
-@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse"])
 def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, real_inputs):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / "c.json")
@@ -228,18 +228,35 @@ def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, re
     assert cosine(ref, got) >= 0.99
 
 
+def test_mse_ranges_feed_the_ort_layout_as_they_are(tmp_path, fp32, real_inputs):
+    """onnxruntime.quantization knows no mse method: the cached ranges go to it as MinMax ranges, used unchanged."""
+    from dnet.converters.calibration import CalibrationCache
+
+    calib = CalibrationSet(images=photo_tiles(), count=16)
+    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method="mse", layout="ort",
+                                cache_path=tmp_path / "c.json")
+    ranges = CalibrationCache.load(tmp_path / "c.json").ranges
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    lo, hi = ranges["input"]
+    assert float(inits[q.input[1]]) == pytest.approx(max(abs(lo), abs(hi)) / 127, rel=1e-6)  # symmetric int8
+    assert cosine(ort_run(fp32, real_inputs), ort_run(path, real_inputs)) >= 0.99
+
+
 def test_calibration_methods_differ(tmp_path, fp32):
     from dnet.converters.calibration import CalibrationCache
 
     calib = CalibrationSet(images=photo_tiles(), count=16)
     highs = {}
-    for method in ("minmax", "percentile"):
+    for method in ("minmax", "percentile", "mse"):
         precision.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / f"{method}.json")
         highs[method] = CalibrationCache.load(tmp_path / f"{method}.json").ranges
-    some = [k for k in highs["minmax"] if k in highs["percentile"]]
-    # minmax takes the extreme; the 99.999th percentile can only be inside it
-    assert all(highs["percentile"][k][1] <= highs["minmax"][k][1] + 1e-6 for k in some)
-    assert any(highs["percentile"][k][1] < highs["minmax"][k][1] - 1e-6 for k in some)
+    for clipped in ("percentile", "mse"):
+        some = [k for k in highs["minmax"] if k in highs[clipped]]
+        # minmax takes the extreme; the 99.999th percentile and the least-squares threshold can only be inside it
+        assert all(highs[clipped][k][1] <= highs["minmax"][k][1] + 1e-6 for k in some)
+        assert any(highs[clipped][k][1] < highs["minmax"][k][1] - 1e-6 for k in some)
 
 
 def test_the_input_onnx_is_never_modified(tmp_path, fp32):

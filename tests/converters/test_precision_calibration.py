@@ -78,7 +78,7 @@ def test_a_corrupt_cache_is_one_clear_line(tmp_path):
         CalibrationCache.load(tmp_path / "c.json")
 
 
-@pytest.mark.parametrize("method", ["entropy", "percentile"])
+@pytest.mark.parametrize("method", ["entropy", "percentile", "mse"])
 def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tmp_path, method):
     from dnet.converters.ortquant import CALIB_BATCH, calibrate
     from tests.converters.tiny_models import tiny_onnx
@@ -86,3 +86,45 @@ def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch
     images = np.random.default_rng(0).standard_normal((64 + CALIB_BATCH + 5, 3, 32, 32), dtype=np.float32)
     ranges = calibrate(tiny_onnx(tmp_path), images, method)  # the last chunk: a batch of 16 and one of 5
     assert ranges and all(lo <= hi for lo, hi in ranges.values())
+
+
+def _brute_force_mse(hist, edges, qmax=127):
+    c = np.abs((edges[:-1] + edges[1:]) / 2)
+    candidates = np.append(np.unique(c), np.abs(edges).max())
+    errors = [np.sum(hist * np.where(c > t, (c - t) ** 2, (t / qmax) ** 2 / 12)) for t in candidates if t > 0]
+    return candidates[candidates > 0][int(np.argmin(errors))]
+
+
+@pytest.mark.parametrize("dist", ["normal", "uniform", "relu-heavy-tail"])
+def test_mse_threshold_is_the_brute_force_minimum(dist):
+    from dnet.converters.ortquant import mse_threshold
+
+    rng = np.random.default_rng(1)
+    x = {"normal": rng.standard_normal(200_000),
+         "uniform": rng.uniform(-1, 1, 200_000),
+         "relu-heavy-tail": np.maximum(rng.standard_t(3, 200_000), 0)}[dist]
+    top = np.abs(x).max()
+    hist, edges = np.histogram(x, 2048, range=(-top, top))
+    t = mse_threshold(hist, edges)
+    assert t == pytest.approx(_brute_force_mse(hist, edges), abs=1e-9)
+    assert 0 < t <= top
+    if dist == "normal":  # the known optimum for 8-bit symmetric quantization of N(0, 1): about 3.9σ
+        assert 3.7 < t < 4.1
+    if dist == "uniform":  # nothing to gain by clipping: within a bin or two of the largest value
+        assert t > top - 4 * (edges[1] - edges[0])
+
+
+def test_mse_calibration_clips_a_rare_outlier_that_minmax_keeps(tmp_path):
+    from dnet.converters.ortquant import calibrate
+    from tests.converters.tiny_models import tiny_onnx
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((64, 3, 32, 32), dtype=np.float32)
+    images[0, 0, 0, 0] = 60.0  # one pixel in 196,608
+    path = tiny_onnx(tmp_path)
+    minmax, mse = calibrate(path, images, "minmax"), calibrate(path, images, "mse")
+    assert set(mse) == set(minmax)
+    (name,) = [k for k in minmax if minmax[k][1] == pytest.approx(60.0)]  # the graph input
+    assert mse[name][1] < 40.0  # clipped: squared error weighs the one pixel against 196,607 roundings
+    for k, (lo, hi) in mse.items():
+        assert minmax[k][0] - 1e-6 <= lo <= hi <= minmax[k][1] + 1e-6  # never wider than what was seen
