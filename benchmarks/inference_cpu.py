@@ -4,10 +4,10 @@ ONNX Runtime and in OpenVINO, side by side, each precision as a fraction of its 
     python -m benchmarks.inference_cpu [--threads 2] [--batches 1,8] [--duration 8] [--profile] [--quick] [--keep DIR]
 
 All engines are opened in one process and timed by ``dnet.bench.bench_engines``, interleaved round by round,
-so the ratios hold on a shared, noisy machine (absolute milliseconds do not). INT8 comes in three files:
+so the ratios hold on a shared, noisy machine (absolute milliseconds do not). INT8 comes in two files:
 ``int8-densenet`` (dnet's DenseNet-aware layout, what ``dnet convert --to onnx-int8`` writes: TensorRT's Q/DQ
 rules, one scale per dense block), ``int8-ort`` (onnxruntime.quantization's placement, int8 activations, also
-TensorRT-compatible) and ``int8-ort-u8`` (the same with uint8 activations, ONNX Runtime only). ``openvino-*``
+TensorRT-compatible; the reference). ``openvino-*``
 rows run the FP32 file and the two TensorRT-compatible INT8 files in OpenVINO's CPU plugin (the ``openvino``
 package, when installed); ``onnx-int8-densenet-plain-ort`` runs dnet's INT8 file in an ONNX Runtime session made
 without dnet's session factory (which gives int8 activations uint8 zero points, see dnet.engines.onnxruntime). The sgemm ceiling is the best of several 2048³ float32 products on the same threads
@@ -46,9 +46,8 @@ from dnet.engines.onnxruntime import session
 from dnet.similarity import cosine, top1_agreement
 
 GFLOP_PER_IMAGE = 2 * 2.87  # DenseNet-121, 224×224: 2.87 G multiply-adds
-# (variant, layout, activations) of the INT8 files, in the order they are measured
-INT8_FILES = (("onnx-int8-densenet", "densenet", "int8"), ("onnx-int8-ort", "ort", "int8"),
-              ("onnx-int8-ort-u8", "ort", "uint8"))
+# (variant, layout) of the INT8 files, in the order they are measured
+INT8_FILES = (("onnx-int8-densenet", "densenet"), ("onnx-int8-ort", "ort"))
 OPENVINO = ("onnx-fp32", "onnx-int8-densenet", "onnx-int8-ort")  # the files OpenVINO runs
 
 
@@ -128,11 +127,11 @@ def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False,
     calib_images = photo_crops(calib_count + check_images, seed=seed)
     calib = CalibrationSet(images=calib_images, count=calib_count, name="skimage photo crops")
     cache = tmp / "densenet121.calib.json"
-    for name, layout, act in INT8_FILES:
-        def run(layout=layout, act=act, name=name):
+    for name, layout in INT8_FILES:
+        def run(layout=layout, name=name):
             # random weights: near-tied logits, so the check bounds the cosine only
             path, summary = precision.to_int8(files["onnx-fp32"], tmp / f"{name}.onnx", calib=calib, cache_path=cache,
-                                              layout=layout, activations=act, min_top1=0.0,
+                                              layout=layout, min_top1=0.0,
                                               check_images=check_images)
             info[name] = summary
             return path

@@ -143,7 +143,7 @@ def calibrate(fp32: Path, images: np.ndarray, method: str, *,
     return ranges
 
 
-def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: str = "int8") -> None:
+def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache) -> None:
     """onnxruntime.quantization's quantize_static, fed the cached ranges (so every run takes the same path)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
@@ -163,13 +163,13 @@ def quantize(fp32_copy: Path, out: Path, cache: CalibrationCache, activations: s
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=False,
-            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+            activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             calibration_cache_path=str(ort_cache),
             op_types_to_quantize=list(INT8_OP_TYPES),
             extra_options={
-                "ActivationSymmetric": activations == "int8",  # zero point 0, as TensorRT requires
+                "ActivationSymmetric": True,  # zero point 0, as TensorRT requires
                 "WeightSymmetric": True,
                 "QuantizeBias": INT8_QUANTIZE_BIAS,
                 # The classifier's output stays float, as NNCF and Model Optimizer leave it: quantized logits take

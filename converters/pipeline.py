@@ -23,7 +23,7 @@ from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSe
 from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
-from dnet.converters.precision import FP16_REL_L2, INT8_ACTIVATIONS, INT8_LAYOUTS, to_fp16, to_int8
+from dnet.converters.precision import FP16_REL_L2, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.images import list_images
@@ -55,7 +55,6 @@ class ConvertOptions:
     keep_io_types: bool = True  # FP16: float32 input and logits
     fp16_tolerance: float = FP16_REL_L2  # FP16 check: bound on the relative L2 error of the logits against FP32
     fp16_check: bool = True  # False: write the FP16 file without comparing it with the FP32 one
-    int8_activations: str = "int8"  # "uint8": ONNX Runtime CPU layout (see converters.precision), not for TensorRT
     int8_layout: str = INT8_LAYOUTS[0]  # "densenet" (converters.qdq) or "ort" (onnxruntime.quantization)
     int8_weight_bits: int = DEFAULT_WEIGHT_BITS  # densenet layout: 7 keeps ONNX Runtime's x86 kernels exact
     int8_check_images: int = INT8_CHECK_IMAGES  # held-out images the INT8 file is checked on (0: no check)
@@ -78,14 +77,10 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         for option, what, allowed in (("calib_method", "calibration method", METHODS),
-                                      ("int8_activations", "INT8 activations", INT8_ACTIVATIONS),
                                       ("int8_layout", "INT8 layout", INT8_LAYOUTS),
                                       ("int8_weight_bits", "INT8 weight bits", WEIGHT_BITS),
                                       ("precision", "precision", PRECISIONS)):
             _one_of(what, getattr(self, option), allowed, option)
-        if self.int8_layout == "densenet" and self.int8_activations != "int8":
-            raise UsageError("the densenet INT8 layout has int8 activations; uint8 activations need the ort layout",
-                             option="int8_activations")
         if self.int8_check_images < 0:
             raise UsageError(f"INT8 check images must be 0 or more, got {self.int8_check_images}",
                              option="int8_check_images")
@@ -240,11 +235,6 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     if src_format == "onnx" and target == "onnx":
         raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
     typed_target = _typed_target(target, opts)
-    if target == "trt" and opts.int8_activations != "int8":
-        raise UsageError("TensorRT needs int8 activations with zero point 0, not uint8", option="int8_activations")
-    if opts.int8_activations != "int8" and (target in ("pth", "torchvision") or typed_target != "int8"):
-        raise UsageError(f"INT8 activations apply to an INT8 target, not {target}"
-                         f"{f' with precision {opts.precision}' if target == 'trt' else ''}", option="int8_activations")
     if opts.calib is not None and opts.calib.folder is not None and target not in ("pth", "torchvision"):
         list_images(opts.calib.folder, what="calibration folder")  # a missing or empty folder, before the export
     if target not in ("pth", "torchvision"):
@@ -332,7 +322,7 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
     elif typed_target == "int8":
         cache = files["calib_cache"]
         typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                  spec=spec, progress=progress, activations=opts.int8_activations,
+                                  spec=spec, progress=progress,
                                   layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
                                   check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
                                   min_top1=opts.int8_min_top1,

@@ -56,9 +56,6 @@ FP16_REL_L2 = 4 * 2.0**-11
 # in both TensorRT and ONNX Runtime (benchmarks/inference_cpu.py). "ort": onnxruntime.quantization's QDQ placement,
 # kept for comparison (benchmarks/int8_accuracy.py, README Benchmarks).
 INT8_LAYOUTS = ("densenet", "ort")
-# Activations of the "ort" layout. "int8": symmetric, zero point 0 (TensorRT's). "uint8": asymmetric, for ONNX Runtime
-# on x86 only (its CPU kernels are u8 x s8); the densenet layout reaches the same speed with int8 activations.
-INT8_ACTIVATIONS = ("int8", "uint8")
 
 
 def _guard_unmodified(path: Path, sha: str) -> None:
@@ -166,7 +163,6 @@ def to_int8(
     spec=None,
     check_inputs: np.ndarray | None = None,
     progress: Progress | None = None,
-    activations: str = "int8",
     layout: str = INT8_LAYOUTS[0],
     weight_bits: int = DEFAULT_WEIGHT_BITS,
     check_images: int = INT8_CHECK_IMAGES,
@@ -176,8 +172,8 @@ def to_int8(
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
-    ``layout``: "densenet" (dnet.converters.qdq, the default) or "ort" (onnxruntime.quantization's QDQ, with
-    ``activations`` int8 or uint8). With ``cache_path`` naming a cache of the same model (sha256) and method,
+    ``layout``: "densenet" (dnet.converters.qdq, the default) or "ort" (onnxruntime.quantization's QDQ placement,
+    symmetric int8 activations: the reference the densenet layout is measured against). With ``cache_path`` naming a cache of the same model (sha256) and method,
     calibration does not run and no calibration image is read; otherwise the images are read through ``spec``
     (default: the model's own preprocessing), calibrated, and the cache is written. The file is then checked
     against ``src`` (divergence.check_int8, the file's own arithmetic) on ``check_images`` images of the
@@ -192,12 +188,6 @@ def to_int8(
     require_onnxruntime()
     if layout not in INT8_LAYOUTS:
         raise UsageError(f"INT8 layout must be one of {', '.join(INT8_LAYOUTS)}, got {layout!r}", option="int8_layout")
-    if activations not in INT8_ACTIVATIONS:
-        raise UsageError(f"activations must be one of {', '.join(INT8_ACTIVATIONS)}, got {activations!r}",
-                         option="int8_activations")
-    if layout == "densenet" and activations != "int8":
-        raise UsageError("the densenet INT8 layout has int8 activations; uint8 activations need the ort layout",
-                         option="int8_activations")
     if method not in METHODS:
         raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}", option="calib_method")
     src = Path(src)
@@ -236,7 +226,7 @@ def to_int8(
         "method": method,
         "images": cache.images,
         "data": cache.data,
-        "activations": "int8 symmetric" if activations == "int8" else "uint8 asymmetric (ONNX Runtime CPU only)",
+        "activations": "int8 symmetric",
         "per_channel_weights": True,
     }
     control = " + accuracy control on the validation images" if layout == "densenet" and plan.request.val else ""
@@ -261,7 +251,7 @@ def to_int8(
             private = Path(tmp) / "fp32.onnx"
             shutil.copyfile(src, private)  # the quantizer has been seen rewriting its input: give it a copy
             quantized = Path(tmp) / "int8.onnx"
-            ortquant.quantize(private, quantized, cache, activations)
+            ortquant.quantize(private, quantized, cache)
             _guard_unmodified(src, sha)
             q = onnx.load_model(str(quantized))
     if cache_path is not None:

@@ -16,7 +16,7 @@ from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
 from dnet.converters.mixed import ValidationSet
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
-from dnet.converters.precision import INT8_ACTIVATIONS, INT8_LAYOUTS
+from dnet.converters.precision import INT8_LAYOUTS
 from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
 from dnet.errors import UsageError
 from dnet.files import check_output_path
@@ -48,11 +48,9 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--calib-method", type=click.Choice(METHODS), default=default(ConvertOptions, "calib_method"),
               show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
-@click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default=default(ConvertOptions, "int8_activations"),
-              show_default=True, help="uint8: asymmetric activations that ONNX Runtime's CPU kernels fuse fully (not for TensorRT).")
 @click.option("--int8-layout", type=click.Choice(INT8_LAYOUTS), default=default(ConvertOptions, "int8_layout"),
               show_default=True, help="densenet: one scale per dense block, every convolution integer in TensorRT and "
-              "ONNX Runtime; ort: onnxruntime.quantization's placement.")
+              "ONNX Runtime; ort: onnxruntime.quantization's placement (the reference, slower).")
 @click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]),
               default=str(default(ConvertOptions, "int8_weight_bits")), show_default=True,
               help="densenet layout: 7 keeps ONNX Runtime's x86 u8×s8 kernels from saturating.")
@@ -96,7 +94,7 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @json_option("what was written and the checks with their numbers")
 @quiet_option()
 @reports_errors
-def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache, int8_activations,
+def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache,
                 int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
                 int8_fallback, val, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
                 precision, profile, batch_alias, workspace_mib, opt_level, timing_cache, version_compatible,
@@ -125,7 +123,7 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
     calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
     written = convert(
         src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
-        calib_cache=calib_cache, int8_activations=int8_activations, int8_layout=int8_layout,
+        calib_cache=calib_cache, int8_layout=int8_layout,
         int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images, int8_min_cosine=int8_min_cosine,
         int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
         int8_fallback=int8_fallback, val=ValidationSet(val, val_count) if val is not None else None, max_drop=max_drop,

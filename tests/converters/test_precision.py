@@ -119,19 +119,19 @@ def test_fp16_failing_its_bound_raises_with_numbers_and_writes_nothing(tmp_path,
 
 def test_int8_leaves_the_logits_in_float(tmp_path, digits):
     """Quantized logits take a handful of values and clip at 127 × scale (ties at the top, wrong top-1); NNCF and
-    Model Optimizer leave the classifier's output in float, and so must dnet, in both activation layouts."""
+    Model Optimizer leave the classifier's output in float, and so must dnet, in both layouts."""
     fp32, x, _ = digits
     # calibrated on 8 images: most of the 360 test images have a larger top logit than any of those 8
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=8, name="digits/train")
     ref = ort_run(fp32, x)
-    for layout, activations in (("densenet", "int8"), ("ort", "int8"), ("ort", "uint8")):
-        path, _ = precision.to_int8(fp32, tmp_path / f"{layout}{activations}.onnx", calib=calib, layout=layout,
-                                    activations=activations, cache_path=tmp_path / "c.json", check_images=0)
+    for layout in ("densenet", "ort"):
+        path, _ = precision.to_int8(fp32, tmp_path / f"{layout}.onnx", calib=calib, layout=layout,
+                                    cache_path=tmp_path / "c.json", check_images=0)
         proto = onnx.load(str(path))
-        assert producers(proto)[proto.graph.output[0].name].op_type == "Gemm", activations
+        assert producers(proto)[proto.graph.output[0].name].op_type == "Gemm", layout
         got = ort_run(path, x, fused=False)
-        assert min(len(np.unique(row)) for row in got) == got.shape[1], activations  # no quantization grid, no ties
-        assert np.max(got) > 0.9 * np.max(ref), activations  # the top logits are not clipped
+        assert min(len(np.unique(row)) for row in got) == got.shape[1], layout  # no quantization grid, no ties
+        assert np.max(got) > 0.9 * np.max(ref), layout  # the top logits are not clipped
 
 
 def test_int8_has_qdq_around_every_conv_input_and_weight(int8):
@@ -274,8 +274,8 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
     src.write_bytes(fp32.read_bytes())
     real = ortquant.quantize
 
-    def rewriting(copy, out, cache, activations):  # the ort layout's quantizer  # what a misbehaving library would do to the file it is handed
-        real(copy, out, cache, activations)
+    def rewriting(copy, out, cache):  # the ort layout's quantizer, doing what a misbehaving library would do to the file
+        real(copy, out, cache)
         with open(src, "ab") as f:
             f.write(b"\0")
 
@@ -285,16 +285,17 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_uint8_activation_layout_for_onnxruntime_is_asymmetric_and_accurate(tmp_path, fp32, real_inputs):
+@pytest.mark.parametrize("layout", ["densenet", "ort"])
+def test_every_int8_layout_has_symmetric_int8_activations(tmp_path, fp32, real_inputs, layout):
+    """Zero points 0 in int8, what TensorRT accepts (the ONNX Runtime-only uint8 layout was removed)."""
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, summary = precision.to_int8(fp32, tmp_path / "u8.onnx", calib=calib, min_top1=0.0, activations="uint8", layout="ort")
-    assert summary["activations"].startswith("uint8 asymmetric")
+    path, summary = precision.to_int8(fp32, tmp_path / "q.onnx", calib=calib, min_top1=0.0, layout=layout)
+    assert summary["activations"] == "int8 symmetric"
     proto = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    assert act_zps and all(z.dtype == np.uint8 for z in act_zps) and any(z.any() for z in act_zps)
-    ref, got = ort_run(fp32, real_inputs), ort_run(path, real_inputs)
-    assert cosine(ref, got) >= 0.99
+    assert act_zps and all(z.dtype == np.int8 and not z.any() for z in act_zps)
+    assert cosine(ort_run(fp32, real_inputs), ort_run(path, real_inputs)) >= 0.99
 
 
 def test_minmax_ranges_cover_every_calibration_image_across_chunks(tmp_path, fp32):

@@ -10,10 +10,6 @@ from tests.hostile.conftest import Box
 
 
 @pytest.mark.parametrize("args, code, line", [
-    (["--to", "trt", "--int8-layout", "ort", "--int8-activations", "uint8", "--precision", "int8"], 2,
-     "TensorRT needs int8 activations with zero point 0, not uint8 (--int8-activations)"),
-    (["--to", "onnx-fp16", "--int8-layout", "ort", "--int8-activations", "uint8"], 2,
-     "INT8 activations apply to an INT8 target, not onnx-fp16 (--int8-activations)"),
     (["--to", "onnx-int8"], 2,
      "INT8 needs calibration images: give a folder of images (or a calibration cache of this model) (--calib)"),
 ])
