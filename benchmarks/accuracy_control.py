@@ -2,13 +2,22 @@
 bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
 (benchmarks/nncf_accuracy_control.py) so the two can be set side by side.
 
-    python -m benchmarks.accuracy_control --keep DIR [--bounds 0.5,0.3,0.0] [--methods minmax,percentile]
+    python -m benchmarks.accuracy_control --keep DIR [--models demo,bc32,bc32-outliers] [--bounds 0.5,0.3,0.0]
+        [--methods minmax,percentile]
 
 ``--keep DIR`` holds the trained models' FP32 ONNX (``demo.onnx``, ``bc32.onnx``: benchmarks/calibration_sensitivity.py
 trains them there, or this script does). Calibration: 300 training images (NNCF's default subset size), evenly spread;
 validation: the 360 digits test images with their labels. For each model, method and bound (points), dnet's search runs
 as ``dnet convert --max-drop`` runs it (file arithmetic). Writes benchmarks/results/accuracy_control.json and, in DIR,
 ``NAME.calib.npy`` / ``NAME.val.npz`` (preprocessed float32 inputs and labels) for the NNCF script.
+
+``NAME-outliers`` is NAME with outlier channels, the same function: in three layers (``OUTLIER_LAYERS``, one per
+dense block) the first output channel of ``conv1`` (weights and bias) is multiplied by ``OUTLIER_GAIN`` and the
+weights ``conv2`` reads from that channel divided by it. relu(k·x) = k·relu(x) for k > 0, so the FP32 logits do not
+change (to float rounding), but the tensor ``conv2`` reads now spans a range ``OUTLIER_GAIN`` times its other
+channels', as outlier channels do in trained networks, and its per-tensor int8 grid rounds those channels to a few
+steps. The two trained models lose nothing in INT8 (their all-INT8 drop is 0, so no accuracy control has anything
+to do); this one gives both dnet's search and NNCF's something to revert. Written to ``DIR/NAME-outliers.onnx``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,33 @@ from pathlib import Path
 import numpy as np
 
 CALIB_IMAGES = 300
+OUTLIER_LAYERS = ("denseblock1.denselayer3", "denseblock2.denselayer3", "denseblock3.denselayer3")
+OUTLIER_GAIN = 100.0
+
+
+def with_outliers(fp32: Path, out: Path) -> Path:
+    """``fp32`` with one outlier channel in each of OUTLIER_LAYERS (module doc); the same logits."""
+    import onnx
+    from onnx import numpy_helper
+
+    from dnet.converters.qdq import layers
+
+    proto = onnx.load(str(fp32))
+    named = layers(proto)
+    inits = {t.name: t for t in proto.graph.initializer}
+
+    def scale(name: str, index, factor: float) -> None:
+        w = numpy_helper.to_array(inits[name]).copy()
+        w[index] *= factor
+        inits[name].CopyFrom(numpy_helper.from_array(w, name))
+
+    for layer in OUTLIER_LAYERS:
+        conv1, conv2 = named[f"{layer}.conv1"], named[f"{layer}.conv2"]
+        for name in conv1.input[1:]:  # weight (out, in, kh, kw) and bias (out,)
+            scale(name, 0, OUTLIER_GAIN)
+        scale(conv2.input[1], (slice(None), 0), 1 / OUTLIER_GAIN)
+    onnx.save(proto, str(out))
+    return out
 
 
 def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib: np.ndarray, method: str,
@@ -69,7 +105,15 @@ def main() -> None:
     args.keep.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models.split(","):
-        fp32, x, labels, train, _ = trained_model(name, args.keep, quick=False)
+        base = name.removesuffix("-outliers")
+        fp32, x, labels, train, _ = trained_model(base, args.keep, quick=False)
+        if name != base:
+            from dnet.engines.onnxruntime import run
+            from dnet.similarity import cosine
+
+            fp32 = with_outliers(fp32, args.keep / f"{name}.onnx")
+            same = cosine(run(args.keep / f"{base}.onnx", x), run(fp32, x))
+            print(f"{name}: FP32 logits against {base}'s: cosine {same:.7f}")
         calib = train[pick(len(train), CALIB_IMAGES)]
         np.save(args.keep / f"{name}.calib.npy", calib)
         np.savez(args.keep / f"{name}.val.npz", x=x, labels=labels)
