@@ -61,8 +61,9 @@ def _method_enum(method: str):
 def mse_threshold(hist: np.ndarray, edges: np.ndarray, qmax: int = 127) -> float:
     """The symmetric clipping threshold T that minimises the expected squared error of quantizing a tensor whose
     values fall in ``hist`` over the bins ``edges`` (each bin's values taken at its centre) to ``qmax`` steps each
-    side of zero: values beyond T cost (|x| - T)², values within it the rounding error (T/qmax)²/12. The candidates
-    are the bins' |centres| and the largest |value|; T is never above the largest."""
+    side of zero: values beyond T cost (|x| - T)², values that round to zero (|x| < step/2, step = T/qmax) cost x²
+    (ReLU outputs are mostly exact zeros, which cost nothing), the others the rounding error step²/12. The
+    candidates are the bins' |centres| and the largest |value|; T is never above the largest."""
     centres = np.abs((edges[:-1] + edges[1:]) / 2).astype(np.float64)
     c, where = np.unique(centres, return_inverse=True)  # a bin and its mirror share one |centre|
     h = np.bincount(where, weights=np.asarray(hist, np.float64), minlength=len(c))
@@ -72,8 +73,12 @@ def mse_threshold(hist: np.ndarray, edges: np.ndarray, qmax: int = 127) -> float
     # candidate k < n clips the bins after k; the last candidate (top) clips nothing
     t = np.append(c, top)
     tail0, tail1, tail2 = (np.concatenate([np.cumsum(v[::-1])[::-1][1:], [0.0, 0.0]]) for v in (h, h * c, h * c * c))
-    inside = h.sum() - tail0
-    err = tail2 - 2 * t * tail1 + t * t * tail0 + inside * (t / qmax) ** 2 / 12
+    # below step/2 a value rounds to zero: its error is x², not step²/12
+    small = np.searchsorted(c, t / (2 * qmax), side="left")  # bins [0, small) round to zero
+    head0 = np.concatenate([[0.0], np.cumsum(h)])[small]
+    head2 = np.concatenate([[0.0], np.cumsum(h * c * c)])[small]
+    rounded = h.sum() - tail0 - head0
+    err = tail2 - 2 * t * tail1 + t * t * tail0 + head2 + rounded * (t / qmax) ** 2 / 12
     err[t <= 0] = np.inf
     return float(t[int(np.argmin(err))])
 

@@ -91,7 +91,8 @@ def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch
 def _brute_force_mse(hist, edges, qmax=127):
     c = np.abs((edges[:-1] + edges[1:]) / 2)
     candidates = np.append(np.unique(c), np.abs(edges).max())
-    errors = [np.sum(hist * np.where(c > t, (c - t) ** 2, (t / qmax) ** 2 / 12)) for t in candidates if t > 0]
+    errors = [np.sum(hist * np.where(c > t, (c - t) ** 2, np.where(c < t / qmax / 2, c * c, (t / qmax) ** 2 / 12)))
+              for t in candidates if t > 0]
     return candidates[candidates > 0][int(np.argmin(errors))]
 
 
@@ -128,3 +129,18 @@ def test_mse_calibration_clips_a_rare_outlier_that_minmax_keeps(tmp_path):
     assert mse[name][1] < 40.0  # clipped: squared error weighs the one pixel against 196,607 roundings
     for k, (lo, hi) in mse.items():
         assert minmax[k][0] - 1e-6 <= lo <= hi <= minmax[k][1] + 1e-6  # never wider than what was seen
+
+
+def test_mse_threshold_does_not_charge_exact_zeros_a_rounding_error():
+    """A ReLU output is mostly exact zeros, which int8 represents exactly: adding them must not pull the threshold
+    down (charging each zero step²/12, as a plain uniform-rounding model does, clips the live values harder)."""
+    from dnet.converters.ortquant import mse_threshold
+
+    rng = np.random.default_rng(2)
+    live = np.abs(rng.standard_normal(50_000))
+    top = live.max()
+    edges = np.linspace(0, top, 2049)
+    with_zeros = np.histogram(np.concatenate([live, np.zeros(450_000)]), edges)[0]
+    without = np.histogram(live, edges)[0]
+    width = edges[1] - edges[0]
+    assert abs(mse_threshold(with_zeros, edges) - mse_threshold(without, edges)) <= 2 * width
