@@ -143,7 +143,8 @@ def test_missing_output_folder_and_wrong_suffix_are_refused(tmp_path):
 T7 = ["cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout"]
 
 
-@pytest.mark.parametrize("name", T7)
+# One fixture in the fast suite, all three in the slow one (about 25 s each: an FP32 export, FP16 and INT8 with checks).
+@pytest.mark.parametrize("name", [T7[0], *(pytest.param(n, marks=pytest.mark.slow) for n in T7[1:])])
 def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
     from dnet.data.transforms import preprocess_array
 
