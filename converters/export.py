@@ -28,7 +28,7 @@ from dnet.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
 from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_mul_add
 from dnet.engines.onnxruntime import run
-from dnet.errors import AccuracyError, UsageError
+from dnet.errors import AccuracyError, UsageError, require_one_of
 from dnet.files import atomic_path
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet
@@ -137,8 +137,7 @@ def export(
     """
     if opset < MIN_OPSET:
         raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}", option="opset")
-    if bn not in BN_MODES:
-        raise UsageError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}", option="bn")
+    require_one_of("bn", bn, BN_MODES, "bn")
     model = model.eval()
     if meta is None and model.meta is None:
         raise UsageError("the model does not say how its inputs are preprocessed (model.meta is None); give export() "

@@ -37,7 +37,7 @@ from dnet.converters.qdq import layers as qdq_layers
 from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.engines.onnxruntime import session
-from dnet.errors import AccuracyError, DataError, UsageError
+from dnet.errors import AccuracyError, DataError, UsageError, require_one_of
 
 RUN_CHUNK = 32  # images per ONNX Runtime run when measuring accuracy
 RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on (evenly spread)
@@ -194,9 +194,7 @@ class MixedPrecision:
     max_drop: float | None = None
 
     def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got "
-                             f"{self.fallback!r}", option="int8_fallback")
+        require_one_of("the precision of excluded layers", self.fallback, FALLBACKS, "int8_fallback")
         if self.max_drop is not None and not self.max_drop >= 0:
             raise UsageError(f"the accuracy bound must be 0 points or more, got {self.max_drop}", option="max_drop")
         if self.max_drop is not None and self.val is None:

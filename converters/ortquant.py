@@ -70,15 +70,16 @@ def mse_threshold(hist: np.ndarray, edges: np.ndarray, qmax: int = 127) -> float
     top = float(max(abs(edges[0]), abs(edges[-1])))
     if h.sum() <= 0 or top <= 0:
         return top
+    # prefix sums of h, h·c, h·c² over the first k bins (k = 0..n)
+    p0, p1, p2 = (np.concatenate([[0.0], np.cumsum(v)]) for v in (h, h * c, h * c * c))
     # candidate k < n clips the bins after k; the last candidate (top) clips nothing
     t = np.append(c, top)
-    tail0, tail1, tail2 = (np.concatenate([np.cumsum(v[::-1])[::-1][1:], [0.0, 0.0]]) for v in (h, h * c, h * c * c))
+    kept = np.minimum(np.arange(1, len(c) + 2), len(c))  # bins at or below each candidate
+    tail0, tail1, tail2 = p0[-1] - p0[kept], p1[-1] - p1[kept], p2[-1] - p2[kept]
     # below step/2 a value rounds to zero: its error is x², not step²/12
     small = np.searchsorted(c, t / (2 * qmax), side="left")  # bins [0, small) round to zero
-    head0 = np.concatenate([[0.0], np.cumsum(h)])[small]
-    head2 = np.concatenate([[0.0], np.cumsum(h * c * c)])[small]
-    rounded = h.sum() - tail0 - head0
-    err = tail2 - 2 * t * tail1 + t * t * tail0 + head2 + rounded * (t / qmax) ** 2 / 12
+    rounded = p0[kept] - p0[small]
+    err = tail2 - 2 * t * tail1 + t * t * tail0 + p2[small] + rounded * (t / qmax) ** 2 / 12
     err[t <= 0] = np.inf
     return float(t[int(np.argmin(err))])
 

@@ -28,7 +28,7 @@ from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.images import list_images
 from dnet.data.specs import get_spec
-from dnet.errors import DnetError, UsageError
+from dnet.errors import DnetError, UsageError, require_one_of
 from dnet.files import check_output_path, same_file, sha256_file
 from dnet.loading import load
 from dnet.progress import QUIET, Progress
@@ -80,7 +80,7 @@ class ConvertOptions:
                                       ("int8_layout", "INT8 layout", INT8_LAYOUTS),
                                       ("int8_weight_bits", "INT8 weight bits", WEIGHT_BITS),
                                       ("precision", "precision", PRECISIONS)):
-            _one_of(what, getattr(self, option), allowed, option)
+            require_one_of(what, getattr(self, option), allowed, option)
         if self.int8_check_images < 0:
             raise UsageError(f"INT8 check images must be 0 or more, got {self.int8_check_images}",
                              option="int8_check_images")
@@ -213,15 +213,10 @@ def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opt
         check_output_path(opts.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
 
 
-def _one_of(what: str, value, allowed, option: str) -> None:
-    if value not in allowed:
-        raise UsageError(f"{what} must be one of {', '.join(map(str, allowed))}, got {value!r}", option=option)
-
-
 def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
     """Everything that can be refused before any work is done (no export runs for a request that must fail)."""
-    _one_of("source format", src_format, SOURCES, "src_format")
-    _one_of("target", target, TARGETS, "target")
+    require_one_of("source format", src_format, SOURCES, "src_format")
+    require_one_of("target", target, TARGETS, "target")
     if not src.is_file():
         raise DnetError(f"{src}: no such file" if not src.exists() else f"{src}: is not a regular file")
     if src.suffix.lower() not in SUFFIXES[src_format]:

@@ -37,7 +37,7 @@ from dnet.converters.mixed import MixedPrecision
 from dnet.converters.ortquant import calibrate  # a name of this module: benchmarks time precision.calibrate
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, densenet_layout
 from dnet.engines.onnxruntime import require_onnxruntime, run
-from dnet.errors import AccuracyError, InputModifiedError, UsageError
+from dnet.errors import AccuracyError, InputModifiedError, UsageError, require_one_of
 from dnet.files import atomic_path, scratch_folder, sha256_file
 from dnet.progress import QUIET, Progress
 from dnet.similarity import rel_l2
@@ -186,10 +186,8 @@ def to_int8(
     """
     progress = progress or QUIET
     require_onnxruntime()
-    if layout not in INT8_LAYOUTS:
-        raise UsageError(f"INT8 layout must be one of {', '.join(INT8_LAYOUTS)}, got {layout!r}", option="int8_layout")
-    if method not in METHODS:
-        raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}", option="calib_method")
+    require_one_of("INT8 layout", layout, INT8_LAYOUTS, "int8_layout")
+    require_one_of("calibration method", method, METHODS, "calib_method")
     src = Path(src)
     sha = sha256_file(src)
     proto = read_model(src)

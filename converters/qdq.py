@@ -48,7 +48,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, sort_topologically
-from dnet.errors import FileFormatError, UsageError
+from dnet.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)
@@ -196,12 +196,8 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     calibration cache's); a tensor the layout needs without a range raises FileFormatError. ``exclude`` names
     layers (:func:`layers`) left in ``fallback`` precision (fp32 or fp16).
     """
-    if weight_bits not in WEIGHT_BITS:
-        raise UsageError(f"INT8 weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got {weight_bits!r}",
-                         option="int8_weight_bits")
-    if fallback not in FALLBACKS:
-        raise UsageError(f"the precision of excluded layers must be one of {', '.join(FALLBACKS)}, got {fallback!r}",
-                         option="int8_fallback")
+    require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
+    require_one_of("the precision of excluded layers", fallback, FALLBACKS, "int8_fallback")
     graph = proto.graph
     named = layers(proto)
     unknown = sorted(set(exclude) - set(named))

@@ -27,6 +27,12 @@ class UsageError(DnetError):
     exit_code = 2
 
 
+def require_one_of(what: str, value, allowed, option: str | None = None) -> None:
+    """UsageError '{what} must be one of a, b, got value' unless ``value`` is in ``allowed``."""
+    if value not in allowed:
+        raise UsageError(f"{what} must be one of {', '.join(map(str, allowed))}, got {value!r}", option=option)
+
+
 class ConfigError(UsageError):
     """An impossible model configuration; the message names the field."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dnet.data.download import fetch
 from dnet.data.specs import get_spec
-from dnet.errors import DnetError, DownloadError, FileFormatError, UsageError
+from dnet.errors import DnetError, DownloadError, FileFormatError, UsageError, require_one_of
 from dnet.files import atomic_write_text, check_input_file, sha256_file
 from dnet.loading import load
 from dnet.models import DenseNet, DenseNetConfig, zoo
@@ -51,8 +51,8 @@ def weights_file(name: str, source: str | None = None, *, option: str = "source"
     """The published file of ``name`` from ``source`` (None: the first of PREFERENCE the model has)."""
     entry = zoo.get(name)
     files = entry.weights
-    if source is not None and source not in SOURCES:
-        raise UsageError(f"weights source must be one of {', '.join(SOURCES)}, got {source!r}", option=option)
+    if source is not None:
+        require_one_of("weights source", source, SOURCES, option)
     if not files:
         why = f" ({entry.note})" if entry.note and "untrained" in entry.note else ""
         raise UsageError(f"no trained weights of {name} are published{why}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet import DISTRIBUTION
-from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
+from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, shape_text
 from dnet.artifact.onnxfile import read_model
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
@@ -99,14 +99,13 @@ def check_interface(model, path: Path) -> None:
     """The interface every verb relies on, as for ONNX (``dnet.artifact.onnxfile.check_interface``): one float
     input and one float output whose shapes pass ``check_classifier_shapes``, and no tensor far larger than the
     input."""
-    what = CLASSIFIER
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
         if len(inputs) != 1 or len(outputs) != 1:
-            raise FileFormatError(f"{path}: {what}; this file has {len(inputs)} inputs and {len(outputs)} outputs")
+            raise FileFormatError(f"{path}: {CLASSIFIER}; this file has {len(inputs)} inputs and {len(outputs)} outputs")
         for port, role in ((inputs[0], "input"), (outputs[0], "output")):
             if port.get_element_type().get_type_name() not in ("f32", "f16"):
-                raise FileFormatError(f"{path}: {what}; its {role} is {port.get_element_type().get_type_name()}, "
+                raise FileFormatError(f"{path}: {CLASSIFIER}; its {role} is {port.get_element_type().get_type_name()}, "
                                       "not a float32 or float16 tensor")
         dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
         meta = model_meta(model)
@@ -133,9 +132,8 @@ def _check_activations(model, path: Path, per_image: int) -> None:
                     continue
                 elements = math.prod(d for d in dims[1:] if d > 0)
                 if elements > MAX_ACTIVATION * per_image:
-                    shape = "×".join(str(d) if d > 0 else "?" for d in dims)
                     raise FileFormatError(
-                        f"{path}: {op.get_friendly_name()} ({op.get_type_name()}) gives {shape}, {elements // per_image:,}× "
+                        f"{path}: {op.get_friendly_name()} ({op.get_type_name()}) gives {shape_text(dims)}, {elements // per_image:,}× "
                         f"the input per image; a DenseNet's tensors stay under {MAX_ACTIVATION:,}× (a corrupt size or "
                         "padding?)")
     except FileFormatError:

@@ -93,7 +93,8 @@ class ArtifactMeta:
 CLASSIFIER = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"
 
 
-def _shape_text(dims) -> str:
+def shape_text(dims) -> str:
+    """``1×3×?×?``: the dimensions, ``?`` where one is unknown."""
     return "×".join(str(d) if d > 0 else "?" for d in dims) or "a scalar"
 
 
@@ -104,13 +105,13 @@ def check_classifier_shapes(name, dims, out_dims, meta: ArtifactMeta | None, *, 
     (if any) that agrees with both. ``dims``/``out_dims`` use -1 for an unknown dimension and None for an unknown
     rank; the labels name the ports in the message (``input 'x'``)."""
     if dims is None or len(dims) != 4 or dims[1] not in (3, -1):
-        shape = no_rank if dims is None else _shape_text(dims)
+        shape = no_rank if dims is None else shape_text(dims)
         raise FileFormatError(f"{name}: {CLASSIFIER}; its {input_label} has {shape}")
     if any(d > MAX_INPUT_SIZE for d in dims[2:]):
         raise FileFormatError(f"{name}: its input is {dims[2]}×{dims[3]}; dnet runs inputs up to {MAX_INPUT_SIZE} "
                               "pixels a side")
     if out_dims is not None and (len(out_dims) != 2 or out_dims[1] > MAX_CLASSES):
-        raise FileFormatError(f"{name}: {CLASSIFIER}; its {output_label} is {_shape_text(out_dims)}, not N×classes")
+        raise FileFormatError(f"{name}: {CLASSIFIER}; its {output_label} is {shape_text(out_dims)}, not N×classes")
     if meta is not None:
         if dims[2] > 0 and (dims[2], dims[3]) != (meta.input_size, meta.input_size):
             raise FileFormatError(f"{name}: its metadata says {meta.input_size}×{meta.input_size} inputs, the graph "

@@ -115,17 +115,16 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
 
 def check_interface(proto: onnx.ModelProto, name: str) -> None:
     """One float image input N×3×H×W and one float N×classes output, agreeing with the dnet metadata if any."""
-    what = CLASSIFIER
     initialized = {t.name for t in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initialized]
     outputs = list(proto.graph.output)
     if len(inputs) != 1 or len(outputs) != 1:
-        raise FileFormatError(f"{name}: {what}; this file has {len(inputs)} inputs "
+        raise FileFormatError(f"{name}: {CLASSIFIER}; this file has {len(inputs)} inputs "
                               f"({', '.join(v.name for v in inputs[:4])}) and {len(outputs)} outputs")
     inp, out = inputs[0], outputs[0]
     for v, role in ((inp, "input"), (out, "output")):
         if not v.type.HasField("tensor_type") or v.type.tensor_type.elem_type not in FLOATS:
-            raise FileFormatError(f"{name}: {what}; its {role} {v.name!r} is not a float32 or float16 tensor")
+            raise FileFormatError(f"{name}: {CLASSIFIER}; its {role} {v.name!r} is not a float32 or float16 tensor")
     check_classifier_shapes(name, _dims(inp), _dims(out), read_meta(proto), input_label=f"input {inp.name!r}",
                             output_label=f"output {out.name!r}")
 

@@ -20,7 +20,7 @@ from dnet.data import svhn
 from dnet.data.download import download as fetch_set
 from dnet.data.images import IMAGE_SUFFIXES, is_image
 from dnet.data.specs import PreprocessSpec, get_spec
-from dnet.errors import DataError, UsageError
+from dnet.errors import DataError, UsageError, require_one_of
 
 
 @dataclass(frozen=True)
@@ -332,8 +332,7 @@ def open_dataset(name: str, root: str | Path | None = None, split: str = "test",
 
     Splits: ``train``, ``test``, and ``val`` for a data set whose recipe holds images out of training (SVHN).
     """
-    if split not in SPLITS:
-        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    require_one_of("split", split, SPLITS)
     info = _info(name)
     if split == "val" and info.train_val is None:
         raise UsageError(f"data set {name} has no validation split (only {', '.join(n for n, i in DATASETS.items() if i.train_val)} "
