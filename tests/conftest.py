@@ -3,6 +3,7 @@ count given back after every test."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -23,6 +24,20 @@ def shared_fixture(*parts: str) -> Path:
 @pytest.fixture
 def shared() -> Path:
     return shared_fixture()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's process-wide thread count set to ``n`` inside, given back after (for session fixtures, which the
+    per-test guard below does not cover)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
 from dnet.engines.base import Engine
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from tests.conftest import torch_threads
 
 TINY = DenseNetConfig(block_config=(2, 2), growth_rate=6, bottleneck=False, compression=1.0, init_features=8,
                       stem="cifar", num_classes=10)
@@ -31,9 +32,15 @@ def tiny_model(num_classes: int = 10, seed: int = 0, stem: str = "cifar") -> Den
 
 
 def train_digits(path: Path, epochs: int = 15) -> Path:
-    """A tiny DenseNet trained on the digits training split (Adam, a few seconds on a CPU)."""
+    """A tiny DenseNet trained on the digits training split (Adam, a few seconds on a CPU), on one thread (torch's
+    float results depend on the thread count); the count is given back, since this runs in session fixtures that
+    the per-test thread guard of tests/conftest.py does not cover."""
+    with torch_threads(1):
+        return _train_digits(path, epochs)
+
+
+def _train_digits(path: Path, epochs: int) -> Path:
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     train = open_dataset("digits", split="train")
     x = torch.from_numpy(preprocess_array(train.images, train.spec))
     y = torch.from_numpy(train.labels)

@@ -8,16 +8,15 @@ import torch
 
 from dnet.converters.t7.reader import TorchObject
 from dnet.converters.t7.writer import T7Storage, T7Tensor
+from tests.conftest import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """Import into a test module to run its tiny forward passes on one thread: two threads fighting over a
     shared 2-core machine are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def randomized(model, seed: int = 0):
