@@ -107,7 +107,7 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: np.ndar
         raise AccuracyError(
             f"INT8 check failed on {len(images)} held-out images: top-1 agreement with FP32 {result['top1_agreement']:.1%} "
             f"(bound {min_top1:.0%}), cosine {result['cosine']:.4f} (bound {min_cosine}){where}; no INT8 file was "
-            "written (calibrate on more or other images, try the mse calibration method, or lower the bounds)")
+            "written (calibrate on more or other images or with another calibration method, or lower the bounds)")
     return result
 
 
