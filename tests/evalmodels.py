@@ -4,6 +4,7 @@ stub engine posing as a zoo ImageNet model on a tiny ImageNet-layout folder."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,13 @@ from PIL import Image
 
 from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
-from dnet.data.datasets import open_dataset
 from dnet.data.specs import get_spec
-from dnet.data.transforms import preprocess_array
 from dnet.engines.base import Engine
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from tests import weights
 from tests.conftest import torch_threads
 
-TINY = DenseNetConfig(block_config=(2, 2), growth_rate=6, bottleneck=False, compression=1.0, init_features=8,
-                      stem="cifar", num_classes=10)
+TINY = weights.DIGITS_BASIC_CONFIG
 
 
 def tiny_model(num_classes: int = 10, seed: int = 0, stem: str = "cifar") -> DenseNet:
@@ -32,30 +31,12 @@ def tiny_model(num_classes: int = 10, seed: int = 0, stem: str = "cifar") -> Den
 
 
 def train_digits(path: Path, epochs: int = 15) -> Path:
-    """A tiny DenseNet trained on the digits training split (Adam, a few seconds on a CPU), on one thread (torch's
-    float results depend on the thread count); the count is given back, since this runs in session fixtures that
-    the per-test thread guard of tests/conftest.py does not cover."""
+    """A tiny DenseNet trained on the digits training split for ``epochs`` (Adam; a few seconds on a CPU), on one
+    thread (the count is given back: this may run in session fixtures the per-test thread guard does not cover).
+    Its accuracy depends on the CPU's float kernels: tests compare it only with numbers measured in the same run."""
     with torch_threads(1):
-        return _train_digits(path, epochs)
-
-
-def _train_digits(path: Path, epochs: int) -> Path:
-    torch.manual_seed(0)
-    train = open_dataset("digits", split="train")
-    x = torch.from_numpy(preprocess_array(train.images, train.spec))
-    y = torch.from_numpy(train.labels)
-    model = tiny_model()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    meta = ArtifactMeta("custom", 10, 8, get_spec("digits"))
-    return save_checkpoint(path, model, meta)
+        model = weights.train_digits(weights.DIGITS_BASIC_CONFIG, epochs)
+    return save_checkpoint(path, model, model.meta)
 
 
 def save_random(path: Path, num_classes: int, spec: str, input_size: int, model_name: str = "custom",
@@ -81,9 +62,11 @@ def write_cifar_bin(path: Path, n: int, label_bytes: int = 1, num_classes: int =
 
 @pytest.fixture(scope="session", name="digits_model")
 def digits_model_fixture(tmp_path_factory) -> Path:
-    """The trained digits model, trained once per test session in pytest's temporary folder (which pytest
-    removes), not in a folder of its own that every run would leave behind."""
-    return train_digits(tmp_path_factory.mktemp("digits") / "digits.pth")
+    """The trained digits model (tests/weights/digits-basic.pth: fixed weights, so its accuracy is the same on every
+    CPU), copied into pytest's temporary folder (which pytest removes), so no test can change the committed file."""
+    path = tmp_path_factory.mktemp("digits") / "digits.pth"
+    shutil.copyfile(weights.DIGITS_BASIC, path)
+    return path
 
 
 # --- a zoo ImageNet model without weights: a stub engine answering prepared logits per image ----------------

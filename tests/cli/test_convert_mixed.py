@@ -12,7 +12,15 @@ from click.testing import CliRunner
 from dnet.cli import main
 from dnet.data.datasets import open_dataset
 from tests.converters.test_mixed import BROKEN
-from tests.converters.tiny_models import break_weight_scales, digits_onnx, fast_export, tiny_checkpoint, write_images
+from tests.converters.tiny_models import (
+    break_weight_scales,
+    coarsen_activation_grids,
+    digits_onnx,
+    fast_export,
+    fp32_top1_text,
+    tiny_checkpoint,
+    write_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def test_max_drop_puts_the_broken_layer_back_in_fp32_prints_and_records_it(digit
     assert code == 0, err
     (line,) = [ln for ln in stdout.splitlines() if ln.startswith("INT8 drop")]
     assert re.fullmatch(r"INT8 drop on 360 validation images \(labels from class subfolders\): 0\.\d\d points \(bound "
-                        rf"1\), 97\.50% → 9\d\.\d\d%; 1 layer in FP32: {BROKEN}", line), line
+                        rf"1\), {re.escape(fp32_top1_text(fp32))} → 9\d\.\d\d%; 1 layer in FP32: {BROKEN}", line), line
     code, shown, err = run("inspect", out)
     assert code == 0, err
     assert shown.splitlines()[0].startswith("d.int8.onnx: custom, INT8, 10 classes, 8×8 input, digits preprocessing")
@@ -133,13 +141,14 @@ def test_an_undecodable_val_image_is_named_and_no_int8_file_is_left(digits, tmp_
     assert not out.exists()
 
 
-def test_a_bound_not_met_with_every_layer_in_fp32_exits_3_and_leaves_no_int8_file(digits, tmp_path):
+def test_a_bound_not_met_with_every_layer_in_fp32_exits_3_and_leaves_no_int8_file(digits, tmp_path, monkeypatch):
+    coarsen_activation_grids(monkeypatch)
     fp32, val, _ = digits
     out = tmp_path / "d.int8.onnx"
     code, _, err = convert(fp32, out, "--val", val, "--max-drop", 0)
     assert code == 3
     assert re.fullmatch(r"dnet: error: the accuracy bound cannot be met: INT8 drops \d+\.\d\d points on 360 validation "
-                        r"images \(97\.50% → \d+\.\d\d%\), and still \d+\.\d\d with all 11 layers in float \(what "
+                        rf"images \({re.escape(fp32_top1_text(fp32))} → \d+\.\d\d%\), and still \d+\.\d\d with all 11 layers in float \(what "
                         r"remains is the dense blocks' int8 feature maps\), above the bound of 0; no INT8 file was "
                         r"written \(allow a larger drop, or calibrate on more or other images\) \(--max-drop\)",
                         one_error_line(err))

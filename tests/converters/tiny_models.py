@@ -15,7 +15,7 @@ from dnet.converters.export import _export_proto as _REAL_EXPORT  # noqa: E402  
 from dnet.data.specs import get_spec
 from dnet.models import DenseNetConfig, create_model
 from dnet.models.densenet import measure_bn_statistics
-from tests.conftest import torch_threads
+from tests import weights
 
 TINY = DenseNetConfig(block_config=(2, 3), growth_rate=4, init_features=8, num_classes=5)
 CIFAR = get_spec("cifar10")
@@ -135,39 +135,18 @@ def _tiny_file(seed: int, kwargs: tuple) -> bytes:
         return onnx_export.export(model, Path(tmp) / "m.onnx", **dict(kwargs)).read_bytes()
 
 
-DIGITS_CONFIG = DenseNetConfig(block_config=(2, 2), growth_rate=6, init_features=12, num_classes=10)
-
-
 @functools.lru_cache(maxsize=1)
 def digits_model():
-    """The tiny DenseNet trained for a few epochs on scikit-learn's digits: decisive logits, like a real model.
+    """The tiny DenseNet-BC trained on scikit-learn's digits (tests/weights/digits-bc.pth: fixed weights, so its
+    accuracy is the same on every CPU): decisive logits, like a real model.
 
-    Returns (model, test inputs float32 N×3×8×8, test labels). Deterministic: seeded, and trained on two torch
-    threads whatever the count before (another count gives another model: 95.8% instead of 97.5% on one thread).
-    """
-    with torch_threads(2):
-        return _train_digits_model()
-
-
-def _train_digits_model():
+    Returns (model, test inputs float32 N×3×8×8, test labels)."""
+    from dnet.checkpoint import load_checkpoint
     from dnet.data.datasets import open_dataset
 
-    train, test = open_dataset("digits", split="train"), open_dataset("digits", split="test")
-    x = torch.from_numpy(normalise_images(train.images, train.spec))
-    y = torch.from_numpy(train.labels)
-    torch.manual_seed(0)
-    model = create_model(DIGITS_CONFIG)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(4):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    model.meta = ArtifactMeta("custom", 10, 8, train.spec)
+    model = load_checkpoint(weights.DIGITS_BC)
     model._test_seed = None
+    test = open_dataset("digits", split="test")
     return model, normalise_images(test.images, test.spec), test.labels
 
 
@@ -215,3 +194,25 @@ def break_weight_scales(monkeypatch, layer: str, factor: float = 50.0) -> None:
         return out
 
     monkeypatch.setattr(qdq._Writer, "weight", weight)
+
+
+def coarsen_activation_grids(monkeypatch, factor: float = 16.0) -> None:
+    """Make every INT8 build (dnet.converters.qdq) use ``factor`` × the calibrated activation scales.
+
+    Each int8 tensor then keeps about 127/``factor`` levels, so the dense blocks' int8 feature maps, which no layer
+    left in float can undo, lose accuracy on any CPU: a drop that accuracy control cannot remove, by construction.
+    """
+    from dnet.converters import qdq
+
+    real = qdq._absmax
+    monkeypatch.setattr(qdq, "_absmax", lambda ranges, name: factor * real(ranges, name))
+
+
+def fp32_top1_text(fp32: Path) -> str:
+    """The FP32 file's top-1 accuracy on the 360 digits test images, as dnet prints it ("96.67%")."""
+    from dnet.data.datasets import open_dataset
+    from dnet.engines.onnxruntime import run
+
+    test = open_dataset("digits", split="test")
+    top1 = np.mean(run(fp32, normalise_images(test.images, test.spec)).argmax(1) == test.labels)
+    return f"{100 * top1:.2f}%"
