@@ -1,5 +1,10 @@
+import importlib
 import json
+import re
+import subprocess
+import sys
 
+import click
 from click.testing import CliRunner
 
 from dnet import __version__, zoo
@@ -73,3 +78,22 @@ def test_help_lists_only_working_verbs():
     r = run("--help")
     listed = {line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == set(VERBS) == {"models", "info", "inspect", "train", "convert", "eval", "compare", "demo", "bench", "pull"}
+
+
+def test_help_lists_every_verb_with_its_line_without_importing_any_verb():
+    code = ("import sys; from click.testing import CliRunner; from dnet.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); print(r.output); "
+            "print(sorted(m for m in sys.modules if m.startswith('dnet.cli.') and m not in "
+            "('dnet.cli.main', 'dnet.cli.options')), sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    *text, imported = out.rstrip().splitlines()
+    assert imported == "[] []"
+    for verb, (_, line) in VERBS.items():
+        assert re.search(rf"^  {verb} +{re.escape(line)}$", "\n".join(text), re.M), verb
+
+
+def test_each_verbs_line_names_a_command_that_imports():
+    for verb, (target, line) in VERBS.items():
+        module, attr = target.split(":")
+        assert isinstance(getattr(importlib.import_module(module), attr), click.Command), verb
+        assert line.endswith(".") and len(line) <= 66  # one line in an 80-column terminal

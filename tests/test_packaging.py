@@ -111,6 +111,15 @@ def test_the_distribution_name_is_not_the_taken_dnet():
     assert PYPROJECT["project"]["scripts"] == {"dnet": "dnet.cli:main"}
 
 
+def test_every_install_line_of_the_readme_names_the_distribution():
+    """`pip install 'dnet[...]'` would install an unrelated PyPI package: every line names dnet-densenet (or `.`)."""
+    readme = (ROOT / "README.md").read_text()
+    lines = re.findall(r"pip install [^`\n]*", readme)
+    targets = [t.strip("'\"") for line in lines for t in line.split()[2:] if not t.startswith("-") and "dnet" in t]
+    assert targets and all(re.fullmatch(r"dnet-densenet(\[[a-z0-9,]+\])?", t) for t in targets), targets
+    assert PYPROJECT["project"]["license"] == "BSD-3-Clause"  # an SPDX expression, not the deprecated table
+
+
 @pytest.mark.slow
 def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
@@ -120,7 +129,9 @@ def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         metadata_file = next(n for n in names if n.endswith(".dist-info/METADATA"))
-        assert "Name: dnet-densenet" in z.read(metadata_file).decode().splitlines()
+        lines = z.read(metadata_file).decode().splitlines()
+        assert "Name: dnet-densenet" in lines and "License-Expression: BSD-3-Clause" in lines
+        assert "Classifier: Typing :: Typed" in lines and "dnet/py.typed" in names
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"dnet"}
     assert "dnet/converters/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names

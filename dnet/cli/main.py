@@ -68,19 +68,20 @@ def warn(message: str) -> None:
     click.echo(f"dnet: warning: {message}", err=True)
 
 
-# verb -> "module:command"; a verb's module (and the libraries it needs) is imported only when that verb runs
-# (click's documented lazy-loading pattern), so `dnet models` does not pay for ONNX Runtime or matplotlib.
+# verb -> ("module:command", its one-line help). A verb's module (and the libraries it needs) is imported only when
+# that verb runs (click's documented lazy-loading pattern), and `dnet --help` lists the verbs from the lines here, so
+# neither `dnet --help` nor `dnet models` pays for torch, ONNX Runtime or matplotlib.
 VERBS = {
-    "models": "dnet.cli.models:models_cmd",
-    "info": "dnet.cli.models:info_cmd",
-    "inspect": "dnet.cli.inspect:inspect_cmd",
-    "train": "dnet.cli.train:train_cmd",
-    "convert": "dnet.cli.convert:convert_cmd",
-    "eval": "dnet.cli.eval:eval_cmd",
-    "compare": "dnet.cli.compare:compare_cmd",
-    "demo": "dnet.cli.demo:demo_cmd",
-    "bench": "dnet.cli.bench:bench_cmd",
-    "pull": "dnet.cli.pull:pull_cmd",
+    "models": ("dnet.cli.models:models_cmd", "List the zoo: configurations, parameters, published errors."),
+    "info": ("dnet.cli.models:info_cmd", "A zoo model's architecture: channels, parameters, multiply-adds."),
+    "inspect": ("dnet.cli.inspect:inspect_cmd", "Show what a .t7, .pth, .onnx or .plan file holds."),
+    "train": ("dnet.cli.train:train_cmd", "Train a DenseNet with the paper's recipe."),
+    "convert": ("dnet.cli.convert:convert_cmd", "Convert a model file: PyTorch, ONNX FP32/FP16/INT8, TensorRT."),
+    "eval": ("dnet.cli.eval:eval_cmd", "Top-1/top-5 error of a model file beside the paper's numbers."),
+    "compare": ("dnet.cli.compare:compare_cmd", "Run two model files on the same inputs; compare every stage."),
+    "demo": ("dnet.cli.demo:demo_cmd", "Train a small DenseNet-BC on digits, convert and evaluate it."),
+    "bench": ("dnet.cli.bench:bench_cmd", "Latency, throughput and memory of model files and batch sizes."),
+    "pull": ("dnet.cli.pull:pull_cmd", "Fetch a zoo model's published weights into dnet's cache, checked."),
 }
 
 
@@ -91,8 +92,12 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in VERBS:
             return None
-        module, attr = VERBS[name].split(":")
+        module, attr = VERBS[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, line) in VERBS.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

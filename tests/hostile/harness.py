@@ -36,7 +36,7 @@ import numpy, torch, onnx, PIL.Image
 import dnet.engines.onnxruntime, dnet.cli.main, dnet.loading, dnet.eval, dnet.compare, dnet.converters.pipeline
 verbs = sys.modules["dnet.cli.main"].VERBS
 if sys.argv[1:2] and sys.argv[1] in verbs:  # the verb's own libraries (scipy for eval --compare-to, matplotlib...)
-    importlib.import_module(verbs[sys.argv[1]].split(":")[0])
+    importlib.import_module(verbs[sys.argv[1]][0].split(":")[0])
 if any(a.endswith(".xml") for a in sys.argv[1:]):  # OpenVINO's runtime and IR frontend
     import openvino, openvino.frontend
 def status(key):
