@@ -156,8 +156,6 @@ def test_engine_without_metadata_needs_a_preprocessing(tmp_path):
 
 def _small_spec():
     # torch7 arithmetic at a small size so the test stays fast: Scale(36), CenterCrop(32)
-    import dataclasses
-
     return dataclasses.replace(get_spec("torch7"), name="torch7", resize=36, crop=32, input_size=32)
 
 
