@@ -157,3 +157,20 @@ def test_eval_of_a_bad_npz_is_one_error_line(cifar_zoo_model, tmp_path, case):
     make(tmp_path / name)
     code, _, err = run("eval", "--engine", cifar_zoo_model, "--data", tmp_path / name)
     assert code == 1 and one_error_line(err) == message.format(p=tmp_path / name)
+
+
+def test_a_truncated_cifar_record_and_labels_out_of_range_are_one_error_line(cifar_zoo_model, tmp_path):
+    folder = write_cifar_folder(tmp_path / "cifar-10-batches-bin", IMAGES, LABELS)
+    (folder / "test_batch.bin").write_bytes((folder / "test_batch.bin").read_bytes()[:-5])
+    code, _, err = run("eval", "--engine", cifar_zoo_model, "--data", tmp_path)
+    assert code == 1 and one_error_line(err) == (f"{folder / 'test_batch.bin'}: 18,433 bytes is not a whole number of "
+                                                 "3073-byte CIFAR records (is this the binary version of the right data "
+                                                 "set?)")
+    fp32 = tiny_onnx(tmp_path)
+    code, _, err = run("convert", fp32, "--from", "onnx", "--to", "onnx-int8", "--calib", tmp_path,
+                       "-o", tmp_path / "t.int8.onnx")
+    assert code == 1 and one_error_line(err).startswith(f"{folder / 'test_batch.bin'}: 18,433 bytes is not a whole")
+    np.savez(tmp_path / "c100.npz", images=IMAGES, labels=LABELS * 10)
+    code, _, err = run("eval", "--engine", cifar_zoo_model, "--data", tmp_path / "c100.npz")
+    assert code == 1 and one_error_line(err) == f"{tmp_path / 'c100.npz'} ('labels'): label 90 out of range for 10 classes"
+    assert not (tmp_path / "t.int8.onnx").exists()

@@ -219,3 +219,10 @@ def test_a_truncated_cifar_record_is_one_line(tmp_path):
         open_images(tmp_path, split="test")
     assert str(e.value) == (f"{tmp_path / 'test_batch.bin'}: 9,212 bytes is not a whole number of 3073-byte CIFAR "
                             "records (is this the binary version of the right data set?)")
+
+
+def test_validation_images_without_labels_are_measured_as_agreement(tmp_path):
+    np.save(tmp_path / "v.npy", IMAGES)
+    val = ValidationSet(tmp_path / "v.npy", count=4).open(10)
+    assert val.labels is None and val.basis == "top-1 agreement with FP32, no labels"
+    assert val.load(get_spec("cifar10")).shape == (4, 3, 32, 32)
