@@ -1,7 +1,8 @@
 """Calibration images for INT8, and the calibration cache (activation ranges keyed by tensor name).
 
-Images come from a folder (decoded with Pillow, fed through the model's own preprocessing) or from an
-in-memory uint8 N×H×W×3 array (``ArrayDataset.images``). The cache is JSON bound to the FP32 model by its
+Images come from a folder (decoded with Pillow, fed through the model's own preprocessing), from an
+in-memory uint8 N×H×W×3 array (``ArrayDataset.images``), or from what ``dnet.data.datasets.open_images`` reads (an
+``.npz``/``.npy`` file, a CIFAR binary folder, a data set by name). The cache is JSON bound to the FP32 model by its
 sha256, so a second conversion of the same model reuses the ranges instead of calibrating again.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dnet.data.datasets import FileDataset, open_images
 from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.data.transforms import preprocess, preprocess_array
@@ -91,31 +93,44 @@ def read_array(images: np.ndarray, spec: PreprocessSpec, count: int, *, held_out
 class CalibrationSet:
     """Where calibration images come from; read only when calibration actually runs (a cache hit reads none)."""
 
-    folder: Path | None = None
+    folder: Path | None = None  # a folder of images, an .npz/.npy file, a CIFAR binary folder, or dataset's folder
     images: np.ndarray | None = None  # uint8 N×H×W×3
     count: int = 512
     name: str = ""  # how the summary names the data, e.g. "digits/train"
+    dataset: str | None = None  # ``folder`` holds this data set (dnet.data.datasets.DATASETS): its train split
 
     def __post_init__(self) -> None:
-        if (self.folder is None) == (self.images is None):
+        if (self.folder is None and self.dataset is None) == (self.images is None):
             raise DataError("calibration needs exactly one of an image folder or an image array")
         if self.count <= 0:
             raise DataError(f"calibration count must be positive, got {self.count}")
 
     def describe(self) -> str:
-        return self.name or (str(self.folder) if self.folder is not None else "array")
+        return self.name or (str(self.folder or self.dataset) if self.images is None else "array")
+
+    def source(self) -> np.ndarray | list[Path]:
+        """The images as an array, or the image files (a folder of them); nothing decoded."""
+        if self.images is not None:
+            return self.images
+        found = open_images(self.folder, self.dataset, split="train")
+        if found is None:
+            return list_images(self.folder, what="calibration folder")
+        return found.paths if isinstance(found, FileDataset) else found.images
+
+    def _read(self, spec: PreprocessSpec, held_out: int, checking: bool) -> np.ndarray:
+        images = self.source()
+        if isinstance(images, np.ndarray):
+            return read_array(images, spec, self.count, held_out=held_out, checking=checking)
+        calib, check = split(len(images), self.count, held_out)
+        return read_images([images[i] for i in (check if checking else calib)], spec)
 
     def load(self, spec: PreprocessSpec, held_out: int = 0) -> np.ndarray:
         """The calibration images, leaving ``held_out`` images of the set aside for :meth:`load_held_out`."""
-        if self.folder is not None:
-            return read_folder(self.folder, spec, self.count, held_out=held_out)
-        return read_array(self.images, spec, self.count, held_out=held_out)
+        return self._read(spec, held_out, checking=False)
 
     def load_held_out(self, spec: PreprocessSpec, held_out: int) -> np.ndarray:
         """Up to ``held_out`` images of the set that :meth:`load` with the same number never returns."""
-        if self.folder is not None:
-            return read_folder(self.folder, spec, self.count, held_out=held_out, checking=True)
-        return read_array(self.images, spec, self.count, held_out=held_out, checking=True)
+        return self._read(spec, held_out, checking=True)
 
 
 # --- the cache ----------------------------------------------------------------------------------------------

@@ -29,11 +29,13 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_meta
-from dnet.converters.calibration import pick, read_images
+from dnet.converters.calibration import pick, read_array, read_images
 from dnet.converters.convs import CONV_NAME
 from dnet.converters.divergence import layer_divergence
 from dnet.converters.qdq import CLASSIFIER, FALLBACKS
 from dnet.converters.qdq import layers as qdq_layers
+from dnet.data.arrays import ImageArrays, check_labels
+from dnet.data.datasets import FileDataset, open_images
 from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.engines.onnxruntime import session
@@ -48,10 +50,12 @@ RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """A folder of validation images: one subfolder per class (labels), or images alone (agreement with FP32)."""
+    """A folder of validation images: one subfolder per class (labels), or images alone (agreement with FP32); or
+    what ``dnet.data.datasets.open_images`` reads (an .npz/.npy, a CIFAR binary folder, ``dataset``'s test split)."""
 
-    folder: Path
+    folder: Path | None
     count: int | None = 1000  # evenly spread over the folder; None: every image
+    dataset: str | None = None  # ``folder`` holds this data set (dnet.data.datasets.DATASETS): its test split
 
     def __post_init__(self) -> None:
         if self.count is not None and self.count <= 0:
@@ -59,6 +63,9 @@ class ValidationSet:
 
     def open(self, num_classes: int | None) -> Validation:
         """List the images and their labels (nothing decoded); a class count unlike the model's is refused."""
+        found = open_images(self.folder, self.dataset, split="test")
+        if found is not None:
+            return self._open_set(found, num_classes)
         folder = Path(self.folder)
         if not folder.is_dir():
             raise DataError(f"validation folder {folder} does not exist or is not a folder")
@@ -83,18 +90,37 @@ class ValidationSet:
         chosen = pick(len(files), self.count) if self.count is not None else np.arange(len(files))
         return Validation(folder, [files[i] for i in chosen], labels[chosen] if labels is not None else None)
 
+    def _open_set(self, found: ImageArrays | FileDataset, num_classes: int | None) -> Validation:
+        """An array or a data set: labels checked against the model's classes (when known)."""
+        where = str(self.folder or self.dataset)
+        if num_classes is not None and isinstance(found, FileDataset) and found.num_classes != num_classes:
+            raise DataError(f"the model has {num_classes} classes but the validation images {where} have "
+                            f"{found.num_classes}")
+        if num_classes is not None and found.labels is not None:
+            check_labels(found.labels, num_classes, f"validation images {where}")
+        n = len(found.labels) if isinstance(found, FileDataset) else len(found.images)
+        chosen = pick(n, self.count) if self.count is not None else np.arange(n)
+        labels = found.labels[chosen] if found.labels is not None else None
+        if isinstance(found, FileDataset):
+            return Validation(Path(where), [found.paths[i] for i in chosen], labels, f"the {found.name} data set")
+        return Validation(Path(where), [], labels, f"{found.name}", images=found.images[chosen])
+
 
 @dataclass(frozen=True)
 class Validation:
     folder: Path
     files: list[Path]
     labels: np.ndarray | None  # None: no class subfolders
+    labels_from: str = "class subfolders"
+    images: np.ndarray | None = None  # uint8 N×H×W×3 instead of files
 
     @property
     def basis(self) -> str:
-        return "labels from class subfolders" if self.labels is not None else "top-1 agreement with FP32, no labels"
+        return f"labels from {self.labels_from}" if self.labels is not None else "top-1 agreement with FP32, no labels"
 
     def load(self, spec: PreprocessSpec) -> np.ndarray:
+        if self.images is not None:
+            return read_array(self.images, spec, len(self.images))
         return read_images(self.files, spec, what="validation image")
 
 

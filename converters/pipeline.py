@@ -26,7 +26,6 @@ from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, r
 from dnet.converters.precision import FP16_REL_L2, INT8_LAYOUTS, to_fp16, to_int8
 from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
-from dnet.data.images import list_images
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError, require_one_of
 from dnet.files import check_output_path, same_file, sha256_file
@@ -230,8 +229,8 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     if src_format == "onnx" and target == "onnx":
         raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
     typed_target = _typed_target(target, opts)
-    if opts.calib is not None and opts.calib.folder is not None and target not in ("pth", "torchvision"):
-        list_images(opts.calib.folder, what="calibration folder")  # a missing or empty folder, before the export
+    if opts.calib is not None and opts.calib.images is None and target not in ("pth", "torchvision"):
+        opts.calib.source()  # a missing or empty folder or a bad array file, before the export
     if target not in ("pth", "torchvision"):
         _check_intermediates(src, src_format, target, out, opts)
     if opts.mixed and typed_target != "int8":

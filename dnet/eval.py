@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.utils.data
 
 from dnet import engines
-from dnet.data.datasets import ArrayDataset, FileDataset
+from dnet.data.datasets import DATASETS, ArrayDataset, FileDataset
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.data.transforms import preprocess as preprocess_image
 from dnet.data.transforms import preprocess_array
@@ -106,6 +106,7 @@ class EvalReport:
     comparisons: tuple[Comparison, ...] = ()  # top-1 then top-5, each with its published counterpart if any
     skipped: tuple[str, ...] = ()
     world_size: int = 1
+    test_set: int | None = None  # images in the published test set the papers' errors are measured on
     # per image (dataset index, label, top-5 classes); not part of the JSON report
     predictions: tuple = field(default=(), repr=False, compare=False)
 
@@ -142,10 +143,17 @@ class EvalReport:
             paper = f"95% CI ±{ci:.2f}"
         return f"{label} error {error:.2f} % ({paper})"
 
+    def _count(self) -> str:
+        """How many images; "1,000 of 10,000 images" when a published number is measured on a larger test set."""
+        c = self.comparison("top1")
+        if c is not None and c.published is not None and self.test_set and self.images < self.test_set:
+            return f"{self.images:,} of {self.test_set:,} images"
+        return f"{self.images:,} images"
+
     def line(self) -> str:
         """The one-line summary: ``top-1 error 25.31 % (published 25.0, Δ +0.31, 95% CI ±0.38) · top-5 ...``."""
         parts = [self._part("top1", self.top1_error, self.top1_ci95), self._part("top5", self.top5_error, self.top5_ci95),
-                 f"{self.images:,} images", f"{self.throughput:,.0f} img/s"]
+                 self._count(), f"{self.throughput:,.0f} img/s"]
         if self.skipped:
             parts.append(f"{len(self.skipped):,} skipped")
         return " · ".join(parts)
@@ -378,6 +386,7 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
         engine_throughput=seen / engine_seconds if engine_seconds > 0 else float("inf"),
         comparisons=comparisons,
         skipped=tuple(sorted(skipped)), world_size=world, predictions=tuple(sorted(predictions)),
+        test_set=DATASETS[dataset.name].test_images if dataset.name in DATASETS and dataset.split == "test" else None,
     )
 
 

@@ -1,5 +1,6 @@
 """dnet.eval: top-k and CI on hand-made logits, and evaluate() on real (digits) and generated data."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +156,6 @@ def test_engine_without_metadata_needs_a_preprocessing(tmp_path):
 
 def _small_spec():
     # torch7 arithmetic at a small size so the test stays fast: Scale(36), CenterCrop(32)
-    import dataclasses
-
     return dataclasses.replace(get_spec("torch7"), name="torch7", resize=36, crop=32, input_size=32)
 
 
@@ -250,6 +249,11 @@ def test_report_line_reads_like_the_issue_example():
     assert "predictions" not in d and d["published_error"] == 25.0 and d["delta"] == pytest.approx(0.31)
     assert d["comparisons"][0]["others"] == [{"error": 25.02, "source": "CVPR17-T3"}]
     assert d["comparisons"][1]["published"] == 7.71 and d["comparisons"][1]["delta"] == pytest.approx(0.19)
+    # the whole published test set: no count beside it; part of it: "N of M images"; no published number: N alone
+    assert " · 50,000 images · " in dataclasses.replace(r, test_set=50_000).line()
+    assert " · 1,000 of 50,000 images · " in dataclasses.replace(r, images=1_000, test_set=50_000).line()
+    alone = dataclasses.replace(r, images=1_000, test_set=50_000, comparisons=(Comparison("top1", "k", 25.31),))
+    assert " · 1,000 images · " in alone.line() and d["test_set"] is None
 
 
 # A zoo ImageNet model on four images of ImageNet's 1000 classes, the true label ranked 0, 2, 7 and 0:
@@ -270,7 +274,7 @@ def test_ten_crop_on_a_zoo_imagenet_model_is_compared_with_the_ten_crop_numbers(
     assert (top1.kind, top1.published, top1.source, top1.delta) == ("10-crop top-1, torch7", 23.61, "CVPR17-T3", 26.39)
     assert (top5.kind, top5.published, top5.source, top5.delta) == ("10-crop top-5, torch7", 6.66, "CVPR17-T3", 18.34)
     assert report.line().startswith("ten-crop top-1 error 50.00 % (published 23.61, Δ +26.39, 95% CI ±49.00) · "
-                                    "ten-crop top-5 error 25.00 % (published 6.66, Δ +18.34, 95% CI ±42.43) · 4 images")
+                                    "ten-crop top-5 error 25.00 % (published 6.66, Δ +18.34, 95% CI ±42.43) · 4 of 50,000 images")
 
 
 def test_single_crop_top5_is_compared_with_its_published_counterpart(tmp_path):

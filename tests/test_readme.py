@@ -1,8 +1,10 @@
-"""The README's Python section runs as written, block after block in one namespace (as a reader would paste it),
-so its examples stay true; the TensorRT block needs a GPU and is skipped with the reason. The block that fetches
-published weights gets them from a server on 127.0.0.1 standing in for the publishers (random densenet121 weights
-under the recorded file names, in a fresh DNET_HOME): nothing here contacts the internet. Library errors on these
-paths name the library's arguments, never a command-line flag."""
+"""Every documented Python line of the README runs as written: the Python section block after block in one namespace
+(as a reader would paste it), every other section's ``python`` blocks each in a fresh one, and the inline calls of the
+prose (`` `dnet.data.preprocess("cat.jpg", "torch7")` ``) with what the prose says they return checked. The files they
+name (``model_best.t7``, ``cat.jpg``, ...) are small stand-ins written by the test; the TensorRT lines need a GPU and
+are skipped with the reason. The block that fetches published weights gets them from a server on 127.0.0.1 standing
+in for the publishers (random densenet121 weights under the recorded file names, in a fresh DNET_HOME): nothing here
+contacts the internet. Library errors on these paths name the library's arguments, never a command-line flag."""
 
 from __future__ import annotations
 
@@ -28,6 +30,67 @@ def python_blocks() -> list[str]:
 
 
 BLOCKS = python_blocks()
+# an inline call whose arguments are all literals: runnable as written (``dnet.engines.open(file)`` is a placeholder)
+INLINE_CALL = re.compile(r'`(dnet\.[\w.]+\((?:\s*(?:"[^"`]*"|\d[\d.]*)\s*,?)*\))`')
+
+
+def other_blocks() -> list[str]:
+    """The ``python`` blocks outside the Python section (each runs alone)."""
+    text = README.read_text(encoding="utf-8")
+    head, rest = text.split("\n## Python API\n", 1)
+    tail = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
+    return re.findall(r"```python\n(.*?)```", head + "\n## " + tail, flags=re.S)
+
+
+def inline_calls() -> list[str]:
+    return INLINE_CALL.findall(README.read_text(encoding="utf-8"))
+
+
+OTHER_BLOCKS, INLINE = other_blocks(), inline_calls()
+
+
+def _tiny_densenet(stem: str = "imagenet"):
+    from dnet.models import DenseNetConfig, create_model
+
+    return create_model(DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, stem=stem, num_classes=5))
+
+
+def _lua_file(path: Path) -> None:
+    from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+
+    path.write_bytes(dumps(lua_densenet(_tiny_densenet(), LuaStyle())))
+
+
+def _torchvision_file(path: Path) -> None:
+    import torch
+
+    from dnet.statedict import torchvision_state_dict
+
+    torch.save(torchvision_state_dict(_tiny_densenet()), path)
+
+
+def _onnx_file(path: Path) -> None:
+    from tests.converters.tiny_models import tiny_onnx
+
+    tiny_onnx(path.parent, path.name)  # a small DenseNet's FP32 export, with dnet's metadata
+
+
+def _photo(path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+
+
+# the files the examples name, as small stand-ins (a DenseNet's t7/pth/onnx, a photo)
+STAND_INS = {"model_best.t7": _lua_file, "densenet-121.t7": _lua_file, "densenet121.pth": _torchvision_file,
+             "densenet121.onnx": _onnx_file, "cat.jpg": _photo}
+# what the prose says an inline call returns, checked on the result
+RETURNS = {'dnet.data.preprocess("cat.jpg", "torch7")': lambda x: (x.dtype.name, x.shape) == ("float32", (3, 224, 224))}
+
+
+def _needs_gpu(code: str) -> bool:
+    return "build_plan(" in code or ".plan" in code
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +124,42 @@ def publisher(namespace, monkeypatch):
         yield srv
 
 
+def test_every_python_line_of_the_readme_is_collected():
+    text = README.read_text(encoding="utf-8")
+    assert len(BLOCKS) + len(OTHER_BLOCKS) == text.count("```python\n") and len(OTHER_BLOCKS) >= 2
+    assert 'dnet.data.preprocess("cat.jpg", "torch7")' in INLINE and 'dnet.load("densenet-121.t7")' in INLINE
+    assert set(RETURNS) <= set(INLINE)
+
+
+@pytest.mark.slow  # an ONNX export and OpenVINO's conversion of it: about 6 s
+@pytest.mark.parametrize("index", range(len(OTHER_BLOCKS)), ids=[f"other{i}" for i in range(len(OTHER_BLOCKS))])
+def test_readme_python_block_outside_the_python_section_runs(index, tmp_path, monkeypatch):
+    code = OTHER_BLOCKS[index]
+    if "openvino" in code and importlib.util.find_spec("openvino") is None:
+        pytest.skip("the OpenVINO example needs the optional extra 'openvino'")
+    _run_alone(code, tmp_path, monkeypatch, f"README.md python block outside the Python section {index}")
+
+
+@pytest.mark.parametrize("call", INLINE)
+def test_readme_inline_python_call_runs(call, tmp_path, monkeypatch):
+    if _needs_gpu(call):
+        pytest.skip("a TensorRT plan needs a CUDA GPU and TensorRT (tests/converters/test_tensorrt_gpu.py covers it)")
+    namespace = _run_alone(f"import dnet\nresult = {call}\n", tmp_path, monkeypatch, f"README.md inline {call}")
+    if call in RETURNS:
+        assert RETURNS[call](namespace["result"]), namespace["result"]
+
+
+def _run_alone(code: str, folder: Path, monkeypatch, name: str) -> dict:
+    """``code`` in a fresh namespace, in ``folder`` holding stand-ins for the files it names."""
+    monkeypatch.chdir(folder)
+    for file, make in STAND_INS.items():
+        if f'"{file}"' in code:
+            make(folder / file)
+    namespace = {"__name__": "readme"}
+    exec(compile(code, name, "exec"), namespace)
+    return namespace
+
+
 def test_the_section_has_an_example_for_each_step():
     steps = ["export(", "to_fp16(", "to_int8(", "evaluate(", "convert(", "build_plan("]
     assert [any(step in b for b in BLOCKS) for step in steps] == [True] * len(steps)
@@ -70,7 +169,7 @@ def test_the_section_has_an_example_for_each_step():
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(index, namespace, monkeypatch, request):
     code = BLOCKS[index]
-    if "build_plan(" in code:
+    if _needs_gpu(code):
         pytest.skip("the TensorRT example needs a CUDA GPU and TensorRT (tests/converters/test_tensorrt_gpu.py "
                     "covers the build where they exist)")
     if 'provider="openvino"' in code and importlib.util.find_spec("openvino") is None:

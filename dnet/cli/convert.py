@@ -18,6 +18,7 @@ from dnet.converters.mixed import ValidationSet
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
 from dnet.converters.precision import INT8_LAYOUTS
 from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
+from dnet.data.datasets import DATASETS
 from dnet.errors import UsageError
 from dnet.files import check_output_path
 from dnet.hub import SOURCES as PUBLISHERS
@@ -43,7 +44,9 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               help="SRC is a zoo name: convert its published weights (fetched into dnet's cache, see dnet pull).")
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Target format.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output file.")
-@click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (INT8).")
+@click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
+              help="Calibration images (INT8): a folder of images, an .npz/.npy of uint8 images, or a CIFAR binary "
+              "folder; with --dataset, the folder holding that data set.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=default(CalibrationSet, "count"), show_default=True)
 @click.option("--calib-method", type=click.Choice(METHODS), default=default(ConvertOptions, "calib_method"),
               show_default=True)
@@ -65,8 +68,14 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               "higher precision; repeatable.")
 @click.option("--int8-fallback", type=click.Choice(FALLBACKS), default=None,
               help="Precision of the layers left out of INT8 [default: fp16 for --to trt, else fp32].")
-@click.option("--val", type=click.Path(path_type=Path),
-              help="Validation images (one subfolder per class, or images alone): the INT8 drop is measured on them.")
+@click.option("--val", type=click.Path(path_type=Path), metavar="PATH",
+              help="Validation images: the INT8 drop is measured on them. A folder (one subfolder per class, or images "
+              "alone), an .npz with 'images' and 'labels', or a CIFAR binary folder; with --dataset, its folder.")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+              help="What --calib and --val hold, read as dnet eval reads it: calibration takes its train split, "
+              "validation its test split.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="With --dataset: the folder holding it, for --calib (and --val, INT8) when they are not given.")
 @click.option("--val-count", type=click.IntRange(min=1), default=default(ValidationSet, "count"), show_default=True,
               help="Validation images used, evenly spread over the folder.")
 @click.option("--max-drop", type=click.FloatRange(min=0), metavar="PTS",
@@ -96,7 +105,7 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @reports_errors
 def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache,
                 int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
-                int8_fallback, val, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
+                int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
                 precision, profile, batch_alias, workspace_mib, opt_level, timing_cache, version_compatible,
                 hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
@@ -120,13 +129,25 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
         src, preprocess = path, preprocess or published.preprocess
     elif src_format is None:
         raise UsageError("name the source format with --from t7|pth|onnx, or give a zoo name with --pretrained")
-    calib_set = CalibrationSet(folder=calib, count=calib_count) if calib is not None else None
+    if data is not None and dataset is None:
+        raise UsageError("--data names the folder of a data set: say which with --dataset "
+                         f"({'|'.join(DATASETS)}); for a folder of images or an array file use --calib/--val")
+    use_calib, use_val = calib is not None, val is not None
+    if dataset is not None:  # as dnet eval reads it: --data DIR (digits: built in) stands for --calib and --val
+        if data is not None or dataset == "digits":
+            int8 = target == "onnx-int8" or (target == "trt" and precision == "int8")
+            calib, use_calib = (calib, True) if use_calib else (data, True)
+            val, use_val = (val, True) if use_val else (data, int8)
+        if not (use_calib or use_val):
+            raise UsageError(f"--dataset {dataset} needs --data DIR, the folder holding it (or --calib/--val)")
+    calib_set = CalibrationSet(folder=calib, count=calib_count, dataset=dataset) if use_calib else None
+    val_set = ValidationSet(val, val_count, dataset) if use_val else None
     written = convert(
         src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
         calib_cache=calib_cache, int8_layout=int8_layout,
         int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images, int8_min_cosine=int8_min_cosine,
         int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
-        int8_fallback=int8_fallback, val=ValidationSet(val, val_count) if val is not None else None, max_drop=max_drop,
+        int8_fallback=int8_fallback, val=val_set, max_drop=max_drop,
         fp16_tolerance=fp16_tolerance, fp16_check=fp16_check, opset=opset,
         input_size=input_size, preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,

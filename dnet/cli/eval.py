@@ -29,11 +29,21 @@ def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:
     raise UsageError("say which data set: --dataset imagenet|cifar10|cifar100|svhn|digits|folder (and --data DIR)")
 
 
+def _paper_hint(name: str, meta) -> str | None:
+    """A folder of a CIFAR/SVHN model's images is not compared with the paper: the spelling that is."""
+    own = dataset_of_spec(meta.preprocess.name) if meta is not None else None
+    if name != "folder" or own is None or DATASETS[own].test_images is None:
+        return None
+    return (f"  a folder is compared with no published number; --dataset {own} --data PATH compares with the "
+            f"paper's (PATH: the binary distribution's folder, or an .npz of 'images' and 'labels')")
+
+
 @click.command("eval")
 @click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
               help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .xml (OpenVINO), .plan/.engine (TensorRT).")
-@click.option("--data", type=click.Path(), default=None, metavar="DIR",
-              help="Folder holding the data set (or the data set's own folder/file).")
+@click.option("--data", type=click.Path(), default=None, metavar="PATH",
+              help="Folder holding the data set (or the data set's own folder/file), or an .npz of uint8 'images' "
+              "and their 'labels'.")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
 @click.option("--split", type=click.Choice(list(SPLITS)), default="test", show_default=True,
@@ -91,5 +101,8 @@ def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, lim
             click.echo("\n".join(report.lines()))
             for path in report.skipped:
                 click.echo(f"  skipped: {path}")
+            hint = _paper_hint(name, engine.meta)
+            if hint:
+                click.echo(hint)
     if tolerance is not None:
         check_tolerance(report, tolerance)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.data import svhn
+from dnet.data.arrays import ImageArrays, check_labels, is_array_file, read_image_arrays
 from dnet.data.download import download as fetch_set
 from dnet.data.images import IMAGE_SUFFIXES, is_image
 from dnet.data.specs import PreprocessSpec, get_spec
@@ -30,7 +32,7 @@ class ArrayDataset:
     images: np.ndarray  # uint8 N×H×W×3, RGB
     labels: np.ndarray  # int64 N
     num_classes: int
-    spec: PreprocessSpec
+    spec: PreprocessSpec | None  # None: the model file's own decides (ImageNet images from an .npz)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,6 +142,32 @@ def _cifar(name: str):
         return ArrayDataset(name, split, images, labels, fmt.num_classes, get_spec(fmt.spec))
 
     return load
+
+
+def cifar_layout(folder: str | os.PathLike | None) -> tuple[str, Path] | None:
+    """(``cifar10``/``cifar100``, the folder of its ``.bin`` files) when ``folder`` holds a CIFAR binary distribution
+    (or is its own folder) with at least one of its files; else None."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    root = Path(folder)
+    for name, fmt in CIFAR_FORMATS.items():
+        inner = root / fmt.folder if (root / fmt.folder).is_dir() else root
+        if any((inner / f).is_file() for f in fmt.train + fmt.test):
+            return name, inner
+    return None
+
+
+def read_cifar_folder(folder: str | os.PathLike, split: str) -> ImageArrays:
+    """The records of a CIFAR binary folder's ``split`` files, or of its other split's when only those are there."""
+    name, inner = cifar_layout(folder) or (None, None)
+    if name is None:
+        raise DataError(f"{folder}: not a CIFAR binary folder")
+    fmt = CIFAR_FORMATS[name]
+    wanted, other = (fmt.train, fmt.test) if split == "train" else (fmt.test, fmt.train)
+    files = [f for f in wanted if (inner / f).is_file()] or [f for f in other if (inner / f).is_file()]
+    parts = [read_cifar_records(inner / f, fmt.label_bytes, fmt.num_classes) for f in files]
+    return ImageArrays(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                       f"{name} {inner}/{'+'.join(files) if len(files) < 3 else files[0] + '…'}")
 
 
 # --- SVHN, the cropped-digits .mat files: train + extra less 6,000 held out, as the paper trains (dnet.data.svhn) ---
@@ -300,15 +328,17 @@ class DatasetInfo:
     spec: str | None  # array data sets: the spec their models are fed; None: the model file's own decides
     trainable: bool = True
     train_val: Callable | None = None  # (root, download=) -> (train, val) where the recipe holds images out (SVHN)
+    classes: int | None = None  # None: the folder decides
+    test_images: int | None = None  # the published test set, the one the papers' errors are measured on
 
 
 # The one list of data sets (``dnet eval --dataset`` takes them all, ``dnet train`` the trainable ones).
 DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(_cifar("cifar10"), "cifar10"),
-    "cifar100": DatasetInfo(_cifar("cifar100"), "cifar100"),
-    "svhn": DatasetInfo(_svhn, "svhn", train_val=_svhn_train_val),
-    "imagenet": DatasetInfo(_imagenet, None),
-    "digits": DatasetInfo(_digits, "digits"),
+    "cifar10": DatasetInfo(_cifar("cifar10"), "cifar10", classes=10, test_images=10_000),
+    "cifar100": DatasetInfo(_cifar("cifar100"), "cifar100", classes=100, test_images=10_000),
+    "svhn": DatasetInfo(_svhn, "svhn", train_val=_svhn_train_val, classes=10, test_images=26_032),
+    "imagenet": DatasetInfo(_imagenet, None, classes=1000, test_images=50_000),  # ILSVRC-2012 validation
+    "digits": DatasetInfo(_digits, "digits", classes=10),
     "folder": DatasetInfo(_folder, None, trainable=False),
 }
 TRAINABLE = tuple(name for name, info in DATASETS.items() if info.trainable)
@@ -337,9 +367,52 @@ def open_dataset(name: str, root: str | Path | None = None, split: str = "test",
     if split == "val" and info.train_val is None:
         raise UsageError(f"data set {name} has no validation split (only {', '.join(n for n, i in DATASETS.items() if i.train_val)} "
                          f"holds images out of training)", option="split")
+    if root is not None and is_array_file(root):
+        return _array_file(name, Path(root), split, download)
     if name == "digits":
         return info.load(split)
     return info.load(root, split, download=download)
+
+
+def _array_file(name: str, path: Path, split: str, download: bool) -> ArrayDataset:
+    """An .npz of uint8 images and their labels, read as the data set ``name`` (its classes and preprocessing)."""
+    info = _info(name)
+    if download:
+        raise UsageError(f"--download does not apply to an array file ({path.name})", option="download")
+    if info.classes is None:
+        raise UsageError(f"{path}: say which data set the images are of (cifar10, cifar100, svhn, imagenet, digits): "
+                         f"its classes and preprocessing follow from it", option="dataset")
+    found = read_image_arrays(path, need_labels=True)
+    check_labels(found.labels, info.classes, f"{path} ('labels')")
+    spec = get_spec(info.spec) if info.spec is not None else None
+    size = found.images.shape[1:3]
+    if spec is not None and size != (spec.input_size, spec.input_size):
+        raise DataError(f"{path}: images of {size[1]}×{size[0]} pixels; {name} images are "
+                        f"{spec.input_size}×{spec.input_size}")
+    return ArrayDataset(name, split, found.images, found.labels, info.classes, spec)
+
+
+def open_images(source: str | os.PathLike | None, dataset: str | None = None, *, split: str = "train"
+                ) -> ImageArrays | FileDataset | None:
+    """The images ``--calib`` (``split`` "train") or ``--val`` ("test") names, in the forms dnet reads besides a
+    folder of image files: a data set by name (as ``open_dataset``; image data sets give their files), an
+    ``.npz``/``.npy`` array file, or a CIFAR binary folder. None: ``source`` is a folder of image files."""
+    if dataset is not None and is_array_file(source):  # calibration needs no labels; those given must fit the set
+        found = read_image_arrays(source)
+        classes = _info(dataset).classes
+        if found.labels is not None and classes is not None:
+            check_labels(found.labels, classes, f"{source} ('labels')")
+        return found
+    if dataset is not None:
+        ds = open_dataset(dataset, source, split)
+        if isinstance(ds, FileDataset):
+            return ds
+        return ImageArrays(ds.images, ds.labels, f"{dataset}/{ds.split}")
+    if is_array_file(source):
+        return read_image_arrays(source)
+    if cifar_layout(source) is not None:
+        return read_cifar_folder(source, split)
+    return None
 
 
 def open_train_val(name: str, root: str | Path | None = None, *, download: bool = False):
@@ -350,5 +423,5 @@ def open_train_val(name: str, root: str | Path | None = None, *, download: bool 
     return open_dataset(name, root, "train", download=download), None
 
 
-__all__ = ["DATASETS", "SPLITS", "TRAINABLE", "ArrayDataset", "DatasetInfo", "FileDataset", "dataset_of_spec", "get_spec",
-           "open_dataset", "open_train_val"]
+__all__ = ["DATASETS", "SPLITS", "TRAINABLE", "ArrayDataset", "DatasetInfo", "FileDataset", "cifar_layout",
+           "dataset_of_spec", "get_spec", "open_dataset", "open_images", "open_train_val", "read_cifar_folder"]

@@ -94,7 +94,7 @@ def test_ten_crop_prints_the_published_ten_crop_numbers_beside_the_measured_ones
     assert r.exit_code == 0, r.output
     first, top1, top5 = r.output.strip().splitlines()
     assert first.startswith("ten-crop top-1 error 50.00 % (published 23.61, Δ +26.39, 95% CI ±49.00) · "
-                            "ten-crop top-5 error 25.00 % (published 6.66, Δ +18.34, 95% CI ±42.43) · 4 images · ")
+                            "ten-crop top-5 error 25.00 % (published 6.66, Δ +18.34, 95% CI ±42.43) · 4 of 50,000 images · ")
     assert top1 == "  top-1 (10-crop top-1, torch7) compared with 23.61 from [CVPR17-T3] " + SOURCES["CVPR17-T3"]
     assert top5 == "  top-5 (10-crop top-5, torch7) compared with 6.66 from [CVPR17-T3] " + SOURCES["CVPR17-T3"]
     d = json.loads(run("--engine", "x.stub", "--data", data, "--ten-crop", "--workers", 0, "--quiet", "--json").output)
@@ -109,7 +109,7 @@ def test_single_crop_prints_the_released_models_number_and_the_papers_top5(tmp_p
     assert r.exit_code == 0, r.output
     first, top1, top5 = r.output.strip().splitlines()
     assert first.startswith("top-1 error 50.00 % (published 25, Δ +25.00, 95% CI ±49.00) · "
-                            "top-5 error 25.00 % (published 7.71, Δ +17.29, 95% CI ±42.43) · 4 images · ")
+                            "top-5 error 25.00 % (published 7.71, Δ +17.29, 95% CI ±42.43) · 4 of 50,000 images · ")
     assert top1 == ("  top-1 (1-crop top-1, torch7) compared with 25 from [REPO-IN] " + SOURCES["REPO-IN"]
                     + "; also published: 25.02 [CVPR17-T3]")
     assert top5 == "  top-5 (1-crop top-5, torch7) compared with 7.71 from [CVPR17-T3] " + SOURCES["CVPR17-T3"]
