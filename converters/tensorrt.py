@@ -249,7 +249,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
 
     started = time.perf_counter()
     with logging_to(trt, verbose, sink=log if verbose else None) as logger:
-        builder = create(trt, trt.Builder, logger, where)
+        builder: tensorrt.Builder = create(trt, trt.Builder, logger, where)
         network = builder.create_network(_network_flags(trt))
         parser = trt.OnnxParser(network, logger)
         # parse_from_file resolves external weight files relative to the ONNX file. It can return True and still
