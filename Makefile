@@ -50,7 +50,8 @@ bench: $(STAMP)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; DNET_BENCH_QUICK=$(QUICK) $(BIN)/python -m benchmarks.$$b; done
 
 # On a machine with a CUDA GPU, with its own Python (a preinstalled CUDA PyTorch; nothing is downloaded):
-# `make gpu-check PY=python3`. Without a GPU it says so in one line and fails before installing anything.
+# `make gpu-check PY=python3`. Without a GPU it says so in one line and fails before installing anything; without
+# TensorRT it measures the rest and exits 3 ("TensorRT not installed: the TensorRT path was NOT checked").
 gpu-check:
 	@$(PY) -m benchmarks.gpu_check --probe
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

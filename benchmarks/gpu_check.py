@@ -10,7 +10,9 @@
    0.175 s for optMemory 4, the most memory-efficient Lua mode);
 4. the same step of the 190-layer DenseNet-BC (k=40), memory-efficient (the Lua original: 8.3 GB on a 12 GB TITAN X).
 
-It writes benchmarks/results/gpu_check.json and prints tables; the exit status is non-zero when a test failed. On a
+It writes gpu_check.json (in ``$DNET_BENCH_RESULTS``, default benchmarks/results/) and prints tables. Exit status: 1
+when a test failed; 3 (:data:`EXIT_NO_TENSORRT`) when everything else passed but ``tensorrt`` does not import, so the
+TensorRT path was not checked (the table and the JSON say so); 0 otherwise. On a
 machine without a CUDA GPU it says so in one line and exits with status 1 (``--probe`` does only that check, which
 ``make gpu-check`` runs before installing anything). Peak memory here is ``torch.cuda.max_memory_allocated``
 (tensors only); the Lua numbers are what nvidia-smi showed (CUDA context and allocator caches included), so ours
@@ -32,6 +34,8 @@ LUA = {  # PAPER.md, "Memory-efficient training" and the Wide-DenseNet table: TI
     "densenet-bc-l100-k12/memory-efficient": {"memory_mb": 1655, "step_s": 0.175, "what": "Lua optMemory 4"},
     "densenet-bc-l190-k40/memory-efficient": {"memory_mb": 8300, "step_s": None, "what": "Lua optMemory 4"},
 }
+NOT_CHECKED = "TensorRT not installed: the TensorRT path was NOT checked"
+EXIT_NO_TENSORRT = 3  # distinct from 1 (a test failed, or no GPU): the GPU parts ran, the TensorRT path did not
 VARIANTS = ("fp32", "fp32-channels-last", "fp16", "fp16-channels-last", "fp16-channels-last-cuda-graph")
 BATCHES = (1, 8, 32)
 
@@ -64,6 +68,16 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def tensorrt_check() -> dict:
+    """Whether ``tensorrt`` imports here: its version, or why not and :data:`NOT_CHECKED`."""
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as e:  # OSError: the bindings are there but libnvinfer is not
+        return {"installed": False, "version": None, "checked": False, "note": NOT_CHECKED,
+                "why": f"{type(e).__name__}: {e}"[:200]}
+    return {"installed": True, "version": str(trt.__version__), "checked": True, "note": None, "why": None}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.report import print_table, write_result
 
     started = time.perf_counter()
-    result: dict = {"environment": environment(), "notes": []}
+    result: dict = {"environment": environment(), "tensorrt": tensorrt_check(), "notes": []}
+    if not result["tensorrt"]["installed"]:
+        result["notes"].append(NOT_CHECKED)
     left = lambda: BUDGET_S - (time.perf_counter() - started)  # noqa: E731
     result["tests"] = {"skipped": "--no-tests"} if args.no_tests else run_tests(min(TEST_TIMEOUT_S, left() - 150))
     iterations, steps = (10, 3) if args.quick else (30, 5)
@@ -261,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     env = result["environment"]
     print(f"{env.get('gpu')} (compute capability {env.get('compute_capability')}, {env.get('gpu_memory_mb')} MB), "
           f"torch {env['torch']}, CUDA {env['cuda']}, TensorRT {env.get('tensorrt') or env.get('tensorrt-cu12') or env.get('tensorrt-cu13')}")
+    trt = result["tensorrt"]
+    print_table("TensorRT path", ["check", "result"],
+                [["import tensorrt", f"TensorRT {trt['version']}: checked by the tests below" if trt["installed"]
+                  else f"{NOT_CHECKED} ({trt['why']})"]], right=())
     tests = result["tests"]
     if "cases" in tests:
         print_table(f"tests marked gpu/tensorrt: {tests['passed']} passed, {tests['failed']} failed, "
@@ -281,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     for note in result["notes"]:
         print(note)
     print(f"\nwrote {path} ({result['seconds']} s)")
-    return 1 if tests.get("failed") else 0
+    if tests.get("failed"):
+        return 1
+    return 0 if trt["installed"] else EXIT_NO_TENSORRT
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def add_quick(parser, what: str) -> None:
 
 def write_result(name: str, payload: dict) -> Path:
     """Write ``results/NAME.json`` atomically, with the machine and the time it was measured."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    folder = Path(os.environ.get("DNET_BENCH_RESULTS") or RESULTS)  # read when writing: a caller may set it late
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     body = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **payload}
     atomic_write_text(path, json.dumps(body, indent=2) + "\n")
     return path

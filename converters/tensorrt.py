@@ -31,7 +31,7 @@ from dnet.artifact.layers import write_layers
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
 from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, write_sidecar
-from dnet.engines.gpu import cuda_device, import_tensorrt, logging_to, major_version, stderr_line
+from dnet.engines.gpu import create, cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
 from dnet.files import atomic_path, check_output_path, sha256_file
 
@@ -249,14 +249,17 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
 
     started = time.perf_counter()
     with logging_to(trt, verbose, sink=log if verbose else None) as logger:
-        builder = trt.Builder(logger)
+        builder: tensorrt.Builder = create(trt, trt.Builder, logger, where)
         network = builder.create_network(_network_flags(trt))
         parser = trt.OnnxParser(network, logger)
-        # parse_from_file resolves external weight files relative to the ONNX file.
-        if not parser.parse_from_file(str(onnx_path)):
+        # parse_from_file resolves external weight files relative to the ONNX file. It can return True and still
+        # record errors (Polygraphy refuses that too): the network is then incomplete.
+        parsed = parser.parse_from_file(str(onnx_path))
+        if not parsed or parser.num_errors:
             errors = _parse_errors(parser)
+            how = "cannot parse" if not parsed else "parsed, but reported errors in,"
             raise EngineError(
-                f"TensorRT cannot parse {onnx_path.name} ({len(errors)} error{'s' * (len(errors) != 1)}): "
+                f"TensorRT {how} {onnx_path.name} ({len(errors)} error{'s' * (len(errors) != 1)}): "
                 + "; ".join(errors or ["no error reported"])
             )
         names = [network.get_input(i).name for i in range(network.num_inputs)]

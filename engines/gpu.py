@@ -13,6 +13,8 @@ verbosity for one build (``dnet convert --verbose``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import re
 import sys
 from collections.abc import Callable, Iterator
 
@@ -44,6 +46,52 @@ def cuda_device(what: str) -> tuple[str, tuple[int, int]]:
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return torch.cuda.get_device_name(index), (int(major), int(minor))
+
+
+def driver_cuda() -> str | None:
+    """The CUDA version the installed NVIDIA driver supports ("12.4"), or None when libcuda does not load."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def tensorrt_cuda() -> str | None:
+    """The CUDA major version the installed TensorRT wheels are built for ("13" for tensorrt-cu13-…), or None."""
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        found = re.fullmatch(r"tensorrt[-_]cu(\d+)(?:[-_].*)?", (dist.metadata["Name"] or "").lower())
+        if found:
+            return found.group(1)
+    return None
+
+
+def create(trt, factory: Callable, logger, what: str):
+    """``trt.Builder(logger)`` or ``trt.Runtime(logger)``; NotInstalledError naming the driver and CUDA when it fails.
+
+    When TensorRT cannot initialise CUDA (no driver, or a driver older than the CUDA its wheels are built for), its
+    Python bindings raise ``TypeError: pybind11::init(): factory function returned nullptr`` (seen with 10.16 and
+    11.4), which says nothing of why.
+    """
+    try:
+        return factory(logger)
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+    driver, built_for = driver_cuda(), tensorrt_cuda()
+    situation = (f"the NVIDIA driver supports CUDA {driver}" if driver else
+                 "no NVIDIA driver found (libcuda.so.1 did not load)")
+    if built_for:
+        situation += f", TensorRT's wheels are built for CUDA {built_for} (tensorrt-cu{built_for})"
+        if driver and int(driver.split(".")[0]) < int(built_for):
+            situation += f": install tensorrt-cu{driver.split('.')[0]} or a driver for CUDA {built_for}"
+    raise NotInstalledError(f"TensorRT {trt.__version__} could not initialise CUDA (trt.{factory.__name__} returned "
+                            f"nullptr): {situation}; {what}") from None
 
 
 def major_version(trt) -> int:
@@ -92,5 +140,5 @@ def logging_to(trt: object, verbose: bool, sink: Callable[[str], None] | None = 
         logger.min_severity, logger.sink = level, previous
 
 
-__all__ = ["INSTALL_HINT", "cuda_device", "import_tensorrt", "logging_to", "major_version", "stderr_line",
+__all__ = ["INSTALL_HINT", "create", "cuda_device", "driver_cuda", "tensorrt_cuda", "import_tensorrt", "logging_to", "major_version", "stderr_line",
            "tensorrt_logger"]

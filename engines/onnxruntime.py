@@ -4,7 +4,9 @@
 provider that this ONNX Runtime build lacks is refused with one line, and so is one that the build has but could not
 start: ``get_available_providers()`` lists every provider the wheel was built with, and when libnvinfer or cuDNN
 cannot load ONNX Runtime only logs a warning and runs on the next provider, so after creating a session dnet
-requires ``session.get_providers()[0]`` to be the provider asked for.
+requires ``session.get_providers()[0]`` to be the provider asked for. ONNX Runtime's own fallback (a session that
+fails to build, or a run that fails with an EP error, retried on the next provider after a banner on stdout) is
+turned off, so the provider's own error text is the refusal.
 
 The TensorRT execution provider builds weakly typed networks, so it must be told the file's precision:
 ``trt_int8_enable`` for a Q/DQ file (such models are reported to fail without it, microsoft/onnxruntime issue 13381)
@@ -198,11 +200,20 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = model if isinstance(model, bytes) else str(model)
-    # A session that fails to build makes ONNX Runtime print an "EP Error" banner on stdout before it retries;
-    # the error itself still reaches the caller, and stdout stays the command's own (tables, --json).
-    with contextlib.redirect_stdout(io.StringIO()):
-        sess = ort.InferenceSession(source, opts, providers=providers)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    # ONNX Runtime's fallback (enable_fallback) retries a session that fails to build, and a run that fails with an
+    # EP error, on the next provider after printing an "EP Error ... Falling back" banner on stdout: a GPU run would
+    # silently become a CPU run. dnet creates the session without it and turns it off for run() too, so the
+    # provider's own error reaches the caller; stdout stays the command's own (tables, --json) either way.
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            sess = ort.InferenceSession(source, opts, providers=providers, enable_fallback=0)
+        except (RuntimeError, ValueError) as e:
+            if (provider or "cpu") == "cpu":
+                raise
+            raise NotInstalledError(f"ONNX Runtime could not start {wanted}: {_first_line(e)}; it needs "
+                                    f"{NEEDS.get(provider, 'its libraries')}") from None
+    sess.disable_fallback()
     running = sess.get_providers()
     if not running or running[0] != wanted:
         name = provider or "cpu"
@@ -211,6 +222,11 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
             f"{NEEDS.get(name, 'its libraries')} did not load (ONNX Runtime's log at severity 1 says which)"
         )
     return sess
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _uint8_activations(model: str | os.PathLike | bytes | onnx.ModelProto):
@@ -265,9 +281,9 @@ class OnnxRuntimeEngine(Engine):
         feed = batch.astype(np.float16) if self._fp16_input else batch
         try:
             return self.session.run([self.output_name], {self.input_name: feed})[0]
-        except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/RuntimeException share no useful base)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
+        except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/EPFail share no useful base)
+            where = "" if self.device == "cpu" else f" on {PROVIDERS[self.device]}, and dnet does not fall back"
+            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it{where} ({_first_line(e)})") from None
 
     def close(self) -> None:
         self.session = None

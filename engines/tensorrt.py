@@ -19,7 +19,7 @@ import numpy as np
 
 from dnet.artifact.sidecar import EngineSidecar, check_compatible, read_sidecar
 from dnet.engines.base import Engine
-from dnet.engines.gpu import cuda_device, import_tensorrt, tensorrt_logger
+from dnet.engines.gpu import create, cuda_device, import_tensorrt, tensorrt_logger
 from dnet.errors import EngineError, UsageError
 
 if TYPE_CHECKING:  # annotations only: tensorrt is imported when a plan is opened
@@ -71,7 +71,7 @@ class TensorRTEngine(Engine):
         self.sidecar = sidecar
         self.meta = sidecar.meta
         self.trt = trt
-        self.runtime: tensorrt.Runtime = trt.Runtime(tensorrt_logger(trt))
+        self.runtime: tensorrt.Runtime = create(trt, trt.Runtime, tensorrt_logger(trt), f"cannot run {path.name}")
         if sidecar.version_compatible:
             # A version-compatible plan carries TensorRT's lean runtime (host code); dnet wrote this plan itself.
             self.runtime.engine_host_code_allowed = True

@@ -2,9 +2,9 @@
 
 A plan built by dnet is built with ``ProfilingVerbosity.DETAILED``, and the build stores what TensorRT's
 ``IEngineInspector`` says about it (``get_engine_information(LayerInformationFormat.JSON)``, the file trtexec writes
-with ``--exportLayerInfo``) beside the plan, unchanged: ``{"Layers": [...], "Bindings": [...]}``, one dict per engine
-layer with ``Name``, ``LayerType``, ``Inputs``/``Outputs`` (each with ``Format/Datatype`` such as
-``"Thirty-two wide channel vectorized row major Int8 format"``), ``TacticName``/``TacticValue``, and in TensorRT 10+
+with ``--exportLayerInfo``) beside the plan, unchanged: ``{"Layers": [...], "Bindings": [...]}`` (or a list of layers),
+one dict per engine layer with ``Name``, ``LayerType``, ``Inputs``/``Outputs`` (each with ``Format/Datatype`` such as
+``"Thirty-two wide channel vectorized row major Int8 format"``, or separate ``Format`` and ``Datatype`` keys), ``TacticName``/``TacticValue``, and in TensorRT 10+
 ``Metadata``: the ONNX nodes the layer computes, ``"[ONNX Layer: NAME]"`` joined by ``\\x1f``. Fused layers without
 metadata name their ONNX nodes joined by ``" + "``.
 
@@ -77,18 +77,35 @@ def onnx_nodes(layer: dict) -> tuple[str, ...]:
 
 
 def _first_precision(tensors) -> str | None:
-    for t in tensors or []:
-        if isinstance(t, dict) and "Format/Datatype" in t:
-            return tensor_precision(t["Format/Datatype"])
+    for t in tensors if isinstance(tensors, list) else []:
+        if not isinstance(t, dict):
+            continue
+        keys = {str(k).lower().replace(" ", ""): v for k, v in t.items()}
+        # one "Format/Datatype" string, or separate "Format" and "Datatype" ("DataType") keys; the type decides
+        for key in ("datatype", "format/datatype", "format"):
+            if key in keys and (precision := tensor_precision(keys[key])) != "unknown":
+                return precision
+        if any(k in keys for k in ("datatype", "format/datatype", "format")):
+            return "unknown"
     return None
 
 
-def parse_layers(info: dict) -> list[Layer]:
-    """The engine's layers from the inspector's JSON (a dict with "Layers"); a FileFormatError when it is not one."""
-    if not isinstance(info, dict) or not isinstance(info.get("Layers"), list):
-        raise FileFormatError('not TensorRT engine information (no "Layers" list)')
+def _layer_list(info) -> list:
+    """The layers of the inspector's JSON: ``{"Layers": [...]}``, or a list of layers (list-rooted JSON)."""
+    if isinstance(info, list) and len(info) == 1 and isinstance(info[0], dict) and "Layers" in info[0]:
+        info = info[0]
+    if isinstance(info, list):
+        return info
+    if isinstance(info, dict) and isinstance(info.get("Layers"), list):
+        return info["Layers"]
+    raise FileFormatError('not TensorRT engine information (no "Layers" list)')
+
+
+def parse_layers(info: dict | list) -> list[Layer]:
+    """The engine's layers from the inspector's JSON (a dict with "Layers", or a list of layers); a
+    FileFormatError when it is not one."""
     out = []
-    for raw in info["Layers"]:
+    for raw in _layer_list(info):
         if isinstance(raw, str):  # built with ProfilingVerbosity.LAYER_NAMES_ONLY: names and nothing else
             raw = {"Name": raw}
         if not isinstance(raw, dict):

@@ -5,7 +5,8 @@ For a plan: its sidecar (model, precision, TensorRT version, GPU, profile) and a
 stored beside it at build time (``NAME.plan.layers.json``, see ``dnet.artifact.layers``): layers and ONNX nodes per
 precision, the ONNX op types per precision when the plan's ONNX file is beside it, and the reformat layers TensorRT
 inserted. For an ONNX file: model, precision, preprocessing, source; for INT8 the calibration, the layout, the
-layers left in higher precision and the measured drop.
+layers left in higher precision, the measured drop, and what TensorRT's documented INT8 rules say about the file
+(``dnet.converters.int8.lint``; any INT8 ONNX, dnet's or another tool's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.convert import accuracy_line
 from dnet.cli.main import reports_errors
+from dnet.converters.int8.lint import lint
 from dnet.converters.t7 import reader, tree
 from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
 from dnet.engines.base import KINDS
@@ -40,14 +42,30 @@ def _densenet_summary(obj: object) -> dict:
             "zoo": entry.name if entry else None, "lua_zoo_match": lua_zoo_match(p.config)}
 
 
+def _lint_lines(result) -> list[str]:
+    """One line per TensorRT rule: severity, rule, count, the first node names."""
+    lines = [f"TensorRT INT8 rules (no TensorRT needed): {result.errors} errors, "
+             f"{sum(result.counts('warning').values())} warnings"]
+    for f in result.findings:
+        names = (": " + ", ".join(f.nodes) + (", …" if f.count > len(f.nodes) else "")) if f.count else ""
+        lines.append(f"  {f.severity:<7} {f.rule:<27} {f.count:>4}{names}")
+    return lines
+
+
 def _inspect_onnx(path: Path, as_json: bool) -> None:
-    meta = read_meta(read_model(path))
+    proto = read_model(path)
+    meta = read_meta(proto)
+    checked = lint(proto)
+    result = checked if checked.quantized else None  # the rules are INT8's: an FP32/FP16 file is not linted
     if as_json:
         click.echo(json.dumps({"file": path.name, "bytes": path.stat().st_size,
-                               "meta": meta.to_dict() if meta is not None else None}, indent=1))
+                               "meta": meta.to_dict() if meta is not None else None,
+                               "tensorrt_lint": result.to_dict() if result is not None else None}, indent=1))
         return
     if meta is None:
         click.echo(f"{path.name}: an ONNX file without dnet metadata")
+        for line in _lint_lines(result) if result is not None else ():
+            _echo(line)
         return
     click.echo(f"{path.name}: {meta.model}, {meta.precision.upper()}, {meta.num_classes} classes, "
                f"{meta.input_size}×{meta.input_size} input, {meta.preprocess.name} preprocessing, "
@@ -62,6 +80,8 @@ def _inspect_onnx(path: Path, as_json: bool) -> None:
         elif layout.get("excluded"):
             click.echo(f"{len(layout['excluded'])} layers in {layout['fallback'].upper()}: "
                        + ", ".join(layout["excluded"]) + " (drop not measured)")
+    for line in _lint_lines(result) if result is not None else ():
+        _echo(line)
 
 
 def _echo(text: str) -> None:

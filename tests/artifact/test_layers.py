@@ -83,3 +83,26 @@ def test_read_layers_absent_corrupt_and_huge(tmp_path, monkeypatch):
     monkeypatch.setattr("dnet.artifact.layers.MAX_BYTES", 4)
     with pytest.raises(FileFormatError, match=r"^m\.plan\.layers\.json: 15 bytes is too large"):
         read_layers(plan)
+
+
+def _split_keys(info: dict) -> list:
+    """ENGINE_INFO as a list of layers whose tensors carry separate "Format" and "Datatype" keys."""
+    words = {"int8": "Int8", "fp32": "Float", "fp16": "Half"}
+    layers = json.loads(json.dumps(info["Layers"]))
+    for layer in layers:
+        for t in layer.get("Inputs", []) + layer.get("Outputs", []):
+            precision = tensor_precision(t.pop("Format/Datatype"))
+            t.update(Format="Row major linear", Datatype=words[precision])
+    return layers
+
+
+def test_list_rooted_json_with_separate_format_and_datatype_keys_reads_the_same():
+    converted = _split_keys(ENGINE_INFO)
+    assert all("Format/Datatype" not in json.dumps(layer) for layer in converted)
+    expected = summarise(parse_layers(ENGINE_INFO))
+    assert summarise(parse_layers(converted)) == expected
+    assert summarise(parse_layers([{"Layers": converted, "Bindings": []}])) == expected
+    # the Datatype decides even when the Format names none; a format TensorRT names alone still counts
+    (layer,) = parse_layers([{"Name": "c", "Inputs": [{"Format": "Channel major format", "Datatype": "Int8"}],
+                              "Outputs": [{"Format": "Row major linear FP16 format"}]}])
+    assert (layer.precision, layer.output_precision) == ("int8", "fp16")

@@ -74,3 +74,47 @@ def test_inference_and_training_measurements_run_on_the_cpu():
     assert (step["mode"], step["peak_allocated_mb"], step["lua_memory_mb"], step["lua_step_s"]) == (
         "standard", None, 5452, 0.156)
     assert step["step_s"] > 0
+
+
+def _measured_nothing(monkeypatch, tests: dict) -> None:
+    """gpu_check.main with a GPU that is not there: the probe passes, the measurements return fixed rows."""
+    monkeypatch.setattr(gpu_check, "probe", lambda: None)
+    monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: tests)
+    monkeypatch.setattr(gpu_check, "inference", lambda iterations: [
+        {"variant": "fp32", "batch": 1, "median_ms": 2.0, "images_per_s": 500.0, "speedup_vs_fp32": 1.0}])
+    monkeypatch.setattr(gpu_check, "train_step", lambda name, efficient, steps: {
+        "model": name, "mode": "memory-efficient" if efficient else "standard", "peak_allocated_mb": 1.0,
+        "peak_reserved_mb": 2.0, "step_s": 0.1, "lua_memory_mb": None, "lua_step_s": None})
+
+
+PASSED = {"passed": 3, "failed": 0, "skipped": 0, "seconds": 1.0, "cases": []}
+
+
+def test_without_tensorrt_the_table_and_json_say_not_checked_and_the_status_is_distinct(tmp_path, monkeypatch,
+                                                                                        capsys):
+    import json
+
+    _measured_nothing(monkeypatch, PASSED)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
+    monkeypatch.setenv("DNET_BENCH_RESULTS", str(tmp_path / "results"))
+    assert gpu_check.main(["--quick"]) == gpu_check.EXIT_NO_TENSORRT == 3
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("import tensorrt")]
+    assert "TensorRT not installed: the TensorRT path was NOT checked" in row
+    data = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    assert data["tensorrt"]["installed"] is False and data["tensorrt"]["checked"] is False
+    assert data["tensorrt"]["note"] == "TensorRT not installed: the TensorRT path was NOT checked"
+    assert data["notes"][0] == data["tensorrt"]["note"]
+
+
+def test_a_failed_test_is_status_1_and_tensorrt_present_with_passing_tests_is_0(tmp_path, monkeypatch, capsys):
+    import types
+
+    monkeypatch.setenv("DNET_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.16.1.11"))
+    _measured_nothing(monkeypatch, {**PASSED, "failed": 1})
+    assert gpu_check.main(["--quick"]) == 1
+    _measured_nothing(monkeypatch, PASSED)
+    assert gpu_check.main(["--quick"]) == 0
+    assert "TensorRT 10.16.1.11: checked by the tests below" in capsys.readouterr().out
+    assert (tmp_path / "gpu_check.json").is_file()

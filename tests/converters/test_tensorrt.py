@@ -162,6 +162,48 @@ def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+def test_a_parse_that_returns_true_with_errors_is_refused(tmp_path, monkeypatch, gpu):
+    errors = [(4, "node_cat_2", "Concat", "int8 inputs with different scales")]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", parse_errors=errors, parse_returns=True))
+    with pytest.raises(EngineError) as e:
+        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    assert str(e.value) == ("TensorRT parsed, but reported errors in, m.onnx (1 error): node node_cat_2 (Concat): "
+                            "int8 inputs with different scales")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("driver, built_for, situation", [
+    ("12.4", "13", "the NVIDIA driver supports CUDA 12.4, TensorRT's wheels are built for CUDA 13 (tensorrt-cu13): "
+                   "install tensorrt-cu12 or a driver for CUDA 13"),
+    (None, "12", "no NVIDIA driver found (libcuda.so.1 did not load), TensorRT's wheels are built for CUDA 12 "
+                 "(tensorrt-cu12)"),
+    ("13.0", None, "the NVIDIA driver supports CUDA 13.0"),
+])
+def test_a_builder_that_cannot_initialise_cuda_names_the_driver_and_cuda(tmp_path, monkeypatch, gpu, driver,
+                                                                         built_for, situation):
+    import dnet.engines.gpu as gpu_module
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106", cuda_init_fails=True))
+    monkeypatch.setattr(gpu_module, "driver_cuda", lambda: driver)
+    monkeypatch.setattr(gpu_module, "tensorrt_cuda", lambda: built_for)
+    onnx_path = tiny_onnx(tmp_path / "m.int8.onnx")
+    with pytest.raises(NotInstalledError) as e:
+        build_plan(onnx_path, tmp_path / "m.plan")
+    assert str(e.value) == (f"TensorRT 11.4.0.106 could not initialise CUDA (trt.Builder returned nullptr): {situation}; "
+                            f"the INT8 ONNX is at {onnx_path}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx"]
+
+
+def test_another_type_error_of_the_builder_is_not_taken_for_cuda():
+    from dnet.engines.gpu import create
+
+    def builder(logger):
+        raise TypeError("__init__(): incompatible constructor arguments")
+
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        create(types.SimpleNamespace(__version__="10.16.1.11"), builder, None, "")
+
+
 def test_tf32_is_left_on_when_asked(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("11.4.0.106")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -283,3 +325,14 @@ def test_a_plan_the_inspector_cannot_describe_is_still_written_with_its_sidecar(
     err = capsys.readouterr().err
     assert err.startswith("dnet: warning: no layer information for m.plan (TensorRT's engine information is not JSON")
     assert read_sidecar(plan).plan_sha256 == sha256_file(plan)
+
+
+@pytest.mark.parametrize("names, cuda", [(["numpy", "tensorrt_cu13_bindings", "tensorrt-cu13-libs"], "13"),
+                                         (["tensorrt-cu12"], "12"), (["tensorrt", "torch"], None)])
+def test_the_cuda_of_tensorrt_s_wheels_comes_from_their_distribution_names(monkeypatch, names, cuda):
+    from importlib import metadata
+
+    from dnet.engines.gpu import tensorrt_cuda
+
+    monkeypatch.setattr(metadata, "distributions", lambda: [types.SimpleNamespace(metadata={"Name": n}) for n in names])
+    assert tensorrt_cuda() == cuda

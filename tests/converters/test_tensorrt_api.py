@@ -207,7 +207,8 @@ class TensorRTUses:
         if isinstance(node, ast.Attribute):
             return self._from_trt(node.value)
         if isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name) and node.func.id == "import_tensorrt":
+            # import_tensorrt() is the module; dnet.engines.gpu.create(trt, trt.Builder, ...) a Builder or Runtime
+            if isinstance(node.func, ast.Name) and node.func.id in ("import_tensorrt", "create"):
                 return True
             return self._from_trt(node.func)
         if isinstance(node, ast.Subscript):

@@ -170,10 +170,13 @@ PROFILE = ((2, 3, 4, 4), (3, 3, 4, 4), (4, 3, 4, 4))  # the engine-side optimiza
 
 def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False, input_dtype: str = "FLOAT",
                   engine_profile=PROFILE, profiles: int = 1, refuse_address: str | None = None,
-                  engine_info: dict | None = ENGINE_INFO) -> types.ModuleType:
+                  engine_info: dict | None = ENGINE_INFO, parse_returns: bool | None = None,
+                  cuda_init_fails: bool = False) -> types.ModuleType:
     """A stand-in ``tensorrt`` of ``version``; see the module docstring. Knobs make it fail the way TensorRT does.
 
-    ``trt.calls`` records the builder's calls, ``trt.seen`` the runtime's, ``trt.loggers`` every ILogger made and
+    ``parse_returns`` is what ``parse_from_file`` returns (default: whether ``parse_errors`` is empty: 10.x can return
+    True and record errors); ``cuda_init_fails`` makes Builder and Runtime raise what NVIDIA's bindings raise when CUDA
+    does not initialise. ``trt.calls`` records the builder's calls, ``trt.seen`` the runtime's, ``trt.loggers`` every ILogger made and
     ``trt.logger_users`` every (class, logger) that a Builder, OnnxParser or Runtime was given.
     """
     major = int(version.split(".")[0])
@@ -284,8 +287,13 @@ def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False, input_dty
         def set_shape(self, name, lo, opt, hi):
             self.shapes = (name, tuple(lo), tuple(opt), tuple(hi))
 
+    def init_cuda():
+        if cuda_init_fails:
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+
     class Builder:
         def __init__(self, logger):
+            init_cuda()
             uses("Builder", logger)
             self.logger = logger
 
@@ -320,7 +328,7 @@ def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False, input_dty
 
         def parse_from_file(self, path):
             calls["parsed"] = path
-            return not parse_errors
+            return not parse_errors if parse_returns is None else parse_returns
 
         def get_error(self, i):
             return Error(*parse_errors[i])
@@ -403,6 +411,7 @@ def fake_tensorrt(version: str, *, parse_errors=(), build_fails=False, input_dty
 
     class Runtime:
         def __init__(self, logger):
+            init_cuda()
             uses("Runtime", logger)
 
         def __setattr__(self, name, value):

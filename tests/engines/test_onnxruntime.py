@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from dnet import engines
 from dnet.engines import onnxruntime as ort_engine
-from dnet.errors import FileFormatError, NotInstalledError, UsageError
+from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from tests.converters.tiny_models import CIFAR, tiny_model, tiny_onnx
 
 
@@ -69,13 +69,17 @@ class FallbackSession:
 
     created: list = []
 
-    def __init__(self, source, options, providers):
+    def __init__(self, source, options, providers, **kwargs):
         FallbackSession.created.append(providers)
         names = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.running = names[1:] if names[0] != "CPUExecutionProvider" else names
+        self.kwargs, self.fallback = kwargs, True
 
     def get_providers(self):
         return self.running
+
+    def disable_fallback(self):
+        self.fallback = False
 
 
 @pytest.mark.parametrize("provider, message", [
@@ -98,6 +102,65 @@ def test_a_gpu_provider_that_falls_back_silently_is_refused(tiny, tmp_path, monk
     assert str(e.value) == message
 
 
+def test_the_session_is_made_and_runs_without_onnxruntime_s_fallback(tiny):
+    sess = ort_engine.session(tiny)
+    assert sess._enable_fallback is False  # what InferenceSession.disable_fallback() sets; run() then never retries
+
+
+class FailingSession(FallbackSession):
+    """A GPU session as ONNX Runtime makes it without fallback: creation or run raises the provider's error."""
+
+    runs = 0
+    fail_at = "create"
+
+    def __init__(self, source, options, providers, **kwargs):
+        assert kwargs == {"enable_fallback": 0}
+        if FailingSession.fail_at == "create":
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 100: no CUDA-capable device is detected "
+                               "; GPU=0\nmore")
+        super().__init__(source, options, providers)
+        self.running = [p[0] if isinstance(p, tuple) else p for p in providers]
+
+    def get_inputs(self):
+        return [types.SimpleNamespace(name="input", shape=["N", 3, 32, 32], type="tensor(float)")]
+
+    def get_outputs(self):
+        return [types.SimpleNamespace(name="logits")]
+
+    def run(self, names, feed):
+        FailingSession.runs += 1
+        assert not self.fallback  # ONNX Runtime would otherwise print "EP Error ... Falling back" and retry on CPU
+        raise RuntimeError("EPFail: CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered")
+
+
+def test_a_gpu_provider_that_fails_to_start_is_refused_with_its_own_error(tiny, monkeypatch, capsys):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_PROVIDERS)
+    monkeypatch.setattr(ort, "InferenceSession", FailingSession)
+    monkeypatch.setattr(FailingSession, "fail_at", "create")
+    with pytest.raises(NotInstalledError) as e:
+        engines.open(tiny, provider="cuda")
+    assert str(e.value) == ("ONNX Runtime could not start CUDAExecutionProvider: [ONNXRuntimeError] : 1 : FAIL : CUDA "
+                            "failure 100: no CUDA-capable device is detected ; GPU=0; it needs " + ort_engine.NEEDS["cuda"])
+    assert capsys.readouterr().out == ""
+
+
+def test_a_gpu_run_that_fails_is_refused_with_the_provider_s_error_not_retried_on_the_cpu(tiny, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_PROVIDERS)
+    monkeypatch.setattr(ort, "InferenceSession", FailingSession)
+    monkeypatch.setattr(FailingSession, "fail_at", "run")
+    monkeypatch.setattr(FailingSession, "runs", 0)
+    engine = engines.open(tiny, provider="cuda")
+    with pytest.raises(EngineError) as e:
+        engine.run(np.zeros((2, 3, 32, 32), np.float32))
+    assert str(e.value) == (f"{tiny.name}: ONNX Runtime cannot run it on CUDAExecutionProvider, and dnet does not fall "
+                            "back (EPFail: CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered)")
+    assert FailingSession.runs == 1
+
+
 def _typed(tmp_path, precision: str) -> Path:
     """The tiny model as an FP16 file (float16 initializers and casts) or an INT8 Q/DQ file (one Q/DQ pair)."""
     proto = onnx.load(str(tiny_onnx(tmp_path, name=f"src-{precision}.onnx")))
@@ -118,8 +181,8 @@ def test_tensorrt_provider_is_told_the_file_s_precision_profile_and_versioned_ca
 
     FallbackSession.created.clear()
     monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_PROVIDERS)
-    monkeypatch.setattr(ort, "InferenceSession", lambda source, options, providers: FallbackSession.created.append(
-        providers) or types.SimpleNamespace(get_providers=lambda: GPU_PROVIDERS))
+    monkeypatch.setattr(ort, "InferenceSession", lambda source, options, providers, **kw: FallbackSession.created.append(
+        providers) or types.SimpleNamespace(get_providers=lambda: GPU_PROVIDERS, disable_fallback=lambda: None))
     monkeypatch.setattr(ort_engine, "tensorrt_version", lambda: "10.16.1.11")
     ort_engine.session(_typed(tmp_path, precision), provider="tensorrt", trt_cache_dir=tmp_path / "cache")
     (name, options), *rest = FallbackSession.created[0]

@@ -196,6 +196,18 @@ def cpu_engine(tmp_path, monkeypatch):
     return open_plan
 
 
+def test_a_runtime_that_cannot_initialise_cuda_names_the_driver_and_cuda(cpu_engine, monkeypatch):
+    import dnet.engines.gpu as gpu_module
+
+    monkeypatch.setattr(gpu_module, "driver_cuda", lambda: "12.2")
+    monkeypatch.setattr(gpu_module, "tensorrt_cuda", lambda: "13")
+    with pytest.raises(NotInstalledError) as e:
+        cpu_engine(knobs={"cuda_init_fails": True})
+    assert str(e.value) == ("TensorRT 10.16.1.11 could not initialise CUDA (trt.Runtime returned nullptr): the NVIDIA "
+                            "driver supports CUDA 12.2, TensorRT's wheels are built for CUDA 13 (tensorrt-cu13): "
+                            "install tensorrt-cu12 or a driver for CUDA 13; cannot run m.plan")
+
+
 def test_engine_splits_pads_and_returns_float32_logits(cpu_engine):
     engine, trt = cpu_engine()
     x = np.random.default_rng(0).standard_normal((11, 3, 4, 4)).astype(np.float32)
