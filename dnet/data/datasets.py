@@ -7,50 +7,19 @@ entry point; every loader refuses a wrong layout with a line saying what it expe
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dnet.data import svhn
+from dnet.data import folders, svhn
 from dnet.data.arrays import ImageArrays, check_labels, is_array_file, read_image_arrays
+from dnet.data.base import ArrayDataset, FileDataset, need_root
 from dnet.data.download import download as fetch_set
-from dnet.data.images import IMAGE_SUFFIXES, is_image
-from dnet.data.specs import PreprocessSpec, get_spec
+from dnet.data.specs import get_spec
 from dnet.errors import DataError, UsageError, require_one_of
-
-
-@dataclass(frozen=True)
-class ArrayDataset:
-    name: str
-    split: str  # "train" or "test"
-    images: np.ndarray  # uint8 N×H×W×3, RGB
-    labels: np.ndarray  # int64 N
-    num_classes: int
-    spec: PreprocessSpec | None  # None: the model file's own decides (ImageNet images from an .npz)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class FileDataset:
-    name: str
-    split: str
-    paths: list[Path]
-    labels: np.ndarray  # int64 N
-    num_classes: int
-    class_names: list[str]
-    spec: PreprocessSpec | None = None  # None: the model's own preprocessing decides
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
 
 # scikit-learn's bundled handwritten digits: 1,797 real 8×8 images, 17 grey levels (0..16), no download.
 # Split: a fixed stratified 80/20 split (seed 0); pixels scaled to 0..255 and replicated to RGB.
@@ -71,15 +40,6 @@ def _digits(split: str) -> ArrayDataset:
 
 
 DIGITS_SPEC = get_spec("digits")
-
-
-def _need_root(name: str, root) -> Path:
-    if root is None:
-        raise UsageError(f"data set {name!r} needs --data: the folder holding it")
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"{root}: no such folder (for {name}: give the folder holding it, or --download)")
-    return root
 
 
 # --- CIFAR-10 / CIFAR-100, binary distribution: fixed-size records, label byte(s) then 3×32×32 pixels -------
@@ -128,7 +88,7 @@ def _cifar(name: str):
             root = Path(root if root is not None else ".").expanduser()
             if not (root / fmt.folder).is_dir() and root.name != fmt.folder:
                 fetch_set(name, root)
-        root = _need_root(name, root)
+        root = need_root(name, root)
         folder = root / fmt.folder if (root / fmt.folder).is_dir() else root
         files = fmt.train if split == "train" else fmt.test
         missing = [f for f in files if not (folder / f).is_file()]
@@ -183,7 +143,7 @@ def _svhn_files(root, split: str, download: bool) -> list[Path]:
         for name in names:
             if not root.is_file() and not (root / name).is_file():
                 fetch_set(f"svhn/{name.split('_')[0]}", root)
-    root = _need_root("svhn", root)
+    root = need_root("svhn", root)
     if root.is_file():
         if split != "test":
             raise DataError(f"{root}: the SVHN {split} split comes from train_32x32.mat and extra_32x32.mat; "
@@ -211,115 +171,6 @@ def _svhn(root, split: str, *, download: bool = False) -> ArrayDataset:
     return ArrayDataset("svhn", split, svhn.images_of(x), y, 10, SVHN_SPEC)
 
 
-# --- folders of image files -------------------------------------------------------------------------------
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image(p))
-
-
-def _class_folders(root: Path, name: str) -> FileDataset:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class subfolders (expected one subfolder of images per class)")
-    paths, labels = [], []
-    for index, cls in enumerate(classes):
-        found = _images_under(root / cls)
-        if not found:
-            raise DataError(f"{root / cls}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        paths += found
-        labels += [index] * len(found)
-    return FileDataset(name, "test", paths, np.asarray(labels, dtype=np.int64), len(classes), classes)
-
-
-def _folder(root, split: str, *, download: bool = False) -> FileDataset:
-    if download:
-        raise UsageError("--download does not apply to a folder of images")
-    root = _need_root("folder", root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    return dataclasses.replace(_class_folders(root, "folder"), split=split)
-
-
-# --- ImageNet (ILSVRC-2012 validation) ---------------------------------------------------------------------
-
-SYNSET = re.compile(r"^n\d{8}$")
-GROUND_TRUTH = "LOC_val_solution.csv"  # Kaggle's ImageNet object-localization challenge layout
-SYNSET_NAMES = "LOC_synset_mapping.txt"
-
-
-def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
-    for folder in [start, *list(start.parents)[:levels]]:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _imagenet_root(root: Path, split: str) -> Path:
-    sub = "val" if split == "test" else "train"
-    for candidate in (root / "ILSVRC" / "Data" / "CLS-LOC" / sub, root / "Data" / "CLS-LOC" / sub, root / sub):
-        if candidate.is_dir():
-            return candidate
-    return root
-
-
-def read_ground_truth(csv_path: Path) -> dict[str, str]:
-    """``LOC_val_solution.csv``: ImageId → the synset of its first box."""
-    truth = {}
-    with open(csv_path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-            raise DataError(f"{csv_path}: expected the header 'ImageId,PredictionString', got {header}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            tokens = row[1].split() if len(row) > 1 else []
-            if not tokens or not SYNSET.match(tokens[0]):
-                raise DataError(f"{csv_path}:{line}: expected 'ImageId,nXXXXXXXX x y x y ...', got {','.join(row)[:80]!r}")
-            truth[row[0]] = tokens[0]
-    if not truth:
-        raise DataError(f"{csv_path}: holds no rows")
-    return truth
-
-
-def _imagenet(root, split: str, *, download: bool = False) -> FileDataset:
-    if download:
-        raise UsageError("ImageNet cannot be downloaded automatically (it needs an account at image-net.org); "
-                         "pass --data with the validation folder")
-    root = _imagenet_root(_need_root("imagenet", root), split)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if subdirs:
-        odd = [p.name for p in subdirs if not SYNSET.match(p.name)]
-        if odd:
-            raise DataError(f"{root}: subfolder {sorted(odd)[0]!r} is not a synset id (expected nXXXXXXXX folders; "
-                            f"for any other class-per-folder layout use --dataset folder)")
-        return dataclasses.replace(_class_folders(root, "imagenet"), split=split)
-    images = _images_under(root)
-    if not images:
-        raise DataError(f"{root}: no images and no synset subfolders (expected the ImageNet validation images)")
-    csv_path = _find_upwards(root, GROUND_TRUTH)
-    if csv_path is None:
-        raise DataError(f"{root}: {len(images):,} images in one folder but no {GROUND_TRUTH} beside it or above it "
-                        f"(the ground truth), and no synset subfolders")
-    truth = read_ground_truth(csv_path)
-    names_file = _find_upwards(root, SYNSET_NAMES)
-    if names_file is not None:
-        classes = [line.split()[0] for line in names_file.read_text().splitlines() if line.strip()]
-    else:
-        classes = sorted(set(truth.values()))
-    index = {s: i for i, s in enumerate(classes)}
-    unknown = [p.name for p in images if p.stem not in truth]
-    if unknown:
-        raise DataError(f"{csv_path}: has no ground truth for {len(unknown):,} image(s), e.g. {unknown[0]}")
-    missing = sorted(set(truth) - {p.stem for p in images})
-    if missing:
-        raise DataError(f"{root}: {len(missing):,} image(s) listed in {GROUND_TRUTH} are missing, e.g. {missing[0]}")
-    labels = np.asarray([index[truth[p.stem]] for p in images], dtype=np.int64)
-    return FileDataset("imagenet", split, images, labels, len(classes), classes)
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """One data set dnet reads: its loader, the preprocessing its own models use, whether dnet trains on it."""
@@ -337,9 +188,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(_cifar("cifar10"), "cifar10", classes=10, test_images=10_000),
     "cifar100": DatasetInfo(_cifar("cifar100"), "cifar100", classes=100, test_images=10_000),
     "svhn": DatasetInfo(_svhn, "svhn", train_val=_svhn_train_val, classes=10, test_images=26_032),
-    "imagenet": DatasetInfo(_imagenet, None, classes=1000, test_images=50_000),  # ILSVRC-2012 validation
+    "imagenet": DatasetInfo(folders.imagenet, None, classes=1000, test_images=50_000),  # ILSVRC-2012 validation
     "digits": DatasetInfo(_digits, "digits", classes=10),
-    "folder": DatasetInfo(_folder, None, trainable=False),
+    "folder": DatasetInfo(folders.folder, None, trainable=False),
 }
 TRAINABLE = tuple(name for name, info in DATASETS.items() if info.trainable)
 SPLITS = ("train", "val", "test")
