@@ -71,8 +71,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _check_container(path: Path) -> None:
-    """What torch.load would trust: the first bytes, and for a zip its records (stored, inside the file)."""
+def _check_container(path: Path) -> str:
+    """What torch.load would trust: the first bytes, and for a zip its records (stored, inside the file, one
+    ``data.pkl``). Returns the container: "zip" (torch.save since PyTorch 1.6) or "pickle" (the legacy format)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head == ZIP_MAGIC:
@@ -94,11 +95,28 @@ def _check_container(path: Path) -> None:
             if r.file_size != r.compress_size or total > size:
                 raise FileFormatError(f"{path}: not a readable PyTorch file: record {r.filename!r} claims "
                                       f"{r.file_size:,} bytes, more than the file holds")
-        return
+        if not any(r.filename.rsplit("/", 1)[-1] == "data.pkl" for r in records):
+            raise FileFormatError(f"{path}: not a PyTorch file: a zip archive without data.pkl (torch.save writes "
+                                  "one)")
+        return "zip"
     if len(head) < 2 or head[0] != 0x80 or head[1] not in PICKLE_PROTOCOLS:
         shown = head.hex(" ") if head else "nothing: the file is empty"
         raise FileFormatError(f"{path}: not a PyTorch file (torch.save writes a zip archive or a pickle; "
                               f"this one starts with {shown})")
+    return "pickle"
+
+
+def container_of(path: str | os.PathLike) -> str:
+    """"zip" or "pickle": the kind of PyTorch file ``path`` is, from its bytes (any suffix), checked as
+    :func:`read_pth` checks it; anything else is one :class:`FileFormatError`."""
+    return _check_container(check_input_file(path, "PyTorch file"))
+
+
+def looks_like_pth(path: str | os.PathLike) -> bool:
+    """Whether the file starts as torch.save's files do (a zip archive or a pickle of protocol 2 to 5)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == ZIP_MAGIC or (len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS)
 
 
 def read_pth(path: str | os.PathLike) -> object:
