@@ -164,6 +164,10 @@ def _misfit(sd: dict[str, torch.Tensor], origin: dict[str, str] | None) -> str:
     return f"; {(origin or {}).get(bad, bad)!r} fits no DenseNet dnet can express" if bad is not None else ""
 
 
+def first_of(block: int, layer: int) -> str:
+    return f"features.denseblock{block}.denselayer{layer}"
+
+
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict",
                            origin: dict[str, str] | None = None) -> DenseNetConfig:
     """The DenseNet configuration whose ``state_dict()`` has these keys and shapes (``origin``: each key's name in
@@ -192,8 +196,10 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     blocks = []
     for b in sorted(layers):
         if sorted(layers[b]) != list(range(1, len(layers[b]) + 1)):
-            gap = min(set(range(1, max(layers[b]) + 1)) - layers[b], default=None)
-            what = f" (layer {gap} of {max(layers[b])} is missing)" if gap is not None else ""
+            gap = min(set(range(1, max(layers[b]) + 1)) - layers[b])
+            after = min(n for n in layers[b] if n > gap)
+            shown = next((origin or {}).get(k, k) for k in sd if k.startswith(f"{first_of(b, after)}."))
+            what = f" (layer {gap} of {max(layers[b])} is missing: the next one is {shown!r})"
             raise FileFormatError(f"{source}: dense layers of block {b} are not numbered 1..n{what}")
         blocks.append(len(layers[b]))
     first = "features.denseblock1.denselayer1"
