@@ -75,12 +75,12 @@ LAYOUTS = {
     for layout in (
         TORCHVISION,
         KeyLayout("andreasveit", "andreasveit/densenet-pytorch", _port("block", r"layer\.", "bn1/conv1", ("bn1", "fc")),
-                  signature=(r"conv1\.weight", r"block\d+\.layer\.\d+\..*", r"fc\.weight")),
+                  signature=(r"conv1\.weight", r"block\d+\.layer\.\d+\..*")),
         KeyLayout("bamos", "bamos/densenet.pytorch", _port("dense", "", "bn1/conv1", ("bn1", "fc")),
-                  signature=(r"conv1\.weight", r"dense\d+\.\d+\..*", r"fc\.weight"),
+                  signature=(r"conv1\.weight", r"dense\d+\.\d+\..*", r"(trans\d+\.)?bn1\..*"),
                   note="the port's forward ends in log_softmax; dnet's logits are the classifier's output before it"),
         KeyLayout("kuangliu", "kuangliu/pytorch-cifar", _port("dense", "", "bn/conv", ("bn", "linear")),
-                  concat_order="new-first", signature=(r"conv1\.weight", r"dense\d+\.\d+\..*", r"linear\.weight")),
+                  concat_order="new-first", signature=(r"conv1\.weight", r"dense\d+\.\d+\..*", r"(trans\d+\.)?bn\..*")),
     )
 }
 # torchvision's own DenseNet key grammar (timm's deep stem included): what a mapped state dict must consist of.

@@ -93,7 +93,9 @@ def _layout_for(sd: dict[str, torch.Tensor], source: str, key_map, concat_order:
         if near is TORCHVISION and fitted:  # torchvision's names, something else wrong: the shapes will say what
             layout = TORCHVISION
         else:
-            nearest = (f"the nearest is {near.name} ({near.where}: {fitted} of {len(sd)} keys fit)" if fitted else
+            misfit = next((k for k in sd if (near.matches(k) if near.rules else TORCHVISION_KEYS.fullmatch(k)) is None), "")
+            nearest = (f"the nearest is {near.name} ({near.where}: {fitted} of {len(sd)} keys fit, not {misfit!r})"
+                       if fitted else
                        f"none of its keys fits a known layout ({', '.join(LAYOUTS)})")
             raise FileFormatError(
                 f"{source}: no DenseNet key layout dnet knows ({what}); {nearest}; for another port give --key-map "

@@ -108,7 +108,7 @@ def test_compression_inference():
          f"layout (torchvision, andreasveit, bamos, kuangliu){OPTIONS}"),
         ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)},
          "x.pth: no DenseNet key layout dnet knows (a ResNet-style state dict (conv1, layer1..4, fc)); the nearest is "
-         f"andreasveit (andreasveit/densenet-pytorch: 2 of 3 keys fit){OPTIONS}"),
+         f"andreasveit (andreasveit/densenet-pytorch: 2 of 3 keys fit, not 'layer1.0.conv1.weight'){OPTIONS}"),
         ({"features.conv0.weight": torch.zeros(8, 3, 5, 5)},
          "x.pth: a 5x5 first convolution is none of dnet's DenseNet stems (CIFAR 3x3, ImageNet 7x7 with BN, timm's deep "
          "three 3x3)"),
