@@ -152,3 +152,44 @@ def test_a_missing_tensor_is_named():
         dnet.statedict.model_from_state_dict(sd, "x.pth")
     assert str(e.value) == ("x.pth: keys do not match the DenseNet its shapes describe (missing "
                             "'features.denseblock1.denselayer2.norm2.running_var'; 1 missing, 0 unexpected)")
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from dnet.cli.main import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_convert_takes_a_key_map_and_the_concatenation_order(tmp_path):
+    port, blocks, sd, cfg = _case("kuangliu-basic", seed=2)
+    renamed = {k.replace("trans", "down"): v for k, v in sd.items()}
+    rules = [[r"conv1\.weight", "features.conv0.weight"],
+             [r"dense(\d+)\.(\d+)\.bn1\.(.+)", r"features.denseblock\1.denselayer\2.norm1.\3"],
+             [r"dense(\d+)\.(\d+)\.conv1\.(.+)", r"features.denseblock\1.denselayer\2.conv1.\3"],
+             [r"down(\d+)\.bn\.(.+)", r"features.transition\1.norm.\2"],
+             [r"down(\d+)\.conv\.(.+)", r"features.transition\1.conv.\2"],
+             [r"bn\.(.+)", r"features.norm5.\1"], [r"linear\.(.+)", r"classifier.\1"]]
+    key_map = tmp_path / "map.json"
+    key_map.write_text(json.dumps(rules))
+    src = tmp_path / "renamed.bin"
+    torch.save({"net": 1, "state_dict": renamed, "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(2)}},
+                                                             "param_groups": [{"lr": 0.1, "params": [0]}]}}, src)
+    out = tmp_path / "converted.pth"
+    r = _cli("convert", src, "--from", "pth", "--key-map", key_map, "--concat-order", "new-first", "--to", "pth",
+             "-o", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    model = dnet.load(out)
+    assert model.config == cfg
+    with torch.no_grad():
+        assert float((model(X) - port_forward(port, sd, X, blocks)).abs().max()) <= 1e-4
+    r = _cli("inspect", src, "--key-map", key_map, "--concat-order", "new-first", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["optimizer"] == {"key": "optimizer", "parameters_with_state": 1, "param_groups": 1,
+                                 "settings": {"lr": 0.1}}
+    assert info["extra"] == {"net": 1} and info["key_layout"]["concat_order"] == "new-first"
+    assert info["densenet"]["name"] == "DenseNet-C L=11 k=4" and info["densenet"]["zoo"] is None
+    (tmp_path / "m.t7").write_bytes(b"\0" * 8)
+    r = _cli("convert", tmp_path / "m.t7", "--from", "t7", "--key-map", key_map, "--to", "onnx", "-o", tmp_path / "x.onnx")
+    assert r.exit_code == 2 and "a key map and a concatenation order are for pth sources" in r.output
