@@ -19,15 +19,12 @@ import torch
 
 from dnet.artifact import ArtifactMeta
 from dnet.errors import ConfigError, FileFormatError, UnsafeFileError
-from dnet.files import atomic_path, check_input_file
+from dnet.files import PICKLE_PROTOCOLS, ZIP_MAGIC, atomic_path, check_input_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.models.summary import param_count
 
 FORMAT = "dnet.checkpoint"
 VERSION = 1
-ZIP_MAGIC = b"PK\x03\x04"
-# torch.save's legacy format starts with a pickle of protocol 2 (a magic number); pickles of 2..5 are accepted
-PICKLE_PROTOCOLS = range(2, 6)
 # What the weights-only unpickler says when a file asks for code (a global, a call, an object it may not build);
 # any other complaint is about corrupt bytes.
 _CODE = re.compile(r"Unsupported global|GLOBAL \S+|is blocked|must be imported|call reduce|Can only create new object|"
@@ -110,13 +107,6 @@ def container_of(path: str | os.PathLike) -> str:
     """"zip" or "pickle": the kind of PyTorch file ``path`` is, from its bytes (any suffix), checked as
     :func:`read_pth` checks it; anything else is one :class:`FileFormatError`."""
     return _check_container(check_input_file(path, "PyTorch file"))
-
-
-def looks_like_pth(path: str | os.PathLike) -> bool:
-    """Whether the file starts as torch.save's files do (a zip archive or a pickle of protocol 2 to 5)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head == ZIP_MAGIC or (len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS)
 
 
 def read_pth(path: str | os.PathLike) -> object:
