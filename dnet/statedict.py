@@ -1,8 +1,10 @@
-"""torchvision/timm-style DenseNet state dicts: the architecture read from the shapes, and the reverse.
+"""DenseNet state dicts: the architecture read from the shapes, and the reverse (torchvision's keys).
 
 A ``.pth`` holding such a state dict (plain, with ``module.`` prefixes from DataParallel, in the pre-2018
-torchvision key style ``norm.1``/``conv.2``, or wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``) is
-turned into a :class:`~dnet.models.densenet.DenseNet` whose configuration comes from the tensor shapes alone.
+torchvision key style ``norm.1``/``conv.2``, or wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``, beside any
+other entries such as ``epoch`` or ``optimizer``), in torchvision/timm's key layout or a port's
+(:mod:`dnet.layouts`), is turned into a :class:`~dnet.models.densenet.DenseNet` whose configuration comes from the
+tensor shapes alone.
 The file itself is read with ``torch.load(weights_only=True)`` by :func:`dnet.checkpoint.read_pth`.
 """
 
@@ -72,7 +74,8 @@ def unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], tuple[str
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise FileFormatError(f"{source}: entry {k!r} is not a named tensor; not a DenseNet state dict")
         k = k.removeprefix("module.")
-        k = _OLD_KEY.sub(lambda m: f".{m.group(1)}{m.group(2)}.", k)
+        if k.startswith("features."):  # torchvision's own keys only: other ports' names are left to their rules
+            k = _OLD_KEY.sub(lambda m: f".{m.group(1)}{m.group(2)}.", k)
         out[k] = v
     return out, path
 
