@@ -190,6 +190,10 @@ def test_convert_takes_a_key_map_and_the_concatenation_order(tmp_path):
                                  "settings": {"lr": 0.1}}
     assert info["extra"] == {"net": 1} and info["key_layout"]["concat_order"] == "new-first"
     assert info["densenet"]["name"] == "DenseNet-C L=11 k=4" and info["densenet"]["zoo"] is None
+    r = _cli("inspect", src, "--key-map", key_map, "--concat-order", "new-first")
+    assert r.exit_code == 0, r.output
+    assert "optimizer  'optimizer': state of 1 parameters, 1 parameter group\n" in r.output
+    assert r.output.splitlines()[-1].startswith("DenseNet-C L=11 k=4: blocks 3-2-2, θ=0.5, 8 initial channels")
     (tmp_path / "m.t7").write_bytes(b"\0" * 8)
     r = _cli("convert", tmp_path / "m.t7", "--from", "t7", "--key-map", key_map, "--to", "onnx", "-o", tmp_path / "x.onnx")
     assert r.exit_code == 2 and "a key map and a concatenation order are for pth sources" in r.output

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import dnet
+from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.cli.main import main
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNetConfig
@@ -102,6 +103,11 @@ def test_the_papers_cifar10_error_from_the_real_checkpoint(real, tmp_path):
     fp16 = tmp_path / "densenet-bc-l100-k12.fp16.onnx"
     code, out = _dnet("convert", path, "--from", "pth", "--to", "onnx-fp16", "-o", fp16, "--quiet")
     assert code == 0, out
+    meta = read_meta(read_model(tmp_path / "densenet-bc-l100-k12.onnx"))  # what eval feeds it, from the file alone
+    assert (meta.model, meta.num_classes, meta.input_size, meta.preprocess.name) == ("densenet-bc-l100-k12", 10, 32,
+                                                                                     "cifar10")
+    assert (meta.preprocess.mean, meta.preprocess.std, meta.preprocess.pixel_scale) == (MEAN, STD, 255.0)
+    assert (meta.source, meta.source_sha256) == (CHECKPOINT, digest)
     reports = {}
     for precision, onnx in (("fp32", tmp_path / "densenet-bc-l100-k12.onnx"), ("fp16", fp16)):
         code, out = _dnet("eval", "--engine", onnx, "--dataset", "cifar10", "--data", tmp_path / "cifar", "--json",

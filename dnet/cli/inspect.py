@@ -73,7 +73,7 @@ def _inspect_pth(path: Path, as_json: bool, check: bool, key_map: Path | None, c
     if as_json:
         _echo(json.dumps(info, indent=1))
         return
-    container = {"zip": "zip archive (torch.save)", "pickle": "legacy pickle (torch.save before PyTorch 1.6)"}
+    container = {"zip": "zip archive (torch.save)", "pickle": "legacy pickle (torch.save's format before PyTorch 1.6)"}
     rows = [["container", f"{container[info['container']]}, {info['bytes']:,} bytes"], ["holds", info["kind"]]]
     if info["state_dict_under"]:
         rows.append(["wrapper", "{" + ", ".join(map(str, info["wrapper_keys"])) + "}, weights under "
@@ -81,8 +81,9 @@ def _inspect_pth(path: Path, as_json: bool, check: bool, key_map: Path | None, c
     if info["extra"]:
         rows.append(["extra", ", ".join(f"{k} {v}" for k, v in info["extra"].items())])
     opt = info["optimizer"]
-    rows.append(["optimizer", f"{opt['key']!r}: state of {opt['parameters_with_state']} parameters, "
-                 f"{opt['param_groups']} parameter groups" if opt else "none"])
+    groups = f"{opt['param_groups']} parameter group{'s' * (opt['param_groups'] != 1)}" if opt else ""
+    rows.append(["optimizer", f"{opt['key']!r}: state of {opt['parameters_with_state']} parameters, {groups}"
+                 if opt else "none"])
     if info["tensors"] is not None:
         layout = info["key_layout"]
         keys = f"{info['tensors']} tensors" + (" (module. prefixes removed)" if info["module_prefix"] else "")
