@@ -80,10 +80,6 @@ def unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], tuple[str
     return out, path
 
 
-def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
-    return unwrap(obj, source)[0]
-
-
 def _layout_for(sd: dict[str, torch.Tensor], source: str, key_map, concat_order: str | None) -> KeyLayout:
     """The layout ``sd`` is read in: the key map given, else the built-in one its keys fit, else a refusal that
     names the nearest built-in layout and the options for any other."""
@@ -169,10 +165,6 @@ def _misfit(sd: dict[str, torch.Tensor], origin: dict[str, str] | None) -> str:
     return f"; {(origin or {}).get(bad, bad)!r} fits no DenseNet dnet can express" if bad is not None else ""
 
 
-def first_of(block: int, layer: int) -> str:
-    return f"features.denseblock{block}.denselayer{layer}"
-
-
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict",
                            origin: dict[str, str] | None = None) -> DenseNetConfig:
     """The DenseNet configuration whose ``state_dict()`` has these keys and shapes (``origin``: each key's name in
@@ -203,7 +195,8 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
         if sorted(layers[b]) != list(range(1, len(layers[b]) + 1)):
             gap = min(set(range(1, max(layers[b]) + 1)) - layers[b])
             after = min(n for n in layers[b] if n > gap)
-            shown = next((origin or {}).get(k, k) for k in sd if k.startswith(f"{first_of(b, after)}."))
+            head = f"features.denseblock{b}.denselayer{after}."
+            shown = next((origin or {}).get(k, k) for k in sd if k.startswith(head))  # as the file names it
             what = f" (layer {gap} of {max(layers[b])} is missing: the next one is {shown!r})"
             raise FileFormatError(f"{source}: dense layers of block {b} are not numbered 1..n{what}")
         blocks.append(len(layers[b]))
