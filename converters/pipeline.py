@@ -29,6 +29,7 @@ from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError, require_one_of
 from dnet.files import check_output_path, same_file, sha256_file
+from dnet.layouts import CONCAT_ORDERS
 from dnet.loading import load
 from dnet.progress import QUIET, Progress
 from dnet.statedict import torchvision_state_dict
@@ -36,7 +37,8 @@ from dnet.statedict import torchvision_state_dict
 SOURCES = ("t7", "pth", "onnx")
 TARGETS = ("pth", "torchvision", "onnx", "onnx-fp16", "onnx-int8", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
-SUFFIXES = {"t7": (".t7",), "pth": (".pth", ".pt"), "onnx": (".onnx",)}
+# A pth source is recognised from its bytes (torch.save's zip or pickle), whatever its suffix (.pth.tar, .ckpt, ...).
+SUFFIXES = {"t7": (".t7",), "pth": None, "onnx": (".onnx",)}
 CHECK_IMAGES = 8  # real images verified beside random ones when calibration images are at hand
 
 
@@ -47,6 +49,8 @@ class ConvertOptions:
     opset: int = DEFAULT_OPSET
     input_size: int | None = None
     preprocess: str | None = None  # spec name, for sources that do not say how they are fed
+    key_map: Path | None = None  # pth source: JSON rules from its keys to torchvision's (dnet.layouts.read_key_map)
+    concat_order: str | None = None  # pth source: "new-first" for ports writing torch.cat([new, x], 1)
     bn: str = "batchnorm"  # how pre-activation BNs are exported (see dnet.converters.export.export)
     calib: CalibrationSet | None = None
     calib_method: str = "minmax"
@@ -89,6 +93,8 @@ class ConvertOptions:
         if not self.fp16_tolerance > 0:
             raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
                              f"got {self.fp16_tolerance}", option="fp16_tolerance")
+        if self.concat_order is not None:
+            require_one_of("concatenation order", self.concat_order, CONCAT_ORDERS, "concat_order")
         self.mixed_precision("onnx-int8")  # refuses what no model could meet
         if self.int8_layout != "densenet" and self.mixed:
             raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
@@ -124,11 +130,14 @@ def names_for(out: Path) -> dict[str, Path]:
     return files
 
 
-def _load_model(src: Path, src_format: str):
-    if src.suffix.lower() not in SUFFIXES[src_format]:
-        raise UsageError(f"a {src_format} source is a {' or '.join(SUFFIXES[src_format])} file, got {src.name}",
-                         option="src_format")
-    return load(src)
+def _check_suffix(src: Path, src_format: str) -> None:
+    allowed = SUFFIXES[src_format]
+    if allowed is not None and src.suffix.lower() not in allowed:
+        raise UsageError(f"a {src_format} source is a {' or '.join(allowed)} file, got {src.name}", option="src_format")
+
+
+def _load(src: Path, opts: ConvertOptions):
+    return load(src, key_map=opts.key_map, concat_order=opts.concat_order)
 
 
 def _spec(options: ConvertOptions, fallback=None):
@@ -218,9 +227,10 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     require_one_of("target", target, TARGETS, "target")
     if not src.is_file():
         raise DnetError(f"{src}: no such file" if not src.exists() else f"{src}: is not a regular file")
-    if src.suffix.lower() not in SUFFIXES[src_format]:
-        raise UsageError(f"a {src_format} source is a {' or '.join(SUFFIXES[src_format])} file, got {src.name}",
-                         option="src_format")
+    _check_suffix(src, src_format)
+    if (opts.key_map is not None or opts.concat_order is not None) and src_format != "pth":
+        raise UsageError("a key map and a concatenation order are for pth sources (state dicts)",
+                         option="key_map" if opts.key_map is not None else "concat_order")
     if same_file(out, src) or out.resolve() == src.resolve():
         raise UsageError(f"the output {out} is the source file; dnet never overwrites its input")
     check_output_path(out, inputs=[src])
@@ -272,7 +282,7 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
                          hardware_compat=opts.hardware_compat) if target == "trt" else None
     if target in ("pth", "torchvision"):
         progress.stage(f"loading {src.name}")
-        model = load(src)
+        model = _load(src, opts)
         progress.stage(f"writing {out.name}")
         return [_write_torch(model, out, target)]
 
@@ -286,7 +296,7 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
         fp32 = src
     else:
         progress.stage(f"loading {src.name}")
-        model = load(src)
+        model = _load(src, opts)
         if typed_target == "int8":
             _check_layers(model, opts)
         meta = model_meta(model, input_size=opts.input_size, source=src.name, source_sha256=sha256_file(src),

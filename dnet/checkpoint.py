@@ -19,15 +19,12 @@ import torch
 
 from dnet.artifact import ArtifactMeta
 from dnet.errors import ConfigError, FileFormatError, UnsafeFileError
-from dnet.files import atomic_path, check_input_file
+from dnet.files import PICKLE_PROTOCOLS, ZIP_MAGIC, atomic_path, check_input_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.models.summary import param_count
 
 FORMAT = "dnet.checkpoint"
 VERSION = 1
-ZIP_MAGIC = b"PK\x03\x04"
-# torch.save's legacy format starts with a pickle of protocol 2 (a magic number); pickles of 2..5 are accepted
-PICKLE_PROTOCOLS = range(2, 6)
 # What the weights-only unpickler says when a file asks for code (a global, a call, an object it may not build);
 # any other complaint is about corrupt bytes.
 _CODE = re.compile(r"Unsupported global|GLOBAL \S+|is blocked|must be imported|call reduce|Can only create new object|"
@@ -71,8 +68,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _check_container(path: Path) -> None:
-    """What torch.load would trust: the first bytes, and for a zip its records (stored, inside the file)."""
+def _check_container(path: Path) -> str:
+    """What torch.load would trust: the first bytes, and for a zip its records (stored, inside the file, one
+    ``data.pkl``). Returns the container: "zip" (torch.save since PyTorch 1.6) or "pickle" (the legacy format)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head == ZIP_MAGIC:
@@ -94,11 +92,21 @@ def _check_container(path: Path) -> None:
             if r.file_size != r.compress_size or total > size:
                 raise FileFormatError(f"{path}: not a readable PyTorch file: record {r.filename!r} claims "
                                       f"{r.file_size:,} bytes, more than the file holds")
-        return
+        if not any(r.filename.rsplit("/", 1)[-1] == "data.pkl" for r in records):
+            raise FileFormatError(f"{path}: not a PyTorch file: a zip archive without data.pkl (torch.save writes "
+                                  "one)")
+        return "zip"
     if len(head) < 2 or head[0] != 0x80 or head[1] not in PICKLE_PROTOCOLS:
         shown = head.hex(" ") if head else "nothing: the file is empty"
         raise FileFormatError(f"{path}: not a PyTorch file (torch.save writes a zip archive or a pickle; "
                               f"this one starts with {shown})")
+    return "pickle"
+
+
+def container_of(path: str | os.PathLike) -> str:
+    """"zip" or "pickle": the kind of PyTorch file ``path`` is, from its bytes (any suffix), checked as
+    :func:`read_pth` checks it; anything else is one :class:`FileFormatError`."""
+    return _check_container(check_input_file(path, "PyTorch file"))
 
 
 def read_pth(path: str | os.PathLike) -> object:

@@ -1,8 +1,10 @@
-"""torchvision/timm-style DenseNet state dicts: the architecture read from the shapes, and the reverse.
+"""DenseNet state dicts: the architecture read from the shapes, and the reverse (torchvision's keys).
 
 A ``.pth`` holding such a state dict (plain, with ``module.`` prefixes from DataParallel, in the pre-2018
-torchvision key style ``norm.1``/``conv.2``, or wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``) is
-turned into a :class:`~dnet.models.densenet.DenseNet` whose configuration comes from the tensor shapes alone.
+torchvision key style ``norm.1``/``conv.2``, or wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``, beside any
+other entries such as ``epoch`` or ``optimizer``), in torchvision/timm's key layout or a port's
+(:mod:`dnet.layouts`), is turned into a :class:`~dnet.models.densenet.DenseNet` whose configuration comes from the
+tensor shapes alone.
 The file itself is read with ``torch.load(weights_only=True)`` by :func:`dnet.checkpoint.read_pth`.
 """
 
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from dnet import layouts
 from dnet.checkpoint import build_for
-from dnet.errors import ConfigError, FileFormatError
+from dnet.errors import ConfigError, FileFormatError, require_one_of
+from dnet.layouts import CONCAT_ORDERS, LAYOUTS, TORCHVISION, TORCHVISION_KEYS, KeyLayout, read_key_map
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
 
@@ -56,11 +60,13 @@ def infer_compression(transitions: list[tuple[int, int]], bottleneck: bool) -> f
     raise FileFormatError(f"transition widths {transitions} do not follow one compression factor θ")
 
 
-def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict):
-                return _unwrap(obj[key], source)
+def unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The state dict in ``obj`` (``module.`` prefixes removed, pre-2018 torchvision keys renamed) and the wrapper
+    keys it was found under (``{"epoch", "state_dict", "best_prec1", "optimizer"}`` -> ``("state_dict",)``)."""
+    path: tuple[str, ...] = ()
+    while isinstance(obj, dict) and (key := next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)):
+        # a state dict's values are all tensors: a dict under a wrapper key means a wrapper, whatever else it holds
+        obj, path = obj[key], (*path, key)
     if not isinstance(obj, dict) or not obj:
         raise FileFormatError(f"{source}: holds {type(obj).__name__}, not a state dict (a dict of tensors)")
     out = {}
@@ -68,9 +74,50 @@ def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise FileFormatError(f"{source}: entry {k!r} is not a named tensor; not a DenseNet state dict")
         k = k.removeprefix("module.")
-        k = _OLD_KEY.sub(lambda m: f".{m.group(1)}{m.group(2)}.", k)
+        if k.startswith("features."):  # torchvision's own keys only: other ports' names are left to their rules
+            k = _OLD_KEY.sub(lambda m: f".{m.group(1)}{m.group(2)}.", k)
         out[k] = v
-    return out
+    return out, path
+
+
+def _layout_for(sd: dict[str, torch.Tensor], source: str, key_map, concat_order: str | None) -> KeyLayout:
+    """The layout ``sd`` is read in: the key map given, else the built-in one its keys fit, else a refusal that
+    names the nearest built-in layout and the options for any other."""
+    if key_map is not None:
+        return key_map if isinstance(key_map, KeyLayout) else read_key_map(key_map, concat_order)
+    layout = layouts.detect(list(sd))
+    if layout is None:
+        near, fitted = layouts.nearest(list(sd))
+        what = _what_it_is(sd)
+        if near is TORCHVISION and fitted:  # torchvision's names, something else wrong: the shapes will say what
+            layout = TORCHVISION
+        else:
+            misfit = next((k for k in sd if (near.matches(k) if near.rules else TORCHVISION_KEYS.fullmatch(k)) is None), "")
+            nearest = (f"the nearest is {near.name} ({near.where}: {fitted} of {len(sd)} keys fit, not {misfit!r})"
+                       if fitted else
+                       f"none of its keys fits a known layout ({', '.join(LAYOUTS)})")
+            raise FileFormatError(
+                f"{source}: no DenseNet key layout dnet knows ({what}); {nearest}; for another port give --key-map "
+                "FILE (rules from its keys to torchvision's) and --concat-order new-first if it concatenates new "
+                "features first"
+            )
+    return dataclasses.replace(layout, concat_order=concat_order) if concat_order else layout
+
+
+def read_layout(obj: object, source: str, *, key_map=None,
+                concat_order: str | None = None) -> tuple[dict[str, torch.Tensor], KeyLayout, dict[str, str], tuple]:
+    """The state dict in ``obj`` under torchvision's names (input-first order still to be applied), its layout, each
+    name's key in the file, and the wrapper keys it was under."""
+    if concat_order is not None:
+        require_one_of("concatenation order", concat_order, CONCAT_ORDERS, "concat_order")
+    sd, wrappers = unwrap(obj, source)
+    layout = _layout_for(sd, source, key_map, concat_order)
+    if layout.rules:
+        sd, origin = layouts.rename(sd, layout, source, strict=layout.name in LAYOUTS)
+    else:
+        origin = {k: k for k in sd}
+    sd, origin = layouts.renumber(sd, origin)
+    return sd, layout, origin, wrappers
 
 
 def _what_it_is(sd: dict[str, torch.Tensor]) -> str:
@@ -112,8 +159,16 @@ def _stem_fields(sd: dict[str, torch.Tensor], shape, source: str) -> dict:
                           "DenseNet stems (CIFAR 3x3, ImageNet 7x7 with BN, timm's deep three 3x3)")
 
 
-def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict") -> DenseNetConfig:
-    """The DenseNet configuration whose ``state_dict()`` has these keys and shapes.
+def _misfit(sd: dict[str, torch.Tensor], origin: dict[str, str] | None) -> str:
+    """'; KEY fits no DenseNet dnet can express' for the first key outside torchvision's DenseNet names, if any."""
+    bad = next((k for k in sd if not TORCHVISION_KEYS.fullmatch(k)), None)
+    return f"; {(origin or {}).get(bad, bad)!r} fits no DenseNet dnet can express" if bad is not None else ""
+
+
+def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict",
+                           origin: dict[str, str] | None = None) -> DenseNetConfig:
+    """The DenseNet configuration whose ``state_dict()`` has these keys and shapes (``origin``: each key's name in
+    the file, for messages).
 
     A state dict does not record blur pooling (timm's ``BlurPool2d`` filter is not saved): when the shapes are
     those of a zoo entry with blur pooling (``densenetblur121d``) and of none without, the configuration has it.
@@ -121,7 +176,7 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
 
     def shape(key: str, rank: int = 4) -> tuple[int, ...]:
         if key not in sd:
-            what = f" ({_what_it_is(sd)})" if key == "features.conv0.weight" else ""
+            what = f" ({_what_it_is(sd)})" if key == "features.conv0.weight" else _misfit(sd, origin)
             raise FileFormatError(f"{source}: no {key!r}; not a torchvision-style DenseNet state dict{what}")
         got = tuple(sd[key].shape)
         if len(got) != rank or 0 in got:
@@ -138,7 +193,12 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     blocks = []
     for b in sorted(layers):
         if sorted(layers[b]) != list(range(1, len(layers[b]) + 1)):
-            raise FileFormatError(f"{source}: dense layers of block {b} are not numbered 1..n")
+            gap = min(set(range(1, max(layers[b]) + 1)) - layers[b])
+            after = min(n for n in layers[b] if n > gap)
+            head = f"features.denseblock{b}.denselayer{after}."
+            shown = next((origin or {}).get(k, k) for k in sd if k.startswith(head))  # as the file names it
+            what = f" (layer {gap} of {max(layers[b])} is missing: the next one is {shown!r})"
+            raise FileFormatError(f"{source}: dense layers of block {b} are not numbered 1..n{what}")
         blocks.append(len(layers[b]))
     first = "features.denseblock1.denselayer1"
     bottleneck = f"{first}.conv2.weight" in sd
@@ -170,34 +230,84 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "state dic
     return cfg
 
 
-def model_from_state_dict(obj: object, path: str | os.PathLike) -> DenseNet:
-    """The DenseNet a torchvision/timm-style state dict holds (as read by ``read_pth``), eval mode, with meta."""
-    path = Path(path)
-    source = path.name
-    sd = _unwrap(obj, source)
-    cfg = config_from_state_dict(sd, source)
+def _new_first_order(m: int, c0: int, k: int) -> torch.Tensor:
+    """For each input channel of a layer after ``m`` new-first layers (``[o_m, ..., o_1, x]``, ``x`` of ``c0``
+    channels), the channel of that input in dnet's input-first order (``[x, o_1, ..., o_m]``)."""
+    order = list(range(m * k, m * k + c0))
+    for layer in range(1, m + 1):
+        order += range((m - layer) * k, (m - layer + 1) * k)
+    return torch.tensor(order)
+
+
+def to_input_first(sd: dict[str, torch.Tensor], cfg: DenseNetConfig) -> dict[str, torch.Tensor]:
+    """A state dict of a port that concatenates new features first (``torch.cat([new, x], 1)``) with the input
+    channels of every layer reading a concatenation (each dense layer's norm1 and conv1, each transition, the last
+    BN and the classifier) permuted to dnet's order, so the model computes exactly what the port computes."""
+    out = dict(sd)
+
+    def permute(prefix: str, order: torch.Tensor, weight_dim: int) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):  # the BN reading the concatenation
+            if (key := f"{prefix[0]}.{name}") in out:
+                out[key] = out[key].index_select(0, order)
+        key = f"{prefix[1]}.weight"  # the convolution (or classifier) after it
+        out[key] = out[key].index_select(weight_dim, order)
+
+    k, last = cfg.growth_rate, len(cfg.block_config)
+    for b, (n, (c0, _)) in enumerate(zip(cfg.block_config, cfg.channels(), strict=True), start=1):
+        for i in range(1, n + 1):
+            layer = f"features.denseblock{b}.denselayer{i}"
+            permute((f"{layer}.norm1", f"{layer}.conv1"), _new_first_order(i - 1, c0, k), 1)
+        reader = (f"features.transition{b}.norm", f"features.transition{b}.conv") if b < last else \
+            ("features.norm5", "classifier")
+        permute(reader, _new_first_order(n, c0, k), 1)
+    return out
+
+
+def _fill(cfg: DenseNetConfig, sd: dict[str, torch.Tensor], origin: dict[str, str], source: str) -> DenseNet:
+    """The DenseNet ``cfg`` describes holding ``sd``, every key and shape compared first (named as in the file)."""
     model = build_for(cfg, sd, source)  # nothing is built that the file's tensors could not fill
     expected = model.state_dict()
     for k, v in expected.items():  # state dicts from before PyTorch 0.4.1 have no BN batch counters
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = torch.zeros((), dtype=v.dtype)
     missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
+    unexpected = [origin.get(k, k) for k in sd if k not in expected]
     if missing or unexpected:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        what = f"unexpected {unexpected[0]!r}" if unexpected else f"missing {missing[0]!r}"
         raise FileFormatError(
             f"{source}: keys do not match the DenseNet its shapes describe ({what}; {len(missing)} missing, "
             f"{len(unexpected)} unexpected)"
         )
     bad = [k for k, v in expected.items() if tuple(sd[k].shape) != tuple(v.shape)]
     if bad:
+        shown = bad[0] if origin.get(bad[0], bad[0]) == bad[0] else f"{origin[bad[0]]} ({bad[0]})"
         raise FileFormatError(
-            f"{source}: {bad[0]} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
+            f"{source}: {shown} has shape {list(sd[bad[0]].shape)}, the inferred DenseNet needs {list(expected[bad[0]].shape)}"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True, assign=True)
+    return model
+
+
+def model_from_state_dict(obj: object, path: str | os.PathLike, *, key_map=None,
+                          concat_order: str | None = None) -> DenseNet:
+    """The DenseNet a state dict holds (as read by ``read_pth``: torchvision/timm keys, or a port's layout from
+    :mod:`dnet.layouts`, or ``key_map``, a key map file), eval mode, with meta."""
+    path = Path(path)
+    source = path.name
+    sd, layout, origin, _ = read_layout(obj, source, key_map=key_map, concat_order=concat_order)
+    cfg = config_from_state_dict(sd, source, origin)
+    if layout.concat_order == "new-first":
+        _fill(cfg, dict(sd), origin, source)  # every key and shape checked before anything is permuted
+        sd = to_input_first(sd, cfg)
+    model = _fill(cfg, sd, origin, source)
     # torchvision's ports of the Lua models publish their accuracies with torchvision's preprocessing, so an
     # ImageNet-stem state dict records that one; CIFAR- and deep-stem ones are fed as the zoo says (zoo.expects).
-    extra = {"format": "torchvision state dict"}
+    extra = {"format": f"{layout.name} state dict" if layout.name in LAYOUTS else "state dict",
+             "key_layout": layout.name if layout.name in LAYOUTS else layout.where}
+    if layout.concat_order != "input-first":
+        extra["concat_order"] = layout.concat_order
+    if layout.note:
+        extra["layout_note"] = layout.note
     if cfg.blur_pool:
         extra["blur_pool_note"] = (f"a state dict does not record blur pooling; taken from the zoo entry "
                                    f"{zoo.name_of(cfg)} with these shapes")

@@ -14,6 +14,7 @@ import numpy as np
 
 from dnet.artifact.meta import ArtifactMeta
 from dnet.errors import EngineError, FileFormatError, UsageError
+from dnet.files import looks_like_pth
 
 # suffix -> module under engines/ whose ``open_file(path, provider=...)`` returns an Engine.
 KINDS = {
@@ -75,7 +76,7 @@ class Engine:
 
 
 def open(path: str | os.PathLike, *, provider: str | None = None, threads: int | None = None) -> Engine:  # noqa: A001
-    """Open a model file (.pth, .pt, .t7, .onnx, .xml, .plan) as an :class:`Engine`.
+    """Open a model file (.pth, .pt, .t7, .onnx, .xml, .plan; a PyTorch file of any suffix) as an :class:`Engine`.
 
     ``provider`` picks where it runs: for torch files "cpu" or "cuda"; for ONNX "cpu", "cuda" or "tensorrt"
     (ONNX Runtime execution providers) or "openvino" / "openvino-bf16" (OpenVINO's CPU plugin at f32 / bf16
@@ -88,10 +89,12 @@ def open(path: str | os.PathLike, *, provider: str | None = None, threads: int |
     if path.is_dir():
         raise FileFormatError(f"{path}: is a folder, not a model file")
     kind = KINDS.get(path.suffix.lower())
+    if kind is None and path.is_file() and looks_like_pth(path):  # .pth.tar, .ckpt, .bin: known by its bytes
+        kind = "torch"
     if kind is None:
         raise FileFormatError(
             f"{path}: unknown model file kind {path.suffix or '(no suffix)'!r}; "
-            f"dnet runs {', '.join(sorted(KINDS))}"
+            f"dnet runs {', '.join(sorted(KINDS))} and PyTorch files of any suffix (torch.save's zip or pickle)"
         )
     if provider in ENGINE_PROVIDERS:
         kind, suffixes = ENGINE_PROVIDERS[provider]

@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "dnet": 0, "dnet.errors": 0, "dnet.files": 0, "dnet.table": 0, "dnet.similarity": 0, "dnet.artifact": 0,
     "dnet.progress": 0,
     "dnet.data.specs": 0,
-    "dnet.models": 1, "dnet.data": 1, "dnet.converters.t7": 1, "dnet.statedict": 1, "dnet.checkpoint": 1,
+    "dnet.models": 1, "dnet.data": 1, "dnet.converters.t7": 1, "dnet.statedict": 1, "dnet.layouts": 1, "dnet.checkpoint": 1,
     "dnet.loading": 1, "dnet.hub": 1,
     "dnet.converters": 2, "dnet.engines": 2,
     "dnet.eval": 3, "dnet.compare": 3, "dnet.bench": 3, "dnet.train": 3, "dnet.demo": 3,

@@ -17,6 +17,8 @@ from tests.conftest import shared_fixture
 from tests.converters.t7_writer import one_torch_thread, randomized  # noqa: F401 (one_torch_thread is an autouse fixture)
 
 TV = "tv_densenet_k8_b2-3-2_init16_c10"
+OPTIONS = ("; for another port give --key-map FILE (rules from its keys to torchvision's) and --concat-order new-first "
+           "if it concatenates new features first")
 
 
 @pytest.mark.parametrize("variant", ["", ".oldkeys", ".wrapped"])
@@ -102,10 +104,11 @@ def test_compression_inference():
         ([1, 2], "x.pth: holds list, not a state dict (a dict of tensors)"),
         ({"epoch": 3}, "x.pth: entry 'epoch' is not a named tensor; not a DenseNet state dict"),
         ({"conv.weight": torch.zeros(3, 3, 3, 3)},
-         "x.pth: no 'features.conv0.weight'; not a torchvision-style DenseNet state dict (1 tensor, the first 'conv.weight')"),
+         "x.pth: no DenseNet key layout dnet knows (1 tensor, the first 'conv.weight'); none of its keys fits a known "
+         f"layout (torchvision, andreasveit, bamos, kuangliu){OPTIONS}"),
         ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)},
-         "x.pth: no 'features.conv0.weight'; not a torchvision-style DenseNet state dict (a ResNet-style state dict "
-         "(conv1, layer1..4, fc))"),
+         "x.pth: no DenseNet key layout dnet knows (a ResNet-style state dict (conv1, layer1..4, fc)); the nearest is "
+         f"andreasveit (andreasveit/densenet-pytorch: 2 of 3 keys fit, not 'layer1.0.conv1.weight'){OPTIONS}"),
         ({"features.conv0.weight": torch.zeros(8, 3, 5, 5)},
          "x.pth: a 5x5 first convolution is none of dnet's DenseNet stems (CIFAR 3x3, ImageNet 7x7 with BN, timm's deep "
          "three 3x3)"),

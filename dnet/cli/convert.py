@@ -23,6 +23,7 @@ from dnet.errors import UsageError
 from dnet.files import check_output_path
 from dnet.hub import SOURCES as PUBLISHERS
 from dnet.hub import pretrained_file
+from dnet.layouts import CONCAT_ORDERS
 from dnet.table import format_table
 
 
@@ -88,6 +89,10 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
+@click.option("--key-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="--from pth: JSON list of [pattern, replacement] rules renaming a port's keys to torchvision's.")
+@click.option("--concat-order", type=click.Choice(CONCAT_ORDERS),
+              help="--from pth: new-first for ports that concatenate new features before the input.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=default(ConvertOptions, "precision"), show_default=True,
               help="--to trt: the typed ONNX TensorRT compiles.")
 @click.option("--profile", default=None, help=f"--to trt: optimization profile MIN,OPT,MAX batch sizes [default: {PROFILE}].")
@@ -105,9 +110,9 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @reports_errors
 def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache,
                 int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
-                int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size, preprocess,
-                precision, profile, batch_alias, workspace_mib, opt_level, timing_cache, version_compatible,
-                hardware_compat, force, verbose, as_json, quiet) -> None:
+                int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size,
+                preprocess, key_map, concat_order, precision, profile, batch_alias, workspace_mib, opt_level,
+                timing_cache, version_compatible, hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -149,7 +154,8 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
         int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
         int8_fallback=int8_fallback, val=val_set, max_drop=max_drop,
         fp16_tolerance=fp16_tolerance, fp16_check=fp16_check, opset=opset,
-        input_size=input_size, preprocess=preprocess, precision=precision, profile=parse_profile(profile or PROFILE),
+        input_size=input_size, preprocess=preprocess, key_map=key_map, concat_order=concat_order,
+        precision=precision, profile=parse_profile(profile or PROFILE),
         workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compat=hardware_compat, force=force, verbose=verbose, progress=progress,
     )

@@ -1,5 +1,5 @@
-"""``dnet inspect FILE``: the module tree of a Lua Torch ``.t7`` file, what a TensorRT ``.plan`` holds, or the
-description an ONNX file dnet wrote carries.
+"""``dnet inspect FILE``: the module tree of a Lua Torch ``.t7`` file, what a PyTorch file holds (any suffix), what a
+TensorRT ``.plan`` holds, or the description an ONNX file dnet wrote carries.
 
 For a plan: its sidecar (model, precision, TensorRT version, GPU, profile) and a summary of the layer information
 stored beside it at build time (``NAME.plan.layers.json``, see ``dnet.artifact.layers``): layers and ONNX nodes per
@@ -26,7 +26,9 @@ from dnet.converters.t7 import reader, tree
 from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
 from dnet.engines.base import KINDS
 from dnet.errors import FileFormatError, UsageError
-from dnet.files import sha256_file
+from dnet.files import looks_like_pth, sha256_file
+from dnet.layouts import CONCAT_ORDERS
+from dnet.loading import describe_pth
 from dnet.models import zoo
 from dnet.table import format_table
 
@@ -82,6 +84,40 @@ def _inspect_onnx(path: Path, as_json: bool) -> None:
                        + ", ".join(layout["excluded"]) + " (drop not measured)")
     for line in _lint_lines(result) if result is not None else ():
         _echo(line)
+
+
+def _inspect_pth(path: Path, as_json: bool, check: bool, key_map: Path | None, concat_order: str | None) -> None:
+    info = describe_pth(path, key_map=key_map, concat_order=concat_order)
+    if check and "error" in info:
+        raise FileFormatError(info["error"])
+    if as_json:
+        _echo(json.dumps(info, indent=1))
+        return
+    container = {"zip": "zip archive (torch.save)", "pickle": "legacy pickle (torch.save's format before PyTorch 1.6)"}
+    rows = [["container", f"{container[info['container']]}, {info['bytes']:,} bytes"], ["holds", info["kind"]]]
+    if info["state_dict_under"]:
+        rows.append(["wrapper", "{" + ", ".join(map(str, info["wrapper_keys"])) + "}, weights under "
+                     + repr(info["state_dict_under"])])
+    if info["extra"]:
+        rows.append(["extra", ", ".join(f"{k} {v}" for k, v in info["extra"].items())])
+    opt = info["optimizer"]
+    groups = f"{opt['param_groups']} parameter group{'s' * (opt['param_groups'] != 1)}" if opt else ""
+    rows.append(["optimizer", f"{opt['key']!r}: state of {opt['parameters_with_state']} parameters, {groups}"
+                 if opt else "none"])
+    if info["tensors"] is not None:
+        layout = info["key_layout"]
+        keys = f"{info['tensors']} tensors" + (" (module. prefixes removed)" if info["module_prefix"] else "")
+        if layout:
+            keys += f", {layout['name']} layout ({layout['from']}), {layout['concat_order']} concatenation"
+        rows.append(["keys", keys])
+    _echo(format_table(["", path.name], rows))
+    if "error" in info:
+        _echo(f"not a DenseNet dnet can import: {info['error']}")
+        return
+    dn, c = info["densenet"], info["densenet"]["config"]
+    _echo(f"{dn['name']}: blocks {'-'.join(map(str, c['block_config']))}, θ={c['compression']}, "
+          f"{c['init_features']} initial channels, {c['stem']} stem, {c['num_classes']} classes; "
+          f"{dn['parameters']:,} parameters; {'zoo name ' + dn['zoo'] if dn['zoo'] else 'not in the zoo'}; {dn['preprocess']} preprocessing")
 
 
 def _echo(text: str) -> None:
@@ -143,10 +179,14 @@ def _inspect_plan(path: Path, as_json: bool) -> None:
               help="Bytes of a Lua 'long' in the file: 8 on Linux/macOS, 4 on Windows.")
 @click.option("--check", is_flag=True, help="Fail (exit 1) unless the file is a DenseNet dnet can import.")
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+@click.option("--key-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="PyTorch file: JSON rules from its keys to torchvision's (see dnet convert).")
+@click.option("--concat-order", type=click.Choice(CONCAT_ORDERS), help="PyTorch file: the port's concatenation order.")
 @reports_errors
-def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
-    """Print the module tree of a .t7 file (paths, classes, tensor shapes, settings, and what it is), what a
-    TensorRT .plan holds (its sidecar, and its layers per precision), or the description of an ONNX file (for INT8:
+def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool, key_map: Path | None,
+                concat_order: str | None) -> None:
+    """Print the module tree of a .t7 file (paths, classes, tensor shapes, settings, and what it is), what a PyTorch
+    file holds (.pth, .pth.tar, .pt...: container, entries, key layout, the DenseNet), what a TensorRT .plan holds (its sidecar, and its layers per precision), or the description of an ONNX file (for INT8:
     its layers in higher precision and the measured drop)."""
     kind = "onnx" if path.suffix.lower() == ".onnx" else KINDS.get(path.suffix.lower())
     if kind in ("onnx", "tensorrt"):
@@ -154,6 +194,13 @@ def inspect_cmd(path: Path, long_size: str, check: bool, as_json: bool) -> None:
             raise UsageError("--check and --long-size are for .t7 files")
         (_inspect_onnx if kind == "onnx" else _inspect_plan)(path, as_json)
         return
+    if path.suffix.lower() != ".t7" and path.is_file() and looks_like_pth(path):  # a PyTorch file, any suffix
+        if long_size != "auto":
+            raise UsageError("--long-size is for .t7 files")
+        _inspect_pth(path, as_json, check, key_map, concat_order)
+        return
+    if key_map is not None or concat_order is not None:
+        raise UsageError("--key-map and --concat-order are for PyTorch files")
     obj = reader.load(path, long_size=None if long_size == "auto" else int(long_size))
     root = tree.module_tree(obj)
     t = tree.totals(root)

@@ -22,6 +22,16 @@ def test_torch_engine_runs_a_checkpoint(tmp_path):
     np.testing.assert_allclose(y, model(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["tiny.pth.tar", "tiny.ckpt", "tiny"])
+def test_a_pytorch_file_of_any_suffix_opens_in_the_torch_engine(tmp_path, name):
+    model = create_model(TINY).eval()
+    path = save_checkpoint(tmp_path / name, model)
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with engines.open(path) as eng:
+        assert eng.kind == "torch"
+        np.testing.assert_allclose(eng(x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
+
+
 def test_open_refuses_unknown_kind_missing_file_and_bad_provider(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"x")
     with pytest.raises(FileFormatError, match=r"unknown model file kind '\.bin'"):

@@ -16,6 +16,7 @@ from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.loading import load
 from tests.hostile.conftest import Box
 from tests.hostile.fuzz import mutate_pth
+from tests.ports import PORTS, port_state_dict
 
 
 def test_a_six_byte_text_file_is_not_a_pytorch_file(box: Box):
@@ -160,3 +161,63 @@ def test_a_compression_too_small_to_keep_a_channel_is_refused_not_divided_by(box
         f"{path}: the checkpoint's configuration is not one dnet can build (compression: theta 3.16e-322 leaves "
         "transition 1 no channels (⌊16·θ⌋ = 0))")
     box.unchanged()
+
+
+# --- Bad checkpoints of the kinds people have (any suffix): one line, a non-zero exit, the input untouched --------
+
+def _veit_checkpoint(path, sd=None, legacy=False):
+    sd = sd if sd is not None else port_state_dict(PORTS["andreasveit"], (2, 2, 2), 4, bottleneck=True, theta=0.5,
+                                                   init=8)
+    torch.save({"epoch": 3, "state_dict": sd, "best_prec1": torch.tensor(50.0)}, path,
+               _use_new_zipfile_serialization=not legacy)
+    return sd
+
+
+def _refusals(box: Box, path) -> list[str]:
+    """The one line of ``convert --from pth`` and of ``inspect --check`` on ``path`` (each exits 1)."""
+    box.freeze()
+    lines = [box.cli("convert", path, "--from", "pth", "--to", "onnx", "-o", box.work / "out.onnx").error_line(1),
+             box.cli("inspect", path, "--check").error_line(1)]
+    box.unchanged()
+    return lines
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pickle"])
+def test_a_truncated_checkpoint_is_one_line(box: Box, legacy):
+    path = box.work / "model.pth.tar"
+    _veit_checkpoint(path, legacy=legacy)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    convert, inspect = _refusals(box, path)
+    assert convert.startswith(f"{path}: not a readable PyTorch file (") and inspect.startswith(convert[:60])
+    if not legacy:
+        assert convert.startswith(f"{path}: not a readable PyTorch file (a damaged zip archive: ")
+
+
+def test_a_state_dict_of_another_architecture_is_one_line_naming_the_nearest_layout(box: Box):
+    resnet = {"conv1.weight": torch.zeros(8, 3, 3, 3), "bn1.weight": torch.ones(8),
+              "layer1.0.conv1.weight": torch.zeros(8, 8, 3, 3), "fc.weight": torch.zeros(10, 8),
+              "fc.bias": torch.zeros(10)}
+    path = box.work / "resnet.ckpt"
+    torch.save({"state_dict": resnet, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}}, path)
+    for line in _refusals(box, path):
+        assert line == ("resnet.ckpt: no DenseNet key layout dnet knows (a ResNet-style state dict (conv1, "
+                        "layer1..4, fc)); the nearest is andreasveit (andreasveit/densenet-pytorch: 4 of 5 keys fit, "
+                        "not 'layer1.0.conv1.weight'); for another port give --key-map FILE (rules from its keys to "
+                        "torchvision's) and --concat-order new-first if it concatenates new features first")
+
+
+def test_an_andreasveit_checkpoint_with_one_layer_missing_is_one_line(box: Box):
+    path = box.work / "veit.pth.tar"
+    sd = port_state_dict(PORTS["andreasveit"], (2, 2, 2), 4, bottleneck=True, theta=0.5, init=8)
+    _veit_checkpoint(path, {k: v for k, v in sd.items() if not k.startswith("block3.layer.0.")})
+    for line in _refusals(box, path):
+        assert line == ("veit.pth.tar: dense layers of block 3 are not numbered 1..n (layer 1 of 2 is missing: the "
+                        "next one is 'block3.layer.1.bn1.weight')")
+
+
+def test_a_torchscript_file_renamed_pth_tar_is_refused_as_code(box: Box, capfd):
+    path = box.work / "model.pth.tar"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    for line in _refusals(box, path):
+        assert line == (f"{path}: refused: a TorchScript archive holds code, which dnet never runs; save the state "
+                        "dict (model.state_dict()) instead")
