@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from dnet.artifact import ArtifactMeta
+from dnet.artifact.pthfile import PICKLE_PROTOCOLS, ZIP_MAGIC
 from dnet.errors import ConfigError, FileFormatError, UnsafeFileError
-from dnet.files import PICKLE_PROTOCOLS, ZIP_MAGIC, atomic_path, check_input_file
+from dnet.files import atomic_path, check_input_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.models.summary import param_count
 

@@ -32,9 +32,6 @@ _MARKS = (f".{PARTIAL}.", f".{SCRATCH}.")
 _MAX_NAME = 100  # characters of the target's name kept in a temporary name (file names stop at 255 bytes)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _swept: set[str] = set()
-ZIP_MAGIC = b"PK\x03\x04"
-# torch.save's legacy format starts with a pickle of protocol 2 (a magic number); pickles of 2..5 are accepted
-PICKLE_PROTOCOLS = range(2, 6)
 
 
 class Terminated(KeyboardInterrupt):
@@ -392,11 +389,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def looks_like_pth(path: str | os.PathLike) -> bool:
-    """Whether a file starts as torch.save's files do (a zip archive, or a pickle of protocol 2 to 5), whatever its
-    suffix; what it holds is checked when it is read (``dnet.checkpoint.read_pth``)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head == ZIP_MAGIC or (len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS)

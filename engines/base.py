@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from dnet.artifact.meta import ArtifactMeta
+from dnet.artifact.pthfile import looks_like_pth
 from dnet.errors import EngineError, FileFormatError, UsageError
-from dnet.files import looks_like_pth
 
 # suffix -> module under engines/ whose ``open_file(path, provider=...)`` returns an Engine.
 KINDS = {

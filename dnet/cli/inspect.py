@@ -18,6 +18,7 @@ import click
 
 from dnet.artifact.layers import layers_path, read_layers, summarise
 from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.artifact.pthfile import looks_like_pth
 from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.convert import accuracy_line
 from dnet.cli.main import reports_errors
@@ -26,7 +27,7 @@ from dnet.converters.t7 import reader, tree
 from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
 from dnet.engines.base import KINDS
 from dnet.errors import FileFormatError, UsageError
-from dnet.files import looks_like_pth, sha256_file
+from dnet.files import sha256_file
 from dnet.layouts import CONCAT_ORDERS
 from dnet.loading import describe_pth
 from dnet.models import zoo

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.artifact.pthfile import ZIP_MAGIC
 from dnet.data.images import check_pixels
 from dnet.errors import DataError
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 IMAGES_KEY, LABELS_KEY = "images", "labels"
 NPY_MAGIC = b"\x93NUMPY"
-ZIP_MAGIC = b"PK\x03\x04"
 MAX_HEADER = 64 * 1024  # an .npy header is a short dict literal; numpy itself refuses above 10,000 bytes
 DEFLATE_RATIO = 1032  # deflate's largest expansion: a member claiming more than this × its compressed bytes lies
 ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # 30 bytes; the last two fields: name and extra lengths
