@@ -151,7 +151,7 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp
 
 def main() -> None:
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters.calibration import METHODS, CalibrationSet
+    from dnet.converters.int8.calibration import METHODS, CalibrationSet
     from dnet.converters.pipeline import convert
     from dnet.data.datasets import open_dataset
     from dnet.data.transforms import preprocess_array

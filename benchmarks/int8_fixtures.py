@@ -78,7 +78,7 @@ def agreement(ref: np.ndarray, got: np.ndarray) -> dict:
 def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, tests: dict[str, np.ndarray],
             method: str, weight_bits: int) -> dict:
     from dnet.artifact.onnxfile import read_meta, read_model
-    from dnet.converters.calibration import CalibrationSet
+    from dnet.converters.int8.calibration import CalibrationSet
     from dnet.converters.pipeline import convert
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run
@@ -114,9 +114,9 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
 def main() -> None:
     from benchmarks.photos import crops_of, photo_crops
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters.calibration import METHODS
-    from dnet.converters.divergence import INT8_CHECK_IMAGES
-    from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
+    from dnet.converters.int8.calibration import METHODS
+    from dnet.converters.int8.divergence import INT8_CHECK_IMAGES
+    from dnet.converters.int8.placement import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib-count", type=int, default=512, help="calibration crops (64 more are held out)")

@@ -19,12 +19,13 @@ import numpy as np
 from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
-from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
-from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
-from dnet.converters.precision import FP16_REL_L2, INT8_LAYOUTS, to_fp16, to_int8
-from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
+from dnet.converters.int8.calibration import METHODS, CalibrationCache, CalibrationSet
+from dnet.converters.int8.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
+from dnet.converters.int8.mixed import MixedPrecision, ValidationSet, model_layers, resolve
+from dnet.converters.int8.placement import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
+from dnet.converters.int8.quantize import INT8_LAYOUTS, to_int8
+from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.images import list_images
 from dnet.data.specs import get_spec

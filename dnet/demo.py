@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dnet import engines
 from dnet.bench import bench_engines
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.pipeline import convert
 from dnet.data.datasets import open_dataset
 from dnet.errors import AccuracyError

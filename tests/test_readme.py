@@ -118,7 +118,7 @@ def test_export_of_a_model_without_preprocessing_speaks_python(tmp_path):
 
 
 def test_int8_without_images_or_preprocessing_speaks_python(tmp_path):
-    from dnet.converters.precision import to_int8
+    from dnet.converters.int8.quantize import to_int8
     from tests.converters.tiny_models import tiny_onnx
 
     src = tiny_onnx(tmp_path)

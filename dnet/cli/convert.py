@@ -12,12 +12,12 @@ from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.cli.main import reports_errors, warn
 from dnet.cli.options import default, json_option, parse_profile, quiet_option
 from dnet.cli.progress import format_check, progress_for
-from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
-from dnet.converters.mixed import ValidationSet
+from dnet.converters.int8.calibration import METHODS, CalibrationSet
+from dnet.converters.int8.mixed import ValidationSet
+from dnet.converters.int8.placement import FALLBACKS, WEIGHT_BITS
+from dnet.converters.int8.quantize import INT8_LAYOUTS
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
-from dnet.converters.precision import INT8_LAYOUTS
-from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
 from dnet.errors import UsageError
 from dnet.files import check_output_path
 from dnet.hub import SOURCES as PUBLISHERS

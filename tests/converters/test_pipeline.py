@@ -8,7 +8,7 @@ import pytest
 
 from dnet import engines
 from dnet.artifact import onnxfile
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.pipeline import convert, names_for
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import DnetError, NotInstalledError, UsageError

@@ -1,4 +1,4 @@
-"""The DenseNet-aware INT8 layout (dnet.converters.qdq), ONNX Runtime's view of it, and the check every INT8
+"""The DenseNet-aware INT8 layout (dnet.converters.int8.placement), ONNX Runtime's view of it, and the check every INT8
 conversion runs against the FP32 file on held-out images."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pytest
 from onnx import numpy_helper
 
 from dnet.converters import export as onnx_export
-from dnet.converters import precision, qdq
-from dnet.converters.calibration import CalibrationSet, split
 from dnet.converters.graph import int8_activations_as_uint8
+from dnet.converters.int8 import placement as qdq
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet, split
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.engines.onnxruntime import session
@@ -29,7 +30,7 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("layout")
     fp32 = tiny_onnx(folder)
     calib = CalibrationSet(images=photo_tiles(offset=0), count=32, name="photos")
-    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json",
+    path, summary = quantize.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json",
                                       min_top1=0.0)  # random weights: near-tied logits
     return fp32, path, summary
 
@@ -124,7 +125,7 @@ def test_seven_bit_weights_make_onnxruntime_compute_the_files_arithmetic(digits,
     fp32, x, labels, calib = digits
     acc = {}
     for bits in (7, 8):
-        path, _ = precision.to_int8(fp32, tmp_path / f"w{bits}.onnx", calib=calib, weight_bits=bits,
+        path, _ = quantize.to_int8(fp32, tmp_path / f"w{bits}.onnx", calib=calib, weight_bits=bits,
                                     cache_path=tmp_path / "c.json")
         file, fused = ort_run(path, x, fused=False), ort_run(path, x)
         acc[bits] = (cosine(file, fused), np.mean(fused.argmax(1) == labels))
@@ -137,9 +138,9 @@ def test_seven_bit_weights_make_onnxruntime_compute_the_files_arithmetic(digits,
 
 def test_the_check_passes_a_trained_model_on_held_out_images(digits, tmp_path):
     fp32, x, labels, calib = digits
-    path, summary = precision.to_int8(fp32, tmp_path / "d.onnx", calib=calib, cache_path=tmp_path / "c.json")
+    path, summary = quantize.to_int8(fp32, tmp_path / "d.onnx", calib=calib, cache_path=tmp_path / "c.json")
     check = summary["check"]
-    assert check["images"] == precision.INT8_CHECK_IMAGES == 64 and summary["images"] == 512
+    assert check["images"] == quantize.INT8_CHECK_IMAGES == 64 and summary["images"] == 512
     assert check["cosine"] >= 0.995 and check["top1_agreement"] >= 0.95
     assert list(check["stages"]) == ["denseblock1", "transition1", "denseblock2"]
     assert all(c >= 0.99 for c in check["stages"].values())
@@ -160,7 +161,7 @@ def test_held_out_images_are_never_calibration_images():
 
 def test_a_failing_check_names_the_first_diverging_block_and_writes_nothing(tiny, tmp_path, monkeypatch):
     fp32, _, _ = tiny
-    real = precision.densenet_layout
+    real = quantize.densenet_layout
 
     def clipped_block1(proto, ranges, **kw):  # block 1's scale 100× too small: its features clip
         layout = real(proto, ranges, **kw)
@@ -171,13 +172,13 @@ def test_a_failing_check_names_the_first_diverging_block_and_writes_nothing(tiny
                     t.CopyFrom(numpy_helper.from_array(np.array(s1 / 100, np.float32), t.name))
         return layout
 
-    monkeypatch.setattr(precision, "densenet_layout", clipped_block1)
+    monkeypatch.setattr(quantize, "densenet_layout", clipped_block1)
     out = tmp_path / "tiny.int8.onnx"
     with pytest.raises(AccuracyError, match=r"^INT8 check failed on \d+ held-out images: top-1 agreement with FP32 "
                                             r"\d+\.\d% \(bound 0%\), cosine 0\.\d{4} \(bound 0\.99\); the divergence "
                                             r"first appears at denseblock1 \(cosine 0\.\d{4}; denseblock1 0\.\d{4}, "
                                             r"transition1 0\.\d{4}, denseblock2 0\.\d{4}\); no INT8 file was written \(calibrate "):
-        precision.to_int8(fp32, out, calib=CalibrationSet(images=photo_tiles(offset=0), count=32), min_top1=0.0,
+        quantize.to_int8(fp32, out, calib=CalibrationSet(images=photo_tiles(offset=0), count=32), min_top1=0.0,
                           cache_path=tmp_path / "c.json")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["c.json"]  # the ranges are kept
 

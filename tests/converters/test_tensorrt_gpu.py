@@ -24,7 +24,7 @@ from dnet import engines
 from dnet.artifact.layers import read_layers, summarise
 from dnet.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.checkpoint import save_checkpoint
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.pipeline import convert
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 from dnet.data.datasets import open_dataset

@@ -20,7 +20,7 @@ What :func:`densenet_layout` writes (the default of ``dnet convert --to onnx-int
   classifier's output float (quantized logits tie and clip): what TensorRT accepts, and only operators of
   onnx-tensorrt's support list.
 
-**Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.mixed``, or
+**Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.int8.mixed``, or
 ``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
 :mod:`dnet.converters.convs`) or the ``classifier``. An excluded layer keeps its weights in float and computes in float:
 ``fallback="fp32"`` (the default for ONNX files), or ``"fp16"`` (for TensorRT, which then runs it in FP16): its float
