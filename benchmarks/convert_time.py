@@ -54,6 +54,7 @@ def main() -> None:
     from dnet.converters import pipeline
     from dnet.converters.int8 import quantize
     from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
     from dnet.data.specs import get_spec
 
@@ -78,9 +79,10 @@ def main() -> None:
                                   (quantize, "densenet_layout", "quantisation (Q/DQ layout)"),
                                   (quantize, "check_int8", "INT8 check (held-out images, FP32 and INT8 runs)")]):
             t0 = time.perf_counter()
-            files = convert(src, src_format="pth", target="onnx-int8", out=tmp / "densenet121.int8.onnx", calib=calib,
-                            calib_method=args.method, int8_min_top1=0.0,  # random weights: near-tied logits
-                            int8_min_cosine=0.0)  # and a cosine that says little (minmax: 0.983); the check still runs
+            files = convert(src, src_format="pth", target="onnx-int8", out=tmp / "densenet121.int8.onnx",
+                            int8=Int8Options(calib=calib, method=args.method,
+                                             min_top1=0.0,  # random weights: near-tied logits
+                                             min_cosine=0.0))  # a cosine that says little (minmax: 0.983); still run
             total = time.perf_counter() - t0
         sizes = {p.name: p.stat().st_size for p in files}
     stages["rest (load, image decoding, writing)"] = total - sum(stages.values())

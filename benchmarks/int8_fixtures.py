@@ -79,6 +79,7 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
             method: str, weight_bits: int) -> dict:
     from dnet.artifact.onnxfile import read_meta, read_model
     from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run
@@ -89,9 +90,10 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
         raise SystemExit(f"{src} is absent: the benchmark reads ../shared/fixtures beside the checkout")
     calib = CalibrationSet(images=calib_images, count=calib_count, name="crops of " + ", ".join(calibration_photos()))
     recorder = Recorder()
-    fp32, _cache, int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp / f"{name}.int8.onnx", calib=calib,
-                                 calib_method=method, int8_weight_bits=weight_bits, progress=recorder,
-                                 int8_min_top1=0.0)  # untrained weights: near-tied logits
+    fp32, _cache, int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp / f"{name}.int8.onnx",
+                                 int8=Int8Options(calib=calib, method=method, weight_bits=weight_bits,
+                                                  min_top1=0.0),  # untrained weights: near-tied logits
+                                 progress=recorder)
     (check,) = [c for c in recorder.checks if c["check"] == "int8_vs_fp32"]
     spec = read_meta(read_model(fp32)).preprocess
     x = {photo: preprocess_array(crops, spec) for photo, crops in tests.items()}

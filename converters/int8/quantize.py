@@ -13,6 +13,7 @@ every step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -27,19 +28,13 @@ from dnet.converters.int8.calibration import METHODS, CalibrationCache, Calibrat
 from dnet.converters.int8.calibrator import calibrate  # a name of this module: benchmarks time quantize.calibrate
 from dnet.converters.int8.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1, check_int8
 from dnet.converters.int8.mixed import MixedPrecision
-from dnet.converters.int8.placement import DEFAULT_WEIGHT_BITS, densenet_layout
+from dnet.converters.int8.options import LAYOUTS
+from dnet.converters.int8.placement import TARGETS, densenet_layout, weight_bits_for
 from dnet.converters.precision import guard_unmodified, meta_for
 from dnet.engines.onnxruntime import require_onnxruntime
 from dnet.errors import UsageError, require_one_of
 from dnet.files import atomic_path, scratch_folder, sha256_file
 from dnet.progress import QUIET, Progress
-
-# Which Q/DQ layout writes the INT8 file. "densenet" (dnet.converters.int8.placement, the default): one scale per dense block, int8
-# concatenations, every convolution (and each pre-activation BN, as a depthwise convolution) an integer convolution
-# in both TensorRT and ONNX Runtime (benchmarks/inference_cpu.py). "ort": onnxruntime.quantization's QDQ placement,
-# kept for comparison (benchmarks/int8_accuracy.py, README Benchmarks).
-INT8_LAYOUTS = ("densenet", "ort")
-
 
 # --- INT8 ------------------------------------------------------------------------------------------------
 
@@ -54,8 +49,9 @@ def to_int8(
     spec=None,
     check_inputs: np.ndarray | None = None,
     progress: Progress | None = None,
-    layout: str = INT8_LAYOUTS[0],
-    weight_bits: int = DEFAULT_WEIGHT_BITS,
+    layout: str = LAYOUTS[0],
+    target: str = TARGETS[0],
+    weight_bits: int | None = None,
     check_images: int = INT8_CHECK_IMAGES,
     min_cosine: float = INT8_MIN_COSINE,
     min_top1: float = INT8_MIN_TOP1,
@@ -63,8 +59,11 @@ def to_int8(
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
-    ``layout``: "densenet" (dnet.converters.int8.placement, the default) or "ort" (onnxruntime.quantization's QDQ placement,
-    symmetric int8 activations: the reference the densenet layout is measured against). With ``cache_path`` naming a cache of the same model (sha256) and method,
+    ``target``: "cpu" (ONNX Runtime, OpenVINO) or "tensorrt": whose rules dnet's placement follows
+    (dnet.converters.int8.placement), recorded in the file's metadata (``int8_target``); ``weight_bits`` None is
+    the target's default. ``layout``: "densenet" (dnet's placement, the default) or "ort" (onnxruntime.quantization's
+    QDQ placement, symmetric int8 activations: the reference dnet's is measured against, the same for either
+    target). With ``cache_path`` naming a cache of the same model (sha256) and method,
     calibration does not run and no calibration image is read; otherwise the images are read through ``spec``
     (default: the model's own preprocessing), calibrated, and the cache is written. The file is then checked
     against ``src`` (divergence.check_int8, the file's own arithmetic) on ``check_images`` images of the
@@ -77,7 +76,8 @@ def to_int8(
     """
     progress = progress or QUIET
     require_onnxruntime()
-    require_one_of("INT8 layout", layout, INT8_LAYOUTS, "int8_layout")
+    require_one_of("INT8 layout", layout, LAYOUTS, "int8_layout")
+    weight_bits = weight_bits_for(target, weight_bits) if layout == "densenet" else 8
     require_one_of("calibration method", method, METHODS, "calib_method")
     src = Path(src)
     sha = sha256_file(src)
@@ -115,17 +115,20 @@ def to_int8(
         "method": method,
         "images": cache.images,
         "data": cache.data,
-        "activations": "int8 symmetric",
+        # the CPU file stores them as uint8 with zero point 128: the same numbers (placement module doc)
+        "activations": "int8 symmetric" + (" as uint8 (zero point 128)" if (layout, target) == ("densenet", "cpu")
+                                           else ""),
         "per_channel_weights": True,
     }
     control = " + accuracy control on the validation images" if layout == "densenet" and plan.request.val else ""
-    progress.stage(f"quantisation ({layout} Q/DQ layout){control}")
+    placement = f"{target} layout" if layout == "densenet" else "onnxruntime.quantization's placement"
+    progress.stage(f"quantisation ({placement}){control}")
     if layout == "densenet":
         def build(excluded: list[str]) -> onnx.ModelProto:
             q = onnx.ModelProto()
             q.CopyFrom(proto)
-            summary["layout"] = densenet_layout(q, cache.ranges, weight_bits=weight_bits, exclude=excluded,
-                                                fallback=plan.request.fallback).to_dict()
+            summary["layout"] = densenet_layout(q, cache.ranges, target=target, weight_bits=weight_bits,
+                                                exclude=excluded, fallback=plan.request.fallback).to_dict()
             return q
 
         q, accuracy = plan.choose(build)
@@ -145,7 +148,8 @@ def to_int8(
             q = onnx.load_model(str(quantized))
     if cache_path is not None:
         summary["cache_sha256"] = _cache_sha(cache)
-    write_meta(q, meta_for(proto, src, "int8", summary))
+    meta_out = meta_for(proto, src, "int8", summary)
+    write_meta(q, dataclasses.replace(meta_out, int8_target=target) if meta_out is not None else None)
     q.producer_name, q.producer_version = "dnet", __version__
     check_graph(q, "INT8 graph")
     with atomic_path(out, size=q.ByteSize()) as tmp:

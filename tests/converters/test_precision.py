@@ -159,15 +159,23 @@ def test_int8_has_qdq_around_every_conv_input_and_weight(int8):
         assert axis == 0
 
 
-def test_int8_is_symmetric_with_zero_points_zero(int8):
-    path, _ = int8
+def activation_zero_points(path) -> list[np.ndarray]:
+    """The zero points of every activation QuantizeLinear/DequantizeLinear (not the weights' per-channel ones)."""
     proto = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert len(qdq) > 20
-    for n in qdq:
-        zp = inits[n.input[2]]
-        assert zp.dtype == np.int8 and not zp.any(), n.name
+    return [inits[n.input[2]] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and inits[n.input[2]].ndim == 0]
+
+
+def test_the_cpu_file_is_symmetric_int8_written_as_uint8_and_weights_are_int8_zero(int8):
+    path, summary = int8
+    zps = activation_zero_points(path)
+    assert len(zps) > 20 and all(z.dtype == np.uint8 and int(z) == 128 for z in zps)
+    assert summary["activations"] == "int8 symmetric as uint8 (zero point 128)"
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    weights = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(z.dtype == np.int8 and not z.any() for z in weights)
 
 
 def test_int8_uses_only_operators_tensorrt_parses(int8):
@@ -288,15 +296,14 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
 
 
 @pytest.mark.parametrize("layout", ["densenet", "ort"])
-def test_every_int8_layout_has_symmetric_int8_activations(tmp_path, fp32, real_inputs, layout):
-    """Zero points 0 in int8, what TensorRT accepts (the ONNX Runtime-only uint8 layout was removed)."""
+def test_tensorrt_and_reference_layouts_have_symmetric_int8_activations(tmp_path, fp32, real_inputs, layout):
+    """Zero points 0 in int8, what TensorRT accepts."""
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, summary = quantize.to_int8(fp32, tmp_path / "q.onnx", calib=calib, min_top1=0.0, layout=layout)
+    path, summary = quantize.to_int8(fp32, tmp_path / "q.onnx", calib=calib, min_top1=0.0, layout=layout,
+                                      target="tensorrt")
     assert summary["activations"] == "int8 symmetric"
-    proto = onnx.load(str(path))
-    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    assert act_zps and all(z.dtype == np.int8 and not z.any() for z in act_zps)
+    zps = activation_zero_points(path)
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
     assert cosine(ort_run(fp32, real_inputs), ort_run(path, real_inputs)) >= 0.99
 
 

@@ -25,6 +25,7 @@ from dnet.artifact.layers import read_layers, summarise
 from dnet.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.checkpoint import save_checkpoint
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 from dnet.data.datasets import open_dataset
@@ -85,7 +86,8 @@ def digits(tensorrt_gpu, tmp_path_factory):
     model, x, labels = digits_model()
     pth = save_checkpoint(out / "digits.pth", model, model.meta)
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=512, name="digits/train")
-    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib)
+    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx",
+                      int8=Int8Options(calib=calib))
     onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8.onnx"}
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx")[-1]
