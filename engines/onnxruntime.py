@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import io
 import os
 import platform
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnet import DISTRIBUTION
+from dnet import DISTRIBUTION, cpu
 from dnet.artifact.onnxfile import input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
@@ -68,17 +67,6 @@ TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu1
                      "tensorrt-libs")
 
 
-@functools.cache
-def cpu_has_vnni() -> bool | None:
-    """Whether this x86 CPU has VNNI (``avx512_vnni`` or ``avx_vnni`` in /proc/cpuinfo); None when unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_vnni", "avx_vnni"} & set(flags))
-
-
 # Largest |int8 weight| that cannot saturate the u8×s8 -> int16 pair sums (vpmaddubsw) of x86 CPUs without VNNI:
 # 255·63 + 255·63 < 32767 (ONNX Runtime's reduce_range advice; dnet.converters.int8.placement).
 UNSATURATED_WEIGHT = 63
@@ -92,7 +80,7 @@ def saturation_risk(proto: onnx.ModelProto) -> str | None:
     dnet's session; the warning names the file that is exact on every x86 CPU instead, and ``dnet eval`` still
     measures what this CPU really computes.
     """
-    if not X86 or cpu_has_vnni() is not False:
+    if not X86 or not cpu.flags() or cpu.has_vnni():  # no flags: not Linux, nothing known, nothing said
         return None
     from onnx import numpy_helper
 

@@ -144,6 +144,9 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
             click.echo(json.dumps(_document(src, src_format, target, weights, written, progress, out=None)
                                   | {"error": error}, indent=2))
         raise
+    for check in progress.checks:
+        if check["check"] == "int8_vs_fp32" and check.get("skipped"):
+            warn(f"INT8 file not checked: {check['reason']}")
     doc = _document(src, src_format, target, weights, written, progress, out=written[-1])
     files = doc["written"]
     if as_json:

@@ -17,8 +17,9 @@ from dnet.converters.graph import int8_activations_as_uint8
 from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet, split
+from dnet.cpu import flags, has_vnni
 from dnet.data.datasets import open_dataset
-from dnet.engines.onnxruntime import X86, cpu_has_vnni, session
+from dnet.engines.onnxruntime import X86, session
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError
 from dnet.similarity import cosine
@@ -146,8 +147,8 @@ def _int8_files(digits, tmp_path) -> dict:
     return out
 
 
-@pytest.mark.skipif(cpu_has_vnni() is not False or not X86, reason="needs an x86 CPU without VNNI (/proc/cpuinfo has "
-                    "avx512_vnni or avx_vnni here, or it is unreadable): VNNI kernels do not saturate")
+@pytest.mark.skipif(has_vnni() or not X86 or not flags(), reason="needs an x86 CPU without VNNI (/proc/cpuinfo has "
+                    "avx512_vnni or avx_vnni here, or is unreadable): VNNI kernels do not saturate")
 def test_seven_bit_weights_make_onnxruntime_compute_the_files_arithmetic_without_vnni(digits, tmp_path):
     """u8×s8 pairs summed into int16 saturate on x86 CPUs without VNNI unless weights stay within ±63."""
     acc = _int8_files(digits, tmp_path)
@@ -156,7 +157,7 @@ def test_seven_bit_weights_make_onnxruntime_compute_the_files_arithmetic_without
     assert acc[7][1] >= acc[8][1] + 0.05  # measured 97.2% vs 88.3% correct on the 360 test images
 
 
-@pytest.mark.skipif(not cpu_has_vnni(), reason="needs an x86 CPU with VNNI (avx512_vnni or avx_vnni in /proc/cpuinfo)")
+@pytest.mark.skipif(not has_vnni(), reason="needs an x86 CPU with VNNI (avx512_vnni or avx_vnni in /proc/cpuinfo)")
 def test_eight_bit_weights_do_not_saturate_on_a_vnni_cpu(digits, tmp_path):
     acc = _int8_files(digits, tmp_path)
     assert acc[8][0] >= 0.9995 and acc[7][0] >= 0.9995  # measured 0.99978 for both: the int32 bias's rounding only
