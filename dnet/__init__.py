@@ -1,7 +1,7 @@
 """dnet: DenseNet from the original Lua Torch release to modern deployment.
 
 The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig``, ``zoo`` and
-``hub`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
+``hub``, ``quantize`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ _LAZY = {
     "DenseNet": "dnet.models.densenet",
     "DenseNetConfig": "dnet.models.config",
     "zoo": "dnet.models.zoo",
+    "quantize": "dnet.converters.int8.python_api",  # one call to a checked INT8 ONNX file, as nncf.quantize
+    "QuantizeResult": "dnet.converters.int8.python_api",
 }
 
 
@@ -43,4 +45,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "hub", "load", "zoo"]
+__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "QuantizeResult", "__version__", "create_model", "hub", "load",
+           "quantize", "zoo"]

@@ -273,3 +273,25 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     plain = ort.InferenceSession(str(files["cpu"]), providers=["CPUExecutionProvider"])
     assert np.array_equal(plain.run(None, {plain.get_inputs()[0].name: x[:64]})[0],
                           ort_engine.open_file(files["cpu"]).run(x[:64]))
+
+
+def test_dnet_quantize_is_one_call_returning_what_it_wrote_and_measured(digits, tmp_path):
+    import shutil
+
+    import dnet
+
+    fp32, x, _, _ = digits
+    src = Path(shutil.copyfile(fp32, tmp_path / "digits.onnx"))
+    images = open_dataset("digits", split="train").images
+    result = dnet.quantize(src, images[:200], target="tensorrt")
+    assert isinstance(result, dnet.QuantizeResult) and result.target == "tensorrt"
+    assert result.path == tmp_path / "digits.int8-trt.onnx"  # the TensorRT layout's default name
+    assert result.written == (tmp_path / "digits.calib.json", result.path)
+    assert read_meta(read_model(result.path)).int8_target == "tensorrt"
+    assert result.check["batch"] == 50 and result.check["cosine"] >= result.check["min_cosine"] == 0.99
+    assert result.summary["layout"]["target"] == "tensorrt" and result.accuracy is None
+    assert [c["check"] for c in result.checks] == ["int8_vs_fp32"]
+    assert tensorrt_rule_breaks(onnx.load(str(result.path))) == Counter()
+    with pytest.raises(UsageError, match=r"^calibration must be a CalibrationSet, an image folder or a uint8 "
+                                         r"N×H×W×3 array, got list$"):
+        dnet.quantize(src, [1, 2], target="cpu")
