@@ -247,7 +247,7 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     calib = write_images(tmp_path / "calib", images[500:])  # PNG: lossless
     src = tmp_path / "bc100.pth"
     shutil.copyfile(ckpt, src)
-    # mse: with minmax the two files agreed with FP32 on 98.8% (CPU) and 99.0% (TensorRT) of the 500 images
+    # mse: with minmax both files agreed with FP32 on 98.8% of the 500 images (mse: 99.0% CPU, 99.6% TensorRT)
     common = ("--calib", calib, "--calib-count", 500, "--calib-method", "mse", "--preprocess", "cifar10", "-q")
     code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx-int8", *common, "-o", tmp_path / "bc100.int8.onnx")
     assert code == 0, err
@@ -266,7 +266,7 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     for target, path in files.items():
         assert read_meta(read_model(path)).int8_target == target
         got = ort_run(path, x, fused=False).argmax(1)  # the file's own arithmetic
-        assert np.mean(got == ref) >= 0.99, target  # measured: cpu 100.0%, tensorrt 99.6%
+        assert np.mean(got == ref) >= 0.99, target  # measured: cpu 99.0%, tensorrt 99.6%
         assert 100 * (np.mean(ref == labels[:500]) - np.mean(got == labels[:500])) <= 0.5, target
     import onnxruntime as ort
 
