@@ -24,6 +24,7 @@ from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
 from dnet.converters.int8.mixed import model_layers, resolve
 from dnet.converters.int8.options import Int8Options
+from dnet.converters.int8.placement import weight_bits_for
 from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
@@ -246,8 +247,8 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         list_images(opts.calib.folder, what="calibration folder")  # a missing or empty folder, before the export
     if target not in ("pth", "torchvision"):
         _check_intermediates(src, src_format, target, out, opts)
-    if typed_target == "int8":
-        _int8_target(target, opts)  # a cpu target for an engine is refused here
+    if typed_target == "int8":  # a cpu target for an engine, or 7-bit weights for TensorRT, are refused here
+        weight_bits_for(_int8_target(target, opts), opts.int8.weight_bits)
     elif opts.int8.target is not None:
         raise UsageError("the INT8 target is for INT8 files (--to onnx-int8, or trt with int8 precision)",
                          option="int8_target")

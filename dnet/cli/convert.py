@@ -112,7 +112,8 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
     if pretrained is not None:
         if src_format is not None:
             raise UsageError("with --pretrained SRC is a zoo name, not a file: leave out --from")
-        check_output_path(out)  # before a download, not after it
+        if out.parent.is_dir():  # a missing output folder is created by the conversion
+            check_output_path(out)  # before a download, not after it
         progress.stage(f"{src}: {pretrained} weights")  # the download draws its own bar on a terminal
         try:
             path, src_format, published = pretrained_file(str(src), pretrained, progress=progress.live)

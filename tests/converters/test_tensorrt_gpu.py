@@ -86,9 +86,9 @@ def digits(tensorrt_gpu, tmp_path_factory):
     model, x, labels = digits_model()
     pth = save_checkpoint(out / "digits.pth", model, model.meta)
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=512, name="digits/train")
-    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx",
-                      int8=Int8Options(calib=calib))
-    onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8.onnx"}
+    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8-trt.onnx",
+                      int8=Int8Options(calib=calib, target="tensorrt"))  # the layout by TensorRT's rules
+    onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8-trt.onnx"}
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx")[-1]
     return {"onnx": onnx, "plans": _plans(onnx, out, "digits"), "x": x, "labels": labels}
