@@ -1,4 +1,4 @@
-"""Accuracy-controlled INT8 (dnet.converters.mixed) on the two trained digits models: how many layers stay in FP32 for a
+"""Accuracy-controlled INT8 (dnet.converters.int8.mixed) on the two trained digits models: how many layers stay in FP32 for a
 bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
 (benchmarks/nncf_accuracy_control.py) so the two can be set side by side.
 
@@ -38,7 +38,7 @@ def with_outliers(fp32: Path, out: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from dnet.converters.qdq import layers
+    from dnet.converters.int8.placement import layers
 
     proto = onnx.load(str(fp32))
     named = layers(proto)
@@ -62,9 +62,9 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
                 bound: float) -> dict:
     import onnx
 
-    from dnet.converters.mixed import control
-    from dnet.converters.precision import calibrate
-    from dnet.converters.qdq import densenet_layout, layers
+    from dnet.converters.int8.mixed import control
+    from dnet.converters.int8.placement import densenet_layout, layers
+    from dnet.converters.int8.quantize import calibrate
     from dnet.errors import AccuracyError
 
     proto = onnx.load(str(fp32))
@@ -94,7 +94,7 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
 def main() -> None:
     from benchmarks.calibration_sensitivity import trained_model
     from benchmarks.report import print_table, write_result
-    from dnet.converters.calibration import pick
+    from dnet.converters.int8.calibration import pick
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, required=True)

@@ -9,8 +9,8 @@ Models (trained here, no download; ``--keep DIR`` keeps their FP32 ONNX files an
 (benchmarks/int8_accuracy.py trains both the same way).
 
 For each size N and seed s, N images are drawn without replacement (``numpy.random.default_rng(s)``) from the 1,437
-digits training images, the FP32 file is calibrated on them (``dnet.converters.precision.calibrate``, what ``dnet
-convert`` runs) and written in the default INT8 layout (``dnet.converters.qdq``, 7-bit weights); the INT8 graph runs in
+digits training images, the FP32 file is calibrated on them (``dnet.converters.int8.quantize.calibrate``, what ``dnet
+convert`` runs) and written in the default INT8 layout (``dnet.converters.int8.placement``, 7-bit weights); the INT8 graph runs in
 its own arithmetic (Q/DQ unfused, what TensorRT computes) on the 360 digits test images. "Δ" is INT8 error minus FP32
 error on those images, in points (one image is 0.28), "cosine" that of the logits against FP32's. The draws of one size
 overlap (at N=1024 any two draws share about 70% of their images), so the spread at large N understates what another
@@ -61,8 +61,8 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, train: np.
             methods) -> list[dict]:
     import onnx
 
-    from dnet.converters.precision import calibrate
-    from dnet.converters.qdq import densenet_layout
+    from dnet.converters.int8.placement import densenet_layout
+    from dnet.converters.int8.quantize import calibrate
     from dnet.engines.onnxruntime import run
     from dnet.similarity import cosine
 
@@ -121,7 +121,7 @@ def smallest_sufficient(summary: list[dict]) -> dict:
 
 def main() -> None:
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters.calibration import METHODS
+    from dnet.converters.int8.calibration import METHODS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="demo,bc32")

@@ -51,8 +51,10 @@ def main() -> None:
     from benchmarks.report import add_quick, print_table, write_result
     from dnet.checkpoint import save_checkpoint
     from dnet.converters import export as onnx_export
-    from dnet.converters import pipeline, precision
-    from dnet.converters.calibration import CalibrationSet
+    from dnet.converters import pipeline
+    from dnet.converters.int8 import quantize
+    from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
     from dnet.data.specs import get_spec
 
@@ -69,17 +71,18 @@ def main() -> None:
         model = random_densenet("densenet121")
         model.meta = onnx_export.model_meta(model, preprocess=get_spec("torch7"))
         src = save_checkpoint(tmp / "densenet121.pth", model, model.meta)
-        write_folder(photo_crops(count + precision.INT8_CHECK_IMAGES, seed=1), tmp / "calib")  # + the held-out check
+        write_folder(photo_crops(count + quantize.INT8_CHECK_IMAGES, seed=1), tmp / "calib")  # + the held-out check
         calib = CalibrationSet(folder=tmp / "calib", count=count)
         stages: dict[str, float] = {}
         with stage_timer(stages, [(pipeline, "export", "FP32 export + parity check"),
-                                  (precision, "calibrate", "calibration (ORT, activation ranges)"),
-                                  (precision, "densenet_layout", "quantisation (Q/DQ layout)"),
-                                  (precision, "check_int8", "INT8 check (held-out images, FP32 and INT8 runs)")]):
+                                  (quantize, "calibrate", "calibration (ORT, activation ranges)"),
+                                  (quantize, "densenet_layout", "quantisation (Q/DQ layout)"),
+                                  (quantize, "check_int8", "INT8 check (held-out images, FP32 and INT8 runs)")]):
             t0 = time.perf_counter()
-            files = convert(src, src_format="pth", target="onnx-int8", out=tmp / "densenet121.int8.onnx", calib=calib,
-                            calib_method=args.method, int8_min_top1=0.0,  # random weights: near-tied logits
-                            int8_min_cosine=0.0)  # and a cosine that says little (minmax: 0.983); the check still runs
+            files = convert(src, src_format="pth", target="onnx-int8", out=tmp / "densenet121.int8.onnx",
+                            int8=Int8Options(calib=calib, method=args.method,
+                                             min_top1=0.0,  # random weights: near-tied logits
+                                             min_cosine=0.0))  # a cosine that says little (minmax: 0.983); still run
             total = time.perf_counter() - t0
         sizes = {p.name: p.stat().st_size for p in files}
     stages["rest (load, image decoding, writing)"] = total - sum(stages.values())

@@ -37,7 +37,8 @@ from dnet.bench import bench_engines, open_engines
 from dnet.checkpoint import save_checkpoint
 from dnet.converters import export as onnx_export
 from dnet.converters import precision
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
 from dnet.engines.base import Engine
@@ -102,7 +103,7 @@ class OpenVinoEngine(Engine):
 
 
 def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False,
-          check_images: int = precision.INT8_CHECK_IMAGES) -> tuple[dict[str, Path], dict]:
+          check_images: int = quantize.INT8_CHECK_IMAGES) -> tuple[dict[str, Path], dict]:
     """The model files, in the order they are measured: a dnet .pth checkpoint and its FP32, FP16 and two INT8 ONNX files
     (with ``muladd``, also FP32 with the pre-activation BNs as Mul/Add, last); build seconds and checks."""
 
@@ -130,7 +131,7 @@ def build(tmp: Path, calib_count: int, seed: int, muladd: bool = False,
     for name, layout in INT8_FILES:
         def run(layout=layout, name=name):
             # random weights: near-tied logits, so the check bounds the cosine only
-            path, summary = precision.to_int8(files["onnx-fp32"], tmp / f"{name}.onnx", calib=calib, cache_path=cache,
+            path, summary = quantize.to_int8(files["onnx-fp32"], tmp / f"{name}.onnx", calib=calib, cache_path=cache,
                                               layout=layout, min_top1=0.0,
                                               check_images=check_images)
             info[name] = summary

@@ -122,6 +122,7 @@ def evaluate_files(files: dict, x: np.ndarray, labels: np.ndarray) -> list[dict]
 
 def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp: Path, methods,
             refused: list) -> list[dict]:
+    from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
     from dnet.errors import AccuracyError
     from dnet.progress import Recorder
@@ -135,8 +136,8 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp
             try:
                 files[("ONNX INT8", variant, method)] = convert(
                     fp32, src_format="onnx", target="onnx-int8", out=tmp / f"{name}.{variant}.{method}.int8.onnx",
-                    calib=calib, calib_method=method, int8_layout=layout, int8_weight_bits=bits,
-                    calib_cache=tmp / f"{name}.{method}.calib.json", progress=recorder)[-1]
+                    int8=Int8Options(calib=calib, method=method, layout=layout, weight_bits=bits,
+                                     cache=tmp / f"{name}.{method}.calib.json"), progress=recorder)[-1]
                 checks[(variant, method)] = next(c for c in recorder.checks if c["check"] == "int8_vs_fp32")
             except AccuracyError as e:  # the convert's own check refused it: say so, measure the rest
                 print(f"{name} {variant} {method}: refused: {e}")
@@ -151,7 +152,7 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp
 
 def main() -> None:
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters.calibration import METHODS, CalibrationSet
+    from dnet.converters.int8.calibration import METHODS, CalibrationSet
     from dnet.converters.pipeline import convert
     from dnet.data.datasets import open_dataset
     from dnet.data.transforms import preprocess_array

@@ -25,9 +25,9 @@ def main() -> None:
     from benchmarks.photos import photo_crops, random_densenet
     from benchmarks.report import print_table, write_result
     from dnet.converters import export as onnx_export
-    from dnet.converters import precision
-    from dnet.converters.calibration import CalibrationSet
     from dnet.converters.graph import chain_concats
+    from dnet.converters.int8 import quantize
+    from dnet.converters.int8.calibration import CalibrationSet
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run as ort_run
@@ -50,7 +50,7 @@ def main() -> None:
         chained = chain_concats(proto)
         onnx.save(proto, str(tmp / "chained.onnx"))
         for graph, src in (("fresh concats (export)", fp32), (f"chained ({chained} rewritten)", tmp / "chained.onnx")):
-            q, _ = precision.to_int8(src, tmp / f"{src.stem}.int8.onnx", calib=calib, cache_path=tmp / f"{src.stem}.json",
+            q, _ = quantize.to_int8(src, tmp / f"{src.stem}.int8.onnx", calib=calib, cache_path=tmp / f"{src.stem}.json",
                                      layout="ort", check_images=0)  # the experiment is about the ort layout
             ref, got = ort_run(src, check), ort_run(q, check)
             for label, f in (("FP32", src), ("INT8 qdq-trt", q)):

@@ -78,7 +78,8 @@ def agreement(ref: np.ndarray, got: np.ndarray) -> dict:
 def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, tests: dict[str, np.ndarray],
             method: str, weight_bits: int) -> dict:
     from dnet.artifact.onnxfile import read_meta, read_model
-    from dnet.converters.calibration import CalibrationSet
+    from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run
@@ -89,9 +90,10 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
         raise SystemExit(f"{src} is absent: the benchmark reads ../shared/fixtures beside the checkout")
     calib = CalibrationSet(images=calib_images, count=calib_count, name="crops of " + ", ".join(calibration_photos()))
     recorder = Recorder()
-    fp32, _cache, int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp / f"{name}.int8.onnx", calib=calib,
-                                 calib_method=method, int8_weight_bits=weight_bits, progress=recorder,
-                                 int8_min_top1=0.0)  # untrained weights: near-tied logits
+    fp32, _cache, int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp / f"{name}.int8.onnx",
+                                 int8=Int8Options(calib=calib, method=method, weight_bits=weight_bits,
+                                                  min_top1=0.0),  # untrained weights: near-tied logits
+                                 progress=recorder)
     (check,) = [c for c in recorder.checks if c["check"] == "int8_vs_fp32"]
     spec = read_meta(read_model(fp32)).preprocess
     x = {photo: preprocess_array(crops, spec) for photo, crops in tests.items()}
@@ -114,9 +116,9 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
 def main() -> None:
     from benchmarks.photos import crops_of, photo_crops
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.converters.calibration import METHODS
-    from dnet.converters.divergence import INT8_CHECK_IMAGES
-    from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
+    from dnet.converters.int8.calibration import METHODS
+    from dnet.converters.int8.divergence import INT8_CHECK_IMAGES
+    from dnet.converters.int8.placement import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib-count", type=int, default=512, help="calibration crops (64 more are held out)")

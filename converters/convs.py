@@ -13,7 +13,7 @@ What a "convolution's output" is, exactly:
   ImageNet stem's ``conv0``, ``norm2`` after a bottleneck's ``conv1``): that convolution's output is the normalised one;
 - in a uint8 file onnxruntime.quantization drops the ReLU after such a Conv, and the Conv then writes the ReLU's tensor
   name; the node is still found by its weight, and its values are still the ReLU's input;
-- dnet's own INT8 layout (dnet.converters.qdq) keeps each weight as ``..._int8`` behind a DequantizeLinear, and computes
+- dnet's own INT8 layout (dnet.converters.int8.placement) keeps each weight as ``..._int8`` behind a DequantizeLinear, and computes
   each pre-activation BatchNormalization as a 1×1 depthwise Conv: those Convs (weight ``<BN node>_dw_weight``) are
   BatchNormalizations, not convolutions of the model, and are left out, so the sites are the same as the FP32 file's.
 """

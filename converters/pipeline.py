@@ -9,6 +9,7 @@ nothing: each long stage, and each check with its numbers, goes to the ``progres
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ import numpy as np
 from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
-from dnet.converters.calibration import METHODS, CalibrationCache, CalibrationSet
-from dnet.converters.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
-from dnet.converters.mixed import MixedPrecision, ValidationSet, model_layers, resolve
-from dnet.converters.precision import FP16_REL_L2, INT8_LAYOUTS, to_fp16, to_int8
-from dnet.converters.qdq import DEFAULT_WEIGHT_BITS, WEIGHT_BITS
+from dnet.converters.int8.calibration import CalibrationCache
+from dnet.converters.int8.mixed import model_layers, resolve
+from dnet.converters.int8.options import Int8Options
+from dnet.converters.int8.placement import weight_bits_for
+from dnet.converters.int8.quantize import to_int8
+from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError, require_one_of
@@ -52,21 +54,10 @@ class ConvertOptions:
     key_map: Path | None = None  # pth source: JSON rules from its keys to torchvision's (dnet.layouts.read_key_map)
     concat_order: str | None = None  # pth source: "new-first" for ports writing torch.cat([new, x], 1)
     bn: str = "batchnorm"  # how pre-activation BNs are exported (see dnet.converters.export.export)
-    calib: CalibrationSet | None = None
-    calib_method: str = "minmax"
-    calib_cache: Path | None = None  # default: <stem>.calib.json beside the output
     keep_io_types: bool = True  # FP16: float32 input and logits
     fp16_tolerance: float = FP16_REL_L2  # FP16 check: bound on the relative L2 error of the logits against FP32
     fp16_check: bool = True  # False: write the FP16 file without comparing it with the FP32 one
-    int8_layout: str = INT8_LAYOUTS[0]  # "densenet" (converters.qdq) or "ort" (onnxruntime.quantization)
-    int8_weight_bits: int = DEFAULT_WEIGHT_BITS  # densenet layout: 7 keeps ONNX Runtime's x86 kernels exact
-    int8_check_images: int = INT8_CHECK_IMAGES  # held-out images the INT8 file is checked on (0: no check)
-    int8_min_cosine: float = INT8_MIN_COSINE
-    int8_min_top1: float = INT8_MIN_TOP1
-    int8_exclude: tuple[str, ...] = ()  # layer name patterns left in higher precision (converters.mixed)
-    int8_fallback: str | None = None  # their precision: fp32 or fp16; None: fp16 for TensorRT, fp32 for ONNX
-    val: ValidationSet | None = None  # images the INT8 drop in top-1 accuracy is measured on
-    max_drop: float | None = None  # points: leave the most sensitive layers in float until the drop is within it
+    int8: Int8Options = field(default_factory=Int8Options)  # target, calibration, weights, check, exclusions, bound
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
     profile: tuple[int, int, int] = PROFILE
     workspace_mib: int | None = None
@@ -79,54 +70,37 @@ class ConvertOptions:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for option, what, allowed in (("calib_method", "calibration method", METHODS),
-                                      ("int8_layout", "INT8 layout", INT8_LAYOUTS),
-                                      ("int8_weight_bits", "INT8 weight bits", WEIGHT_BITS),
-                                      ("precision", "precision", PRECISIONS)):
-            require_one_of(what, getattr(self, option), allowed, option)
-        if self.int8_check_images < 0:
-            raise UsageError(f"INT8 check images must be 0 or more, got {self.int8_check_images}",
-                             option="int8_check_images")
-        for name in ("int8_min_cosine", "int8_min_top1"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"{name.replace('_', ' ')} must be within [0, 1], got {getattr(self, name)}", option=name)
+        require_one_of("precision", self.precision, PRECISIONS, "precision")
+        if not isinstance(self.int8, Int8Options):
+            raise UsageError(f"int8 options must be an Int8Options, got {type(self.int8).__name__}", option="int8")
         if not self.fp16_tolerance > 0:
             raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
                              f"got {self.fp16_tolerance}", option="fp16_tolerance")
         if self.concat_order is not None:
             require_one_of("concatenation order", self.concat_order, CONCAT_ORDERS, "concat_order")
-        self.mixed_precision("onnx-int8")  # refuses what no model could meet
-        if self.int8_layout != "densenet" and self.mixed:
-            raise UsageError("layers in higher precision and accuracy control need the densenet INT8 layout",
-                             option="int8_layout")
 
     @property
-    def mixed(self) -> bool:
-        """Whether the INT8 file's precision is chosen per layer (by hand or by accuracy control)."""
-        return bool(self.int8_exclude) or self.val is not None or self.max_drop is not None
-
-    def mixed_precision(self, target: str) -> MixedPrecision | None:
-        """What to_int8 is asked for; excluded layers default to FP16 for TensorRT, FP32 for an ONNX file."""
-        if not self.mixed:
-            return None
-        fallback = self.int8_fallback or ("fp16" if target == "trt" else "fp32")
-        return MixedPrecision(self.int8_exclude, fallback, self.val, self.max_drop)
+    def calib(self):
+        """The calibration images (INT8's; the FP32 and FP16 checks read a few of them too)."""
+        return self.int8.calib
 
 
 def names_for(out: Path) -> dict[str, Path]:
-    """The files of a chain ending in ``out``: fp32/fp16/int8 ONNX and the calibration cache, side by side."""
+    """The files of a chain ending in ``out``, side by side: fp32/fp16 ONNX, the INT8 file of each target (``int8``:
+    the CPU layout, ``NAME.int8.onnx``; ``int8-trt``: the TensorRT layout, ``NAME.int8-trt.onnx``, the one an INT8
+    engine is built from) and the calibration cache."""
     name = out.name
     for suffix in (".plan", ".engine", ".onnx", ".pth", ".pt"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    for tag in (".int8", ".fp16", ".fp32"):
+    for tag in (".int8-trt", ".int8", ".fp16", ".fp32"):
         if name.endswith(tag):
             name = name[: -len(tag)]
             break
     d = out.parent
     files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
-             "calib_cache": d / f"{name}.calib.json"}
+             "int8-trt": d / f"{name}.int8-trt.onnx", "calib_cache": d / f"{name}.calib.json"}
     return files
 
 
@@ -172,49 +146,88 @@ def _typed_target(target: str, options: ConvertOptions) -> str:
     return {"onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, options.precision)
 
 
+def _int8_target(target: str, opts: ConvertOptions) -> str:
+    """Whose rules the INT8 file follows: tensorrt for an engine (always), else the option's (default cpu)."""
+    return opts.int8.target_for(engine=target == "trt")
+
+
+def _typed_key(target: str, opts: ConvertOptions) -> str:
+    """The :func:`names_for` key of the typed ONNX file: fp32, fp16, int8 (CPU layout) or int8-trt."""
+    typed = _typed_target(target, opts)
+    return "int8-trt" if typed == "int8" and _int8_target(target, opts) == "tensorrt" else typed
+
+
 def _files(out: Path, target: str, opts: ConvertOptions) -> dict[str, Path]:
     """Every file a conversion to ``target`` ending in ``out`` may write (see :func:`names_for`)."""
     files = names_for(out)
-    typed_target = _typed_target(target, opts)
-    files[typed_target] = out if target != "trt" else files[typed_target]
-    if typed_target != "fp32" and files["fp32"] == files[typed_target]:  # "-o model.onnx --to onnx-int8"
+    key = _typed_key(target, opts)
+    files[key] = out if target != "trt" else files[key]
+    if key != "fp32" and files["fp32"] == files[key]:  # "-o model.onnx --to onnx-int8"
         files["fp32"] = out.parent / f"{out.stem}.fp32.onnx"
-    if opts.calib_cache is not None:
-        files["calib_cache"] = opts.calib_cache
+    if opts.int8.cache is not None:
+        files["calib_cache"] = opts.int8.cache
     return files
 
 
-def _written_from(path: Path, src: Path, src_format: str) -> bool:
-    """Whether the existing ONNX ``path`` is an intermediate dnet wrote from ``src`` (so a new run may replace it)."""
+def _written_from(path: Path, src: Path, src_format: str, int8_target: str | None = None) -> bool:
+    """Whether the existing ONNX ``path`` is a file dnet wrote from ``src`` (so a new run may replace it); with
+    ``int8_target``, an INT8 file of that target (never one of the other target, nor one that records none)."""
     try:
         meta = read_meta(read_model(path))
+        if meta is None or (int8_target is not None and meta.int8_target != int8_target):
+            return False
         if src_format == "onnx":
             own = read_meta(read_model(src))
-            return meta is not None and own is not None and meta.source_sha256 == own.source_sha256
-        return meta is not None and meta.source_sha256 == sha256_file(src)
+            return own is not None and meta.source_sha256 == own.source_sha256
+        return meta.source_sha256 == sha256_file(src)
     except DnetError:
         return False
+
+
+def _int8_file_of_another(path: Path, src: Path, src_format: str, int8_target: str) -> str | None:
+    """Why the existing ``path`` is a dnet INT8 file this conversion must not replace (None: it may)."""
+    if not path.is_file():
+        return None
+    try:
+        meta = read_meta(read_model(path))
+    except DnetError:
+        return None  # not an ONNX file dnet reads: the usual output policy (dnet.files)
+    if meta is None or meta.precision != "int8":
+        return None
+    if meta.int8_target != int8_target:
+        return f"an INT8 file of the {meta.int8_target or 'unrecorded'} target"
+    if not _written_from(path, src, src_format, int8_target):
+        return f"an INT8 file written from another source ({meta.source or 'unnamed'})"
+    return None
 
 
 def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
     """Intermediates go beside the output: never over an input, a device, or a file this conversion did not write."""
     files = _files(out, target, opts)
-    typed_target = _typed_target(target, opts)
+    typed_target, key = _typed_target(target, opts), _typed_key(target, opts)
+    int8_target = _int8_target(target, opts) if typed_target == "int8" else None
     keep = [files["fp32"]] if src_format != "onnx" and (typed_target != "fp32" or target == "trt") else []
     if target == "trt" and typed_target != "fp32":
-        keep.append(files[typed_target])
+        keep.append(files[key])
     for path in keep:
         check_output_path(path, inputs=[src])
-        if path.exists() and not opts.force and not _written_from(path, src, src_format):
-            raise UsageError(f"{path} exists and is not an intermediate dnet wrote from {src.name}; this conversion "
-                             "keeps an intermediate file under that name: move it, choose another output name, or let "
-                             "the conversion replace it", option="force")
+        target_of = int8_target if path == files.get(key) else None
+        if path.exists() and not opts.force and not _written_from(path, src, src_format, target_of):
+            raise UsageError(f"{path} exists and is not an intermediate dnet wrote from {src.name}"
+                             + (f" for the {int8_target} INT8 target" if target_of else "")
+                             + "; this conversion keeps an intermediate file under that name: move it, choose "
+                             "another output name, or let the conversion replace it", option="force")
+    if target == "onnx-int8" and not opts.force:
+        why = _int8_file_of_another(out, src, src_format, int8_target)
+        if why is not None:
+            raise UsageError(f"{out} exists and is {why}; this conversion writes the {int8_target} INT8 file: choose "
+                             "another output name, or let the conversion replace it", option="force")
     if typed_target == "int8":
         cache = files["calib_cache"]
         check_output_path(cache, inputs=[src, out])
         if cache.exists():
             CalibrationCache.load(cache)  # one line if it is not a calibration cache; never overwritten then
-        elif opts.calib is None:
+        elif opts.int8.calib is None:
             raise UsageError("INT8 needs calibration images: give a folder of images (or a calibration cache of "
                              "this model)", option="calib")
     if opts.timing_cache is not None and target == "trt":  # read, then written back after the build
@@ -243,39 +256,70 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         opts.calib.source()  # a missing or empty folder or a bad array file, before the export
     if target not in ("pth", "torchvision"):
         _check_intermediates(src, src_format, target, out, opts)
-    if opts.mixed and typed_target != "int8":
+    if typed_target == "int8":  # a cpu target for an engine, or 7-bit weights for TensorRT, are refused here
+        weight_bits_for(_int8_target(target, opts), opts.int8.weight_bits)
+    elif opts.int8.target is not None:
+        raise UsageError("the INT8 target is for INT8 files (--to onnx-int8, or trt with int8 precision)",
+                         option="int8_target")
+    if opts.int8.mixed and typed_target != "int8":
         raise UsageError("layers in higher precision and accuracy control are for INT8 files (--to onnx-int8, or trt "
-                         "with int8 precision)", option="val" if opts.val is not None else "int8_exclude")
-    if opts.val is not None:
-        opts.val.open(None)  # a missing or empty folder is refused before any work; the class count once it is known
+                         "with int8 precision)", option="val" if opts.int8.val is not None else "int8_exclude")
+    if opts.int8.val is not None:
+        opts.int8.val.open(None)  # a missing or empty folder is refused before any work; the class count once it is known
 
 
 def _check_layers(model, opts: ConvertOptions) -> None:
     """Refuse, before the export, a mixed-precision request the model cannot meet (patterns, class count)."""
-    if opts.mixed:
-        resolve(opts.int8_exclude, model_layers(model))
-        if opts.val is not None:
-            opts.val.open(model.config.num_classes)
+    if opts.int8.mixed:
+        resolve(opts.int8.exclude, model_layers(model))
+        if opts.int8.val is not None:
+            opts.int8.val.open(model.config.num_classes)
 
 
 def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | os.PathLike,
-            progress: Progress | None = None, **options) -> list[Path]:
+            progress: Progress | None = None, kept: list[Path] | None = None, **options) -> list[Path]:
     """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
 
-    ``options`` are :class:`ConvertOptions` fields (``calib=CalibrationSet(...)``, ``calib_method=...``,
-    ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates.
+    ``options`` are :class:`ConvertOptions` fields (``int8=Int8Options(calib=CalibrationSet(...), target=...)``,
+    ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates. ``kept``,
+    a list, receives each file as it is written, so a caller knows what a failed or interrupted conversion kept.
+    A missing output folder is created (and removed again when the request is refused before any file is written).
     ``progress`` (a :class:`dnet.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers
     (the INT8 check's as ``int8_vs_fp32``: held-out images, cosine, top-1 agreement, bounds, each stage's cosine).
     """
     progress = progress or QUIET
+    kept = [] if kept is None else kept
+    made = _make_folders(Path(out).parent)
     try:
-        return _convert(Path(src), src_format, target, Path(out), ConvertOptions(**options), progress)
+        return _convert(Path(src), src_format, target, Path(out), ConvertOptions(**options), progress, kept)
+    except BaseException:
+        if not kept:
+            for folder in reversed(made):  # only the folders this call made, and only while they are empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
     finally:
         progress.close()
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first (nothing when it exists)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        return []  # under a file: check_output_path says so in one line
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except OSError:
+            break  # permission denied: check_output_path says so in one line
+    return [f for f in reversed(missing) if f.is_dir()]
+
+
 def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions,
-             progress: Progress) -> list[Path]:
+             progress: Progress, written: list[Path]) -> list[Path]:
     _check_request(src, src_format, target, out, opts)
     build = BuildOptions(profile=opts.profile, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
                          timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
@@ -284,11 +328,11 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
         progress.stage(f"loading {src.name}")
         model = _load(src, opts)
         progress.stage(f"writing {out.name}")
-        return [_write_torch(model, out, target)]
+        written.append(_write_torch(model, out, target))
+        return written
 
     files = _files(out, target, opts)
     typed_target = _typed_target(target, opts)
-    written: list[Path] = []
 
     # 1. FP32 ONNX
     if src_format == "onnx":
@@ -324,14 +368,18 @@ def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOp
             progress.check("fp16_vs_fp32", skipped=True)
         written.append(typed)
     elif typed_target == "int8":
-        cache = files["calib_cache"]
-        typed, _summary = to_int8(fp32, files["int8"], calib=opts.calib, method=opts.calib_method, cache_path=cache,
-                                  spec=spec, progress=progress,
-                                  layout=opts.int8_layout, weight_bits=opts.int8_weight_bits,
-                                  check_images=opts.int8_check_images, min_cosine=opts.int8_min_cosine,
-                                  min_top1=opts.int8_min_top1,
-                                  mixed=opts.mixed_precision(target))
-        written += [cache, typed]
+        cache, i8 = files["calib_cache"], opts.int8
+        int8_target = _int8_target(target, opts)
+        try:
+            typed, _summary = to_int8(fp32, files[_typed_key(target, opts)], calib=i8.calib, method=i8.method,
+                                      cache_path=cache, spec=spec, progress=progress, layout=i8.layout,
+                                      target=int8_target, weight_bits=i8.weight_bits, check_images=i8.check_images,
+                                      min_cosine=i8.min_cosine, min_top1=i8.min_top1,
+                                      mixed=i8.mixed_precision(int8_target))
+        finally:  # the cache is written before the check: a refused file keeps it (no recalibration next time)
+            if cache.is_file():
+                written.append(cache)
+        written.append(typed)
     if target != "trt":
         return written
 

@@ -1,7 +1,8 @@
 """dnet: DenseNet from the original Lua Torch release to modern deployment.
 
 The package root imports nothing heavy: ``load``, ``create_model``, ``DenseNet``, ``DenseNetConfig``, ``zoo``,
-``hub`` and ``data`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file never loads PyTorch.
+``hub``, ``data`` and ``quantize`` are looked up on first use (PEP 562), so ``import dnet.engines`` to run an ONNX file
+never loads PyTorch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _LAZY = {
     "DenseNetConfig": "dnet.models.config",
     "zoo": "dnet.models.zoo",
     "data": "dnet.data",  # dnet.data.preprocess("cat.jpg", "torch7")
+    "quantize": "dnet.converters.int8.python_api",  # one call to a checked INT8 ONNX file, as nncf.quantize
+    "QuantizeResult": "dnet.converters.int8.python_api",
 }
 
 
@@ -44,4 +47,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "__version__", "create_model", "data", "hub", "load", "zoo"]
+__all__ = ["DenseNet", "DenseNetConfig", "DnetError", "QuantizeResult", "__version__", "create_model", "data", "hub",
+           "load", "quantize", "zoo"]

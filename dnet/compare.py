@@ -24,8 +24,8 @@ import torch
 
 from dnet import engines
 from dnet.artifact.onnxfile import read_meta, read_model
-from dnet.converters.calibration import read_folder
 from dnet.converters.convs import ConvSite, block_of, conv_sites
+from dnet.converters.int8.calibration import read_folder
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
 from dnet.errors import EngineError, UsageError

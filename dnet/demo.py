@@ -14,7 +14,8 @@ from pathlib import Path
 
 from dnet import engines
 from dnet.bench import bench_engines
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
 from dnet.data.datasets import open_dataset
 from dnet.errors import AccuracyError
@@ -96,11 +97,11 @@ def stage_convert(cfg: DemoConfig, checkpoint: Path, out: Path, progress: Record
     ``progress`` hears the conversion's stages and checks."""
     calib = CalibrationSet(images=open_dataset("digits", None, "train").images, count=cfg.calib_images,
                            name="digits/train")
-    *_, int8 = convert(checkpoint, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib,
-                       progress=progress)
+    *_, int8 = convert(checkpoint, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx",
+                       int8=Int8Options(calib=calib), progress=progress)
     fp32 = out / "digits.onnx"  # kept beside the INT8 file by the chain
-    *_, fp16 = convert(fp32, src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx", calib=calib,
-                       progress=progress)
+    *_, fp16 = convert(fp32, src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx",
+                       int8=Int8Options(calib=calib), progress=progress)
     return {"ONNX FP32": fp32, "ONNX FP16": Path(fp16), "ONNX INT8": Path(int8)}
 
 

@@ -77,3 +77,7 @@ class AccuracyError(DnetError):
     """A measured error worse than the published one by more than the tolerance."""
 
     exit_code = 3
+
+
+class DnetWarning(UserWarning):
+    """Something a user should know that does not stop the command (the CLI prints ``dnet: warning: ...``)."""

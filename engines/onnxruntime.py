@@ -26,18 +26,19 @@ import ctypes
 import io
 import os
 import platform
+import warnings
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from dnet import DISTRIBUTION
+from dnet import DISTRIBUTION, cpu
 from dnet.artifact.onnxfile import input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
-from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.errors import DnetError, DnetWarning, EngineError, FileFormatError, NotInstalledError, UsageError
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -66,6 +67,34 @@ NEEDS = {
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DISTRIBUTION / "ort-tensorrt"
 TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs",
                      "tensorrt-libs")
+
+
+# Largest |int8 weight| that cannot saturate the u8×s8 -> int16 pair sums (vpmaddubsw) of x86 CPUs without VNNI:
+# 255·63 + 255·63 < 32767 (ONNX Runtime's reduce_range advice; dnet.converters.int8.placement).
+UNSATURATED_WEIGHT = 63
+
+
+def saturation_risk(proto: onnx.ModelProto) -> str | None:
+    """Why ONNX Runtime's fused x86 kernels may not compute this INT8 file's arithmetic on this CPU, or None.
+
+    dnet warns rather than rewriting the weights to 7 bits in memory: a rewrite would make the engine run another
+    model than the file (numbers nobody checked against FP32, unlike TensorRT's and a plain session's), and only in
+    dnet's session; the warning names the file that is exact on every x86 CPU instead, and ``dnet eval`` still
+    measures what this CPU really computes.
+    """
+    if not X86 or not cpu.flags() or cpu.has_vnni():  # no flags: not Linux, nothing known, nothing said
+        return None
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        t = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if t is not None and t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1:
+            if int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) > UNSATURATED_WEIGHT:
+                return ("its int8 weights use all 8 bits, and this CPU has no VNNI: ONNX Runtime's fused x86 kernels "
+                        "saturate (the results differ from the file's arithmetic); for this CPU convert with 7-bit "
+                        "weights (--int8-weight-bits 7)")
+    return None
 
 
 def require_onnxruntime():
@@ -233,7 +262,9 @@ def _uint8_activations(model: str | os.PathLike | bytes | onnx.ModelProto):
     """An INT8 Q/DQ model with its int8 activations as uint8 (same arithmetic), else ``model`` unchanged.
 
     ONNX Runtime's x86 integer kernels are u8×s8; its own int8 -> uint8 pass skips every tensor that feeds more
-    than one DequantizeLinear, and a DenseNet feature map feeds two (see dnet.converters.graph).
+    than one DequantizeLinear, and a DenseNet feature map feeds two (see dnet.converters.graph). dnet's CPU INT8 files
+    hold this rewrite already (a no-op here: a plain session runs them alike); it stays for the files that do not:
+    TensorRT-layout files run on a CPU, INT8 files of earlier dnet versions, and other tools' Q/DQ files.
     """
     if isinstance(model, onnx.ModelProto):
         proto = model
@@ -306,4 +337,8 @@ def open_file(
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FileFormatError(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
+    if (provider or "cpu") == "cpu":
+        risk = saturation_risk(proto)
+        if risk is not None:
+            warnings.warn(f"{path.name}: {risk}", DnetWarning, stacklevel=2)
     return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto))

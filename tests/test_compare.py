@@ -12,8 +12,8 @@ from onnx import numpy_helper
 
 from dnet.cli import main
 from dnet.compare import _Running, compare, compare_layers
-from dnet.converters import precision
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.errors import UsageError
 from dnet.files import sha256_file
 from dnet.similarity import cosine, max_abs, rel_l2
@@ -25,7 +25,7 @@ from tests.converters.tiny_models import photo_tiles, tiny_checkpoint, tiny_mode
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cmp")
     fp32 = tiny_onnx(d, "tiny.onnx")
-    int8, _ = precision.to_int8(fp32, d / "tiny.int8.onnx", calib=CalibrationSet(images=photo_tiles(), count=24),
+    int8, _ = quantize.to_int8(fp32, d / "tiny.int8.onnx", calib=CalibrationSet(images=photo_tiles(), count=24),
                                 min_top1=0.0)  # random weights: near-tied logits
     images = write_images(d / "images", photo_tiles(size=40, per_photo=2, offset=3))
     return d, fp32, int8, images

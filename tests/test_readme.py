@@ -161,7 +161,7 @@ def _run_alone(code: str, folder: Path, monkeypatch, name: str) -> dict:
 
 
 def test_the_section_has_an_example_for_each_step():
-    steps = ["export(", "to_fp16(", "to_int8(", "evaluate(", "convert(", "build_plan("]
+    steps = ["export(", "to_fp16(", "dnet.quantize(", "evaluate(", "convert(", "build_plan("]
     assert [any(step in b for b in BLOCKS) for step in steps] == [True] * len(steps)
 
 
@@ -194,8 +194,10 @@ def test_what_the_examples_say_they_produce_is_what_they_produce(namespace):
     assert re.fullmatch(r"weights/torchvision/densenet121-[0-9a-f]{8}\.pth", weights[1])
     assert {f"{w}.json" for w in weights} <= set(cached)
     assert ns["model"].meta.input_size == 8 and ns["run"].epochs_done == 6
-    assert ns["summary"]["layout"]["name"] == "densenet" and ns["summary"]["check"]["images"] == 64
-    assert 0.99 <= ns["summary"]["check"]["cosine"] <= 1.0 + 1e-6
+    result = ns["result"]
+    assert result.path.name == "digits.int8.onnx" and result.target == "cpu"
+    assert result.summary["layout"]["name"] == "densenet" and result.check["batch"] == 64
+    assert 0.99 <= result.check["cosine"] <= 1.0 + 1e-6
     assert 0.0 <= ns["report"].top1_error < 90.0 and ns["report"].images == 360
     assert [s.name for s in ns["progress"].stages] == [
         "loading last.pth", "FP32 ONNX export + check against PyTorch", "FP16 ONNX + check against FP32"]
@@ -217,7 +219,7 @@ def test_export_of_a_model_without_preprocessing_speaks_python(tmp_path):
 
 
 def test_int8_without_images_or_preprocessing_speaks_python(tmp_path):
-    from dnet.converters.precision import to_int8
+    from dnet.converters.int8.quantize import to_int8
     from tests.converters.tiny_models import tiny_onnx
 
     src = tiny_onnx(tmp_path)

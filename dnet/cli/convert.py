@@ -9,17 +9,18 @@ from pathlib import Path
 import click
 
 from dnet.artifact.sidecar import HARDWARE_COMPAT
-from dnet.cli.main import reports_errors, warn
+from dnet.cli.main import error_line, reports_errors, warn
 from dnet.cli.options import default, json_option, parse_profile, quiet_option
 from dnet.cli.progress import format_check, progress_for
-from dnet.converters.calibration import METHODS, CalibrationSet
 from dnet.converters.export import MIN_OPSET
-from dnet.converters.mixed import ValidationSet
+from dnet.converters.int8.calibration import METHODS, CalibrationSet
+from dnet.converters.int8.mixed import ValidationSet
+from dnet.converters.int8.options import LAYOUTS, Int8Options
+from dnet.converters.int8.placement import CPU_WEIGHT_BITS, FALLBACKS, WEIGHT_BITS
+from dnet.converters.int8.placement import TARGETS as INT8_TARGETS
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
-from dnet.converters.precision import INT8_LAYOUTS
-from dnet.converters.qdq import FALLBACKS, WEIGHT_BITS
 from dnet.data.datasets import DATASETS
-from dnet.errors import UsageError
+from dnet.errors import DnetError, UsageError
 from dnet.files import check_output_path
 from dnet.hub import SOURCES as PUBLISHERS
 from dnet.hub import pretrained_file
@@ -49,20 +50,22 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               help="Calibration images (INT8): a folder of images, an .npz/.npy of uint8 images, or a CIFAR binary "
               "folder; with --dataset, the folder holding that data set.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=default(CalibrationSet, "count"), show_default=True)
-@click.option("--calib-method", type=click.Choice(METHODS), default=default(ConvertOptions, "calib_method"),
-              show_default=True)
+@click.option("--calib-method", type=click.Choice(METHODS), default=default(Int8Options, "method"), show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
-@click.option("--int8-layout", type=click.Choice(INT8_LAYOUTS), default=default(ConvertOptions, "int8_layout"),
-              show_default=True, help="densenet: one scale per dense block, every convolution integer in TensorRT and "
-              "ONNX Runtime; ort: onnxruntime.quantization's placement (the reference, slower).")
-@click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]),
-              default=str(default(ConvertOptions, "int8_weight_bits")), show_default=True,
-              help="densenet layout: 7 keeps ONNX Runtime's x86 u8×s8 kernels from saturating.")
-@click.option("--int8-check-images", type=click.IntRange(min=0), default=default(ConvertOptions, "int8_check_images"),
+@click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=None,
+              help="Whose rules the INT8 file follows: cpu (ONNX Runtime, OpenVINO; NAME.int8.onnx) or tensorrt "
+              "(NAME.int8-trt.onnx, for trtexec or Triton) [default: tensorrt for --to trt, else cpu].")
+@click.option("--int8-layout", type=click.Choice(LAYOUTS), default=default(Int8Options, "layout"),
+              show_default=True, help="densenet: dnet's placement for the target; ort: onnxruntime.quantization's "
+              "placement (the reference, slower).")
+@click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
+              help="densenet layout, cpu target: 7 for ONNX Runtime on x86 CPUs without VNNI (their u8×s8 kernels "
+              f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the tensorrt target always uses 8].")
+@click.option("--int8-check-images", type=click.IntRange(min=0), default=default(Int8Options, "check_images"),
               show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")
-@click.option("--int8-min-cosine", type=click.FloatRange(0, 1), default=default(ConvertOptions, "int8_min_cosine"),
+@click.option("--int8-min-cosine", type=click.FloatRange(0, 1), default=default(Int8Options, "min_cosine"),
               show_default=True, help="INT8 check: least cosine of its logits with FP32's.")
-@click.option("--int8-min-top1", type=click.FloatRange(0, 1), default=default(ConvertOptions, "int8_min_top1"),
+@click.option("--int8-min-top1", type=click.FloatRange(0, 1), default=default(Int8Options, "min_top1"),
               show_default=True, help="INT8 check: least top-1 agreement with FP32.")
 @click.option("--int8-exclude", multiple=True, metavar="PATTERN",
               help="Leave the layers this pattern names (denseblock3.denselayer7.conv2, 'transition*', classifier) in "
@@ -109,10 +112,10 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @quiet_option()
 @reports_errors
 def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache,
-                int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1, int8_exclude,
-                int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset, input_size,
-                preprocess, key_map, concat_order, precision, profile, batch_alias, workspace_mib, opt_level,
-                timing_cache, version_compatible, hardware_compat, force, verbose, as_json, quiet) -> None:
+                int8_target, int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1,
+                int8_exclude, int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset,
+                input_size, preprocess, key_map, concat_order, precision, profile, batch_alias, workspace_mib,
+                opt_level, timing_cache, version_compatible, hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
     if batch_alias is not None:
         if profile is not None:
@@ -123,7 +126,8 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
     if pretrained is not None:
         if src_format is not None:
             raise UsageError("with --pretrained SRC is a zoo name, not a file: leave out --from")
-        check_output_path(out)  # before a download, not after it
+        if out.parent.is_dir():  # a missing output folder is created by the conversion
+            check_output_path(out)  # before a download, not after it
         progress.stage(f"{src}: {pretrained} weights")  # the download draws its own bar on a terminal
         try:
             path, src_format, published = pretrained_file(str(src), pretrained, progress=progress.live)
@@ -147,29 +151,44 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
             raise UsageError(f"--dataset {dataset} needs --data DIR, the folder holding it (or --calib/--val)")
     calib_set = CalibrationSet(folder=calib, count=calib_count, dataset=dataset) if use_calib else None
     val_set = ValidationSet(val, val_count, dataset) if use_val else None
-    written = convert(
-        src, src_format=src_format, target=target, out=out, calib=calib_set, calib_method=calib_method,
-        calib_cache=calib_cache, int8_layout=int8_layout,
-        int8_weight_bits=int(int8_weight_bits), int8_check_images=int8_check_images, int8_min_cosine=int8_min_cosine,
-        int8_min_top1=int8_min_top1, int8_exclude=tuple(int8_exclude),
-        int8_fallback=int8_fallback, val=val_set, max_drop=max_drop,
-        fp16_tolerance=fp16_tolerance, fp16_check=fp16_check, opset=opset,
-        input_size=input_size, preprocess=preprocess, key_map=key_map, concat_order=concat_order,
-        precision=precision, profile=parse_profile(profile or PROFILE),
-        workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-        version_compatible=version_compatible, hardware_compat=hardware_compat, force=force, verbose=verbose, progress=progress,
-    )
+    int8 = Int8Options(
+        target=int8_target, layout=int8_layout, calib=calib_set, method=calib_method, cache=calib_cache,
+        weight_bits=int(int8_weight_bits) if int8_weight_bits is not None else None, check_images=int8_check_images,
+        min_cosine=int8_min_cosine, min_top1=int8_min_top1, exclude=tuple(int8_exclude), fallback=int8_fallback,
+        val=val_set, max_drop=max_drop)
+    written: list[Path] = []
+    try:
+        convert(
+            src, src_format=src_format, target=target, out=out, int8=int8, fp16_tolerance=fp16_tolerance,
+            fp16_check=fp16_check, opset=opset, input_size=input_size, preprocess=preprocess, key_map=key_map,
+            concat_order=concat_order, precision=precision, profile=parse_profile(profile or PROFILE),
+            workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
+            version_compatible=version_compatible, hardware_compat=hardware_compat, force=force, verbose=verbose,
+            progress=progress, kept=written,
+        )
+    except (DnetError, KeyboardInterrupt) as e:
+        if as_json:  # the document still says what was kept, and why the rest was not written
+            error = error_line(e) if isinstance(e, DnetError) else "interrupted"
+            click.echo(json.dumps(_document(src, src_format, target, weights, written, progress, out=None)
+                                  | {"error": error}, indent=2))
+        raise
     for check in progress.checks:
         if check["check"] == "int8_vs_fp32" and check.get("skipped"):
             warn(f"INT8 file not checked: {check['reason']}")
-    files = [{"file": str(p), "role": "output" if p == written[-1] else "kept", "bytes": p.stat().st_size}
-             for p in written]
+    doc = _document(src, src_format, target, weights, written, progress, out=written[-1])
+    files = doc["written"]
     if as_json:
-        click.echo(json.dumps({"source": str(src), "from": src_format, "to": target, **weights, "written": files,
-                               **progress.to_dict()}, indent=2))
+        click.echo(json.dumps(doc, indent=2))
         return
     click.echo(format_table(["", "file", "bytes"], [[f["role"], f["file"], f"{f['bytes']:,}"] for f in files], right=(2,)))
     if len(written) > 1:
         click.echo(f"intermediate files are kept beside the output in {written[-1].parent}")
     for check in progress.checks:
         click.echo(accuracy_line(check) if check["check"] == "int8_accuracy" else f"check  {format_check(check)}")
+
+
+def _document(src, src_format, target, weights, written, progress, *, out) -> dict:
+    """The ``--json`` document: the files written (``out`` is the output; None when the conversion stopped early)."""
+    files = [{"file": str(p), "role": "output" if p == out else "kept", "bytes": p.stat().st_size}
+             for p in written if p.is_file()]
+    return {"source": str(src), "from": src_format, "to": target, **weights, "written": files, **progress.to_dict()}

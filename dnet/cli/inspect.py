@@ -76,8 +76,10 @@ def _inspect_onnx(path: Path, as_json: bool) -> None:
     calib = meta.calibration or {}
     if calib:
         layout = calib.get("layout", {})
-        click.echo(f"INT8: {layout.get('name', '?')} layout, {layout.get('weight_bits', 8)}-bit weights, calibrated "
-                   f"({calib.get('method')}) on {calib.get('images')} images of {calib.get('data') or '?'}")
+        target = {"cpu": "CPU target (ONNX Runtime, OpenVINO)", "tensorrt": "TensorRT target"}.get(
+            meta.int8_target, "target not recorded")
+        click.echo(f"INT8: {target}, {layout.get('name', '?')} layout, {layout.get('weight_bits', 8)}-bit weights, "
+                   f"calibrated ({calib.get('method')}) on {calib.get('images')} images of {calib.get('data') or '?'}")
         if calib.get("accuracy"):
             click.echo(accuracy_line(calib["accuracy"]))
         elif layout.get("excluded"):

@@ -6,11 +6,12 @@ import functools
 import importlib
 import signal
 import sys
+import warnings
 
 import click
 
 from dnet import __version__
-from dnet.errors import DnetError
+from dnet.errors import DnetError, DnetWarning
 from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by
 
 
@@ -41,7 +42,10 @@ def reports_errors(fn):
     def wrapper(*args, **kwargs):
         forget_signals()
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", DnetWarning)
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return fn(*args, **kwargs)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
             _interrupted(e.signum if isinstance(e, Terminated) else signal.SIGINT, getattr(e, "kept", None))
         except Exception as e:
@@ -54,6 +58,14 @@ def reports_errors(fn):
             raise
 
     return wrapper
+
+
+def _show_warning(original, message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's DnetWarning as ``dnet: warning: ...``; any other warning as ``original`` prints it."""
+    if issubclass(category, DnetWarning):
+        warn(str(message))
+    else:
+        original(message, category, filename, lineno, file, line)
 
 
 def _interrupted(signum: int, kept) -> None:

@@ -46,8 +46,8 @@ def test_stage_timer_times_calls_and_restores():
 
 
 def test_profile_counts_executed_ops_and_times_them(tmp_path):
-    from dnet.converters.calibration import CalibrationSet
-    from dnet.converters.precision import to_int8
+    from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.converters.int8.quantize import to_int8
 
     fp32 = tiny_onnx(tmp_path)
     int8, _ = to_int8(fp32, tmp_path / "tiny.int8.onnx", calib=CalibrationSet(images=photo_crops(8, size=32), count=8),

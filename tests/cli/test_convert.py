@@ -46,7 +46,7 @@ def test_int8_check_bounds_and_their_defaults_are_in_help():
     assert code == 0
     flat = " ".join(out.split())
     for option, default in (("--int8-min-cosine", "0.99"), ("--int8-min-top1", "0.95"), ("--int8-check-images", "64"),
-                            ("--int8-layout", "densenet"), ("--int8-weight-bits", "7")):
+                            ("--int8-layout", "densenet"), ("--int8-weight-bits", "8")):
         assert option in flat and f"[default: {default}" in flat.split(option, 1)[1][:200], option
 
 

@@ -40,7 +40,7 @@ def test_convert_int8_json_holds_the_files_stages_and_checks(tmp_path, fast):
     # 12 images: 3 held out for the INT8 check (a quarter of a small set), 9 calibrate
     assert [s["stage"] for s in doc["stages"]] == [
         "loading tiny.pth", "FP32 ONNX export + check against PyTorch", f"reading calibration images ({calib})",
-        "calibration (minmax, 9 images)", f"reading held-out images ({calib})", "quantisation (densenet Q/DQ layout)",
+        "calibration (minmax, 9 images)", f"reading held-out images ({calib})", "quantisation (cpu layout)",
         "INT8 check (3 held-out images)"]
     calibration = doc["stages"][3]
     assert (calibration["total"], calibration["done"], calibration["unit"]) == (9, 9, "img")

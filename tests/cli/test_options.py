@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dnet.cli.options import default, parse_batch_sizes, parse_profile
+from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import ConvertOptions
 from dnet.converters.tensorrt import PROFILE
 from dnet.errors import UsageError
@@ -45,4 +46,4 @@ def test_batch_sizes_parse_and_refuse():
 
 def test_defaults_come_from_the_library():
     assert default(ConvertOptions, "profile") == PROFILE == (1, 8, 32)
-    assert default(ConvertOptions, "calib_method") == "minmax"
+    assert default(Int8Options, "method") == "minmax"

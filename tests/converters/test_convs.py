@@ -6,10 +6,10 @@ import onnx
 import pytest
 
 from dnet.artifact.onnxfile import read_meta
-from dnet.converters import precision
-from dnet.converters.calibration import CalibrationSet
 from dnet.converters.convs import block_of, conv_sites, module_of_weight
 from dnet.converters.export import _export_proto, conv_tensors
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.models import DenseNetConfig
 from tests.converters.tiny_models import photo_tiles, tiny_model, tiny_onnx
 
@@ -51,7 +51,7 @@ def test_names_from_the_weights_agree_with_the_recorded_ones(fp32):
 
 @pytest.mark.parametrize("layout", ["densenet", "ort"])
 def test_int8_files_name_the_float_conv_output_before_its_quantize(tmp_path, fp32, layout):
-    out, _ = precision.to_int8(fp32, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=12),
+    out, _ = quantize.to_int8(fp32, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=12),
                                layout=layout, min_top1=0.0)  # random weights: near ties
     proto = onnx.load(str(out))
     producers = _producers(proto)

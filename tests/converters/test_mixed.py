@@ -1,5 +1,5 @@
 """Layers left in higher precision in the DenseNet INT8 layout, per-layer divergence, and accuracy-controlled
-conversion (dnet.converters.mixed): a layer whose quantization is broken is found and put back in float."""
+conversion (dnet.converters.int8.mixed): a layer whose quantization is broken is found and put back in float."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 from onnx import numpy_helper
 
 from dnet.artifact.onnxfile import check_graph, read_meta
-from dnet.converters import precision, qdq
-from dnet.converters.calibration import CalibrationCache, CalibrationSet
-from dnet.converters.divergence import layer_divergence
-from dnet.converters.mixed import MixedPrecision, ValidationSet, resolve
+from dnet.converters.int8 import placement as qdq
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet
+from dnet.converters.int8.divergence import layer_divergence
+from dnet.converters.int8.mixed import MixedPrecision, ValidationSet, resolve
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError, DataError, UsageError
@@ -37,7 +38,7 @@ def tiny(tmp_path_factory):
     """The random-weight tiny DenseNet-BC, its FP32 graph and calibrated ranges."""
     folder = tmp_path_factory.mktemp("mixed")
     fp32 = tiny_onnx(folder)
-    precision.to_int8(fp32, folder / "t.int8.onnx", calib=CalibrationSet(images=photo_tiles(), count=32),
+    quantize.to_int8(fp32, folder / "t.int8.onnx", calib=CalibrationSet(images=photo_tiles(), count=32),
                       cache_path=folder / "c.json", min_top1=0.0)
     return onnx.load(str(fp32)), CalibrationCache.load(folder / "c.json").ranges
 
@@ -130,7 +131,7 @@ def _break_weight_scale(proto: onnx.ModelProto, layer: str) -> None:
 
 def test_per_layer_divergence_ranks_a_broken_layer_first(digits, tmp_path):
     fp32, val, calib = digits
-    path, _ = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json")
+    path, _ = quantize.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json")
     broken = onnx.load(str(path))
     _break_weight_scale(broken, BROKEN)
     ref = onnx.load(str(fp32))
@@ -149,7 +150,7 @@ def broken_layer(monkeypatch):
 
 def test_accuracy_control_leaves_exactly_the_broken_layer_in_float(digits, tmp_path, broken_layer):
     fp32, val, calib = digits
-    out, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
+    out, summary = quantize.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
                                      mixed=MixedPrecision(val=ValidationSet(val), max_drop=1.0))
     acc = summary["accuracy"]
     assert acc["excluded"] == summary["layout"]["excluded"] == [BROKEN] and acc["excluded_by_hand"] == []
@@ -164,7 +165,7 @@ def test_accuracy_control_leaves_exactly_the_broken_layer_in_float(digits, tmp_p
 
 def test_without_a_bound_the_drop_is_measured_and_recorded(digits, tmp_path):
     fp32, val, calib = digits
-    _, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
+    _, summary = quantize.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
                                    mixed=MixedPrecision(("conv0",), val=ValidationSet(val, count=100)))
     acc = summary["accuracy"]
     assert acc["excluded"] == acc["excluded_by_hand"] == ["conv0"] and acc["max_drop"] is None
@@ -174,7 +175,7 @@ def test_without_a_bound_the_drop_is_measured_and_recorded(digits, tmp_path):
 def test_val_images_without_class_folders_measure_agreement_with_fp32(digits, tmp_path):
     fp32, _, calib = digits
     flat = write_images(tmp_path / "flat", open_dataset("digits", split="test").images[:50])
-    _, summary = precision.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
+    _, summary = quantize.to_int8(fp32, tmp_path / "d.int8.onnx", calib=calib, cache_path=tmp_path / "c.json",
                                    mixed=MixedPrecision(val=ValidationSet(flat), max_drop=5.0))
     acc = summary["accuracy"]
     assert acc["basis"] == "top-1 agreement with FP32, no labels" and acc["fp32_top1"] == 100.0
@@ -191,7 +192,7 @@ def test_a_bound_not_met_with_every_layer_in_float_is_refused_and_writes_nothing
                                             r"layers in float \(what remains is the dense blocks' int8 feature maps\), "
                                             r"above the bound of 0; no INT8 file was written \(allow a larger drop, or "
                                             r"calibrate on more or other images\)$"):
-        precision.to_int8(fp32, out, calib=calib, cache_path=tmp_path / "c.json",
+        quantize.to_int8(fp32, out, calib=calib, cache_path=tmp_path / "c.json",
                           mixed=MixedPrecision(val=ValidationSet(val), max_drop=0.0))
     assert not out.exists()
 
@@ -206,13 +207,13 @@ def test_validation_errors(digits, tmp_path):
                                         r"subfolders; give one subfolder per class \(sorted names are the class "
                                         r"indices\), or images without subfolders \(then the drop is measured as "
                                         r"agreement with FP32\)$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(three)), **kw)
+        quantize.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(three)), **kw)
     with pytest.raises(DataError, match=rf"^validation folder {tmp_path / 'absent'} does not exist or is not a folder$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(tmp_path / "absent")), **kw)
+        quantize.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(val=ValidationSet(tmp_path / "absent")), **kw)
     with pytest.raises(UsageError, match=r"^an accuracy bound needs validation images to measure the drop on: give "
                                          r"their folder$"):
         MixedPrecision(max_drop=1.0)
     with pytest.raises(UsageError, match=r"^layers in higher precision and accuracy control need the densenet INT8 "
                                          r"layout$"):
-        precision.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(("conv0",)), layout="ort", **kw)
+        quantize.to_int8(fp32, tmp_path / "a.onnx", mixed=MixedPrecision(("conv0",)), layout="ort", **kw)
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "c.json").exists()  # refused before calibrating

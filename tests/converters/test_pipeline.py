@@ -8,7 +8,8 @@ import pytest
 
 from dnet import engines
 from dnet.artifact import onnxfile
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert, names_for
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import DnetError, NotInstalledError, UsageError
@@ -45,7 +46,7 @@ def test_pth_to_int8_writes_fp32_cache_and_int8_in_order(tmp_path, fast, calib_d
     src = tiny_checkpoint(tmp_path)
     out = tmp_path / "tiny.int8.onnx"
     written = convert(src, src_format="pth", target="onnx-int8", out=out,
-                      calib=CalibrationSet(folder=calib_dir, count=12))
+                      int8=Int8Options(calib=CalibrationSet(folder=calib_dir, count=12)))
     assert written == [tmp_path / "tiny.onnx", tmp_path / "tiny.calib.json", out]
     meta = onnxfile.read_meta(onnxfile.read_model(out))
     assert meta.precision == "int8" and meta.source == "tiny.pth" and meta.calibration["images"] == 12
@@ -57,7 +58,7 @@ def test_pth_to_int8_writes_fp32_cache_and_int8_in_order(tmp_path, fast, calib_d
 def test_int8_output_named_like_the_fp32_one_does_not_overwrite_it(tmp_path, fast, calib_dir):
     src = tiny_checkpoint(tmp_path)
     written = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "tiny.onnx",
-                      calib=CalibrationSet(folder=calib_dir, count=8))
+                      int8=Int8Options(calib=CalibrationSet(folder=calib_dir, count=8)))
     assert written[0] == tmp_path / "tiny.fp32.onnx" and written[-1] == tmp_path / "tiny.onnx"
     assert onnxfile.read_meta(onnxfile.read_model(written[-1])).precision == "int8"
 
@@ -65,7 +66,7 @@ def test_int8_output_named_like_the_fp32_one_does_not_overwrite_it(tmp_path, fas
 def test_pth_to_fp16_and_to_pth(tmp_path, fast, calib_dir):
     src = tiny_checkpoint(tmp_path)
     written = convert(src, src_format="pth", target="onnx-fp16", out=tmp_path / "t.fp16.onnx",
-                      calib=CalibrationSet(folder=calib_dir, count=8))
+                      int8=Int8Options(calib=CalibrationSet(folder=calib_dir, count=8)))
     assert [p.name for p in written] == ["t.onnx", "t.fp16.onnx"]
     (pth,) = convert(src, src_format="pth", target="pth", out=tmp_path / "copy.pth")
     import dnet
@@ -95,12 +96,21 @@ def test_torchvision_state_dict_target(tmp_path):
     assert not (tmp_path / "tv2.pth").exists()
 
 
-def test_trt_without_tensorrt_keeps_the_typed_onnx_and_says_where(tmp_path, fast, calib_dir):
+def test_trt_without_tensorrt_keeps_the_tensorrt_layout_onnx_beside_the_cpu_file_and_says_where(tmp_path, fast,
+                                                                                                calib_dir):
     src = tiny_checkpoint(tmp_path)
-    with pytest.raises(NotInstalledError, match=r"the INT8 ONNX is at .*tiny\.int8\.onnx"):
-        convert(src, src_format="pth", target="trt", out=tmp_path / "tiny.plan", precision="int8",
-                calib=CalibrationSet(folder=calib_dir, count=8))
-    assert (tmp_path / "tiny.onnx").is_file() and (tmp_path / "tiny.int8.onnx").is_file()
+    int8 = Int8Options(calib=CalibrationSet(folder=calib_dir, count=8))
+    cpu = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "tiny.int8.onnx", int8=int8)[-1]
+    cpu_bytes = cpu.read_bytes()
+    kept: list = []
+    with pytest.raises(NotInstalledError, match=r"the INT8 ONNX is at .*tiny\.int8-trt\.onnx"):
+        convert(src, src_format="pth", target="trt", out=tmp_path / "tiny.plan", precision="int8", int8=int8,
+                kept=kept)
+    trt = tmp_path / "tiny.int8-trt.onnx"
+    assert kept == [tmp_path / "tiny.onnx", tmp_path / "tiny.calib.json", trt]
+    assert cpu.read_bytes() == cpu_bytes  # the CPU file of the earlier run is not replaced
+    metas = [onnxfile.read_meta(onnxfile.read_model(p)) for p in (cpu, trt)]
+    assert [m.int8_target for m in metas] == ["cpu", "tensorrt"]
     assert not (tmp_path / "tiny.plan").exists()
 
 
@@ -112,11 +122,11 @@ def test_a_non_dnet_onnx_says_which_facts_it_lacks(tmp_path, calib_dir):
     with pytest.raises(UsageError, match=r"^foreign\.onnx is not a dnet export \(no dnet metadata\): it does not say "
                                          r"how calibration images are preprocessed; name a preprocessing$") as e:
         convert(foreign, src_format="onnx", target="onnx-int8", out=tmp_path / "f.int8.onnx",
-                calib=CalibrationSet(folder=calib_dir, count=8))
+                int8=Int8Options(calib=CalibrationSet(folder=calib_dir, count=8)))
     assert e.value.option == "preprocess"
     assert not (tmp_path / "f.int8.onnx").exists()
     written = convert(foreign, src_format="onnx", target="onnx-int8", out=tmp_path / "f.int8.onnx",
-                      calib=CalibrationSet(folder=calib_dir, count=8), preprocess="cifar10")
+                      int8=Int8Options(calib=CalibrationSet(folder=calib_dir, count=8)), preprocess="cifar10")
     assert written[-1].is_file() and onnxfile.read_meta(onnxfile.read_model(written[-1])) is None
 
 
@@ -131,10 +141,20 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
         locked.chmod(0o700)
 
 
-def test_missing_output_folder_and_wrong_suffix_are_refused(tmp_path):
+def test_a_missing_output_folder_is_created_and_removed_again_when_the_request_is_refused(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
+    written = convert(src, src_format="pth", target="onnx", out=tmp_path / "new" / "sub" / "m.onnx")
+    assert written == [tmp_path / "new" / "sub" / "m.onnx"] and written[0].is_file()
+    with pytest.raises(UsageError, match=r"^a t7 source is a \.t7 file, got tiny\.pth$"):
+        convert(src, src_format="t7", target="onnx", out=tmp_path / "other" / "deeper" / "m.onnx")
+    assert not (tmp_path / "other").exists()
+    (tmp_path / "a-file").write_text("x")
     with pytest.raises(DnetError, match="does not exist"):
-        convert(src, src_format="pth", target="onnx", out=tmp_path / "nowhere" / "m.onnx")
+        convert(src, src_format="pth", target="onnx", out=tmp_path / "a-file" / "m.onnx")
+
+
+def test_wrong_suffix_is_refused(tmp_path):
+    src = tiny_checkpoint(tmp_path)
     with pytest.raises(UsageError, match=r"^a t7 source is a \.t7 file, got tiny\.pth$") as e:
         convert(src, src_format="t7", target="onnx", out=tmp_path / "m.onnx")
     assert e.value.option == "src_format"
@@ -151,9 +171,9 @@ def test_t7_fixture_converts_to_fp16_and_int8_that_run_on_cpu(tmp_path, name):
     src = shared_fixture("t7", f"{name}.t7")
     calib = write_images(tmp_path / "calib", photo_tiles(size=32, per_photo=4))
     fp16 = convert(src, src_format="t7", target="onnx-fp16", out=tmp_path / f"{name}.fp16.onnx",
-                   calib=CalibrationSet(folder=calib, count=16))
+                   int8=Int8Options(calib=CalibrationSet(folder=calib, count=16)))
     int8 = convert(src, src_format="t7", target="onnx-int8", out=tmp_path / f"{name}.int8.onnx",
-                   calib=CalibrationSet(folder=calib, count=16))
+                   int8=Int8Options(calib=CalibrationSet(folder=calib, count=16)))
     fp32 = tmp_path / f"{name}.onnx"
     meta = onnxfile.read_meta(onnxfile.read_model(fp32))
     x = preprocess_array(photo_tiles(size=32, per_photo=3, offset=2), meta.preprocess)
@@ -180,7 +200,7 @@ def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
     src = save_checkpoint(tmp_path / "digits.pth", model, model.meta)
     train = open_dataset("digits", split="train")
     written = convert(src, src_format="pth", target="onnx-int8", out=tmp_path / "digits.int8.onnx",
-                      calib=CalibrationSet(images=train.images, count=128, name="digits/train"))
+                      int8=Int8Options(calib=CalibrationSet(images=train.images, count=128, name="digits/train")))
     meta = onnxfile.read_meta(onnxfile.read_model(written[-1]))
     assert meta.calibration["data"] == "digits/train" and meta.calibration["images"] == 128
     # the file's own arithmetic (Q/DQ unfused): ONNX Runtime's fused x86 int8 kernels saturate on CPUs without VNNI

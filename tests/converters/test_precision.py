@@ -9,8 +9,10 @@ from onnx import numpy_helper
 
 from dnet.artifact import onnxfile
 from dnet.converters import export as onnx_export
-from dnet.converters import ortquant, precision
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters import precision
+from dnet.converters.int8 import calibrator as ortquant
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.data.datasets import open_dataset
 from dnet.data.transforms import preprocess_array
 from dnet.engines.onnxruntime import run as ort_run
@@ -52,7 +54,7 @@ def digits(tmp_path_factory):
 def int8(tmp_path_factory, fp32):
     folder = tmp_path_factory.mktemp("int8")
     calib = CalibrationSet(images=photo_tiles(offset=0), count=32, name="photos")
-    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, min_top1=0.0, cache_path=folder / "c.json")
+    path, summary = quantize.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, min_top1=0.0, cache_path=folder / "c.json")
     return path, summary
 
 
@@ -125,7 +127,7 @@ def test_int8_leaves_the_logits_in_float(tmp_path, digits):
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=8, name="digits/train")
     ref = ort_run(fp32, x)
     for layout in ("densenet", "ort"):
-        path, _ = precision.to_int8(fp32, tmp_path / f"{layout}.onnx", calib=calib, layout=layout,
+        path, _ = quantize.to_int8(fp32, tmp_path / f"{layout}.onnx", calib=calib, layout=layout,
                                     cache_path=tmp_path / "c.json", check_images=0)
         proto = onnx.load(str(path))
         assert producers(proto)[proto.graph.output[0].name].op_type == "Gemm", layout
@@ -157,15 +159,23 @@ def test_int8_has_qdq_around_every_conv_input_and_weight(int8):
         assert axis == 0
 
 
-def test_int8_is_symmetric_with_zero_points_zero(int8):
-    path, _ = int8
+def activation_zero_points(path) -> list[np.ndarray]:
+    """The zero points of every activation QuantizeLinear/DequantizeLinear (not the weights' per-channel ones)."""
     proto = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert len(qdq) > 20
-    for n in qdq:
-        zp = inits[n.input[2]]
-        assert zp.dtype == np.int8 and not zp.any(), n.name
+    return [inits[n.input[2]] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and inits[n.input[2]].ndim == 0]
+
+
+def test_the_cpu_file_is_symmetric_int8_written_as_uint8_and_weights_are_int8_zero(int8):
+    path, summary = int8
+    zps = activation_zero_points(path)
+    assert len(zps) > 20 and all(z.dtype == np.uint8 and int(z) == 128 for z in zps)
+    assert summary["activations"] == "int8 symmetric as uint8 (zero point 128)"
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    weights = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(z.dtype == np.int8 and not z.any() for z in weights)
 
 
 def test_int8_uses_only_operators_tensorrt_parses(int8):
@@ -192,14 +202,14 @@ def test_int8_keeps_cosine_099_with_fp32_on_real_photos(int8, fp32, real_inputs)
 def test_calibration_cache_is_reused_and_the_int8_file_is_byte_identical(tmp_path, fp32, monkeypatch):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     cache = tmp_path / "cache.json"
-    first, s1 = precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
+    first, s1 = quantize.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
     assert not s1["reused_cache"] and cache.is_file()
 
     def no_calibration(*a, **k):
         raise AssertionError("calibration ran although the cache matches")
 
-    monkeypatch.setattr(precision, "calibrate", no_calibration)
-    second, s2 = precision.to_int8(fp32, tmp_path / "b.onnx", calib=None, cache_path=cache)
+    monkeypatch.setattr(quantize, "calibrate", no_calibration)
+    second, s2 = quantize.to_int8(fp32, tmp_path / "b.onnx", calib=None, cache_path=cache)
     assert s2["reused_cache"]
     assert first.read_bytes() == second.read_bytes()
 
@@ -207,19 +217,19 @@ def test_calibration_cache_is_reused_and_the_int8_file_is_byte_identical(tmp_pat
 def test_cache_of_another_model_or_method_is_not_reused(tmp_path, fp32):
     calib = CalibrationSet(images=photo_tiles(), count=16)
     cache = tmp_path / "cache.json"
-    precision.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
-    _, s = precision.to_int8(fp32, tmp_path / "b.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
+    quantize.to_int8(fp32, tmp_path / "a.onnx", calib=calib, min_top1=0.0, cache_path=cache)
+    _, s = quantize.to_int8(fp32, tmp_path / "b.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
     assert not s["reused_cache"]
     other = tiny_onnx(tmp_path, "other.onnx", seed=1)
-    _, s = precision.to_int8(other, tmp_path / "c.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
+    _, s = quantize.to_int8(other, tmp_path / "c.onnx", calib=calib, min_top1=0.0, method="percentile", cache_path=cache)
     assert not s["reused_cache"]
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse"])
 def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, real_inputs):
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / "c.json")
-    from dnet.converters.calibration import CalibrationCache
+    path, _ = quantize.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / "c.json")
+    from dnet.converters.int8.calibration import CalibrationCache
 
     cache = CalibrationCache.load(tmp_path / "c.json")
     assert cache.method == method and cache.model_sha256 == sha256_file(fp32) and cache.images == 16
@@ -230,10 +240,10 @@ def test_each_calibration_method_gives_its_own_ranges(tmp_path, fp32, method, re
 
 def test_mse_ranges_feed_the_ort_layout_as_they_are(tmp_path, fp32, real_inputs):
     """onnxruntime.quantization knows no mse method: the cached ranges go to it as MinMax ranges, used unchanged."""
-    from dnet.converters.calibration import CalibrationCache
+    from dnet.converters.int8.calibration import CalibrationCache
 
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, _ = precision.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method="mse", layout="ort",
+    path, _ = quantize.to_int8(fp32, tmp_path / "m.onnx", calib=calib, min_top1=0.0, method="mse", layout="ort",
                                 cache_path=tmp_path / "c.json")
     ranges = CalibrationCache.load(tmp_path / "c.json").ranges
     proto = onnx.load(str(path))
@@ -245,12 +255,12 @@ def test_mse_ranges_feed_the_ort_layout_as_they_are(tmp_path, fp32, real_inputs)
 
 
 def test_calibration_methods_differ(tmp_path, fp32):
-    from dnet.converters.calibration import CalibrationCache
+    from dnet.converters.int8.calibration import CalibrationCache
 
     calib = CalibrationSet(images=photo_tiles(), count=16)
     highs = {}
     for method in ("minmax", "percentile", "mse"):
-        precision.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / f"{method}.json")
+        quantize.to_int8(fp32, tmp_path / f"{method}.onnx", calib=calib, min_top1=0.0, method=method, cache_path=tmp_path / f"{method}.json")
         highs[method] = CalibrationCache.load(tmp_path / f"{method}.json").ranges
     for clipped in ("percentile", "mse"):
         some = [k for k in highs["minmax"] if k in highs[clipped]]
@@ -264,7 +274,7 @@ def test_the_input_onnx_is_never_modified(tmp_path, fp32):
     src.write_bytes(fp32.read_bytes())
     before, mtime = sha256_file(src), src.stat().st_mtime_ns
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    precision.to_int8(src, tmp_path / "q.onnx", calib=calib, min_top1=0.0)
+    quantize.to_int8(src, tmp_path / "q.onnx", calib=calib, min_top1=0.0)
     precision.to_fp16(src, tmp_path / "h.onnx", check=False)
     assert sha256_file(src) == before and src.stat().st_mtime_ns == mtime
 
@@ -281,20 +291,19 @@ def test_a_quantizer_that_rewrites_its_input_is_caught(tmp_path, fp32, monkeypat
 
     monkeypatch.setattr(ortquant, "quantize", rewriting)
     with pytest.raises(precision.InputModifiedError, match="was modified during the conversion"):
-        precision.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8), min_top1=0.0, layout="ort")
+        quantize.to_int8(src, tmp_path / "q.onnx", calib=CalibrationSet(images=photo_tiles(), count=8), min_top1=0.0, layout="ort")
     assert not (tmp_path / "q.onnx").exists()
 
 
 @pytest.mark.parametrize("layout", ["densenet", "ort"])
-def test_every_int8_layout_has_symmetric_int8_activations(tmp_path, fp32, real_inputs, layout):
-    """Zero points 0 in int8, what TensorRT accepts (the ONNX Runtime-only uint8 layout was removed)."""
+def test_tensorrt_and_reference_layouts_have_symmetric_int8_activations(tmp_path, fp32, real_inputs, layout):
+    """Zero points 0 in int8, what TensorRT accepts."""
     calib = CalibrationSet(images=photo_tiles(), count=16)
-    path, summary = precision.to_int8(fp32, tmp_path / "q.onnx", calib=calib, min_top1=0.0, layout=layout)
+    path, summary = quantize.to_int8(fp32, tmp_path / "q.onnx", calib=calib, min_top1=0.0, layout=layout,
+                                      target="tensorrt")
     assert summary["activations"] == "int8 symmetric"
-    proto = onnx.load(str(path))
-    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    act_zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    assert act_zps and all(z.dtype == np.int8 and not z.any() for z in act_zps)
+    zps = activation_zero_points(path)
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
     assert cosine(ort_run(fp32, real_inputs), ort_run(path, real_inputs)) >= 0.99
 
 
@@ -303,5 +312,5 @@ def test_minmax_ranges_cover_every_calibration_image_across_chunks(tmp_path, fp3
     rng = np.random.default_rng(5)
     x = rng.standard_normal((100, 3, 32, 32), dtype=np.float32)
     x[97, 1, 3, 4], x[2, 0, 0, 0] = 9.5, -8.25  # the extremes sit in the second and the first chunk
-    ranges = precision.calibrate(fp32, x, "minmax")
+    ranges = quantize.calibrate(fp32, x, "minmax")
     assert ranges["input"] == (-8.25, 9.5)

@@ -1,4 +1,4 @@
-"""dnet.converters.calibration: the image reader (model preprocessing), bad folders, and the cache file."""
+"""dnet.converters.int8.calibration: the image reader (model preprocessing), bad folders, and the cache file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import dnet.data.datasets  # noqa: F401  (registers the digits spec)
-from dnet.converters.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
+from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
 from dnet.data.specs import get_spec
 from dnet.errors import DataError, FileFormatError
 from tests.conftest import shared_fixture
@@ -80,7 +80,7 @@ def test_a_corrupt_cache_is_one_clear_line(tmp_path):
 
 @pytest.mark.parametrize("method", ["entropy", "percentile", "mse"])
 def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tmp_path, method):
-    from dnet.converters.ortquant import CALIB_BATCH, calibrate
+    from dnet.converters.int8.calibrator import CALIB_BATCH, calibrate
     from tests.converters.tiny_models import tiny_onnx
 
     images = np.random.default_rng(0).standard_normal((64 + CALIB_BATCH + 5, 3, 32, 32), dtype=np.float32)
@@ -98,7 +98,7 @@ def _brute_force_mse(hist, edges, qmax=127):
 
 @pytest.mark.parametrize("dist", ["normal", "uniform", "relu-heavy-tail"])
 def test_mse_threshold_is_the_brute_force_minimum(dist):
-    from dnet.converters.ortquant import mse_threshold
+    from dnet.converters.int8.calibrator import mse_threshold
 
     rng = np.random.default_rng(1)
     x = {"normal": rng.standard_normal(200_000),
@@ -116,7 +116,7 @@ def test_mse_threshold_is_the_brute_force_minimum(dist):
 
 
 def test_mse_calibration_clips_a_rare_outlier_that_minmax_keeps(tmp_path):
-    from dnet.converters.ortquant import calibrate
+    from dnet.converters.int8.calibrator import calibrate
     from tests.converters.tiny_models import tiny_onnx
 
     rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def test_mse_calibration_clips_a_rare_outlier_that_minmax_keeps(tmp_path):
 def test_mse_threshold_does_not_charge_exact_zeros_a_rounding_error():
     """A ReLU output is mostly exact zeros, which int8 represents exactly: adding them must not pull the threshold
     down (charging each zero step²/12, as a plain uniform-rounding model does, clips the live values harder)."""
-    from dnet.converters.ortquant import mse_threshold
+    from dnet.converters.int8.calibrator import mse_threshold
 
     rng = np.random.default_rng(2)
     live = np.abs(rng.standard_normal(50_000))

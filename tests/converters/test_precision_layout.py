@@ -1,4 +1,4 @@
-"""The DenseNet-aware INT8 layout (dnet.converters.qdq), ONNX Runtime's view of it, and the check every INT8
+"""The DenseNet-aware INT8 layout (dnet.converters.int8.placement), ONNX Runtime's view of it, and the check every INT8
 conversion runs against the FP32 file on held-out images."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pytest
 from onnx import numpy_helper
 
 from dnet.converters import export as onnx_export
-from dnet.converters import precision, qdq
-from dnet.converters.calibration import CalibrationSet, split
 from dnet.converters.graph import int8_activations_as_uint8
+from dnet.converters.int8 import placement as qdq
+from dnet.converters.int8 import quantize
+from dnet.converters.int8.calibration import CalibrationSet, split
 from dnet.cpu import has_vnni
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
@@ -30,7 +31,7 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("layout")
     fp32 = tiny_onnx(folder)
     calib = CalibrationSet(images=photo_tiles(offset=0), count=32, name="photos")
-    path, summary = precision.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json",
+    path, summary = quantize.to_int8(fp32, folder / "tiny.int8.onnx", calib=calib, cache_path=folder / "c.json",
                                       min_top1=0.0)  # random weights: near-tied logits
     return fp32, path, summary
 
@@ -91,19 +92,30 @@ def test_relus_run_on_the_int8_grid_as_leaky_relu_between_equal_scales(tiny):
         assert dq.op_type == "DequantizeLinear" and scalar(inits, dq.input[1]) == scalar(inits, q.input[1])
 
 
-def test_onnxruntime_runs_every_convolution_as_an_integer_convolution(tiny):
-    _, path, _ = tiny
-    ops = optimized_ops(path)
+def test_a_plain_onnxruntime_session_runs_every_convolution_as_an_integer_convolution(tiny, tmp_path):
+    _, path, summary = tiny
+    plain = _plain_session_ops(path, tmp_path)
     # 12 convolutions + 6 BNs as depthwise convs; the last BN reads int8 but writes the float head (FusedConv)
-    assert ops["QLinearConv"] == 18 and ops["Conv"] == 0 and ops["FusedConv"] == 1
-    assert ops["QLinearLeakyRelu"] == 11 and ops["QLinearConcat"] == 5 and ops["BatchNormalization"] == 0
-    # ONNX Runtime's own int8 -> uint8 pass alone leaves the twice-read feature maps int8 and their convolutions float
-    with tempfile.TemporaryDirectory() as tmp:
-        ort_only = _ort_without_dnet_uint8(path, Path(tmp))
-    assert ort_only["QLinearConv"] < 18 and ort_only["Conv"] > 0
+    assert plain["QLinearConv"] == 18 and plain["Conv"] == 0 and plain["FusedConv"] == 1
+    assert plain["QLinearLeakyRelu"] == 11 and plain["QLinearConcat"] == 5 and plain["BatchNormalization"] == 0
+    assert plain == optimized_ops(path)  # dnet's own session runs the very same graph: the file holds the rewrite
+    assert summary["layout"]["uint8_activations"] == sum(n.op_type == "QuantizeLinear"
+                                                         for n in onnx.load(str(path)).graph.node)
 
 
-def _ort_without_dnet_uint8(path: Path, tmp: Path) -> Counter:
+def test_a_plain_session_of_the_cpu_file_gives_dnets_engine_outputs_exactly(tiny):
+    import onnxruntime as ort
+
+    from dnet.engines.onnxruntime import open_file
+
+    _, path, _ = tiny
+    x = np.random.default_rng(4).standard_normal((8, 3, 32, 32), dtype=np.float32)
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(plain.run(None, {plain.get_inputs()[0].name: x})[0], open_file(path).run(x))
+
+
+def _plain_session_ops(path: Path, tmp: Path) -> Counter:
+    """What a plain ``onnxruntime.InferenceSession`` (no dnet rewrite) executes for ``path``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -113,7 +125,9 @@ def _ort_without_dnet_uint8(path: Path, tmp: Path) -> Counter:
 
 
 def test_uint8_activations_compute_the_same_arithmetic_bit_for_bit(tiny, tmp_path):
-    _, path, _ = tiny
+    fp32, _, _ = tiny  # the TensorRT layout keeps int8 activations: give them uint8 zero points afterwards
+    path, _ = quantize.to_int8(fp32, tmp_path / "t.onnx", calib=CalibrationSet(images=photo_tiles(), count=32),
+                               cache_path=tmp_path / "c.json", target="tensorrt", min_top1=0.0)
     proto = onnx.load(str(path))
     assert int8_activations_as_uint8(proto) == sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
     x = np.random.default_rng(3).standard_normal((4, 3, 32, 32), dtype=np.float32)
@@ -123,8 +137,8 @@ def test_uint8_activations_compute_the_same_arithmetic_bit_for_bit(tiny, tmp_pat
 def _file_vs_fused(digits, tmp_path, bits: int) -> tuple[float, float, float]:
     """(cosine of ONNX Runtime's fused kernels vs the file's own arithmetic, fused accuracy, file accuracy)."""
     fp32, x, labels, calib = digits
-    path, _ = precision.to_int8(fp32, tmp_path / f"w{bits}.onnx", calib=calib, weight_bits=bits,
-                                cache_path=tmp_path / "c.json")
+    path, _ = quantize.to_int8(fp32, tmp_path / f"w{bits}.onnx", calib=calib, weight_bits=bits,
+                               cache_path=tmp_path / "c.json")
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.endswith("_int8")]
     assert max(int(np.abs(w).max()) for w in weights) == 2 ** (bits - 1) - 1
     file, fused = ort_run(path, x, fused=False), ort_run(path, x)
@@ -151,11 +165,12 @@ def test_eight_bit_weights_compute_the_files_arithmetic_on_a_cpu_with_vnni(digit
     assert cos >= 0.999 and fused >= file - 0.01
 
 
+
 def test_the_check_passes_a_trained_model_on_held_out_images(digits, tmp_path):
     fp32, x, labels, calib = digits
-    path, summary = precision.to_int8(fp32, tmp_path / "d.onnx", calib=calib, cache_path=tmp_path / "c.json")
+    path, summary = quantize.to_int8(fp32, tmp_path / "d.onnx", calib=calib, cache_path=tmp_path / "c.json")
     check = summary["check"]
-    assert check["images"] == precision.INT8_CHECK_IMAGES == 64 and summary["images"] == 512
+    assert check["images"] == quantize.INT8_CHECK_IMAGES == 64 and summary["images"] == 512
     assert check["cosine"] >= 0.995 and check["top1_agreement"] >= 0.95
     assert list(check["stages"]) == ["denseblock1", "transition1", "denseblock2"]
     assert all(c >= 0.99 for c in check["stages"].values())
@@ -176,7 +191,7 @@ def test_held_out_images_are_never_calibration_images():
 
 def test_a_failing_check_names_the_first_diverging_block_and_writes_nothing(tiny, tmp_path, monkeypatch):
     fp32, _, _ = tiny
-    real = precision.densenet_layout
+    real = quantize.densenet_layout
 
     def clipped_block1(proto, ranges, **kw):  # block 1's scale 100× too small: its features clip
         layout = real(proto, ranges, **kw)
@@ -187,13 +202,13 @@ def test_a_failing_check_names_the_first_diverging_block_and_writes_nothing(tiny
                     t.CopyFrom(numpy_helper.from_array(np.array(s1 / 100, np.float32), t.name))
         return layout
 
-    monkeypatch.setattr(precision, "densenet_layout", clipped_block1)
+    monkeypatch.setattr(quantize, "densenet_layout", clipped_block1)
     out = tmp_path / "tiny.int8.onnx"
     with pytest.raises(AccuracyError, match=r"^INT8 check failed on \d+ held-out images: top-1 agreement with FP32 "
                                             r"\d+\.\d% \(bound 0%\), cosine 0\.\d{4} \(bound 0\.99\); the divergence "
                                             r"first appears at denseblock1 \(cosine 0\.\d{4}; denseblock1 0\.\d{4}, "
                                             r"transition1 0\.\d{4}, denseblock2 0\.\d{4}\); no INT8 file was written \(calibrate "):
-        precision.to_int8(fp32, out, calib=CalibrationSet(images=photo_tiles(offset=0), count=32), min_top1=0.0,
+        quantize.to_int8(fp32, out, calib=CalibrationSet(images=photo_tiles(offset=0), count=32), min_top1=0.0,
                           cache_path=tmp_path / "c.json")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["c.json"]  # the ranges are kept
 

@@ -30,8 +30,9 @@ from dnet.artifact import ArtifactMeta
 from dnet.artifact.layers import read_layers, summarise
 from dnet.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.checkpoint import save_checkpoint
-from dnet.converters.calibration import CalibrationSet
+from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import lint
+from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
 from dnet.converters.t7.writer import dumps, lua_densenet
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
@@ -114,8 +115,9 @@ def digits(tensorrt_gpu, tmp_path_factory):
     model, x, labels = digits_model()
     pth = save_checkpoint(out / "digits.pth", model, model.meta)
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=512, name="digits/train")
-    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8.onnx", calib=calib)
-    onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8.onnx"}
+    written = convert(pth, src_format="pth", target="onnx-int8", out=out / "digits.int8-trt.onnx",
+                      int8=Int8Options(calib=calib, target="tensorrt"))  # the layout by TensorRT's rules
+    onnx = {"fp32": out / "digits.onnx", "int8": out / "digits.int8-trt.onnx"}
     assert onnx["fp32"] in written and onnx["int8"] in written
     onnx["fp16"] = convert(onnx["fp32"], src_format="onnx", target="onnx-fp16", out=out / "digits.fp16.onnx")[-1]
     return {"onnx": onnx, "plans": _plans(onnx, out, "digits"), "x": x, "labels": labels}
@@ -151,14 +153,15 @@ def densenet121(tensorrt_gpu, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def k32(tensorrt_gpu, tmp_path_factory):
-    """A k = 32 DenseNet as an INT8 ONNX with full 8-bit weights (what TensorRT gets) and its plan."""
+    """A k = 32 DenseNet as an INT8 ONNX in the TensorRT layout (what `--to trt` gives TensorRT) and its plan."""
     out = tmp_path_factory.mktemp("k32")
     images = digits_32("train")
     pth = save_checkpoint(out / "k32.pth", (model := seeded_model(K32, images[:256])), model.meta)
     calib = CalibrationSet(images=images[256:], count=256, name="digits/train")
-    int8 = out / "k32.int8.onnx"
+    int8 = out / "k32.int8-trt.onnx"
     # what TensorRT builds from the file is checked here, not its accuracy (random weights): no INT8 check
-    convert(pth, src_format="pth", target="onnx-int8", out=int8, calib=calib, int8_weight_bits=8, int8_check_images=0)
+    convert(pth, src_format="pth", target="onnx-int8", out=int8,
+            int8=Int8Options(calib=calib, target="tensorrt", check_images=0))
     return {"onnx": int8, "plan": build_plan(int8, out / "k32.int8.plan", BuildOptions(profile=(1, 8, 32)))}
 
 

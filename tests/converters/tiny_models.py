@@ -174,14 +174,14 @@ def _digits_file() -> bytes:
 
 
 def break_weight_scales(monkeypatch, layer: str, factor: float = 50.0) -> None:
-    """Make every INT8 build (dnet.converters.qdq) quantize ``layer``'s weights with ``factor`` × their scales.
+    """Make every INT8 build (dnet.converters.int8.placement) quantize ``layer``'s weights with ``factor`` × their scales.
 
     The weights it dequantizes are then ``factor`` × too large; a build that leaves the layer in float keeps its
     float weights and is unharmed, as when a real layer's quantization is what breaks it.
     """
     from onnx import numpy_helper
 
-    from dnet.converters import qdq
+    from dnet.converters.int8 import placement as qdq
 
     real = qdq._Writer.weight
 

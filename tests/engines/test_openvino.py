@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from dnet import DISTRIBUTION, engines
 from dnet.cli import main
-from dnet.converters.calibration import CalibrationSet
 from dnet.converters.export import export
-from dnet.converters.precision import to_int8
+from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.quantize import to_int8
 from dnet.data.datasets import open_dataset
 from dnet.engines import openvino as ov_engine
 from dnet.engines.onnxruntime import run

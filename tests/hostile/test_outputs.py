@@ -6,6 +6,7 @@ an existing node that is not a regular file, never an intermediate the command d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -212,7 +213,8 @@ def test_a_timing_cache_over_the_source_an_intermediate_or_a_fifo_is_refused_bef
     out = box.cli("convert", src, "--from", "pth", "--to", "trt", "-o", box.work / "t.plan", "--timing-cache", cache,
                   "--json")
     line = out.error_line(2)
-    assert out.stdout == ""  # --json: stdout holds one JSON document or nothing
+    doc = json.loads(out.stdout)  # --json: stdout holds one JSON document, also on a refusal: nothing kept, and why
+    assert (doc["written"], doc["error"]) == ([], line)
     if where == "source":
         assert line == (f"output {src} is also an input of this command ({src}); dnet never overwrites its inputs: "
                         "choose another output name")

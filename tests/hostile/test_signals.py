@@ -152,7 +152,7 @@ def _kill_at_moments(args, cwd: Path, tmpdir: Path, check_complete, next_run, re
 @pytest.mark.slow
 def test_sigterm_and_sigkill_during_an_int8_convert_leave_complete_files_or_swept_ones(tmp_path, models):
     from dnet import engines
-    from dnet.converters.calibration import CalibrationCache
+    from dnet.converters.int8.calibration import CalibrationCache
     from tests.converters.tiny_models import photo_tiles, write_images
 
     work = tmp_path / "work"

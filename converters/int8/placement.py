@@ -1,26 +1,46 @@
-"""The DenseNet-aware INT8 layout: explicit Q/DQ placed by dnet on an FP32 dnet export, from calibrated ranges.
+"""dnet's INT8 Q/DQ placement for DenseNets, one layout per target, from one FP32 dnet export and calibrated ranges.
 
-What :func:`densenet_layout` writes (the default of ``dnet convert --to onnx-int8`` and ``--precision int8``):
+Both targets share:
 
 - **One scale per dense block.** The block's input, every layer's new feature map, every concatenation, and the
   tensor a pool turns into the block's input share one activation scale: the largest calibrated range among
   them. The per-layer ``Concat(x0..xi)`` of the export becomes a chain ``Concat(C(i-1), x_i)``, and each Concat
   reads DequantizeLinear inputs and writes one QuantizeLinear of that same scale, so re-quantizing a
-  concatenation is the identity: each feature map is rounded once, where it is produced, and TensorRT and ONNX
-  Runtime concatenate int8 bytes.
-- **Every convolution is an integer convolution.** Each Conv reads a DequantizeLinear of an int8 tensor and
-  writes straight into a QuantizeLinear, the pattern both runtimes fuse. The pre-activation BatchNormalizations
-  become the 1×1 depthwise convolutions that compute them (one weight per channel is exact in int8), so a
-  layer's BN runs as an integer convolution of the block's int8 concatenation.
-- **ReLU on the int8 grid.** With zero point 0, ``relu(Q(x)) == Q(relu(x))``: each ReLU after a convolution
-  reads that convolution's quantized output and is written ``DequantizeLinear -> LeakyRelu(alpha 0) ->
-  QuantizeLinear`` (same scale), which ONNX Runtime runs as a 256-entry table on int8 (QLinearLeakyRelu) and
-  TensorRT as an int8 pointwise layer.
-- Activations symmetric int8, zero points 0, weights int8 per output channel (axis 0), biases float, the
-  classifier's output float (quantized logits tie and clip): what TensorRT accepts, and only operators of
-  onnx-tensorrt's support list.
+  concatenation is the identity: each feature map is rounded once, where it is produced, and the runtime
+  concatenates int8 bytes (NVIDIA ModelOpt's ``concat_elimination`` shares the scales the same way).
+- Every convolution reads a DequantizeLinear of an int8 tensor; weights int8 per output channel (axis 0), biases
+  float, the classifier's output float (quantized logits tie and clip); only operators of onnx-tensorrt's list.
 
-**Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.mixed``, or
+**target="tensorrt"**, by TensorRT's documented rules (NVIDIA/TensorRT ``NvInfer.h``, the developer guide's Q/DQ
+placement, and ModelOpt's ``modelopt/onnx/quantization`` as the reference placement):
+
+- A pre-activation BatchNormalization stays a float BatchNormalization between the concatenation's
+  DequantizeLinear and ``Relu -> QuantizeLinear``: TensorRT runs ``DQ -> Scale -> ReLU -> Q`` as one int8
+  pointwise layer. (As a 1×1 depthwise int8 convolution it would break ``IConvolutionLayer::setNbGroups``'s rule
+  that an int8 group size be a multiple of 4; ModelOpt keeps such layers out of INT8 too.)
+- ``Conv -> Relu -> QuantizeLinear``: no Q/DQ pair between a convolution and its ReLU, so TensorRT fuses
+  Conv+ReLU+Q into one int8 kernel.
+- Full 8-bit weights (±127): TensorRT accumulates in int32. Zero points int8 0.
+
+**target="cpu"**, for ONNX Runtime's and OpenVINO's x86 kernels:
+
+- Each pre-activation BN becomes the 1×1 depthwise convolution that computes it (one weight per channel is exact in
+  int8), so it runs as an integer convolution of the block's int8 concatenation.
+- ReLU on the int8 grid: with zero point 0, ``relu(Q(x)) == Q(relu(x))``, so each ReLU after a convolution reads that
+  convolution's quantized output, written ``DequantizeLinear -> LeakyRelu(alpha 0) -> QuantizeLinear`` (same
+  scale), which ONNX Runtime runs as a 256-entry table on int8 (QLinearLeakyRelu).
+- Activations as uint8 with zero point 128 (``graph.int8_activations_as_uint8``: the same numbers, bit for bit),
+  written into the file: ONNX Runtime's x86 integer kernels are u8×s8 and its own int8 -> uint8 pass skips every
+  DenseNet feature map (each feeds two DequantizeLinear nodes), so a plain ``onnxruntime.InferenceSession`` runs
+  the file as fast as dnet's own engine does.
+- Weights 8-bit (±127) by default (``CPU_WEIGHT_BITS``), as for TensorRT: VNNI CPUs (``vpdpbusd``: u8×s8 summed in
+  int32), ARM CPUs and OpenVINO compute them exactly, and 7 bits would quadruple the weights' rounding noise (on the
+  digits model it cost 1.1 points of agreement with FP32). ``weight_bits=7`` (±63) is for ONNX Runtime on x86 CPUs
+  without VNNI, ONNX Runtime's own ``reduce_range`` advice: those multiply u8×s8 pairs into a saturating int16
+  (``vpmaddubsw``); 255·63 + 255·63 < 32767 cannot saturate, so such a CPU computes what the file says. dnet's ONNX
+  Runtime engine warns when it opens an 8-bit file on an x86 CPU without VNNI (dnet.engines.onnxruntime).
+
+**Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.int8.mixed``, or
 ``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
 :mod:`dnet.converters.convs`) or the ``classifier``. An excluded layer keeps its weights in float and computes in float:
 ``fallback="fp32"`` (the default for ONNX files), or ``"fp16"`` (for TensorRT, which then runs it in FP16): its float
@@ -30,10 +50,6 @@ alone reads stays float (so the layer before it writes float), and an output tha
 is still quantized into the block's shared grid before the concatenation (so the chained int8 concatenations stay
 exact; the rounding of a new feature map to the block's grid is the one loss excluding its convolution cannot undo).
 The file stays explicit Q/DQ and strongly typed: every precision is in the graph, none in a builder flag.
-
-``weight_bits=7`` keeps weights in ±63 (ONNX Runtime's ``reduce_range``): x86 CPUs without VNNI multiply u8×s8
-pairs into a saturating int16 (``vpmaddubsw``), and 255·63 + 255·63 < 32767 cannot saturate, so ONNX Runtime's
-fused kernels compute what the file says. TensorRT computes the file's arithmetic either way.
 """
 
 from __future__ import annotations
@@ -47,12 +63,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dnet.converters.convs import module_of_weight, weight_name
-from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, sort_topologically
+from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, int8_activations_as_uint8, sort_topologically
 from dnet.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)
-DEFAULT_WEIGHT_BITS = 7
+TARGETS = ("cpu", "tensorrt")  # the runtime whose rules a file's placement follows
+CPU_WEIGHT_BITS = 8  # the CPU file's default (module doc); 7 for ONNX Runtime on x86 CPUs without VNNI
+TENSORRT_WEIGHT_BITS = 8  # the TensorRT file's only choice: int32 accumulation, nothing saturates
+DEFAULT_WEIGHT_BITS = CPU_WEIGHT_BITS
 POOLS = ("AveragePool", "MaxPool")  # commute with a shared scale: their input joins their output's block
 ZERO_POINT = "qdq_zero_point_int8"
 FALLBACKS = ("fp32", "fp16")  # the precision of an excluded layer
@@ -66,14 +85,18 @@ class Layout:
     blocks: list[dict] = field(default_factory=list)
     convs: int = 0  # integer convolutions (the depthwise BNs included)
     quantized_tensors: int = 0
-    relus_on_int8: int = 0
+    relus_on_int8: int = 0  # cpu: ReLUs computed on the int8 grid (DQ -> LeakyRelu(0) -> Q)
+    float_bns: int = 0  # tensorrt: pre-activation BNs kept as float BatchNormalization between DQ and Relu -> Q
+    uint8_activations: int = 0  # cpu: int8 activations written as uint8 (zero point 128)
     weight_bits: int = DEFAULT_WEIGHT_BITS
+    target: str = TARGETS[0]
     excluded: list[str] = field(default_factory=list)  # layers left in float, in network order
     fallback: str = FALLBACKS[0]
 
     def to_dict(self) -> dict:
-        d = {"name": "densenet", "blocks": self.blocks, "convs": self.convs,
+        d = {"name": "densenet", "target": self.target, "blocks": self.blocks, "convs": self.convs,
              "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
+             "float_bns": self.float_bns, "uint8_activations": self.uint8_activations,
              "weight_bits": self.weight_bits}
         if self.excluded:
             d.update(excluded=self.excluded, fallback=self.fallback)
@@ -187,16 +210,28 @@ class _Writer:
         node.input[0], node.output[0] = f"{y}_in_fp16", f"{y}_fp16"
 
 
-def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
-                    weight_bits: int = DEFAULT_WEIGHT_BITS, exclude: Iterable[str] = (),
+def weight_bits_for(target: str, weight_bits: int | None) -> int:
+    """The weight bits of a ``target``'s file: the target's default for None; 7 is refused for TensorRT."""
+    require_one_of("INT8 target", target, TARGETS, "int8_target")
+    if weight_bits is None:
+        return TENSORRT_WEIGHT_BITS if target == "tensorrt" else CPU_WEIGHT_BITS
+    require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
+    if target == "tensorrt" and weight_bits != TENSORRT_WEIGHT_BITS:
+        raise UsageError("7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the TensorRT layout uses 8-bit "
+                         "weights (TensorRT accumulates in int32)", option="int8_weight_bits")
+    return weight_bits
+
+
+def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *, target: str = TARGETS[0],
+                    weight_bits: int | None = None, exclude: Iterable[str] = (),
                     fallback: str = FALLBACKS[0]) -> Layout:
-    """Rewrite the FP32 DenseNet export ``proto`` in place into the DenseNet-aware Q/DQ layout (module doc).
+    """Rewrite the FP32 DenseNet export ``proto`` in place into ``target``'s Q/DQ layout (module doc).
 
     ``ranges`` are calibrated (lowest, highest) values of the FP32 graph's tensors, keyed by name (the
-    calibration cache's); a tensor the layout needs without a range raises FileFormatError. ``exclude`` names
-    layers (:func:`layers`) left in ``fallback`` precision (fp32 or fp16).
+    calibration cache's); a tensor the layout needs without a range raises FileFormatError. ``weight_bits``: None
+    for the target's default. ``exclude`` names layers (:func:`layers`) left in ``fallback`` precision (fp32 or fp16).
     """
-    require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
+    weight_bits = weight_bits_for(target, weight_bits)
     require_one_of("the precision of excluded layers", fallback, FALLBACKS, "int8_fallback")
     graph = proto.graph
     named = layers(proto)
@@ -205,9 +240,13 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
         raise UsageError(f"no layer named {unknown[0]!r} in this model (its layers: {_some(named)})",
                          option="int8_exclude")
     floats = {named[n].output[0] for n in exclude}  # by output: the rewrites below copy the nodes
-    layout = Layout(weight_bits=weight_bits, excluded=[n for n in named if n in set(exclude)], fallback=fallback)
+    layout = Layout(weight_bits=weight_bits, target=target, excluded=[n for n in named if n in set(exclude)],
+                    fallback=fallback)
     chain_concats(proto)
-    bn_to_depthwise_conv(proto)
+    if target == "cpu":
+        bn_to_depthwise_conv(proto)
+    else:
+        layout.float_bns = sum(n.op_type == "BatchNormalization" for n in graph.node)
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
@@ -236,7 +275,8 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     for name, s in scale_of.items():
         sname = w.scale(name, s)
         relu = producer.get(name)
-        if relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1:
+        # TensorRT: Conv -> Relu -> Q, no pair between them (it fuses Conv+ReLU+Q only so)
+        if target == "cpu" and relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1:
             # conv -> Q -> DQ -> LeakyRelu(0) -> Q: relu(Q(x)) == Q(relu(x)); ONNX Runtime runs it as one int8 table
             r = relu.input[0]
             w.q(r, f"{r}_q", sname)
@@ -270,4 +310,6 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     graph.initializer.extend(keep)
     del graph.value_info[:]
     sort_topologically(proto)
+    if target == "cpu":
+        layout.uint8_activations = int8_activations_as_uint8(proto)
     return layout

@@ -1,5 +1,5 @@
 """onnxruntime.quantization, where dnet uses it: the calibrator behind every INT8 file's activation ranges, and
-quantize_static for the ``ort`` Q/DQ layout (``layout="ort"``; the default densenet layout is dnet.converters.qdq).
+quantize_static for the ``ort`` Q/DQ layout (``layout="ort"``; the default densenet layout is dnet.converters.int8.placement).
 
 Both are fed a private copy of the FP32 file and print nothing.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.converters.calibration import CalibrationCache
+from dnet.converters.int8.calibration import CalibrationCache
 from dnet.files import scratch_folder
 from dnet.progress import QUIET, Progress
 

@@ -155,7 +155,7 @@ def layer_divergence(fp32: onnx.ModelProto, int8: onnx.ModelProto, layers: dict[
     """Each layer of ``int8`` against ``fp32`` on ``images``, most error added first (network order breaks ties).
 
     ``layers`` maps a layer's name to the float tensor its node writes, the same name in both graphs (what the Q/DQ
-    rewrite keeps; dnet.converters.qdq.layers). Measured once, in the INT8 file's own arithmetic (unfused): each
+    rewrite keeps; dnet.converters.int8.placement.layers). Measured once, in the INT8 file's own arithmetic (unfused): each
     layer is fed its own file's input, so a layer's ``added`` error is its own weights' and output's rounding, not
     its predecessors'. The same measure as ``dnet compare --per-layer``.
     """

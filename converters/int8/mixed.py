@@ -2,14 +2,14 @@
 
 ``dnet convert --to onnx-int8 --val DIR --max-drop PTS`` quantises every layer, measures the drop on the validation
 images, and while the drop exceeds ``PTS`` leaves one more layer in float (FP32, or FP16 for TensorRT: see
-dnet.converters.qdq), until the bound holds. ``--int8-exclude PATTERN`` names layers by hand.
+dnet.converters.int8.placement), until the bound holds. ``--int8-exclude PATTERN`` names layers by hand.
 
 - **The drop** is the FP32 file's top-1 accuracy minus the INT8 file's, in points, on the ``--val`` images, the INT8
   file run in its own arithmetic (Q/DQ unfused: what TensorRT computes). Labels come from one subfolder per class
   (sorted names are the class indices, as ``dnet eval --dataset folder`` reads them). A folder of images without class
   subfolders has no labels: the drop is then 100 minus the INT8 file's top-1 agreement with the FP32 file, in points.
 - **The search** is greedy, one layer a step: the layers are ranked once, by the relative error each adds to the error
-  of the input it was fed in the all-INT8 file (dnet.converters.divergence.layer_divergence, the measure of ``dnet
+  of the input it was fed in the all-INT8 file (dnet.converters.int8.divergence.layer_divergence, the measure of ``dnet
   compare --per-layer``), and the next layer in that order is left in float until the drop is within the bound. Then
   each layer the search added is tried back in INT8 (least sensitive first) and stays INT8 where the bound still
   holds, since the ranking is only an estimate. Before searching, the drop with every layer in float is measured:
@@ -29,11 +29,11 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_meta
-from dnet.converters.calibration import pick, read_array, read_images
 from dnet.converters.convs import CONV_NAME
-from dnet.converters.divergence import layer_divergence
-from dnet.converters.qdq import CLASSIFIER, FALLBACKS
-from dnet.converters.qdq import layers as qdq_layers
+from dnet.converters.int8.calibration import pick, read_array, read_images
+from dnet.converters.int8.divergence import layer_divergence
+from dnet.converters.int8.placement import CLASSIFIER, FALLBACKS
+from dnet.converters.int8.placement import layers as qdq_layers
 from dnet.data.arrays import ImageArrays, check_labels
 from dnet.data.datasets import FileDataset, open_images
 from dnet.data.images import list_images
@@ -199,7 +199,7 @@ class Outcome:
              "max_drop": self.max_drop, "excluded": self.excluded, "fallback": fallback,
              "excluded_by_hand": self.by_hand}
         if self.steps:
-            d["search"] = {"ranked_by": "error added per layer (dnet.converters.divergence.layer_divergence), "
+            d["search"] = {"ranked_by": "error added per layer (dnet.converters.int8.divergence.layer_divergence), "
                                         f"measured once on {min(RANKING_IMAGES, self.drop.images)} validation images",
                            "start": self.start, "floor": self.floor, "ranking": self.ranking, "steps": self.steps,
                            "evaluations": len(self.steps) + 2}
