@@ -122,9 +122,13 @@ class LintResult:
     def errors(self) -> int:
         return sum(self.counts("error").values())
 
+    @property
+    def warnings(self) -> int:
+        return sum(self.counts("warning").values())
+
     def to_dict(self) -> dict:
-        return {"quantized": self.quantized, "errors": self.errors,
-                "warnings": sum(self.counts("warning").values()), "findings": [f.to_dict() for f in self.findings]}
+        return {"quantized": self.quantized, "errors": self.errors, "warnings": self.warnings,
+                "findings": [f.to_dict() for f in self.findings]}
 
 
 class _Graph:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from dnet.cli.main import main
-from dnet.converters import qdq
+from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8.lint import FIRST, RULES, lint
 from tests.converters.tiny_models import TINY, tiny_onnx
 
@@ -224,13 +224,30 @@ def _layout(proto, **kw):
     return proto
 
 
-def test_dnet_densenet_layout_breaks_the_depthwise_bn_and_conv_qdq_relu_rules_once_per_layer(fp32):
+def _uint8_zero_points(proto) -> int:
+    """Q/DQ nodes whose zero point is a uint8 tensor (the CPU layout's activations, stored as uint8 + 128)."""
+    uint8 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.UINT8}
+    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in uint8
+               for n in proto.graph.node)
+
+
+def test_dnets_cpu_layout_breaks_the_depthwise_bn_conv_qdq_relu_and_zero_point_rules_once_per_layer(fp32):
     expected = _dense_counts(TINY)
     assert expected["grouped-conv-int8"] == sum(n.op_type == "BatchNormalization" for n in fp32.graph.node)
-    result = lint(_layout(fp32))
-    assert result.counts() == expected
-    assert result.errors == expected["grouped-conv-int8"]
-    assert lint(_layout(fp32, weight_bits=8)).counts() == {k: v for k, v in expected.items() if k != "weights-7-bit"}
+    cpu = _layout(fp32, target="cpu")
+    zero_points = _uint8_zero_points(cpu)
+    assert zero_points > 0
+    eight_bit = {**{k: v for k, v in expected.items() if k != "weights-7-bit"}, "zero-point": zero_points}
+    result = lint(cpu)  # the CPU file's default: 8-bit weights
+    assert result.counts() == eight_bit
+    assert result.errors == expected["grouped-conv-int8"] + zero_points
+    assert lint(_layout(fp32, target="cpu", weight_bits=7)).counts() == {**eight_bit, "weights-7-bit": expected["weights-7-bit"]}
+
+
+def test_dnets_tensorrt_layout_breaks_no_tensorrt_rule(fp32):
+    result = lint(_layout(fp32, target="tensorrt"))
+    assert result.errors == 0 and result.warnings == 0
+    assert result.counts() == {"concat-offset-32": _dense_counts(TINY)["concat-offset-32"]}  # information only
 
 
 def test_the_fp32_file_is_not_quantized(fp32):

@@ -197,12 +197,12 @@ def break_weight_scales(monkeypatch, layer: str, factor: float = 50.0) -> None:
 
 
 def coarsen_activation_grids(monkeypatch, factor: float = 16.0) -> None:
-    """Make every INT8 build (dnet.converters.qdq) use ``factor`` × the calibrated activation scales.
+    """Make every INT8 build (dnet.converters.int8.placement) use ``factor`` × the calibrated activation scales.
 
     Each int8 tensor then keeps about 127/``factor`` levels, so the dense blocks' int8 feature maps, which no layer
     left in float can undo, lose accuracy on any CPU: a drop that accuracy control cannot remove, by construction.
     """
-    from dnet.converters import qdq
+    from dnet.converters.int8 import placement as qdq
 
     real = qdq._absmax
     monkeypatch.setattr(qdq, "_absmax", lambda ranges, name: factor * real(ranges, name))

@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from dnet.converters.calibration import CalibrationSet
-from dnet.converters.mixed import ValidationSet
+from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.mixed import ValidationSet
 from dnet.data.arrays import read_image_arrays
 from dnet.data.datasets import open_dataset, open_images
 from dnet.data.specs import get_spec
