@@ -35,7 +35,7 @@ from dnet.artifact.onnxfile import input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
-from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError, runtime_failure
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -266,8 +266,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             return self.session.run([self.output_name], {self.input_name: feed})[0]
         except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/RuntimeException share no useful base)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
+            raise runtime_failure(self.path.name, "ONNX Runtime", e, len(batch)) from None
 
     def close(self) -> None:
         self.session = None
@@ -290,4 +289,4 @@ def open_file(
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FileFormatError(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
-    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto))
+    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto, Path(path).name))

@@ -41,7 +41,7 @@ def _densenet_summary(obj: object) -> dict:
 
 
 def _inspect_onnx(path: Path, as_json: bool) -> None:
-    meta = read_meta(read_model(path))
+    meta = read_meta(read_model(path), path.name)
     if as_json:
         click.echo(json.dumps({"file": path.name, "bytes": path.stat().st_size,
                                "meta": meta.to_dict() if meta is not None else None}, indent=1))
