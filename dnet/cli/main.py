@@ -11,7 +11,7 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError
-from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by
+from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by, write_error
 
 
 def flag_for(option: str | None) -> str | None:
@@ -48,6 +48,9 @@ def reports_errors(fn):
             signum = interrupted_by()
             if signum is not None:  # a library caught the interrupt and raised another error on the way out
                 _interrupted(signum, None)
+            if not isinstance(e, DnetError) and isinstance(e, OSError) and e.filename:
+                # a library's own write (a plot, a runtime's cache) hit the disk or the limits: one line, not a bug
+                e = write_error(e.filename, e) or e
             if isinstance(e, DnetError):
                 click.echo(f"dnet: error: {error_line(e)}", err=True)
                 sys.exit(e.exit_code)
