@@ -455,6 +455,31 @@ def scratch_folder(purpose: str) -> Iterator[Path]:
             root.rmdir()
 
 
+# Caches libraries write into the temporary folder unless told otherwise: PyTorch's inductor/dynamo cache
+# (``$TMPDIR/torchinductor_USER``, made when ``torch._dynamo`` is imported: every export, every training step) and
+# Triton's beneath it. ONNX Runtime (CPU) and OpenVINO write none unless given a cache folder; TensorRT's are dnet's.
+LIBRARY_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+@contextlib.contextmanager
+def library_caches() -> Iterator[Path | None]:
+    """Point the libraries' caches into a scratch folder of this process for the block, then remove it.
+
+    What a user set (any of :data:`LIBRARY_CACHES` in the environment) is left alone: their cache, their choice.
+    """
+    if any(name in os.environ for name in LIBRARY_CACHES):
+        yield None
+        return
+    with scratch_folder("caches") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")
+        os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+        try:
+            yield folder
+        finally:
+            for name in LIBRARY_CACHES:  # torch writes its own choice back into the environment: remove both
+                os.environ.pop(name, None)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -11,7 +11,7 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError
-from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by, write_error
+from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by, library_caches, write_error
 
 
 def flag_for(option: str | None) -> str | None:
@@ -41,7 +41,8 @@ def reports_errors(fn):
     def wrapper(*args, **kwargs):
         forget_signals()
         try:
-            return fn(*args, **kwargs)
+            with library_caches():  # PyTorch's compile cache in dnet's swept scratch, not a stray $TMPDIR folder
+                return fn(*args, **kwargs)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (exit_on_sigterm): temporary files are already removed
             _interrupted(e.signum if isinstance(e, Terminated) else signal.SIGINT, getattr(e, "kept", None))
         except Exception as e:
