@@ -88,7 +88,26 @@ VERBS = {
 }
 
 
+class _OneLine(click.ClickException):
+    """A command-line mistake click found (a bad value, a missing option): one ``dnet: error:`` line, status 2."""
+
+    def __init__(self, e: click.ClickException) -> None:
+        super().__init__(e.format_message())
+        self.exit_code = e.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"dnet: error: {self.format_message()}", err=True)
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:  # click's own text is a usage block; dnet's errors are one line
+            if isinstance(e, _OneLine) or not isinstance(e, click.UsageError):
+                raise
+            raise _OneLine(e) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(VERBS)
 

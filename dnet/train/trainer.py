@@ -25,6 +25,7 @@ from dnet.checkpoint import save_checkpoint
 from dnet.errors import DataError, UsageError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from dnet.models.summary import param_count
 from dnet.train.batches import Batches, dataset_spec, open_training_data
 from dnet.train.checkpoints import load_resume, seed_everything, set_rng_state, training_state
 from dnet.train.distributed import setup_distributed
@@ -88,6 +89,21 @@ def _run_folder(cfg: TrainConfig, resume, d) -> tuple[TrainConfig, Path, dict | 
     return cfg, run_dir, None
 
 
+# Parameters a run may train: far above the paper's largest (DenseNet-264 k=48, 73 M); past it the weights, their
+# gradients and the optimizer's momentum alone (16 bytes a parameter) outgrow a machine's memory before step one.
+MAX_TRAIN_PARAMS = 1_000_000_000
+
+
+def check_size(cfg: TrainConfig) -> None:
+    """Refuse, before any data is read or memory taken, a network too large to train (counted, not built)."""
+    config = cfg.model_config(cfg.num_classes or 10)
+    n = param_count(config)
+    if n > MAX_TRAIN_PARAMS:
+        raise UsageError(f"{describe(config)} has {n:,} parameters, more than the {MAX_TRAIN_PARAMS:,} dnet trains "
+                         f"(about {16 * n / 2**30:,.0f} GiB for weights, gradients and momentum alone); choose a "
+                         "smaller --depth or --growth-rate")
+
+
 def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train (or resume) a run; return where it was written and its numbers.
@@ -104,6 +120,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
 
     # 1. the run folder and the data
     cfg, run_dir, ckpt = _run_folder(cfg, resume, d)
+    check_size(cfg)
     train_set, val_set, test_set = open_training_data(cfg)
     config = cfg.model_config(train_set.num_classes)
     labels_max = int(np.max(train_set.labels))
