@@ -75,7 +75,8 @@ def test_every_numeric_option_of_every_verb_is_covered():
     """A new numeric option without a bound (or without a case here) fails this test."""
     import click
 
-    from dnet.cli.main import VERBS as ALL, main
+    from dnet.cli.main import VERBS as ALL
+    from dnet.cli.main import main
     from dnet.cli.options import Number
 
     ctx = click.Context(main)
