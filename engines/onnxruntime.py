@@ -255,6 +255,11 @@ class OnnxRuntimeEngine(Engine):
         shape = [d if isinstance(d, int) else -1 for d in inp.shape]
         if len(shape) != 4:
             raise EngineError(f"{path.name}: dnet runs image classifiers with an N×3×H×W input, this one has shape {inp.shape}")
+        shared = [d for d in inp.shape[2:] if isinstance(d, str) and d and d == inp.shape[0]]
+        if shared:  # one symbol for the batch and the image side: no batch size and image size can both be chosen
+            raise FileFormatError(f"{path.name}: its input {inp.name!r} is {'×'.join(map(str, inp.shape))}: the batch "
+                                  f"and the image's height or width are one symbolic dimension {shared[0]!r}; export it "
+                                  "with a batch dimension of its own")
         self.input_shape = (shape[0], shape[1], shape[2], shape[3])
         self._fp16_input = inp.type == "tensor(float16)"
 

@@ -7,7 +7,7 @@ import json
 import click
 
 from dnet.bench import bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
-from dnet.cli.main import reports_errors
+from dnet.cli.main import reports_errors, warn
 from dnet.cli.options import (
     MAX_INPUT_SIZE,
     MAX_ITERATIONS,
@@ -53,6 +53,10 @@ def bench_cmd(paths, batches, warmup, duration, iterations, warmup_iterations, i
     progress = progress_for(quiet)
     progress.stage(f"opening {len(paths)} engine(s)")
     opened, memory = open_engines(list(paths), provider=provider, threads=threads)
+    for e in opened:
+        if input_size is None and e.meta is None and min(e.input_shape[2:]) <= 0:
+            warn(f"{e.path.name} has no fixed height and width and no dnet metadata: timed at 224×224 (choose the "
+                 "size with --input-size)")
     layers = []
     try:
         if per_layer:
