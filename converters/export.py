@@ -37,6 +37,7 @@ from dnet.similarity import max_abs
 
 DEFAULT_OPSET = 18  # >= 17 (LayerNorm era); 18 is what torch's dynamo exporter emits natively
 MIN_OPSET = 17
+MAX_OPSET = 23  # the newest opset torch's exporter writes (torch.onnx._constants.ONNX_MAX_OPSET) and ONNX Runtime runs
 BN_MODES = ("batchnorm", "muladd")
 FP32_RTOL = 1e-4  # max|Δ| <= 1e-4 · max(1, max|ref|)
 
@@ -135,8 +136,8 @@ def export(
     random ones; a mismatch beyond FP32_RTOL raises :class:`AccuracyError` with the numbers. ``progress`` receives
     the check's numbers (``fp32_vs_pytorch``: max|Δ| and its bound per batch).
     """
-    if opset < MIN_OPSET:
-        raise UsageError(f"opset must be at least {MIN_OPSET}, got {opset}", option="opset")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"opset must be {MIN_OPSET} to {MAX_OPSET}, got {opset}", option="opset")
     require_one_of("bn", bn, BN_MODES, "bn")
     model = model.eval()
     if meta is None and model.meta is None:
@@ -147,6 +148,10 @@ def export(
     size = input_size or meta.input_size
     meta = dataclasses.replace(meta, input_size=size)
     proto = _export_proto(model, size, opset)
+    wrote = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if wrote != opset:  # torch falls back to its native opset when a conversion fails, saying so only in a log
+        raise UsageError(f"torch's exporter wrote opset {wrote}, not the {opset} asked for; choose opset "
+                         f"{wrote} (the default) or another version", option="opset")
     stages = stage_tensors(proto, model.stages())
     convs = conv_tensors(proto, model)
     if bn == "muladd":

@@ -28,10 +28,10 @@ from dnet.converters.convs import ConvSite, block_of, conv_sites
 from dnet.converters.int8.calibration import read_folder
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
-from dnet.errors import EngineError, UsageError
+from dnet.errors import UsageError, runtime_failure
 from dnet.files import scratch_folder
 from dnet.loading import load
-from dnet.similarity import cosine, max_abs, rel_l2, top1_agreement
+from dnet.similarity import cosine, max_abs, rel_l2, require_finite, top1_agreement
 
 LOGITS = "logits"
 
@@ -83,8 +83,7 @@ def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     try:
         results = sess.run(names, {inp.name: feed})
     except Exception as e:  # noqa: BLE001 (ORT's own error types)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EngineError(f"{path.name}: ONNX Runtime cannot run it ({first[:200]})") from None
+        raise runtime_failure(path.name, "ONNX Runtime", e, len(batch)) from None
     out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
     return {**out, LOGITS: np.asarray(results[0], np.float32)}
 
@@ -135,6 +134,8 @@ def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | o
     ref, other = Path(ref), Path(other)
     batch = _inputs(ref, other, images, count)
     a, b = stage_outputs(ref, batch), stage_outputs(other, batch)
+    require_finite(a[LOGITS], ref.name)
+    require_finite(b[LOGITS], other.name)
     rows = []
     for stage in a:
         if stage in b:
@@ -364,6 +365,7 @@ def compare_layers(ref: str | os.PathLike, other: str | os.PathLike, *, images: 
                 shapes.append((len(batch), *ta[r.output].shape[1:]))
     rows = tuple(LayerRow(i + 1, name, block_of(name), shapes[i], outs[i].rel(), outs[i].cosine(), outs[i].max,
                           ins[i].rel(), r.output, o.output) for i, (name, r, o) in enumerate(pairs))
-    logits = _row(LOGITS, np.concatenate(logits_a), np.concatenate(logits_b))
+    logits = _row(LOGITS, require_finite(np.concatenate(logits_a), Path(ref).name),
+                  require_finite(np.concatenate(logits_b), Path(other).name))
     return LayerReport(str(ref), str(other), str(images) if images is not None else "random", len(batch), fused,
                        pairing, rows, logits, (a.fusion(), b.fusion()), unmatched)

@@ -61,8 +61,26 @@ class EngineError(DnetError):
     """A model file that cannot be run here (missing runtime, wrong GPU or version)."""
 
 
+_OUT_OF_MEMORY = ("bad_alloc", "failed to allocate memory", "out of memory", "cannot allocate memory")
+
+
+def runtime_failure(name: str, runtime: str, e: BaseException, batch: int | None = None) -> EngineError:
+    """The one line of a runtime that failed to run a model: out of memory said as such (it is fixed by a smaller
+    batch, not by another file), anything else as the runtime's first line."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError) or any(m in first.lower() for m in _OUT_OF_MEMORY):
+        rows = f" a batch of {batch:,}" if batch else ""
+        return EngineError(f"{name}: out of memory running{rows} in {runtime} ({first[:160]}); use a smaller --batch "
+                           "or free some memory")
+    return EngineError(f"{name}: {runtime} cannot run it ({first[:200]})")
+
+
 class NotInstalledError(EngineError):
     """An optional dependency (TensorRT, CUDA, an execution provider) is not installed."""
+
+
+class ModelOutputError(DnetError):
+    """A model whose outputs are NaN or infinite (broken weights or preprocessing): nothing can be scored."""
 
 
 class InputModifiedError(DnetError):

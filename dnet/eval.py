@@ -27,6 +27,7 @@ from dnet.errors import AccuracyError, DataError, UsageError
 from dnet.files import atomic_write_text
 from dnet.models import zoo
 from dnet.models.published import Comparison, compare
+from dnet.similarity import require_finite
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -36,16 +37,17 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Per sample: is the true class among the ``k`` highest logits?
 
-    Rank = how many classes score strictly higher than the true one; a hit when rank < k. Ties therefore
-    count in the model's favour (deterministic, unlike a sort that breaks ties arbitrarily).
+    Rank = how many other classes score at least as high as the true one; a hit when rank < k. A tie is
+    therefore a miss (all-equal logits score 100 % error, never 0 %), and so is a row with a non-finite logit
+    (deterministic, unlike a sort that breaks ties arbitrarily).
     """
     logits = np.asarray(logits)
     labels = np.asarray(labels, dtype=np.int64)
     if logits.ndim != 2 or len(logits) != len(labels):
         raise ValueError(f"logits {logits.shape} and labels {labels.shape} do not match")
     true = logits[np.arange(len(labels)), labels]
-    rank = (logits > true[:, None]).sum(axis=1)
-    return rank < k
+    rank = (logits >= true[:, None]).sum(axis=1) - 1
+    return (rank < k) & np.isfinite(logits).all(axis=1)
 
 
 def error_percent(hits: int, n: int) -> float:
@@ -106,7 +108,7 @@ class EvalReport:
     skipped: tuple[str, ...] = ()
     world_size: int = 1
     test_set: int | None = None  # images in the published test set the papers' errors are measured on
-    # per image (dataset index, label, top-5 classes); not part of the JSON report
+    # per image (dataset index, label, top-5 classes, top-1 hit); not part of the JSON report
     predictions: tuple = field(default=(), repr=False, compare=False)
 
     def comparison(self, metric: str) -> Comparison | None:
@@ -194,9 +196,9 @@ def write_predictions(path: str | os.PathLike, report: EvalReport, dataset, *, i
     """CSV: index, file (or empty for array data sets), label, prediction, top5 (space separated), correct."""
     names = [str(p) for p in dataset.paths] if isinstance(dataset, FileDataset) else None
     lines = ["index,file,label,prediction,top5,correct"]
-    for index, label, top5 in report.predictions:
+    for index, label, top5, hit in report.predictions:
         file = names[index].replace('"', '""') if names else ""
-        lines.append(f'{index},"{file}",{label},{top5[0]},{" ".join(map(str, top5))},{int(top5[0] == label)}')
+        lines.append(f'{index},"{file}",{label},{top5[0]},{" ".join(map(str, top5))},{int(hit)}')
     atomic_write_text(path, "\n".join(lines) + "\n", inputs=inputs)
 
 
@@ -293,10 +295,10 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
             if fixed is not None and rows < fixed:  # a static-batch engine: pad the last batch
                 feed = np.concatenate([feed, np.zeros((fixed - rows,) + feed.shape[1:], feed.dtype)])
             t0 = time.perf_counter()
-            logits = engine(feed)[:rows]
+            logits = require_finite(engine(feed)[:rows], Path(engine.path).name)
             engine_seconds += time.perf_counter() - t0
             if ten_crop:
-                logits = reduce_ten_crop(logits)
+                logits = require_finite(reduce_ten_crop(logits), Path(engine.path).name)
             if logits.shape[1] != dataset.num_classes:
                 raise DataError(f"the model has {logits.shape[1]} classes but data set {dataset.name} has "
                                 f"{dataset.num_classes}; evaluate it on the data set it was trained for")
@@ -305,7 +307,8 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
             top5 += int(h5.sum())
             seen += len(labels)
             best = top5_labels(logits)
-            predictions += [(int(i), int(lab), tuple(int(c) for c in b)) for i, lab, b in zip(idx, labels, best, strict=True)]
+            predictions += [(int(i), int(lab), tuple(int(c) for c in b), bool(h))
+                            for i, lab, b, h in zip(idx, labels, best, h1, strict=True)]
             if bar is not None:
                 bar.update(len(errors))
                 bar.set_postfix_str(f"top-1 err {error_percent(top1, seen):.2f} %")

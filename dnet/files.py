@@ -31,6 +31,8 @@ SCRATCH = "dnet-scratch"  # marks a private folder of scratch files: PURPOSE.dne
 _MARKS = (f".{PARTIAL}.", f".{SCRATCH}.")
 _MAX_NAME = 100  # characters of the target's name kept in a temporary name (file names stop at 255 bytes)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_NAME_MAX = 255  # bytes of one file name on every filesystem dnet writes to (ext4, xfs, btrfs, tmpfs, APFS)
+_LOW_SPACE = 1 << 20  # bytes free below which a writer's unexplained failure is taken for a full disk
 _swept: set[str] = set()
 
 
@@ -183,6 +185,10 @@ def check_output_path(path: str | os.PathLike, *, inputs: Sequence[str | os.Path
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
+    size = len(os.fsencode(target.name))
+    if size > _NAME_MAX:
+        raise UsageError(f"output name {target.name[:40]}… is {size:,} bytes long; file names stop at {_NAME_MAX} "
+                         "bytes: choose a shorter name")
     if not folder.is_dir():
         raise DnetError(f"output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -304,6 +310,67 @@ def _disk_full(target: Path, tmp: Path | None, size: int | None) -> DnetError:
     return disk_full_error(target, size=size, written=written)
 
 
+def os_cause(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or one in its chain. torch's zip writer turns the ENOSPC or EFBIG of its
+    ``write`` into ``RuntimeError: ... unexpected pos``, keeping the OSError only as the exception's context."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+def file_size_limit() -> int | None:
+    """This process's largest file in bytes (``ulimit -f``, RLIMIT_FSIZE), or None when unlimited."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def write_error(target: str | os.PathLike, e: BaseException, *, tmp: str | os.PathLike | None = None,
+                size: int | None = None) -> DnetError | None:
+    """The one line of a write to ``target`` (through ``tmp``) that failed with ``e`` because of the disk or the
+    limits, not because of dnet: a full disk or quota, a file larger than ``ulimit -f`` (EFBIG), a name too long,
+    a read-only filesystem. None for anything else (a bug keeps its traceback).
+
+    A writer that loses the OSError (a library's own exception type) is judged by what is left: a disk with less
+    than a megabyte free is full; a partial file that reached the size limit is too large.
+    """
+    if isinstance(e, DnetError):
+        return None
+    target, cause = Path(target), os_cause(e)
+    code = cause.errno if cause is not None else None
+    try:
+        written = os.stat(tmp).st_size if tmp is not None else None
+    except OSError:
+        written = None
+    limit = file_size_limit()
+    if code is None:
+        free = free_bytes(target.parent)
+        if free is not None and free < _LOW_SPACE:
+            code = errno.ENOSPC
+        elif limit is not None and written is not None and written >= limit:
+            code = errno.EFBIG
+    if code in _FULL:
+        return _disk_full(target, Path(tmp) if tmp is not None else None, size)
+    if code == errno.EFBIG:
+        cap = f"the limit of {limit:,} bytes" if limit is not None else "the filesystem's largest file"
+        done = f" after {written:,} bytes" if written and (limit is None or written < limit) else ""
+        return DnetError(f"file too large: writing {target} stopped{done} at {cap} (ulimit -f, or the filesystem); "
+                         "raise the limit or choose another output folder")
+    if code == errno.ENAMETOOLONG:
+        return DnetError(f"file name too long: {cause.filename or target}; file names stop at {_NAME_MAX} bytes, "
+                         "paths at 4,096: choose a shorter name")
+    if code == errno.EROFS:
+        return DnetError(f"read-only file system: cannot write {target}; choose another output folder")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, size: int | None = None,
                 inputs: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
@@ -325,9 +392,10 @@ def atomic_path(path: str | os.PathLike, *, size: int | None = None,
             os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
-    except OSError as e:
-        if e.errno in _FULL:
-            raise _disk_full(target, tmp_path, size) from None
+    except Exception as e:
+        error = write_error(target, e, tmp=tmp_path, size=size)
+        if error is not None:
+            raise error from None
         raise
     finally:
         if tmp_path is not None:
@@ -372,15 +440,44 @@ def scratch_folder(purpose: str) -> Iterator[Path]:
         raise DnetError(f"cannot create a scratch folder in {root}")
     try:
         yield folder
-    except OSError as e:
-        if e.errno in _FULL:
+    except Exception as e:
+        cause = os_cause(e)
+        if cause is not None and cause.errno in _FULL:
             raise DnetError(f"no space left on device for scratch files in {root}: "
                             f"{free_bytes(root) or 0:,} bytes are free; set TMPDIR to a folder with more space") from None
+        if cause is not None and cause.errno == errno.EFBIG:
+            raise DnetError(f"file too large: a scratch file in {root} reached the size limit of "
+                            f"{file_size_limit() or 0:,} bytes (ulimit -f); raise the limit") from None
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             root.rmdir()
+
+
+# Caches libraries write into the temporary folder unless told otherwise: PyTorch's inductor/dynamo cache
+# (``$TMPDIR/torchinductor_USER``, made when ``torch._dynamo`` is imported: every export, every training step) and
+# Triton's beneath it. ONNX Runtime (CPU) and OpenVINO write none unless given a cache folder; TensorRT's are dnet's.
+LIBRARY_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+@contextlib.contextmanager
+def library_caches() -> Iterator[Path | None]:
+    """Point the libraries' caches into a scratch folder of this process for the block, then remove it.
+
+    What a user set (any of :data:`LIBRARY_CACHES` in the environment) is left alone: their cache, their choice.
+    """
+    if any(name in os.environ for name in LIBRARY_CACHES):
+        yield None
+        return
+    with scratch_folder("caches") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")
+        os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+        try:
+            yield folder
+        finally:
+            for name in LIBRARY_CACHES:  # torch writes its own choice back into the environment: remove both
+                os.environ.pop(name, None)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

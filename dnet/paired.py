@@ -36,6 +36,7 @@ from dnet.data.specs import PreprocessSpec
 from dnet.engines.base import Engine
 from dnet.errors import DataError, DnetError, UsageError
 from dnet.eval import Z95, EvalReport, choose_spec, evaluate, reduce_ten_crop, top5_labels, topk_hits
+from dnet.similarity import require_finite
 
 INTERVAL = "Newcombe hybrid score (1998, method 10)"
 LOST_CLASSES = 5  # classes listed, those with the largest net loss first
@@ -193,7 +194,7 @@ class _Both(Engine):
         self.theirs: list[np.ndarray] = []
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        mine, theirs = _run(self.engine, batch), _run(self.reference, batch)
+        mine, theirs = _run(self.engine, batch), require_finite(_run(self.reference, batch), self.reference.path.name)
         if mine.shape != theirs.shape:
             raise DataError(f"{self.engine.path.name} gives {mine.shape[1]} classes but {self.reference.path.name} "
                             f"{theirs.shape[1]}; compare two files of the same model")

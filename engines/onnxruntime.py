@@ -38,7 +38,15 @@ from dnet.artifact.onnxfile import input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
-from dnet.errors import DnetError, DnetWarning, EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.errors import (
+    DnetError,
+    DnetWarning,
+    EngineError,
+    FileFormatError,
+    NotInstalledError,
+    UsageError,
+    runtime_failure,
+)
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -302,6 +310,11 @@ class OnnxRuntimeEngine(Engine):
         shape = [d if isinstance(d, int) else -1 for d in inp.shape]
         if len(shape) != 4:
             raise EngineError(f"{path.name}: dnet runs image classifiers with an N×3×H×W input, this one has shape {inp.shape}")
+        shared = [d for d in inp.shape[2:] if isinstance(d, str) and d and d == inp.shape[0]]
+        if shared:  # one symbol for the batch and the image side: no batch size and image size can both be chosen
+            raise FileFormatError(f"{path.name}: its input {inp.name!r} is {'×'.join(map(str, inp.shape))}: the batch "
+                                  f"and the image's height or width are one symbolic dimension {shared[0]!r}; export it "
+                                  "with a batch dimension of its own")
         self.input_shape = (shape[0], shape[1], shape[2], shape[3])
         self._fp16_input = inp.type == "tensor(float16)"
 
@@ -314,7 +327,7 @@ class OnnxRuntimeEngine(Engine):
             return self.session.run([self.output_name], {self.input_name: feed})[0]
         except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/EPFail share no useful base)
             where = "" if self.device == "cpu" else f" on {PROVIDERS[self.device]}, and dnet does not fall back"
-            raise EngineError(f"{self.path.name}: ONNX Runtime cannot run it{where} ({_first_line(e)})") from None
+            raise runtime_failure(self.path.name, f"ONNX Runtime{where}", e, len(batch)) from None
 
     def close(self) -> None:
         self.session = None
@@ -341,4 +354,4 @@ def open_file(
         risk = saturation_risk(proto)
         if risk is not None:
             warnings.warn(f"{path.name}: {risk}", DnetWarning, stacklevel=2)
-    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto))
+    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto, Path(path).name))

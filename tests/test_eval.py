@@ -37,14 +37,14 @@ LOGITS = np.array([
     [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 5: rank 1 (only 0.9 is higher)
     [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 2: rank 6 (lowest)
     [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 4: rank 4 (0.9, 0.5, 0.4, 0.3 higher)
-    [0.7, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1],  # label 1: tied for first -> counted as a hit
+    [0.7, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1],  # label 1: tied for first -> a miss in top-1, a hit in top-5
     [0.2, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6],  # label 0: rank 6
 ])
 LABELS = np.array([1, 5, 2, 4, 1, 0])
 
 
 def test_topk_on_hand_made_logits():
-    assert topk_hits(LOGITS, LABELS, 1).tolist() == [True, False, False, False, True, False]
+    assert topk_hits(LOGITS, LABELS, 1).tolist() == [True, False, False, False, False, False]
     assert topk_hits(LOGITS, LABELS, 5).tolist() == [True, True, False, True, True, False]
     assert topk_hits(LOGITS, LABELS, 7).all()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from dnet.data.specs import PreprocessSpec
@@ -34,8 +35,31 @@ def _check_spec(spec: PreprocessSpec) -> None:
             raise ValueError(f"preprocess {name} {v!r} is not a whole number in 1..{MAX_INPUT_SIZE}")
     if len(spec.mean) != 3 or len(spec.std) != 3 or not all(s > 0 for s in spec.std):
         raise ValueError("preprocess mean and std need three values, std positive")
-    if spec.interpolation not in INTERPOLATIONS or not (isinstance(spec.pixel_scale, int | float) and spec.pixel_scale > 0):
+    if spec.interpolation not in INTERPOLATIONS or not (isinstance(spec.pixel_scale, int | float) and
+                                                         math.isfinite(spec.pixel_scale) and spec.pixel_scale > 0):
         raise ValueError(f"preprocess interpolation {spec.interpolation!r} or pixel scale {spec.pixel_scale!r} is unknown")
+    # A mean outside the pixel range or a std below a thousandth of it is no camera's statistics: a tampered or broken
+    # file (std 1e-30 turns every image into ±inf; NaN scores nothing), refused before it feeds a model.
+    scale = float(spec.pixel_scale)
+    if not all(math.isfinite(m) and -scale <= m <= 2 * scale for m in spec.mean):
+        raise ValueError(f"preprocess mean {list(spec.mean)} is not within the pixel range 0..{scale:g}")
+    if not all(math.isfinite(s) and scale / 1000 <= s <= 10 * scale for s in spec.std):
+        raise ValueError(f"preprocess std {list(spec.std)} is not between {scale / 1000:g} and {10 * scale:g}")
+
+
+def _check_calibration(calib) -> None:
+    """INT8 calibration details as dnet writes them: a dict whose ``layout`` and ``accuracy`` are dicts too."""
+    if calib is None:
+        return
+    if not isinstance(calib, dict):
+        raise ValueError(f"calibration is {type(calib).__name__} {calib!r}, not a dict")
+    for key in ("layout", "accuracy"):
+        if calib.get(key) is not None and not isinstance(calib[key], dict):
+            raise ValueError(f"calibration {key} is {type(calib[key]).__name__}, not a dict")
+    layout = calib.get("layout") or {}
+    if layout.get("excluded") is not None and not (isinstance(layout["excluded"], list) and
+                                                   all(isinstance(x, str) for x in layout["excluded"])):
+        raise ValueError("calibration layout excluded is not a list of layer names")
 
 
 @dataclass(frozen=True)
@@ -73,7 +97,11 @@ class ArtifactMeta:
                 raise ValueError(f"int8_target {meta.int8_target!r} is not one of cpu, tensorrt")
             if not isinstance(meta.extra, dict) or not isinstance(meta.config, dict):
                 raise ValueError("extra and config must be dicts")
+            for name in ("model", "precision", "source", "source_sha256", "dnet_version"):
+                if not isinstance(getattr(meta, name), str):
+                    raise ValueError(f"{name} {getattr(meta, name)!r} is not text")
             _check_spec(meta.preprocess)
+            _check_calibration(meta.calibration)
             return meta
         except (KeyError, TypeError, ValueError, AttributeError, UsageError) as e:
             raise FileFormatError(f"artifact metadata is incomplete or malformed: {e}") from None
@@ -83,15 +111,21 @@ class ArtifactMeta:
         return {PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
 
     @classmethod
-    def from_strings(cls, props: dict[str, str]) -> ArtifactMeta | None:
-        """Inverse of :meth:`to_strings`; None when the props hold no dnet metadata at all."""
+    def from_strings(cls, props: dict[str, str], name: str | None = None) -> ArtifactMeta | None:
+        """Inverse of :meth:`to_strings`; None when the props hold no dnet metadata at all. ``name`` (the file's)
+        starts the message of metadata that is refused."""
+        where = f"{name}: " if name else ""
         ours = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
         if not ours:
             return None
         try:
-            return cls.from_dict({k: json.loads(v) for k, v in ours.items()})
+            values = {k: json.loads(v) for k, v in ours.items()}
         except json.JSONDecodeError as e:
-            raise FileFormatError(f"artifact metadata is not valid JSON: {e}") from None
+            raise FileFormatError(f"{where}artifact metadata is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(values)
+        except FileFormatError as e:
+            raise FileFormatError(f"{where}{e}") from None
 
 
 CLASSIFIER = "dnet runs image classifiers: one N×3×H×W image input and one N×classes output"

@@ -125,13 +125,19 @@ def check_interface(proto: onnx.ModelProto, name: str) -> None:
     for v, role in ((inp, "input"), (out, "output")):
         if not v.type.HasField("tensor_type") or v.type.tensor_type.elem_type not in FLOATS:
             raise FileFormatError(f"{name}: {CLASSIFIER}; its {role} {v.name!r} is not a float32 or float16 tensor")
-    check_classifier_shapes(name, _dims(inp), _dims(out), read_meta(proto), input_label=f"input {inp.name!r}",
+    check_classifier_shapes(name, _dims(inp), _dims(out), read_meta(proto, name), input_label=f"input {inp.name!r}",
                             output_label=f"output {out.name!r}")
 
 
-def read_meta(proto: onnx.ModelProto) -> ArtifactMeta | None:
-    """The dnet metadata of an ONNX model, or None for a file dnet did not write."""
-    return ArtifactMeta.from_strings({p.key: p.value for p in proto.metadata_props})
+def read_meta(proto: onnx.ModelProto, name: str | None = None) -> ArtifactMeta | None:
+    """The dnet metadata of an ONNX model, or None for a file dnet did not write; refused in one line (starting
+    with ``name``, the file's, when given) when it is malformed or a key appears twice (which copy would win?)."""
+    keys = [p.key for p in proto.metadata_props]
+    twice = sorted({k for k in keys if k.startswith(PREFIX) and keys.count(k) > 1})
+    if twice:
+        raise FileFormatError(f"{name + ': ' if name else ''}metadata key {twice[0]} appears {keys.count(twice[0])} "
+                              "times; dnet writes each once, so this file was edited: refused")
+    return ArtifactMeta.from_strings({p.key: p.value for p in proto.metadata_props}, name)
 
 
 def write_meta(proto: onnx.ModelProto, meta: ArtifactMeta | None) -> None:

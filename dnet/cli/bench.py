@@ -7,8 +7,17 @@ import json
 import click
 
 from dnet.bench import bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
-from dnet.cli.main import reports_errors
-from dnet.cli.options import parse_batch_sizes, quiet_option
+from dnet.cli.main import reports_errors, warn
+from dnet.cli.options import (
+    MAX_INPUT_SIZE,
+    MAX_ITERATIONS,
+    MAX_SECONDS,
+    MAX_THREADS,
+    amount,
+    count,
+    parse_batch_sizes,
+    quiet_option,
+)
 from dnet.cli.progress import progress_for
 from dnet.table import format_table
 
@@ -17,16 +26,16 @@ from dnet.table import format_table
 @click.option("--engine", "paths", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Model file (.plan, .onnx, .xml, .pth, .t7); repeat to compare (ratios are to the first).")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Warm-up seconds per engine.")
-@click.option("--duration", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+@click.option("--warmup", type=amount(0, MAX_SECONDS), default=1.0, show_default=True, help="Warm-up seconds per engine.")
+@click.option("--duration", type=amount(0.01, MAX_SECONDS), default=5.0, show_default=True,
               help="Timed seconds per engine and batch size.")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
+@click.option("--iterations", type=count(1, MAX_ITERATIONS), default=None,
               help="Timed runs per engine and batch size (instead of --duration).")
-@click.option("--warmup-iterations", type=click.IntRange(min=0), default=None,
+@click.option("--warmup-iterations", type=count(0, MAX_ITERATIONS), default=None,
               help="Untimed runs per engine and batch size before timing (instead of --warmup).")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
+@click.option("--input-size", type=count(1, MAX_INPUT_SIZE), default=None,
               help="Input height and width (default: each model's own; a fixed-size model takes only its own).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the runtime's).")
+@click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
 @click.option("--provider", default=None,
               help="Where engines run: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent; default cpu).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay each shape from a CUDA graph (trtexec --useCudaGraph).")
@@ -44,6 +53,10 @@ def bench_cmd(paths, batches, warmup, duration, iterations, warmup_iterations, i
     progress = progress_for(quiet)
     progress.stage(f"opening {len(paths)} engine(s)")
     opened, memory = open_engines(list(paths), provider=provider, threads=threads)
+    for e in opened:
+        if input_size is None and e.meta is None and min(e.input_shape[2:]) <= 0:
+            warn(f"{e.path.name} has no fixed height and width and no dnet metadata: timed at 224×224 (choose the "
+                 "size with --input-size)")
     layers = []
     try:
         if per_layer:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dnet.cli.main import reports_errors
+from dnet.cli.options import MAX_BATCH, count
 from dnet.compare import LayerReport, compare, compare_layers
 from dnet.errors import UsageError
 from dnet.files import check_output_path
@@ -52,7 +53,7 @@ def _layer_text(report: LayerReport, plot: Path | None) -> str:
 @click.argument("ref", type=click.Path(path_type=Path))
 @click.argument("other", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of images (default: random inputs).")
-@click.option("--count", type=click.IntRange(min=1), default=8, show_default=True, help="Inputs to compare on.")
+@click.option("--count", type=count(1, MAX_BATCH), default=8, show_default=True, help="Inputs to compare on.")
 @click.option("--per-layer", is_flag=True, help="Compare every convolution of two ONNX files, rank the layers, plot.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="OUT.png",
               help="Where --per-layer writes its plot (default: OTHER's name with .layers.png, beside it).")

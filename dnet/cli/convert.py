@@ -10,9 +10,18 @@ import click
 
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.cli.main import error_line, reports_errors, warn
-from dnet.cli.options import default, json_option, parse_profile, quiet_option
+from dnet.cli.options import (
+    MAX_IMAGES,
+    MAX_INPUT_SIZE,
+    amount,
+    count,
+    default,
+    json_option,
+    parse_profile,
+    quiet_option,
+)
 from dnet.cli.progress import format_check, progress_for
-from dnet.converters.export import MIN_OPSET
+from dnet.converters.export import MAX_OPSET, MIN_OPSET
 from dnet.converters.int8.calibration import METHODS, CalibrationSet
 from dnet.converters.int8.mixed import ValidationSet
 from dnet.converters.int8.options import LAYOUTS, Int8Options
@@ -39,6 +48,17 @@ def accuracy_line(acc: dict) -> str:
 PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 
 
+def _check_precision(target: str, precision: str) -> None:
+    """--precision chooses the ONNX file TensorRT compiles; for any other target it can only agree or contradict."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source("precision") is click.core.ParameterSource.DEFAULT or target == "trt":
+        return
+    own = {"onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, "fp32")
+    if precision != own:
+        raise UsageError(f"--precision {precision} contradicts --to {target}, which writes {own}; --precision is for "
+                         "--to trt (leave it out, or choose the target of that precision)", option="precision")
+
+
 @click.command("convert")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--from", "src_format", type=click.Choice(SOURCES), help="Source format (none with --pretrained).")
@@ -49,7 +69,7 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration images (INT8): a folder of images, an .npz/.npy of uint8 images, or a CIFAR binary "
               "folder; with --dataset, the folder holding that data set.")
-@click.option("--calib-count", type=click.IntRange(min=1), default=default(CalibrationSet, "count"), show_default=True)
+@click.option("--calib-count", type=count(1, MAX_IMAGES), default=default(CalibrationSet, "count"), show_default=True)
 @click.option("--calib-method", type=click.Choice(METHODS), default=default(Int8Options, "method"), show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
 @click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=None,
@@ -61,11 +81,11 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
 @click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
               help="densenet layout, cpu target: 7 for ONNX Runtime on x86 CPUs without VNNI (their u8×s8 kernels "
               f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the tensorrt target always uses 8].")
-@click.option("--int8-check-images", type=click.IntRange(min=0), default=default(Int8Options, "check_images"),
+@click.option("--int8-check-images", type=count(0, MAX_IMAGES), default=default(Int8Options, "check_images"),
               show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")
-@click.option("--int8-min-cosine", type=click.FloatRange(0, 1), default=default(Int8Options, "min_cosine"),
+@click.option("--int8-min-cosine", type=amount(0, 1), default=default(Int8Options, "min_cosine"),
               show_default=True, help="INT8 check: least cosine of its logits with FP32's.")
-@click.option("--int8-min-top1", type=click.FloatRange(0, 1), default=default(Int8Options, "min_top1"),
+@click.option("--int8-min-top1", type=amount(0, 1), default=default(Int8Options, "min_top1"),
               show_default=True, help="INT8 check: least top-1 agreement with FP32.")
 @click.option("--int8-exclude", multiple=True, metavar="PATTERN",
               help="Leave the layers this pattern names (denseblock3.denselayer7.conv2, 'transition*', classifier) in "
@@ -80,17 +100,17 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               "validation its test split.")
 @click.option("--data", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="With --dataset: the folder holding it, for --calib (and --val, INT8) when they are not given.")
-@click.option("--val-count", type=click.IntRange(min=1), default=default(ValidationSet, "count"), show_default=True,
+@click.option("--val-count", type=count(1, MAX_IMAGES), default=default(ValidationSet, "count"), show_default=True,
               help="Validation images used, evenly spread over the folder.")
-@click.option("--max-drop", type=click.FloatRange(min=0), metavar="PTS",
+@click.option("--max-drop", type=amount(0, 100), metavar="PTS",
               help="Accuracy control: leave the most sensitive layers in higher precision until INT8 loses at most "
               "PTS points of top-1 accuracy on --val.")
-@click.option("--fp16-tolerance", type=float, default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
+@click.option("--fp16-tolerance", type=amount(0, 1), default=default(ConvertOptions, "fp16_tolerance"), show_default="4·2⁻¹¹",
               help="FP16 check: bound on the relative L2 error of the logits against the FP32 file.")
 @click.option("--fp16-check/--no-fp16-check", default=default(ConvertOptions, "fp16_check"), show_default=True,
               help="Compare the FP16 file with the FP32 one (relative L2 and top-1) before keeping it.")
-@click.option("--opset", type=click.IntRange(min=MIN_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
-@click.option("--input-size", type=click.IntRange(min=1), help="Input height/width (default: the model's).")
+@click.option("--opset", type=count(MIN_OPSET, MAX_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
+@click.option("--input-size", type=count(1, MAX_INPUT_SIZE), help="Input height/width (default: the model's).")
 @click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
 @click.option("--key-map", type=click.Path(dir_okay=False, path_type=Path),
               help="--from pth: JSON list of [pattern, replacement] rules renaming a port's keys to torchvision's.")
@@ -100,7 +120,7 @@ PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
               help="--to trt: the typed ONNX TensorRT compiles.")
 @click.option("--profile", default=None, help=f"--to trt: optimization profile MIN,OPT,MAX batch sizes [default: {PROFILE}].")
 @click.option("--batch", "batch_alias", default=None, hidden=True, help="Deprecated alias of --profile.")
-@click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), help="--to trt: workspace limit in MiB.")
+@click.option("--workspace", "workspace_mib", type=count(1, 1 << 20), help="--to trt: workspace limit in MiB.")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="--to trt: builder optimization level.")
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="--to trt: timing cache file (loaded and saved).")
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
@@ -117,6 +137,7 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
                 input_size, preprocess, key_map, concat_order, precision, profile, batch_alias, workspace_mib,
                 opt_level, timing_cache, version_compatible, hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
+    _check_precision(target, precision)
     if batch_alias is not None:
         if profile is not None:
             raise UsageError("give the optimization profile once: --profile (--batch is its deprecated alias)")

@@ -9,7 +9,7 @@ import click
 
 from dnet import engines
 from dnet.cli.main import reports_errors
-from dnet.cli.options import quiet_option
+from dnet.cli.options import MAX_BATCH, MAX_IMAGES, MAX_WORKERS, amount, count, quiet_option
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
@@ -52,12 +52,12 @@ def _paper_hint(name: str, meta) -> str | None:
               help="Override the model file's preprocessing (ImageNet-style image sets).")
 @click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: the ten crops' logits averaged (Lua sums "
               "them: the same ranking); compared with the published ten-crop numbers.")
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, metavar="N")
-@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
+@click.option("--batch", type=count(1, MAX_BATCH), default=32, show_default=True, metavar="N")
+@click.option("--limit", type=count(1, MAX_IMAGES), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
+@click.option("--workers", type=count(0, MAX_WORKERS), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
 @click.option("--provider", default=None,
               help="Where the engine runs: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent).")
-@click.option("--tolerance", type=float, default=None, metavar="PTS",
+@click.option("--tolerance", type=amount(0, 100), default=None, metavar="PTS",
               help="Exit with status 3 when top-1 error exceeds its published counterpart (same crops and "
                    "preprocessing) by more than PTS points.")
 @click.option("--skip-bad", is_flag=True, help="Skip undecodable images (counted and listed) instead of failing.")

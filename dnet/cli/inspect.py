@@ -57,7 +57,7 @@ def _lint_lines(result) -> list[str]:
 
 def _inspect_onnx(path: Path, as_json: bool) -> None:
     proto = read_model(path)
-    meta = read_meta(proto)
+    meta = read_meta(proto, path.name)
     checked = lint(proto)
     result = checked if checked.quantized else None  # the rules are INT8's: an FP32/FP16 file is not linted
     if as_json:

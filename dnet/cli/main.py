@@ -12,7 +12,7 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError, DnetWarning
-from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by
+from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by, library_caches, write_error
 
 
 def flag_for(option: str | None) -> str | None:
@@ -42,7 +42,7 @@ def reports_errors(fn):
     def wrapper(*args, **kwargs):
         forget_signals()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), library_caches():  # PyTorch's caches in dnet's swept scratch
                 warnings.simplefilter("always", DnetWarning)
                 warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
                 return fn(*args, **kwargs)
@@ -52,6 +52,9 @@ def reports_errors(fn):
             signum = interrupted_by()
             if signum is not None:  # a library caught the interrupt and raised another error on the way out
                 _interrupted(signum, None)
+            if not isinstance(e, DnetError) and isinstance(e, OSError) and e.filename:
+                # a library's own write (a plot, a runtime's cache) hit the disk or the limits: one line, not a bug
+                e = write_error(e.filename, e) or e
             if isinstance(e, DnetError):
                 click.echo(f"dnet: error: {error_line(e)}", err=True)
                 sys.exit(e.exit_code)
@@ -97,7 +100,26 @@ VERBS = {
 }
 
 
+class _OneLine(click.ClickException):
+    """A command-line mistake click found (a bad value, a missing option): one ``dnet: error:`` line, status 2."""
+
+    def __init__(self, e: click.ClickException) -> None:
+        super().__init__(e.format_message())
+        self.exit_code = e.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"dnet: error: {self.format_message()}", err=True)
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:  # click's own text is a usage block; dnet's errors are one line
+            if isinstance(e, _OneLine) or not isinstance(e, click.UsageError):
+                raise
+            raise _OneLine(e) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(VERBS)
 

@@ -10,6 +10,7 @@ import json
 import click
 
 from dnet.cli.main import reports_errors
+from dnet.cli.options import MAX_CLASSES, MAX_INPUT_SIZE, count
 from dnet.models import resolve_config, zoo
 from dnet.models.published import SOURCES
 from dnet.models.summary import param_count, summarize
@@ -71,8 +72,8 @@ def models_cmd(as_json: bool) -> None:
 
 @click.command("info")
 @click.argument("name")
-@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Input height and width (default: the model's).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Replace the classifier's class count.")
+@click.option("--input-size", type=count(32, MAX_INPUT_SIZE), default=None, help="Input height and width (default: the model's).")
+@click.option("--num-classes", type=count(1, MAX_CLASSES), default=None, help="Replace the classifier's class count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @reports_errors
 def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json: bool) -> None:

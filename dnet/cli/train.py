@@ -9,7 +9,19 @@ import math
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.cli.options import json_option, quiet_option
+from dnet.cli.options import (
+    MAX_BATCH,
+    MAX_CLASSES,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_THREADS,
+    MAX_WIDTH,
+    MAX_WORKERS,
+    amount,
+    count,
+    json_option,
+    quiet_option,
+)
 from dnet.data.datasets import TRAINABLE
 from dnet.train.recipe import SCHEDULES, recipe
 from dnet.train.run_folder import BEST, CONFIG_JSON, CURVES_PNG, LAST, METRICS_CSV, read_run_config
@@ -31,30 +43,30 @@ def result_facts(result: TrainResult) -> dict:
 
 @click.command("train")
 @click.option("--model", help="Zoo name (see 'dnet models'); or give --depth (and --growth-rate, --bc ...).")
-@click.option("--depth", type=int, help="Custom CIFAR-style DenseNet: depth L (6n+4 for BC, 3n+4 otherwise).")
-@click.option("--growth-rate", type=int, help="Custom model: growth rate k (default 12).")
+@click.option("--depth", type=count(4, MAX_DEPTH), help="Custom CIFAR-style DenseNet: depth L (6n+4 for BC, 3n+4 otherwise).")
+@click.option("--growth-rate", type=count(1, MAX_WIDTH), help="Custom model: growth rate k (default 12).")
 @click.option("--bc/--no-bc", default=None, help="Custom model: DenseNet-BC (default) or basic DenseNet.")
-@click.option("--init-features", type=int, help="Custom model: channels of the first convolution.")
+@click.option("--init-features", type=count(1, MAX_WIDTH), help="Custom model: channels of the first convolution.")
 @click.option("--dataset", type=click.Choice(TRAINABLE), help="Data set (default cifar10; digits is built in).")
 @click.option("--data", type=click.Path(file_okay=False), help="Folder holding the data set.")
 @click.option("--download", is_flag=True, default=None, help="Download the data set into --data if absent.")
-@click.option("--num-classes", type=int, help="Check the data set has this many classes (taken from it anyway).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs in all (300 CIFAR, 40 SVHN, 90 ImageNet).")
-@click.option("--batch", type=click.IntRange(min=1), help="Batch per process (64 CIFAR/SVHN, 256 ImageNet).")
-@click.option("--lr", type=float, help="Initial learning rate (0.1).")
+@click.option("--num-classes", type=count(1, MAX_CLASSES), help="Check the data set has this many classes (taken from it anyway).")
+@click.option("--epochs", type=count(1, MAX_EPOCHS), help="Epochs in all (300 CIFAR, 40 SVHN, 90 ImageNet).")
+@click.option("--batch", type=count(1, MAX_BATCH), help="Batch per process (64 CIFAR/SVHN, 256 ImageNet).")
+@click.option("--lr", type=amount(0, 10, lo_open=True), help="Initial learning rate (0.1).")
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), help="multistep (÷10 at 50/75%), step30, cosine.")
-@click.option("--weight-decay", type=float, help="Weight decay (1e-4).")
+@click.option("--weight-decay", type=amount(0, 1), help="Weight decay (1e-4).")
 @click.option("--no-decay-bn-bias", "decay_bn_bias", flag_value=False, default=None,
               help="Exempt BN weights and biases from weight decay (the Lua code decays them).")
-@click.option("--drop-rate", type=float, help="Dropout (default: 0.2 without augmentation, else 0).")
+@click.option("--drop-rate", type=amount(0, 0.99), help="Dropout (default: 0.2 without augmentation, else 0).")
 @click.option("--no-augment", "augment", flag_value=False, default=None, help="Train without data augmentation.")
 @click.option("--memory-efficient", is_flag=True, default=None, help="Recompute BN-ReLU-conv1x1 in backward.")
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
 @click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format.")
 @click.option("--sync-bn", is_flag=True, default=None, help="Synchronise BN statistics across processes (CUDA).")
-@click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes (image-file data sets).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch (default: its own choice).")
-@click.option("--seed", type=int, help="Random seed (0).")
+@click.option("--workers", type=count(0, MAX_WORKERS), help="Data-loading processes (image-file data sets).")
+@click.option("--threads", type=count(1, MAX_THREADS), help="CPU threads for PyTorch (default: its own choice).")
+@click.option("--seed", type=count(0, 2**32 - 1), help="Random seed (0).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<dataset>-<model>-<time>).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
               help="Continue the run in this folder, up to --epochs in all.")

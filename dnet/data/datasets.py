@@ -64,20 +64,35 @@ CIFAR_FORMATS = {
 }
 
 
+LABEL_CHUNK = 4096  # records read at a time for the labels: ~12 MB, whatever the file's size
+
+
 def read_cifar_records(path: Path, label_bytes: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR binary file as (uint8 N×32×32×3, int64 N); the size must be a whole number of records."""
+    """One CIFAR binary file as (uint8 N×32×32×3, int64 N); the size must be a whole number of records.
+
+    The images are a read-only memory map of the file, read when indexed (a batch at a time), so memory follows
+    the batch, not the file's size; the labels are read in chunks of :data:`LABEL_CHUNK` records.
+    """
     record = label_bytes + CIFAR_PIXELS
     size = path.stat().st_size
     if size == 0 or size % record:
         raise DataError(f"{path}: {size:,} bytes is not a whole number of {record}-byte CIFAR records "
                         f"(is this the binary version of the right data set?)")
-    raw = np.fromfile(path, dtype=np.uint8).reshape(-1, record)
-    labels = raw[:, label_bytes - 1].astype(np.int64)
+    n = size // record
+    labels = np.empty(n, np.int64)
+    with open(path, "rb") as f:
+        for start in range(0, n, LABEL_CHUNK):
+            rows = min(LABEL_CHUNK, n - start)
+            chunk = np.frombuffer(f.read(rows * record), np.uint8)
+            if len(chunk) != rows * record:
+                raise DataError(f"{path}: the file shrank while it was read")
+            labels[start:start + rows] = chunk.reshape(rows, record)[:, label_bytes - 1]
     if labels.max() >= num_classes:
         raise DataError(f"{path}: label {int(labels.max())} out of range for {num_classes} classes "
                         f"(CIFAR-10 and CIFAR-100 files mixed up?)")
-    images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels
+    raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, record))
+    images = raw[:, label_bytes:].reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)  # a view: nothing read yet
+    return images, labels
 
 
 def _cifar(name: str):
@@ -97,7 +112,8 @@ def _cifar(name: str):
                             f"the Python pickle version is not read) — pass the folder holding {fmt.folder}/ "
                             f"or use --download")
         parts = [read_cifar_records(folder / f, fmt.label_bytes, fmt.num_classes) for f in files]
-        images = np.concatenate([p[0] for p in parts])
+        # one file (every test split) stays a lazy memory map; the five CIFAR-10 training files are joined in memory
+        images = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         return ArrayDataset(name, split, images, labels, fmt.num_classes, get_spec(fmt.spec))
 

@@ -17,7 +17,7 @@ from dnet.checkpoint import is_checkpoint, read_pth
 from dnet.errors import FileFormatError, UsageError
 from dnet.train.distributed import Distributed
 from dnet.train.recipe import TrainConfig
-from dnet.train.run_folder import CONFIG_JSON, LAST, read_run_config
+from dnet.train.run_folder import CONFIG_JSON, LAST, read_run_config, stopped_early
 
 
 def rng_state() -> dict:
@@ -71,6 +71,8 @@ def training_state(model, optimizer, scaler, cfg, epoch, best_error, history, d:
 
 def load_resume(run_dir: Path, cfg: TrainConfig, d: Distributed) -> tuple[TrainConfig, dict]:
     saved, doc = read_run_config(run_dir)
+    if not (run_dir / LAST).exists():
+        raise stopped_early(run_dir)
     diffs = saved.differences(cfg)
     if doc.get("world_size", 1) != d.world:
         diffs.append(f"world_size: {doc.get('world_size', 1)} -> {d.world}")

@@ -42,10 +42,17 @@ def check_writable(run_dir: Path) -> None:
         raise DnetError(f"cannot write to run folder {run_dir}: permission denied; choose another --out")
 
 
+def stopped_early(run_dir: str | os.PathLike) -> UsageError:
+    """What ``--resume`` says of a run interrupted before its first checkpoint (its folder empty, or config.json only)."""
+    return UsageError(f"the run in {run_dir} was stopped before its first checkpoint: nothing to resume; start it again")
+
+
 def read_run_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict]:
     """The configuration a run folder was trained with, and the whole ``config.json``."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_JSON
+    if not path.exists() and run_dir.is_dir() and not any(run_dir.iterdir()):
+        raise stopped_early(run_dir)  # made, then interrupted before it wrote anything
     if not path.is_file():
         raise UsageError(f"--resume {run_dir}: no {CONFIG_JSON} there; is it a dnet run folder?")
     try:

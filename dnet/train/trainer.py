@@ -25,6 +25,7 @@ from dnet.checkpoint import save_checkpoint
 from dnet.errors import DataError, UsageError
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
+from dnet.models.summary import param_count
 from dnet.train.batches import Batches, dataset_spec, open_training_data
 from dnet.train.checkpoints import load_resume, seed_everything, set_rng_state, training_state
 from dnet.train.distributed import setup_distributed
@@ -33,7 +34,6 @@ from dnet.train.plots import plot_curves
 from dnet.train.recipe import TrainConfig
 from dnet.train.run_folder import (
     BEST,
-    CONFIG_JSON,
     CURVES_PNG,
     LAST,
     check_writable,
@@ -82,10 +82,25 @@ def _run_folder(cfg: TrainConfig, resume, d) -> tuple[TrainConfig, Path, dict | 
         cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: getattr(cfg, k) for k in changeable}, "out": str(run_dir)})
         return cfg, run_dir, ckpt
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if d.main and ((run_dir / LAST).exists() or (run_dir / CONFIG_JSON).exists()):
+    if d.main and (run_dir / LAST).exists():  # config.json alone: a run stopped before its first checkpoint
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
                          f"or choose another --out")
     return cfg, run_dir, None
+
+
+# Parameters a run may train: far above the paper's largest (DenseNet-264 k=48, 73 M); past it the weights, their
+# gradients and the optimizer's momentum alone (16 bytes a parameter) outgrow a machine's memory before step one.
+MAX_TRAIN_PARAMS = 1_000_000_000
+
+
+def check_size(cfg: TrainConfig) -> None:
+    """Refuse, before any data is read or memory taken, a network too large to train (counted, not built)."""
+    config = cfg.model_config(cfg.num_classes or 10)
+    n = param_count(config)
+    if n > MAX_TRAIN_PARAMS:
+        raise UsageError(f"{describe(config)} has {n:,} parameters, more than the {MAX_TRAIN_PARAMS:,} dnet trains "
+                         f"(about {16 * n / 2**30:,.0f} GiB for weights, gradients and momentum alone); choose a "
+                         "smaller --depth or --growth-rate")
 
 
 def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
@@ -104,13 +119,18 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
 
     # 1. the run folder and the data
     cfg, run_dir, ckpt = _run_folder(cfg, resume, d)
+    check_size(cfg)
     train_set, val_set, test_set = open_training_data(cfg)
     config = cfg.model_config(train_set.num_classes)
     labels_max = int(np.max(train_set.labels))
     if labels_max >= config.num_classes:
         raise DataError(f"data set {cfg.dataset} has label {labels_max} but the model has {config.num_classes} classes")
+    name = model_name(config, cfg)
     if d.main:
         check_writable(run_dir)
+        # before the model is built and the first step taken: an early interrupt leaves a folder that says what it is
+        write_config(run_dir, {"train": cfg.to_dict(), "model": config.to_dict(), "model_name": name,
+                               "world_size": d.world, "global_batch": cfg.batch * d.world, "dnet_version": __version__})
 
     # 2. the model, the optimizer and, for a resumed run, their saved state
     seed_everything(cfg.seed + d.rank)
@@ -138,16 +158,13 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
     select = "val_error" if val_set is not None else "test_error"
     best_score = min((row[select] for row in history), default=math.inf)
 
-    spec, name = dataset_spec(train_set), model_name(config, cfg)
+    spec = dataset_spec(train_set)
 
     def meta(extra: dict) -> ArtifactMeta:
         return zoo.artifact_meta(config, name=name, preprocess=spec, input_size=spec.input_size,
                                  extra={"trained_by": "dnet train", "dataset": cfg.dataset, "augmented": cfg.augment,
                                         **extra})
 
-    if d.main:
-        write_config(run_dir, {"train": cfg.to_dict(), "model": config.to_dict(), "model_name": name,
-                               "world_size": d.world, "global_batch": cfg.batch * d.world, "dnet_version": __version__})
     _announce(say, cfg, d, config, name, model, train_set, val_set, test_set, start_epoch, ckpt is not None, run_dir)
 
     # 3. epochs: train, test, then checkpoints, metrics and curves (rank 0), each written atomically

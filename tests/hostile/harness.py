@@ -46,6 +46,9 @@ budget = int(os.environ.get("DNET_TEST_AS_BUDGET", "0"))
 if budget:
     limit = status("VmSize") + budget
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+fsize = int(os.environ.get("DNET_TEST_FSIZE", "0"))
+if fsize:  # `ulimit -f`: a write past it fails with EFBIG (Python ignores SIGXFSZ)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 start_rss = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
