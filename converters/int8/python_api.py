@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.artifact.pthfile import looks_like_pth
 from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.lint import LintResult, lint
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert, names_for
 from dnet.errors import UsageError
@@ -37,6 +39,7 @@ class QuantizeResult:
     accuracy: dict | None  # accuracy control: the layers left in float and the measured drop (None: not asked for)
     summary: dict  # everything the file's metadata records about its quantisation (method, images, layout...)
     checks: tuple[dict, ...]  # every check of the conversion with its numbers (FP32 export, INT8 vs FP32)
+    lint: LintResult  # what TensorRT's INT8 rules say of the file (dnet.converters.int8.lint; `dnet inspect` shows it)
 
 
 def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike | None = None,
@@ -63,8 +66,11 @@ def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike 
     if isinstance(model, str | os.PathLike):
         src = Path(model)
         src_format = FORMATS.get(src.suffix.lower())
+        if src_format is None and src.is_file() and looks_like_pth(src):  # .pth.tar, .ckpt, .bin: by its bytes
+            src_format = "pth"
         if src_format is None:
-            raise UsageError(f"{src.name}: dnet.quantize reads {', '.join(FORMATS)} files", option="model")
+            raise UsageError(f"{src.name}: dnet.quantize reads {', '.join(FORMATS)} files and PyTorch files of any "
+                             "suffix", option="model")
     elif hasattr(model, "config") and hasattr(model, "meta"):
         if out is None:
             raise UsageError("quantizing a model object needs an output file name (out=...)", option="out")
@@ -76,11 +82,13 @@ def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike 
         out = names_for(src)["int8-trt" if target == "tensorrt" else "int8"]
     written = convert(src, src_format=src_format, target="onnx-int8", out=out, int8=int8, progress=recorder,
                       **convert_options)
-    meta = read_meta(read_model(written[-1]))
+    proto = read_model(written[-1])
+    meta = read_meta(proto)
     summary = dict(meta.calibration or {}) if meta is not None else {}
     check = next((c for c in recorder.checks if c["check"] == "int8_vs_fp32"), {})
     return QuantizeResult(path=written[-1], target=target, written=tuple(written), check=check,
-                          accuracy=summary.get("accuracy"), summary=summary, checks=tuple(recorder.checks))
+                          accuracy=summary.get("accuracy"), summary=summary, checks=tuple(recorder.checks),
+                          lint=lint(proto))
 
 
 __all__ = ["QuantizeResult", "quantize"]

@@ -25,6 +25,7 @@ from dnet.converters import export as onnx_export
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.converters.int8.lint import lint
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
 from dnet.data.datasets import open_dataset
@@ -257,6 +258,8 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     files = {"cpu": tmp_path / "bc100.int8.onnx", "tensorrt": tmp_path / "bc100.int8-trt.onnx"}
     trt = onnx.load(str(files["tensorrt"]))
     assert tensorrt_rule_breaks(trt) == Counter()
+    cpu_lint = lint(onnx.load(str(files["cpu"])))
+    assert lint(trt).errors == lint(trt).warnings == 0 and cpu_lint.errors > 0  # the lint agrees on both files
     assert Counter(n.op_type for n in trt.graph.node)["BatchNormalization"] == 3 * 16 + 2 + 1  # layers, transitions, norm5
     spec = read_meta(read_model(tmp_path / "bc100.onnx")).preprocess
     from dnet.data.transforms import preprocess_array
@@ -292,6 +295,7 @@ def test_dnet_quantize_is_one_call_returning_what_it_wrote_and_measured(digits, 
     assert result.summary["layout"]["target"] == "tensorrt" and result.accuracy is None
     assert [c["check"] for c in result.checks] == ["int8_vs_fp32"]
     assert tensorrt_rule_breaks(onnx.load(str(result.path))) == Counter()
+    assert result.lint.quantized and result.lint.errors == result.lint.warnings == 0  # dnet's own lint agrees
     with pytest.raises(UsageError, match=r"^calibration must be a CalibrationSet, an image folder or a uint8 "
                                          r"N×H×W×3 array, got list$"):
         dnet.quantize(src, [1, 2], target="cpu")
