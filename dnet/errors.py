@@ -64,7 +64,7 @@ class EngineError(DnetError):
 _OUT_OF_MEMORY = ("bad_alloc", "failed to allocate memory", "out of memory", "cannot allocate memory")
 
 
-def runtime_failure(name: str, runtime: str, e: BaseException, batch: int | None = None) -> EngineError:
+def runtime_failure(name: str, runtime: str, e: BaseException, batch: int | None = None, where: str = "") -> EngineError:
     """The one line of a runtime that failed to run a model: out of memory said as such (it is fixed by a smaller
     batch, not by another file), anything else as the runtime's first line."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -72,7 +72,7 @@ def runtime_failure(name: str, runtime: str, e: BaseException, batch: int | None
         rows = f" a batch of {batch:,}" if batch else ""
         return EngineError(f"{name}: out of memory running{rows} in {runtime} ({first[:160]}); use a smaller --batch "
                            "or free some memory")
-    return EngineError(f"{name}: {runtime} cannot run it ({first[:200]})")
+    return EngineError(f"{name}: {runtime} cannot run it{where} ({first[:200]})")
 
 
 class NotInstalledError(EngineError):

@@ -17,7 +17,6 @@ import errno
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import stat
 import tempfile
@@ -25,60 +24,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dnet.errors import DnetError, FileFormatError, UsageError
+from dnet.write_errors import FULL_ERRNOS, NAME_MAX, file_size_limit, free_bytes, os_cause, write_error
 
 PARTIAL = "dnet-partial"  # marks a file being written: .NAME.dnet-partial.HOST.PID.RANDOM
 SCRATCH = "dnet-scratch"  # marks a private folder of scratch files: PURPOSE.dnet-scratch.HOST.PID.RANDOM
 _MARKS = (f".{PARTIAL}.", f".{SCRATCH}.")
 _MAX_NAME = 100  # characters of the target's name kept in a temporary name (file names stop at 255 bytes)
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-_NAME_MAX = 255  # bytes of one file name on every filesystem dnet writes to (ext4, xfs, btrfs, tmpfs, APFS)
-_LOW_SPACE = 1 << 20  # bytes free below which a writer's unexplained failure is taken for a full disk
 _swept: set[str] = set()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (plain ``kill``, ``timeout``, ``docker stop``, systemd), raised like Ctrl-C so cleanup runs."""
-
-    signum = signal.SIGTERM
-
-
-_received: list[int] = []  # the signals this process turned into exceptions, newest last
-
-
-def _raise_terminated(signum, frame) -> None:
-    _received.append(signum)
-    raise Terminated()
-
-
-def _raise_interrupt(signum, frame) -> None:
-    _received.append(signum)
-    raise KeyboardInterrupt()
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated` (a KeyboardInterrupt) in this process, so ``finally`` blocks run, and
-    remember SIGINT and SIGTERM as they arrive (:func:`interrupted_by`).
-
-    Python's default SIGTERM action ends the process at once, skipping every cleanup; the CLI installs this.
-    """
-    with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _raise_interrupt)
-
-
-def interrupted_by() -> int | None:
-    """The signal that interrupted this process since :func:`forget_signals`, if one did.
-
-    A library can catch the KeyboardInterrupt and raise something else instead: a SIGTERM that lands while
-    ``torch.onnx.export`` lazily imports ``torch._dynamo`` surfaces as torch's ``TorchExportError`` (its except
-    clause fails on the half-imported module). The CLI asks this to report such an error as the interrupt it is.
-    """
-    return _received[-1] if _received else None
-
-
-def forget_signals() -> None:
-    _received.clear()
 
 
 # --- names of temporary files, and sweeping those of dead processes ----------------------------------------
@@ -186,8 +138,8 @@ def check_output_path(path: str | os.PathLike, *, inputs: Sequence[str | os.Path
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     size = len(os.fsencode(target.name))
-    if size > _NAME_MAX:
-        raise UsageError(f"output name {target.name[:40]}… is {size:,} bytes long; file names stop at {_NAME_MAX} "
+    if size > NAME_MAX:
+        raise UsageError(f"output name {target.name[:40]}… is {size:,} bytes long; file names stop at {NAME_MAX} "
                          "bytes: choose a shorter name")
     if not folder.is_dir():
         raise DnetError(f"output folder {folder} does not exist")
@@ -274,103 +226,6 @@ def new_file_mode(target: str | os.PathLike) -> int:
     return 0o666 & ~_umask()
 
 
-def free_bytes(folder: str | os.PathLike) -> int | None:
-    try:
-        s = os.statvfs(folder)
-    except (OSError, AttributeError):
-        return None
-    return s.f_bavail * s.f_frsize
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """Whether ``e`` is the OSError of a full disk (or an exhausted quota)."""
-    return isinstance(e, OSError) and e.errno in _FULL
-
-
-def disk_full_error(target: str | os.PathLike, *, size: int | None = None, written: int | None = None,
-                    advice: str = "free some space or choose another output folder") -> DnetError:
-    """The one line of a full disk: the file, the bytes it needed (``size``) or had written, the bytes free."""
-    target = Path(target)
-    free = free_bytes(target.parent)
-    free_text = f"{free:,} bytes are free" if free is not None else "the free space is unknown"
-    if size is not None:
-        need = f"needs {size:,} bytes"
-    elif written is not None:
-        need = f"needs more than the {written:,} bytes written before the disk filled"
-    else:
-        need = "needs more space"
-    return DnetError(f"no space left on device: writing {target} {need}, {free_text} there; {advice}")
-
-
-def _disk_full(target: Path, tmp: Path | None, size: int | None) -> DnetError:
-    try:
-        written = tmp.stat().st_size if size is None and tmp is not None else None
-    except OSError:
-        written = None
-    return disk_full_error(target, size=size, written=written)
-
-
-def os_cause(e: BaseException) -> OSError | None:
-    """The OSError behind ``e``: itself, or one in its chain. torch's zip writer turns the ENOSPC or EFBIG of its
-    ``write`` into ``RuntimeError: ... unexpected pos``, keeping the OSError only as the exception's context."""
-    seen = 0
-    while e is not None and seen < 8:
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return None
-
-
-def file_size_limit() -> int | None:
-    """This process's largest file in bytes (``ulimit -f``, RLIMIT_FSIZE), or None when unlimited."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    except (ImportError, OSError, ValueError):
-        return None
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def write_error(target: str | os.PathLike, e: BaseException, *, tmp: str | os.PathLike | None = None,
-                size: int | None = None) -> DnetError | None:
-    """The one line of a write to ``target`` (through ``tmp``) that failed with ``e`` because of the disk or the
-    limits, not because of dnet: a full disk or quota, a file larger than ``ulimit -f`` (EFBIG), a name too long,
-    a read-only filesystem. None for anything else (a bug keeps its traceback).
-
-    A writer that loses the OSError (a library's own exception type) is judged by what is left: a disk with less
-    than a megabyte free is full; a partial file that reached the size limit is too large.
-    """
-    if isinstance(e, DnetError):
-        return None
-    target, cause = Path(target), os_cause(e)
-    code = cause.errno if cause is not None else None
-    try:
-        written = os.stat(tmp).st_size if tmp is not None else None
-    except OSError:
-        written = None
-    limit = file_size_limit()
-    if code is None:
-        free = free_bytes(target.parent)
-        if free is not None and free < _LOW_SPACE:
-            code = errno.ENOSPC
-        elif limit is not None and written is not None and written >= limit:
-            code = errno.EFBIG
-    if code in _FULL:
-        return _disk_full(target, Path(tmp) if tmp is not None else None, size)
-    if code == errno.EFBIG:
-        cap = f"the limit of {limit:,} bytes" if limit is not None else "the filesystem's largest file"
-        done = f" after {written:,} bytes" if written and (limit is None or written < limit) else ""
-        return DnetError(f"file too large: writing {target} stopped{done} at {cap} (ulimit -f, or the filesystem); "
-                         "raise the limit or choose another output folder")
-    if code == errno.ENAMETOOLONG:
-        return DnetError(f"file name too long: {cause.filename or target}; file names stop at {_NAME_MAX} bytes, "
-                         "paths at 4,096: choose a shorter name")
-    if code == errno.EROFS:
-        return DnetError(f"read-only file system: cannot write {target}; choose another output folder")
-    return None
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, size: int | None = None,
                 inputs: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
@@ -442,7 +297,7 @@ def scratch_folder(purpose: str) -> Iterator[Path]:
         yield folder
     except Exception as e:
         cause = os_cause(e)
-        if cause is not None and cause.errno in _FULL:
+        if cause is not None and cause.errno in FULL_ERRNOS:
             raise DnetError(f"no space left on device for scratch files in {root}: "
                             f"{free_bytes(root) or 0:,} bytes are free; set TMPDIR to a folder with more space") from None
         if cause is not None and cause.errno == errno.EFBIG:

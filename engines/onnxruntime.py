@@ -327,7 +327,7 @@ class OnnxRuntimeEngine(Engine):
             return self.session.run([self.output_name], {self.input_name: feed})[0]
         except Exception as e:  # noqa: BLE001 (ORT's Fail/InvalidArgument/EPFail share no useful base)
             where = "" if self.device == "cpu" else f" on {PROVIDERS[self.device]}, and dnet does not fall back"
-            raise runtime_failure(self.path.name, f"ONNX Runtime{where}", e, len(batch)) from None
+            raise runtime_failure(self.path.name, "ONNX Runtime", e, len(batch), where) from None
 
     def close(self) -> None:
         self.session = None

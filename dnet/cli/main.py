@@ -12,7 +12,9 @@ import click
 
 from dnet import __version__
 from dnet.errors import DnetError, DnetWarning
-from dnet.files import Terminated, exit_on_sigterm, forget_signals, interrupted_by, library_caches, write_error
+from dnet.files import library_caches
+from dnet.signals import Terminated, exit_on_sigterm, forget_signals, interrupted_by
+from dnet.write_errors import write_error
 
 
 def flag_for(option: str | None) -> str | None:

@@ -10,7 +10,7 @@ import json
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.cli.options import MAX_CLASSES, MAX_INPUT_SIZE, count
+from dnet.cli.options import MAX_CLASSES, count
 from dnet.models import resolve_config, zoo
 from dnet.models.published import SOURCES
 from dnet.models.summary import param_count, summarize
@@ -70,9 +70,15 @@ def models_cmd(as_json: bool) -> None:
                "named by their convolutions); --json: every number with its kind and source")
 
 
+# info counts parameters and multiply-adds analytically, allocating nothing, so any size up to this is a question it
+# can answer (convert and bench, which run the model, stop at MAX_INPUT_SIZE)
+MAX_COUNTED_INPUT_SIZE = 1_000_000
+
+
 @click.command("info")
 @click.argument("name")
-@click.option("--input-size", type=count(32, MAX_INPUT_SIZE), default=None, help="Input height and width (default: the model's).")
+@click.option("--input-size", type=count(32, MAX_COUNTED_INPUT_SIZE), default=None,
+              help="Input height and width (default: the model's).")
 @click.option("--num-classes", type=count(1, MAX_CLASSES), default=None, help="Replace the classifier's class count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @reports_errors

@@ -54,7 +54,7 @@ BOUNDS = [
     ("train", "--seed", ["-1", "nan", "99999999999"]),
     ("demo", "--epochs", ["0", "nan"]),
     ("demo", "--depth", ["0", "100000"]),
-    ("info", "--input-size", ["16", "100000"]),
+    ("info", "--input-size", ["16", "1000001"]),
     ("info", "--num-classes", ["0", "10000000000"]),
 ]
 

@@ -38,6 +38,8 @@ def _rss() -> int:
 ])
 def test_opening_a_huge_cifar_file_and_taking_batches_stays_under_the_bound(tmp_path, records):
     _sparse_cifar(tmp_path / "data", records)
+    _sparse_cifar(tmp_path / "small", 100)
+    open_dataset("cifar10", tmp_path / "small", "test").images[[0]]  # the readers' imports and first buffers
     before = _rss()
     start = time.monotonic()
     ds = open_dataset("cifar10", tmp_path / "data", "test")
@@ -47,7 +49,7 @@ def test_opening_a_huge_cifar_file_and_taking_batches_stays_under_the_bound(tmp_
     added = _rss() - before
     print(f"{records * RECORD:,}-byte CIFAR file opened in {time.monotonic() - start:.1f} s, resident memory "
           f"+{added / 2**20:.0f} MiB")
-    assert added < (32 << 20) + records * 8  # the labels (8 bytes a record) and a chunk, never the file
+    assert added < (48 << 20) + records * 8  # the labels (8 bytes a record) and a chunk, never the file (400 MB+)
 
 
 @pytest.mark.slow

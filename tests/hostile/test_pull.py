@@ -23,8 +23,8 @@ import torch
 
 import dnet
 import dnet.data.download as dl
-from dnet.files import Terminated
 from dnet.models import zoo
+from dnet.signals import Terminated
 from tests.converters.t7_writer import randomized
 from tests.hostile.conftest import Box
 from tests.hostile.test_outputs import _unshare_works

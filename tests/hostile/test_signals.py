@@ -22,7 +22,8 @@ from tests.hostile.harness import LAUNCH, ROOT, nothing_left
 
 HOLD = r"""
 import sys, time
-from dnet.files import atomic_path, exit_on_sigterm, scratch_folder
+from dnet.files import atomic_path, scratch_folder
+from dnet.signals import exit_on_sigterm
 exit_on_sigterm()
 with scratch_folder("calib") as scratch, atomic_path(sys.argv[1]) as tmp:
     (scratch / "model.onnx").write_bytes(b"x" * 1000)
@@ -212,13 +213,13 @@ def test_sigterm_and_sigkill_during_training_leave_complete_checkpoints_and_resu
 def test_an_interrupt_a_library_turned_into_another_error_is_still_reported_as_the_interrupt(capsys):
     # Seen in the slow int8 case: SIGTERM landed while torch.onnx.export lazily imported torch._dynamo; torch's
     # except clause then failed on the half-imported module and raised TorchExportError, printed as a traceback.
-    from dnet import files
+    from dnet import signals
     from dnet.cli.main import reports_errors
 
     @reports_errors
     def verb():
         try:
-            files._raise_terminated(signal.SIGTERM, None)  # what the handler does when SIGTERM lands
+            signals._raise_terminated(signal.SIGTERM, None)  # what the handler does when SIGTERM lands
         except KeyboardInterrupt:
             raise RuntimeError("module 'torch._dynamo' has no attribute 'exc'") from None
 

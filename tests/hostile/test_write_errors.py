@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dnet.files import write_error
+from dnet.write_errors import write_error
 from tests.evalmodels import digits_model_fixture  # noqa: F401 (a fixture)
 from tests.hostile.harness import nothing_left
 
