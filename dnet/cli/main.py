@@ -81,6 +81,8 @@ VERBS = {
     "demo": "dnet.cli.demo:demo_cmd",
     "bench": "dnet.cli.bench:bench_cmd",
     "pull": "dnet.cli.pull:pull_cmd",
+    "deploy": "dnet.cli.deploy:deploy_cmd",
+    "serve": "dnet.cli.serve:serve_cmd",
 }
 
 
