@@ -26,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import socket
 import sys
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,7 +212,14 @@ def server(path: str | os.PathLike, options: ServeOptions = ServeOptions()):
         config = TritonConfig(http_address=options.address, http_port=options.http_port,
                               grpc_address=options.address, grpc_port=options.grpc_port,
                               metrics_port=options.metrics_port, exit_timeout_secs=5, log_verbose=0)
-        triton = Triton(config=config, workspace=tmp / "workspace")
+        # PyTriton's sockets live in its workspace: a UNIX socket path has at most 107 bytes, so the workspace is a
+        # short folder of the temporary folder itself (removed with the server), not one inside the scratch folder
+        workspace = Path(tempfile.mkdtemp(prefix="dnet-triton-"))
+        try:
+            triton = Triton(config=config, workspace=workspace / "w")
+        except BaseException:
+            shutil.rmtree(workspace, ignore_errors=True)
+            raise
         try:
             names = bind(triton, Model(engine), name, options)
             try:
@@ -220,6 +229,7 @@ def server(path: str | os.PathLike, options: ServeOptions = ServeOptions()):
             yield triton, names
         finally:
             triton.stop()
+            shutil.rmtree(workspace, ignore_errors=True)
             if saved is None:
                 os.environ.pop("LD_LIBRARY_PATH", None)
             else:
@@ -227,8 +237,10 @@ def server(path: str | os.PathLike, options: ServeOptions = ServeOptions()):
 
 
 def _reason(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:200]
+    lines = [ln.strip() for ln in str(e).splitlines() if len(ln.strip().strip(";:.")) > 2]
+    reason = lines[-1][:200] if lines else type(e).__name__
+    return f"{reason}; the server's log above says which model failed and why (a TMPDIR path too long for a " \
+        "socket is one cause: set TMPDIR=/tmp)"
 
 
 def serve_forever(path: str | os.PathLike, options: ServeOptions = ServeOptions(),
