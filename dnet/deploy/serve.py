@@ -190,6 +190,9 @@ def bind(triton, model: Model, name: str, options: ServeOptions) -> list[str]:
 def server(path: str | os.PathLike, options: ServeOptions = ServeOptions()):
     """A running Triton server for the model file ``path``: yields (the Triton object, the model names); stopped and
     its scratch folder removed when the block ends, however it ends."""
+    ports = (options.http_port, options.grpc_port, options.metrics_port)
+    if len(set(ports)) < 3:
+        raise UsageError(f"the HTTP, gRPC and metrics ports must differ, got {', '.join(map(str, ports))}")
     for port, option in ((options.http_port, "http_port"), (options.grpc_port, "grpc_port"),
                          (options.metrics_port, "metrics_port")):
         check_port(options.address, port, option)

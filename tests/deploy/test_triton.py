@@ -104,3 +104,11 @@ def test_an_existing_entry_needs_force_and_a_failure_leaves_it_whole(tmp_path, m
         write_repository(path, tmp_path / "repo", TritonOptions(force=True, max_batch=8))
     assert (folder / "config.pbtxt").read_text() == before
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["tiny"]
+
+
+def test_serve_refuses_ports_that_clash_before_starting_anything(tmp_path):
+    from dnet.deploy.serve import ServeOptions, server
+
+    with pytest.raises(UsageError, match="the HTTP, gRPC and metrics ports must differ, got 18100, 18100, 8002"):
+        with server(tiny_onnx(tmp_path), ServeOptions(http_port=18100, grpc_port=18100)):
+            pass
