@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip uninstall -q -y dnet 2>/dev/null || true  # the distribution's name before it became dnet-densenet
-	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,openvino]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[cpu,dev,openvino,serve]'
+	$(BIN)/pip install -q --no-deps 'nvidia-pytriton==0.7.0'  # its numpy<2 cap: see pyproject.toml's serve extra
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/triton-stub 'numpy==1.26.4'  # its server stub's numpy
 	touch $(STAMP)
 
 # constraints.txt pins every distribution a fresh `make install` holds. Regenerate it after changing dependencies:

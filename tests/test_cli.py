@@ -77,7 +77,8 @@ def test_unknown_model_is_one_line_exit_2():
 def test_help_lists_only_working_verbs():
     r = run("--help")
     listed = {line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == set(VERBS) == {"models", "info", "inspect", "train", "convert", "eval", "compare", "demo", "bench", "pull"}
+    assert listed == set(VERBS) == {"models", "info", "inspect", "train", "convert", "eval", "compare", "demo", "bench", "pull",
+                                    "deploy", "serve"}
 
 
 def test_help_lists_every_verb_with_its_line_without_importing_any_verb():

@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     "dnet.loading": 1, "dnet.hub": 1,
     "dnet.converters": 2, "dnet.engines": 2,
     "dnet.eval": 3, "dnet.compare": 3, "dnet.bench": 3, "dnet.train": 3, "dnet.demo": 3,
-    "dnet.paired": 3, "dnet.layer_plot": 3,
+    "dnet.paired": 3, "dnet.layer_plot": 3, "dnet.deploy": 3,
     "dnet.cli": 4, "dnet.__main__": 4,
 }
 NAMES = {0: "L0 core", 1: "L1 models/data/formats", 2: "L2 converters/engines", 3: "L3 applications", 4: "L4 cli"}

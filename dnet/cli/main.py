@@ -99,6 +99,8 @@ VERBS = {
     "demo": ("dnet.cli.demo:demo_cmd", "Train a small DenseNet-BC on digits, convert and evaluate it."),
     "bench": ("dnet.cli.bench:bench_cmd", "Latency, throughput and memory of model files and batch sizes."),
     "pull": ("dnet.cli.pull:pull_cmd", "Fetch a zoo model's published weights into dnet's cache, checked."),
+    "deploy": ("dnet.cli.deploy:deploy_cmd", "Put a model file where a serving system reads it (Triton)."),
+    "serve": ("dnet.cli.serve:serve_cmd", "Serve a model file on Triton Inference Server (HTTP, gRPC)."),
 }
 
 
