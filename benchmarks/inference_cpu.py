@@ -15,7 +15,7 @@ without dnet's session factory (which gives int8 activations uint8 zero points, 
 (MLAS, the kernels its QLinearConv uses), both measured before and after the engines. DenseNet-121 costs 2.87 G
 multiply-adds = 5.74 GFLOP (or int8 GOP) per 224×224 image. ``--profile`` adds ONNX Runtime's per-op profile
 of each ONNX variant at batch 8 (see benchmarks/ort_profile.py); ``--keep DIR`` keeps the model files and the
-calibration images (``calib.npy``) for benchmarks/openvino_nncf.py. Writes benchmarks/results/inference_cpu.json.
+calibration images (``calib.npy``) for benchmarks/peers/openvino_nncf.py. Writes benchmarks/results/inference_cpu.json.
 """
 
 from __future__ import annotations

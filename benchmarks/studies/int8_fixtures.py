@@ -1,7 +1,7 @@
 """INT8 against FP32 on the three Lua Torch7 DenseNets of ../shared/fixtures/t7/, fed with real photos (issue 12:
 "INT8 cosine ≥ 0.995 against FP32 on the three Lua fixtures").
 
-    python -m benchmarks.int8_fixtures [--calib-count 512] [--per-photo 64] [--method minmax] [--weight-bits 7] [--quick]
+    python -m benchmarks.studies.int8_fixtures [--calib-count 512] [--per-photo 64] [--method minmax] [--weight-bits 7] [--quick]
 
 Each fixture ``.t7`` is converted by ``converters.pipeline.convert`` (what ``dnet convert --from t7 --to onnx-int8``
 runs: the FP32 export and its parity check, calibration (``--method``, default minmax), the default densenet Q/DQ
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 T7 = ("cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout")
 TARGET_COSINE = 0.995
