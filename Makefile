@@ -44,7 +44,7 @@ lint: $(STAMP) docs
 
 # The documentation site (mkdocs.yml, docs/), built strictly: a broken link or a page missing from the nav fails.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # The product benchmarks (benchmarks/README.md): each writes benchmarks/results/NAME.json and prints its table;
 # `make bench QUICK=1` is a fast, rougher pass. The studies and peer comparisons run one by one (benchmarks/README.md).
