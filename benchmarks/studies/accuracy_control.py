@@ -1,4 +1,9 @@
-"""Accuracy-controlled INT8 (dnet.converters.int8.mixed) on the two trained digits models: how many layers stay in FP32 for a
+"""How many layers must accuracy-controlled INT8 leave in FP32 for a bound on the drop, beside NNCF's accuracy control?
+
+Answer (docs/benchmarks.md): on the model with three planted outlier channels, exactly the two planted layers that
+cost accuracy (one with ``--calib-method mse``); NNCF leaves none, in a uint8-activation file TensorRT cannot run.
+
+Accuracy-controlled INT8 (dnet.converters.int8.mixed) on the two trained digits models: how many layers stay in FP32 for a
 bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
 (benchmarks/peers/nncf_accuracy_control.py) so the two can be set side by side.
 
@@ -92,8 +97,8 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
 
 
 def main() -> None:
-    from benchmarks.studies.calibration_sensitivity import trained_model
     from benchmarks.report import print_table, write_result
+    from benchmarks.studies.calibration_sensitivity import trained_model
     from dnet.converters.int8.calibration import pick
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
