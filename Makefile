@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install constraints test test-slow test-all demo lint bench gpu-check clean
+.PHONY: install constraints test test-slow test-all demo lint docs bench gpu-check clean
 
 install: $(STAMP)
 
@@ -41,12 +41,16 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m dnet demo
 
-lint: $(STAMP)
+lint: $(STAMP) docs
 	$(BIN)/ruff check dnet converters engines tests benchmarks
 
-# Each script writes benchmarks/results/NAME.json and prints its table; `make bench QUICK=1` is a fast, rougher pass.
-BENCHMARKS := inference_cpu int8_accuracy convert_time train_memory train_throughput t7_load preprocess_cost \
-              eval_throughput int8_concat_chain int8_fixtures
+# The documentation site (mkdocs.yml, docs/), built strictly: a broken link or a page missing from the nav fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# The product benchmarks (benchmarks/README.md): each writes benchmarks/results/NAME.json and prints its table;
+# `make bench QUICK=1` is a fast, rougher pass. The studies and peer comparisons run one by one (benchmarks/README.md).
+BENCHMARKS := inference_cpu convert_time train_memory train_throughput t7_load preprocess_cost eval_throughput
 
 bench: $(STAMP)
 	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; DNET_BENCH_QUICK=$(QUICK) $(BIN)/python -m benchmarks.$$b; done
@@ -60,4 +64,4 @@ gpu-check:
 	$(PY) -m benchmarks.gpu_check
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

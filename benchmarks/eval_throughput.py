@@ -1,7 +1,7 @@
 """Data-pipeline overhead of ``dnet eval``: end-to-end eval throughput against the same engine's raw throughput.
 
 Generates a folder of real-size JPEGs (ImageNet-like 500×375 and 375×500, smooth content plus noise,
-quality 90), a DenseNet-121 with random weights, and measures on this machine, side by side:
+quality 90), a DenseNet-121 with random weights, and measures, side by side:
   - decode:   ``preprocess(path, "torch7")`` alone, images/s in one process;
   - raw:      the engine on already-preprocessed batches (no decoding), images/s;
   - eval:     ``dnet.eval.evaluate`` on the folder (decoding in worker processes), images/s;

@@ -1,7 +1,7 @@
 """Per-image cost of the torch7 preprocessing (Lua's bicubic in numpy) against Pillow's resizes.
 
 Runs on photo-sized images (ImageNet's typical 500×375 and 500×333, a 640×427, and the three Lua fixtures
-when ../shared is present), timing, per image and side by side in one process:
+when the shared test fixtures are beside the checkout), timing, per image and side by side in one process:
   - ``lua_scale`` (dnet's numpy image.scale bicubic, short side → 256) on an already loaded float32 image,
     and the same resampling of only the 224×224 centre window (what ``preprocess`` does; bit-identical);
   - Pillow's BICUBIC and BILINEAR resize to the same size (uint8, C);

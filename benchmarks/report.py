@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from dnet import cpu
 from dnet.files import atomic_write_text
 from dnet.table import format_table
 
@@ -17,8 +18,9 @@ RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().par
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
+    """The machine a result was measured on: the CPU's model and INT8-relevant flags head its table in the docs."""
+    return {"cpu_model": cpu.model_name(), "cpu_flags": cpu.int8_flags_text(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
             "load_average": os.getloadavg()}
 
 
@@ -39,7 +41,7 @@ def write_result(name: str, payload: dict) -> Path:
 
 
 def print_table(title: str, headers: list[str], rows: list[list], right=None) -> None:
-    print(f"\n{title}")
+    print(f"\n{title}\n{cpu.model_name()}; {cpu.int8_flags_text()}; {time.strftime('%Y-%m-%d')}")
     print(format_table(headers, rows, right=range(1, len(headers)) if right is None else right))
 
 

@@ -1,4 +1,4 @@
-"""Time to load a DenseNet-121-size Lua Torch ``.t7`` checkpoint (target: under 2 s), beside ``torch.load``.
+"""Time to load a DenseNet-121-size Lua Torch ``.t7`` checkpoint, beside ``torch.load``.
 
 Writes DenseNet-121 (7,978,856 parameters) as ``models/densenet.lua`` + ``checkpoint.save`` would, with the
 test-only Torch7 writer: weights only (about 32 MB), weights plus last gradients (about 64 MB, like the
@@ -26,8 +26,6 @@ from benchmarks.report import add_quick, print_table, run_times, write_result
 from dnet.checkpoint import save_checkpoint
 from dnet.converters.t7 import reader
 from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
-
-TARGET_S = 2.0
 
 
 def main() -> None:
@@ -64,15 +62,14 @@ def main() -> None:
                 "dnet_load_s": {"min": min(full), "median": statistics.median(full)},
                 "pth_dnet_load_s": {"min": min(pth_times), "median": statistics.median(pth_times)},
                 "ratio_t7_to_pth_median": statistics.median(full) / statistics.median(pth_times),
-                "under_target": statistics.median(full) < TARGET_S,
             }
             results.append(r)
             rows.append([name, f"{size / 1e6:.1f}", f"{r['parse_s']['median']:.3f}", f"{r['dnet_load_s']['median']:.3f}",
                          f"{r['dnet_load_s']['min']:.3f}", f"{r['pth_dnet_load_s']['median']:.3f}",
-                         f"{r['ratio_t7_to_pth_median']:.2f}", "yes" if r["under_target"] else "NO"])
-    path = write_result("t7_load", {"target_s": TARGET_S, "repeat": args.repeat, "results": results})
+                         f"{r['ratio_t7_to_pth_median']:.2f}"])
+    path = write_result("t7_load", {"repeat": args.repeat, "results": results})
     print_table(f"DenseNet-121 .t7 load, medians of {args.repeat}",
-                ["file", "MB", "parse s", "dnet.load s", "min s", ".pth load s", "t7/pth", f"< {TARGET_S:g} s"], rows)
+                ["file", "MB", "parse s", "dnet.load s", "min s", ".pth load s", "t7/pth"], rows)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: noisy); written {path}")
 
 

@@ -84,8 +84,7 @@ def main() -> None:
         "model": "densenet-bc-l100-k12", "input": [args.batch, 3, 32, 32], "device": "cpu",
         "threads": torch.get_num_threads(), "steps_per_round": args.steps, "rounds": args.rounds,
         "warmup_s": compile_s, "results": results,
-        "target": {"best_vs_standard_min": 1.2, "best_mode": best["mode"], "measured": best["ratio_vs_standard"],
-                   "met": best["ratio_vs_standard"] >= 1.2},
+        "best": {"mode": best["mode"], "ratio_vs_standard": best["ratio_vs_standard"]},
         "note": "shared machine: absolute numbers are noisy; the ratios were measured side by side"})
     print_table(f"DenseNet-BC-100 k=12 training, batch {args.batch}, {torch.get_num_threads()} threads",
                 ["mode", "img/s (median)", "min", "max", "× standard"], rows)

@@ -123,7 +123,7 @@ def check_tree(root: Path) -> list[str]:
                                 "imports only go down the layers")
     problems += [f"import circle: {' -> '.join(c)}" for c in _cycles(graph)]
     problems = list(dict.fromkeys(problems))  # "from x import a, b" names one rule once
-    for path in sorted((root / "benchmarks").glob("*.py")) if (root / "benchmarks").is_dir() else []:
+    for path in sorted((root / "benchmarks").rglob("*.py")) if (root / "benchmarks").is_dir() else []:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \

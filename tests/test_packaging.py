@@ -111,10 +111,11 @@ def test_the_distribution_name_is_not_the_taken_dnet():
     assert PYPROJECT["project"]["scripts"] == {"dnet": "dnet.cli:main"}
 
 
-def test_every_install_line_of_the_readme_names_the_distribution():
+def test_every_install_line_of_the_readme_and_the_docs_names_the_distribution():
     """`pip install 'dnet[...]'` would install an unrelated PyPI package: every line names dnet-densenet (or `.`)."""
-    readme = (ROOT / "README.md").read_text()
-    lines = re.findall(r"pip install [^`\n]*", readme)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [line for page in pages for line in re.findall(r"pip install [^`\n]*", page.read_text())]
+    assert any("'dnet-densenet[cpu]'" in line for line in lines[:4])  # the front page's first install line
     targets = [t.strip("'\"") for line in lines for t in line.split()[2:] if not t.startswith("-") and "dnet" in t]
     assert targets and all(re.fullmatch(r"dnet-densenet(\[[a-z0-9,]+\])?", t) for t in targets), targets
     assert PYPROJECT["project"]["license"] == "BSD-3-Clause"  # an SPDX expression, not the deprecated table
@@ -144,3 +145,14 @@ def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
     assert {n for n in installed if not n.endswith(".dist-info")} == {"dnet"}
     assert [n for n in installed if n.endswith(".dist-info")] == [f"dnet_densenet-{dnet.__version__}.dist-info"]
     assert (site / "bin" / "dnet").is_file()
+
+
+def test_the_documentation_site_is_built_strictly_by_make_lint_into_an_ignored_folder():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lint: .*\bdocs\b", makefile, flags=re.M)  # .ci/run's `make lint` builds the site
+    build = re.search(r"^docs: .*\n\t(.*)$", makefile, flags=re.M).group(1)
+    assert "mkdocs build --strict" in build and "--site-dir site" in build
+    assert "/site/" in (ROOT / ".gitignore").read_text().splitlines()
+    dev = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert "mkdocs" in dev and pins["mkdocs"] == metadata.version("mkdocs")

@@ -1,4 +1,4 @@
-"""Root cause 6: images. One decoder (``dnet.data.images.open_image``) with one pixel limit for eval, calibration,
+"""Images: one decoder (``dnet.data.images.open_image``) with one pixel limit for eval, calibration,
 ``compare --images`` and training; 16-bit samples scaled, not clipped; preprocessing that always yields the model's
 input size, so odd sizes (1×1, very wide, huge) never break a batch, with or without ``--skip-bad``."""
 

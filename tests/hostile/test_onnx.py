@@ -1,4 +1,4 @@
-"""Root cause 7: ONNX files that are not image classifiers. The interface is checked once, when the file is read
+"""ONNX files that are not image classifiers: the interface is checked once, when the file is read
 (``dnet.artifact.onnxfile.check_interface``), so ``bench``, ``eval``, ``convert`` and ``compare`` all say what is
 wrong in one line instead of showing ONNX Runtime tracebacks."""
 

@@ -1,4 +1,4 @@
-"""Root causes 2 and 3 (and point 8 of issue 16): what an output may be, a full disk, and the mode of new files.
+"""Outputs: what an output may be, a full disk, and the mode of new files.
 
 One output-path policy for every verb (``dnet.files.check_output_path``): never an input of the same command, never
 an existing node that is not a regular file, never an intermediate the command did not write (unless ``--force``).

@@ -1,4 +1,4 @@
-"""Root cause 5: the ``.pth`` reader. Anything that is not a readable PyTorch file is one ``FileFormatError`` line,
+"""The ``.pth`` reader: anything that is not a readable PyTorch file is one ``FileFormatError`` line,
 code is refused without torch's advice to load it unsafely, and a checkpoint's configuration is checked against
 the tensors it holds before any model is built."""
 

@@ -1,4 +1,4 @@
-"""What main added that writes into dnet's cache: ``dnet pull`` (``dnet.hub``, the one downloader
+"""What writes into dnet's cache: ``dnet pull`` (``dnet.hub``, the one downloader
 ``dnet.data.download.fetch``).
 
 The cache follows the output policy of every verb: a read-only cache is one line before any connection, the file a

@@ -1,4 +1,4 @@
-"""Root causes 8, 9 and 10: options validated before any work, resources claimed by options, the suite's own
+"""Requests: options validated before any work, resources claimed by options, the suite's own
 leftovers, and messages that misled (a calibration cache pointing at a model, models of different input sizes)."""
 
 from __future__ import annotations

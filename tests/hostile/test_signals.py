@@ -1,4 +1,4 @@
-"""Root cause 1: signals. SIGTERM is handled like SIGINT (temporary files removed); what a SIGKILL leaves is named
+"""Signals: SIGTERM cleans up like SIGINT (temporary files removed); what a SIGKILL leaves is named
 after its process and swept by the next dnet process writing into the same folder; scratch folders live in one
 dnet folder under TMPDIR, swept the same way.
 

@@ -1,4 +1,4 @@
-"""Root cause 4: the Torch7 reader. Strides of every dimension, overlapping parameter views bounded by what the
+"""The Torch7 reader: strides of every dimension, overlapping parameter views bounded by what the
 file holds, a corrupt 2 GB file that fails at its start without being read, pipes and FIFOs, non-UTF-8 strings."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ previous file under that name intact, no partial file left.
 
 The size limit is ``RLIMIT_FSIZE`` (``ulimit -f``), set in this process around one command (Python ignores
 SIGXFSZ, so a write past it fails with EFBIG) and, once, in a subprocess as a user's shell would. A full disk is a
-small tmpfs where this machine lets the tests mount one (root, outside a locked-down container); elsewhere those
+small tmpfs where the machine running them lets the tests mount one (root, outside a locked-down container); elsewhere those
 cases skip, saying why.
 """
 

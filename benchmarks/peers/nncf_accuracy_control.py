@@ -1,8 +1,8 @@
 """NNCF's ``quantize_with_accuracy_control`` on the same FP32 files, calibration and validation data as
-benchmarks/accuracy_control.py: how many layers it leaves in FP32 for the same bound.
+benchmarks/studies/accuracy_control.py: how many layers it leaves in FP32 for the same bound.
 
-    python -m benchmarks.accuracy_control --keep DIR                  # dnet's side; writes the data
-    /path/to/scratch-venv/bin/python benchmarks/nncf_accuracy_control.py --folder DIR [--bounds 0.5,0.3,0.0]
+    python -m benchmarks.studies.accuracy_control --keep DIR                  # dnet's side; writes the data
+    /path/to/scratch-venv/bin/python benchmarks/peers/nncf_accuracy_control.py --folder DIR [--bounds 0.5,0.3,0.0]
 
 NNCF runs from a scratch virtual environment (``python -m venv v && v/bin/pip install nncf==3.4.0 onnxruntime==1.32.0
 onnx==1.23.2``: no torch, no OpenVINO); this script imports neither dnet nor torch. NNCF quantizes the ONNX model itself
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parents[1] / "results"))
 
 
 def top1(model, x: np.ndarray) -> np.ndarray:

@@ -1,13 +1,15 @@
-"""INT8 against FP32 on the three Lua Torch7 DenseNets of ../shared/fixtures/t7/, fed with real photos (issue 12:
-"INT8 cosine ≥ 0.995 against FP32 on the three Lua fixtures").
+"""Does INT8 keep the three Lua Torch7 DenseNets of the test fixtures within cosine 0.995 of FP32 on real photos?
 
-    python -m benchmarks.int8_fixtures [--calib-count 512] [--per-photo 64] [--method minmax] [--weight-bits 7] [--quick]
+Answer (docs/benchmarks.md): with ``--method mse`` (and percentile) all three; with the default minmax one of three,
+the other two at 0.9946-0.9947. Needs the shared test fixtures (``shared/fixtures/t7/`` beside the checkout).
+
+    python -m benchmarks.studies.int8_fixtures [--calib-count 512] [--per-photo 64] [--method minmax] [--weight-bits 7] [--quick]
 
 Each fixture ``.t7`` is converted by ``converters.pipeline.convert`` (what ``dnet convert --from t7 --to onnx-int8``
 runs: the FP32 export and its parity check, calibration (``--method``, default minmax), the default densenet Q/DQ
 layout (``--weight-bits``, default 7), and the conversion's own check on 64 held-out calibration crops), calibrated on crops of ten photos bundled
 with scikit-image. It is then measured on crops of four photos calibration never saw: the two photos of
-../shared/fixtures/preprocess/ (``chelsea.png``, ``coffee-portrait.png``; ``chelsea-257x301.png`` is chelsea again
+the fixtures' ``preprocess/`` folder (``chelsea.png``, ``coffee-portrait.png``; ``chelsea-257x301.png`` is chelsea again
 and is left out) and scikit-image's ``astronaut`` and ``rocket``. Crops are seeded random squares (35–100% of the
 short side, sometimes mirrored) resized to the fixtures' 32×32 and preprocessed with the file's own CIFAR
 normalisation.
@@ -15,7 +17,7 @@ normalisation.
 Numbers, INT8 against the FP32 ONNX file: cosine of the logits over all measured images (as flat vectors, the
 number dnet's INT8 check computes), the lowest per-image cosine, and top-1 agreement, in the file's own arithmetic
 (Q/DQ unfused: what TensorRT computes) and as ONNX Runtime's fused x86 integer kernels compute it (what ``dnet eval``
-and ``dnet bench`` run on this CPU). The fixtures carry seeded, untrained weights (their README), whose logits are
+and ``dnet bench`` run on the CPU that runs the script). The fixtures carry seeded, untrained weights (their README), whose logits are
 often near-tied, so top-1 agreement says less than the cosine.
 Writes benchmarks/results/int8_fixtures.json (int8_fixtures.METHOD.wBITS.json for other than the defaults).
 """
@@ -28,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 T7 = ("cifar10-densenet-bc-l40-k12", "cifar10-densenet-bc-l40-k12-optmem4", "cifar100-densenet-l40-k12-dropout")
-TARGET_COSINE = 0.995
 # Photos calibration never sees: the shared fixtures' two photos, and two of scikit-image's.
 MEASURE_FILES = ("chelsea.png", "coffee-portrait.png")
 MEASURE_SKIMAGE = ("astronaut", "rocket")
@@ -109,7 +110,6 @@ def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, te
             per_photo[photo] = agreement(ref[start:start + len(batch)], got[start:start + len(batch)])
             start += len(batch)
         result[arithmetic]["per_photo"] = per_photo
-    result["target_met"] = min(result["file"]["cosine"], result["fused"]["cosine"]) >= TARGET_COSINE
     return result
 
 
@@ -140,19 +140,18 @@ def main() -> None:
                         "method": args.method, "photos": list(calibration_photos()), "size": 32},
         "measured": {"photos": list(tests), "crops_per_photo": per_photo, "images": per_photo * len(tests),
                      "size": 32},
-        "layout": f"densenet, {args.weight_bits}-bit weights", "target": {"min_cosine": TARGET_COSINE},
+        "layout": f"densenet, {args.weight_bits}-bit weights",
         "results": results, "quick": args.quick})
     rows = [[r["fixture"], f"{r['max_abs_logit']:.2f}", f"{r['conversion_check']['cosine']:.4f}",
              f"{r['file']['cosine']:.4f}", f"{r['fused']['cosine']:.4f}",
              f"{r['file']['min_image_cosine']:.4f}", f"{r['fused']['min_image_cosine']:.4f}",
-             f"{r['file']['top1_agreement']:.1%}", f"{r['fused']['top1_agreement']:.1%}",
-             "met" if r["target_met"] else "missed"] for r in results]
+             f"{r['file']['top1_agreement']:.1%}", f"{r['fused']['top1_agreement']:.1%}"] for r in results]
     print_table(f"INT8 (densenet layout, {args.weight_bits}-bit weights) vs FP32 logits: calibrated ({args.method}) on "
                 f"{calib_count} crops of "
                 f"{len(calibration_photos())} photos, measured on {per_photo * len(tests)} crops of {len(tests)} "
                 f"unseen photos ({', '.join(tests)}), 32×32",
                 ["fixture", "max|logit|", "convert check cos", "cos file", "cos fused", "min img cos file",
-                 "min img cos fused", "top-1 file", "top-1 fused", f"≥ {TARGET_COSINE}"], rows)
+                 "min img cos fused", "top-1 file", "top-1 fused"], rows)
     print(f"written {path}")
 
 

@@ -1,11 +1,16 @@
-"""Accuracy-controlled INT8 (dnet.converters.int8.mixed) on the two trained digits models: how many layers stay in FP32 for a
-bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
-(benchmarks/nncf_accuracy_control.py) so the two can be set side by side.
+"""How many layers must accuracy-controlled INT8 leave in FP32 for a bound on the drop, beside NNCF's accuracy control?
 
-    python -m benchmarks.accuracy_control --keep DIR [--models demo,bc32,bc32-outliers] [--bounds 0.5,0.3,0.0]
+Answer (docs/benchmarks.md): on the model with three planted outlier channels, exactly the two planted layers that
+cost accuracy (one with ``--calib-method mse``); NNCF leaves none, in a uint8-activation file TensorRT cannot run.
+
+Accuracy-controlled INT8 (dnet.converters.int8.mixed) on the two trained digits models: how many layers stay in FP32 for a
+bound on the drop, and what the search costs; also writes the data NNCF's accuracy control runs on
+(benchmarks/peers/nncf_accuracy_control.py) so the two can be set side by side.
+
+    python -m benchmarks.studies.accuracy_control --keep DIR [--models demo,bc32,bc32-outliers] [--bounds 0.5,0.3,0.0]
         [--methods minmax,percentile]
 
-``--keep DIR`` holds the trained models' FP32 ONNX (``demo.onnx``, ``bc32.onnx``: benchmarks/calibration_sensitivity.py
+``--keep DIR`` holds the trained models' FP32 ONNX (``demo.onnx``, ``bc32.onnx``: benchmarks/studies/calibration_sensitivity.py
 trains them there, or this script does). Calibration: 300 training images (NNCF's default subset size), evenly spread;
 validation: the 360 digits test images with their labels. For each model, method and bound (points), dnet's search runs
 as ``dnet convert --max-drop`` runs it (file arithmetic). Writes benchmarks/results/accuracy_control.json and, in DIR,
@@ -92,8 +97,8 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
 
 
 def main() -> None:
-    from benchmarks.calibration_sensitivity import trained_model
     from benchmarks.report import print_table, write_result
+    from benchmarks.studies.calibration_sensitivity import trained_model
     from dnet.converters.int8.calibration import pick
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,7 +1,7 @@
 """OpenVINO's own post-training INT8 (NNCF) of dnet's FP32 DenseNet-121 beside dnet's INT8 file in OpenVINO.
 
     python -m benchmarks.inference_cpu --keep /tmp/d121          # writes the files and calib.npy
-    /path/to/scratch-venv/bin/python benchmarks/openvino_nncf.py --folder /tmp/d121 [--threads 2]
+    /path/to/scratch-venv/bin/python benchmarks/peers/openvino_nncf.py --folder /tmp/d121 [--threads 2]
 
 NNCF pulls in its own dependencies, so it runs from a scratch virtual environment with only ``openvino`` and
 ``nncf`` (``python -m venv v && v/bin/pip install nncf==3.4.0 openvino==2026.4.1``); this script imports neither
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parents[1] / "results"))
 
 
 def compiled(core, model, threads: int):
