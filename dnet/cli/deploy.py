@@ -7,7 +7,7 @@ import json
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.cli.options import default, json_option, parse_batch_sizes
+from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, count, default, json_option, parse_batch_sizes
 from dnet.deploy.triton import DEVICES, TritonOptions, write_repository
 
 
@@ -21,17 +21,17 @@ def deploy_cmd() -> None:
 @click.option("-o", "--output", "repo", required=True, type=click.Path(file_okay=False),
               help="The model repository (a folder; created when absent).")
 @click.option("--name", default=None, help="The model's name in the repository (default: the file's name).")
-@click.option("--max-batch", type=click.IntRange(min=0), default=None,
+@click.option("--max-batch", type=count(0, MAX_BATCH), default=None,
               help="Triton's max_batch_size (default: 32 for ONNX and IR files; a plan's profile max).")
 @click.option("--preferred", default=None, help="Preferred batch sizes, comma-separated (default: powers of two up "
               "to the max batch, and a plan's profile optimum).")
-@click.option("--queue-delay-us", type=click.IntRange(min=0), default=default(TritonOptions, "queue_delay_us"),
+@click.option("--queue-delay-us", type=count(0, MAX_QUEUE_DELAY_US), default=default(TritonOptions, "queue_delay_us"),
               show_default=True, help="How long the batcher waits to fill a preferred batch (microseconds).")
 @click.option("--batching/--no-batching", default=default(TritonOptions, "batching"), show_default=True,
               help="Dynamic batching.")
 @click.option("--device", type=click.Choice(DEVICES), default=default(TritonOptions, "device"), show_default=True,
               help="Where ONNX and IR files run (plans run on the GPU).")
-@click.option("--instances", type=click.IntRange(min=1), default=default(TritonOptions, "instances"),
+@click.option("--instances", type=count(1, 1024), default=default(TritonOptions, "instances"),
               show_default=True, help="Model instances.")
 @click.option("--force", is_flag=True, help="Replace an existing entry of the same name.")
 @json_option("the entry")

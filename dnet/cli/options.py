@@ -38,6 +38,7 @@ def json_option(what: str = "the results"):
 MAX_BATCH = 4096  # images per run of a model (a DenseNet-121 batch of 4096 at 224² is ~2.5 GB of input alone)
 MAX_WORKERS = 256  # decoding or data-loading processes
 MAX_THREADS = 1024
+MAX_QUEUE_DELAY_US = 10_000_000  # ten seconds: a batcher that waits longer is a mistake, not a latency budget
 MAX_IMAGES = 10_000_000  # images to calibrate on, check, validate or compare (ImageNet's train set is 1.28 M)
 MAX_SECONDS = 86_400.0  # a day of warm-up or timing
 MAX_ITERATIONS = 100_000_000
@@ -119,5 +120,5 @@ def parse_batch_sizes(text: str) -> list[int]:
     return batches
 
 
-__all__ = ["MAX_BATCH", "MAX_CLASSES", "MAX_DEPTH", "MAX_EPOCHS", "MAX_IMAGES", "MAX_INPUT_SIZE", "MAX_WIDTH", "MAX_ITERATIONS", "MAX_SECONDS", "MAX_THREADS", "MAX_WORKERS", "Number",
+__all__ = ["MAX_BATCH", "MAX_CLASSES", "MAX_DEPTH", "MAX_EPOCHS", "MAX_IMAGES", "MAX_INPUT_SIZE", "MAX_WIDTH", "MAX_ITERATIONS", "MAX_QUEUE_DELAY_US", "MAX_SECONDS", "MAX_THREADS", "MAX_WORKERS", "Number",
            "amount", "count", "default", "json_option", "parse_batch_sizes", "parse_profile", "quiet_option"]

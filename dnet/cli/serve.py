@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dnet.cli.main import reports_errors
-from dnet.cli.options import default
+from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_THREADS, count, default
 from dnet.deploy.serve import ServeOptions, serve_forever
 
 
@@ -16,17 +16,17 @@ def _option(name: str, flag: str, help: str, **kwargs):
 @click.command("serve")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--name", default=None, help="The model's name (default: the file's name).")
-@_option("max_batch", "--max-batch", "The dynamic batcher's largest batch.", type=click.IntRange(min=1))
+@_option("max_batch", "--max-batch", "The dynamic batcher's largest batch.", type=count(1, MAX_BATCH))
 @_option("queue_delay_us", "--queue-delay-us", "How long the batcher waits to fill a batch (microseconds).",
-         type=click.IntRange(min=0))
+         type=count(0, MAX_QUEUE_DELAY_US))
 @click.option("--batching/--no-batching", default=default(ServeOptions, "batching"), show_default=True,
               help="Dynamic batching (off: every request runs alone).")
 @_option("address", "--address", "The address the server listens on.")
-@_option("http_port", "--http-port", "HTTP port.", type=click.IntRange(1, 65535))
-@_option("grpc_port", "--grpc-port", "gRPC port.", type=click.IntRange(1, 65535))
-@_option("metrics_port", "--metrics-port", "Prometheus metrics port.", type=click.IntRange(1, 65535))
+@_option("http_port", "--http-port", "HTTP port.", type=count(1, 65535))
+@_option("grpc_port", "--grpc-port", "gRPC port.", type=count(1, 65535))
+@_option("metrics_port", "--metrics-port", "Prometheus metrics port.", type=count(1, 65535))
 @click.option("--provider", default=None, help="Where the engine runs: cpu, openvino, cuda, tensorrt (default cpu).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the runtime's).")
+@click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
 @reports_errors
 def serve_cmd(path, name, max_batch, queue_delay_us, batching, address, http_port, grpc_port, metrics_port, provider,
               threads) -> None:

@@ -15,6 +15,8 @@ VERBS = {
     "train": ["train", "--dataset", "digits", "--out", "never-made"],
     "demo": ["demo", "--out", "never-made"],
     "info": ["info", "densenet121"],
+    "serve": ["serve", "absent.onnx"],
+    "deploy": ["deploy", "triton", "absent.onnx", "-o", "never-made"],
 }
 
 # (verb, option, bad values); each value is refused with a line naming the option
@@ -56,6 +58,15 @@ BOUNDS = [
     ("demo", "--depth", ["0", "100000"]),
     ("info", "--input-size", ["16", "1000001"]),
     ("info", "--num-classes", ["0", "10000000000"]),
+    ("serve", "--max-batch", ["0", "nan", "100000"]),
+    ("serve", "--queue-delay-us", ["-1", "inf", "100000000"]),
+    ("serve", "--http-port", ["0", "65536"]),
+    ("serve", "--grpc-port", ["-1", "nan"]),
+    ("serve", "--metrics-port", ["70000"]),
+    ("serve", "--threads", ["0", "100000"]),
+    ("deploy", "--max-batch", ["-1", "nan", "100000"]),
+    ("deploy", "--queue-delay-us", ["-1", "inf"]),
+    ("deploy", "--instances", ["0", "100000"]),
 ]
 
 CASES = [(verb, option, value) for verb, option, values in BOUNDS for value in values]
@@ -82,8 +93,11 @@ def test_every_numeric_option_of_every_verb_is_covered():
     ctx = click.Context(main)
     covered = {(v, o) for v, o, _ in BOUNDS}
     unbounded, missing = [], []
-    for verb in ALL:
-        for param in main.get_command(ctx, verb).params:
+    commands = [(verb, main.get_command(ctx, verb)) for verb in ALL]
+    commands += [(verb, sub) for verb, group in list(commands) if isinstance(group, click.Group)
+                 for sub in group.commands.values()]  # deploy triton: counted as "deploy"
+    for verb, command in commands:
+        for param in command.params:
             if not isinstance(param, click.Option) or param.is_flag:
                 continue
             flag = max(param.opts, key=len)
