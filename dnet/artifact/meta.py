@@ -62,6 +62,9 @@ def _check_calibration(calib) -> None:
         raise ValueError("calibration layout excluded is not a list of layer names")
 
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
 @dataclass(frozen=True)
 class ArtifactMeta:
     model: str  # zoo name when the architecture is a zoo entry, else "custom"
@@ -100,6 +103,8 @@ class ArtifactMeta:
             for name in ("model", "precision", "source", "source_sha256", "dnet_version"):
                 if not isinstance(getattr(meta, name), str):
                     raise ValueError(f"{name} {getattr(meta, name)!r} is not text")
+            if meta.precision not in PRECISIONS:
+                raise ValueError(f"precision {meta.precision!r} is not one of {', '.join(PRECISIONS)}")
             _check_spec(meta.preprocess)
             _check_calibration(meta.calibration)
             return meta

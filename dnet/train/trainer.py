@@ -38,8 +38,8 @@ from dnet.train.run_folder import (
     CURVES_PNG,
     LAST,
     check_writable,
-    run_lock,
     default_run_dir,
+    run_lock,
     write_config,
     write_metrics,
 )
