@@ -14,7 +14,7 @@ import pytest
 from tests.hostile import fuzz
 
 CASES = int(os.environ.get("DNET_FUZZ_CASES", "300"))
-TARGETS = ["t7", "pth", "onnx", "mat", pytest.param("ir", marks=pytest.mark.skipif(
+TARGETS = ["t7", "pth", "onnx", "mat", "sidecar", "image", pytest.param("ir", marks=pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None, reason="OpenVINO is the optional extra: pip install 'dnet[openvino]'"))]
 
 
@@ -30,3 +30,18 @@ def test_mutated_files_open_or_raise_the_projects_errors_only(target):
         assert report.peak_bytes < 256 << 20, report.to_dict()
     else:
         assert report.worst_excess <= 8, report.to_dict()
+
+
+# The long run, smaller than the by-hand one (100,000 cases a reader: the commands in tests/hostile/fuzz.py), sized
+# for CI's two cores: about 3 minutes in all. Different seeds from the fast run, so it tries new cases.
+SLOW = {"t7": 5000, "pth": 3000, "onnx": 1500, "sidecar": 20000, "image": 20000}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", sorted(SLOW))
+def test_the_long_fuzz_run_finds_no_bug_and_stays_within_its_memory_bound(target):
+    report = fuzz.run(target, SLOW[target], seed=7)
+    print(report.to_dict())
+    assert report.bugs == [], report.bugs[:5]
+    assert report.cases == SLOW[target] and report.outcomes["opened"] > 0
+    assert report.worst_excess <= 8 and report.peak_bytes < 64 << 20, report.to_dict()
