@@ -177,7 +177,7 @@ def image_seeds() -> dict[str, bytes]:
     save("grey.png", rgb.convert("L"), "PNG")
     save("palette.png", rgb.convert("P"), "PNG")
     save("rgba.png", rgb.convert("RGBA"), "PNG")
-    save("grey16.png", Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257)), "PNG")
+    save("grey16.png", Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257), "PNG")
     save("rgb.jpg", rgb, "JPEG")
     save("grey.jpg", rgb.convert("L"), "JPEG")
     save("cmyk.jpg", rgb.convert("CMYK"), "JPEG")
