@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.onnxfile import input_size_of, read_meta, read_model
+from dnet.artifact.onnxfile import input_size_of, quantized_ops, read_meta, read_model
 from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
@@ -251,6 +251,11 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
         raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
     if src_format == "onnx" and target == "onnx":
         raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
+    if src_format == "onnx" and target in ("onnx-fp16", "onnx-int8"):
+        ops = quantized_ops(read_model(src))
+        if ops:  # its weights are already integers: FP16 of a Q/DQ graph is invalid, INT8 of one is a second rounding
+            raise UsageError(f"{src.name} is already quantized ({', '.join(ops[:3])} nodes); convert the FP32 model "
+                             f"to {target}, or this file to trt", option="target")
     typed_target = _typed_target(target, opts)
     if opts.calib is not None and opts.calib.images is None and target not in ("pth", "torchvision"):
         opts.calib.source()  # a missing or empty folder or a bad array file, before the export

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from dnet.data.specs import PreprocessSpec
+from dnet.data.specs import SPECS, PreprocessSpec
 from dnet.errors import FileFormatError, UsageError
 
 PREFIX = "dnet."  # key prefix in ONNX metadata_props
@@ -45,6 +45,22 @@ def _check_spec(spec: PreprocessSpec) -> None:
         raise ValueError(f"preprocess mean {list(spec.mean)} is not within the pixel range 0..{scale:g}")
     if not all(math.isfinite(s) and scale / 1000 <= s <= 10 * scale for s in spec.std):
         raise ValueError(f"preprocess std {list(spec.std)} is not between {scale / 1000:g} and {10 * scale:g}")
+    # The name is what a user reads (inspect, eval's header); the numbers are what runs: they must be the same thing.
+    preset = SPECS.get(spec.name)
+    if preset is None:
+        raise ValueError(f"preprocess name {spec.name!r} is not one of {', '.join(sorted(SPECS))}")
+    for name in ("mean", "std", "pixel_scale"):
+        got, want = getattr(spec, name), getattr(preset, name)
+        if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(_seq(got), _seq(want), strict=True)):
+            raise ValueError(f"preprocess {name} {_text(got)} is not {spec.name}'s {_text(want)}: the file was edited")
+
+
+def _seq(v) -> list[float]:
+    return [float(x) for x in v] if isinstance(v, list | tuple) else [float(v)]
+
+
+def _text(v) -> str:
+    return str([float(x) for x in v]) if isinstance(v, list | tuple) else f"{float(v):g}"
 
 
 def _check_calibration(calib) -> None:
@@ -60,6 +76,9 @@ def _check_calibration(calib) -> None:
     if layout.get("excluded") is not None and not (isinstance(layout["excluded"], list) and
                                                    all(isinstance(x, str) for x in layout["excluded"])):
         raise ValueError("calibration layout excluded is not a list of layer names")
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,8 @@ class ArtifactMeta:
             for name in ("model", "precision", "source", "source_sha256", "dnet_version"):
                 if not isinstance(getattr(meta, name), str):
                     raise ValueError(f"{name} {getattr(meta, name)!r} is not text")
+            if meta.precision not in PRECISIONS:
+                raise ValueError(f"precision {meta.precision!r} is not one of {', '.join(PRECISIONS)}")
             _check_spec(meta.preprocess)
             _check_calibration(meta.calibration)
             return meta
@@ -118,10 +139,12 @@ class ArtifactMeta:
         ours = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
         if not ours:
             return None
-        try:
-            values = {k: json.loads(v) for k, v in ours.items()}
-        except json.JSONDecodeError as e:
-            raise FileFormatError(f"{where}artifact metadata is not valid JSON: {e}") from None
+        values = {}
+        for k, v in ours.items():
+            try:
+                values[k] = json.loads(v)
+            except json.JSONDecodeError as e:
+                raise FileFormatError(f"{where}metadata key {PREFIX}{k} is not valid JSON ({e})") from None
         try:
             return cls.from_dict(values)
         except FileFormatError as e:

@@ -10,13 +10,15 @@ classifier is one line here rather than an ONNX Runtime traceback later.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import warnings
 
 import onnx
 
 from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
-from dnet.errors import FileFormatError
+from dnet.errors import DnetWarning, FileFormatError
 from dnet.files import check_input_file
 
 INPUT = "input"
@@ -137,7 +139,31 @@ def read_meta(proto: onnx.ModelProto, name: str | None = None) -> ArtifactMeta |
     if twice:
         raise FileFormatError(f"{name + ': ' if name else ''}metadata key {twice[0]} appears {keys.count(twice[0])} "
                               "times; dnet writes each once, so this file was edited: refused")
-    return ArtifactMeta.from_strings({p.key: p.value for p in proto.metadata_props}, name)
+    meta = ArtifactMeta.from_strings({p.key: p.value for p in proto.metadata_props}, name)
+    quantized = quantized_ops(proto)
+    if meta is not None and meta.precision != "int8" and quantized:
+        # a file quantized by another tool (onnxruntime.quantization, ModelOpt) keeps dnet's "fp32": the graph wins
+        _warn_once(os.path.basename(name or ""), f"{name or 'this ONNX file'}: metadata key dnet.precision says {meta.precision} but the graph is "
+                   f"quantized ({', '.join(quantized[:3])} nodes); taken as int8")
+        meta = dataclasses.replace(meta, precision="int8")
+    return meta
+
+
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat")
+_warned: set[str] = set()
+
+
+def quantized_ops(proto: onnx.ModelProto) -> list[str]:
+    """The quantization operators the graph uses (sorted), empty for a float graph."""
+    return sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Each verb reads a file's metadata several times (by path and by name); say a warning about it once."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, DnetWarning, stacklevel=3)
 
 
 def write_meta(proto: onnx.ModelProto, meta: ArtifactMeta | None) -> None:
@@ -176,4 +202,5 @@ def input_size_of(proto: onnx.ModelProto) -> int | None:
     return None
 
 
-__all__ = ["INPUT", "OUTPUT", "check_graph", "input_dims", "input_size_of", "read_meta", "read_model", "write_meta"]
+__all__ = ["INPUT", "OUTPUT", "check_graph", "input_dims", "input_size_of", "quantized_ops", "read_meta", "read_model",
+           "write_meta"]

@@ -72,7 +72,10 @@ class EngineSidecar:
             values = {k: v for k, v in d.items() if k in known}
             major, minor = (int(x) for x in values["compute_capability"])
             values["compute_capability"] = (major, minor)
-            values["meta"] = ArtifactMeta.from_dict(values["meta"]) if values.get("meta") else None
+            try:
+                values["meta"] = ArtifactMeta.from_dict(values["meta"]) if values.get("meta") else None
+            except FileFormatError as e:  # name the file and the key
+                raise FileFormatError(f"{where}: key meta: {e}") from None
             for key in ("min", "opt", "max"):
                 if len(values["profile"][key]) != 4:
                     raise ValueError(f"profile {key} is not N,C,H,W")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import io
 import signal
 import sys
 import warnings
@@ -43,6 +45,9 @@ def reports_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         forget_signals()
+        for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as \xe9, never a traceback
+            with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+                stream.reconfigure(errors="backslashreplace")
         try:
             with warnings.catch_warnings(), library_caches():  # PyTorch's caches in dnet's swept scratch
                 warnings.simplefilter("always", DnetWarning)

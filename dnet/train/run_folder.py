@@ -5,7 +5,10 @@ Only rank 0 writes; every file is complete under its final name or absent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
@@ -40,6 +43,27 @@ def check_writable(run_dir: Path) -> None:
         raise DnetError(f"run folder {run_dir} exists and is not a folder")
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise DnetError(f"cannot write to run folder {run_dir}: permission denied; choose another --out")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on the run folder for the run's life; a second ``train`` or ``--resume`` of it is refused.
+
+    The lock is ``flock`` on the folder itself, not a file in it: nothing is left behind, the folder's listing stays
+    the run's files, and the kernel drops the lock when the process ends, however it ends (SIGKILL included).
+    """
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DnetError(f"cannot lock run folder {run_dir}: {e.strerror or e}") from None
+            raise UsageError(f"run folder {run_dir} is in use by another dnet train (or --resume) still running; "
+                             "wait for it to end or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def stopped_early(run_dir: str | os.PathLike) -> UsageError:
@@ -77,4 +101,4 @@ def write_config(run_dir: Path, doc: dict) -> None:
 
 
 __all__ = ["BEST", "CONFIG_JSON", "CURVES_PNG", "LAST", "METRICS_CSV", "METRIC_FIELDS", "check_writable",
-           "default_run_dir", "read_run_config", "write_config", "write_metrics"]
+           "default_run_dir", "run_lock", "read_run_config", "write_config", "write_metrics"]

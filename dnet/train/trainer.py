@@ -7,6 +7,7 @@ It reads as fb.resnet.torch's ``main.lua`` does, a table of contents: the run fo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -38,6 +39,7 @@ from dnet.train.run_folder import (
     LAST,
     check_writable,
     default_run_dir,
+    run_lock,
     write_config,
     write_metrics,
 )
@@ -109,6 +111,11 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
 
     ``on_epoch_end(epoch, row)`` is called after each epoch's files are written (tests use it to interrupt).
     """
+    with contextlib.ExitStack() as held:  # the run folder's lock, released however the run ends
+        return _train(cfg, resume, log, on_epoch_end, held)
+
+
+def _train(cfg: TrainConfig, resume, log, on_epoch_end, held: contextlib.ExitStack) -> TrainResult:
     d = setup_distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -128,6 +135,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, log: Cal
     name = model_name(config, cfg)
     if d.main:
         check_writable(run_dir)
+        held.enter_context(run_lock(run_dir))
         # before the model is built and the first step taken: an early interrupt leaves a folder that says what it is
         write_config(run_dir, {"train": cfg.to_dict(), "model": config.to_dict(), "model_name": name,
                                "world_size": d.world, "global_batch": cfg.batch * d.world, "dnet_version": __version__})

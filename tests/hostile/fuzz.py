@@ -14,6 +14,8 @@ CI runs a few hundred cases of each (``tests/hostile/test_fuzz.py``, ``DNET_FUZZ
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz onnx --cases 100000 --save-bugs /tmp/bugs
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz mat --cases 100000
     PYTHONPATH=$PWD nice python -m tests.hostile.fuzz ir --cases 10000   # about 15 cases a second
+    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz sidecar --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz image --cases 100000
 """
 
 from __future__ import annotations
@@ -147,8 +149,50 @@ def ir_seeds() -> dict[str, bytes]:
     return {"tiny.xml": _ir_seed()[0]}
 
 
-SEEDS = {"t7": t7_seeds, "pth": pth_seeds, "onnx": onnx_seeds, "mat": mat_seeds, "ir": ir_seeds}
-SUFFIX = {"t7": ".t7", "pth": ".pth", "onnx": ".onnx", "mat": ".mat", "ir": ".xml"}
+def sidecar_seeds() -> dict[str, bytes]:
+    from dnet.artifact.sidecar import EngineSidecar
+    from tests.engines.tensorrt_standins import sidecar
+
+    plain = sidecar()
+    return {"sidecar.plan.json": json.dumps(plain.to_dict(), indent=2).encode(),
+            "sidecar-bare.plan.json": json.dumps(EngineSidecar(**{**plain.__dict__, "meta": None}).to_dict()).encode()}
+
+
+def image_seeds() -> dict[str, bytes]:
+    """Small images in every format and mode dnet decodes: PNG (RGB, grey, palette, 16-bit, RGBA), JPEG (RGB, grey,
+    CMYK, progressive), GIF (animated), BMP, WebP, TIFF."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    out = {}
+
+    def save(name, im, fmt, **kw):
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        out[name] = buf.getvalue()
+
+    save("rgb.png", rgb, "PNG")
+    save("grey.png", rgb.convert("L"), "PNG")
+    save("palette.png", rgb.convert("P"), "PNG")
+    save("rgba.png", rgb.convert("RGBA"), "PNG")
+    save("grey16.png", Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257), "PNG")
+    save("rgb.jpg", rgb, "JPEG")
+    save("grey.jpg", rgb.convert("L"), "JPEG")
+    save("cmyk.jpg", rgb.convert("CMYK"), "JPEG")
+    save("progressive.jpg", rgb, "JPEG", progressive=True)
+    save("anim.gif", rgb.convert("P"), "GIF", save_all=True, append_images=[rgb.convert("P").rotate(90)])
+    save("rgb.bmp", rgb, "BMP")
+    save("rgb.webp", rgb, "WEBP")
+    save("rgb.tiff", rgb, "TIFF")
+    return out
+
+
+SEEDS = {"t7": t7_seeds, "pth": pth_seeds, "onnx": onnx_seeds, "mat": mat_seeds, "ir": ir_seeds,
+         "sidecar": sidecar_seeds, "image": image_seeds}
+SUFFIX = {"t7": ".t7", "pth": ".pth", "onnx": ".onnx", "mat": ".mat", "ir": ".xml", "sidecar": ".plan.json",
+          "image": ".img"}
 
 
 # --- mutations ---------------------------------------------------------------------------------------------
@@ -361,7 +405,56 @@ def mutate_mat(data: bytes, rng: random.Random) -> bytes:
     return mutate_bytes(data, rng, structure=512)
 
 
-MUTATE = {"t7": mutate_t7, "pth": mutate_pth, "onnx": mutate_onnx, "mat": mutate_mat, "ir": mutate_ir}
+_JSON_VALUES = (None, 0, -1, 1, 2**31, 10**18, 1.5, float("nan"), "", "x", "INT4", [], [1], [1, 2, 3, 4],
+                [10**6] * 4, {}, {"a": 1}, True)
+
+
+def _walk(doc, rng: random.Random):
+    """A random (container, key) inside a JSON document."""
+    spots = []
+
+    def visit(v):
+        if isinstance(v, dict):
+            for k in v:
+                spots.append((v, k))
+                visit(v[k])
+        elif isinstance(v, list):
+            for i in range(len(v)):
+                spots.append((v, i))
+                visit(v[i])
+
+    visit(doc)
+    return rng.choice(spots) if spots else (None, None)
+
+
+def mutate_sidecar(data: bytes, rng: random.Random) -> bytes:
+    """A sidecar's JSON with values replaced, keys dropped or renamed, or its bytes mutated."""
+    if rng.random() < 0.3:
+        return mutate_bytes(data, rng, structure=len(data))
+    doc = json.loads(data)
+    for _ in range(rng.randint(1, 3)):
+        where, key = _walk(doc, rng)
+        if where is None:
+            break
+        op = rng.random()
+        if op < 0.7:
+            where[key] = rng.choice(_JSON_VALUES)
+        elif isinstance(where, dict):
+            value = where.pop(key)
+            if op < 0.85:
+                where[key + "_"] = value
+        else:
+            del where[key]
+    return json.dumps(doc).encode()
+
+
+def mutate_image(data: bytes, rng: random.Random) -> bytes:
+    """Image bytes mutated, mostly in the header (sizes, modes, chunk lengths)."""
+    return mutate_bytes(data, rng, structure=256)
+
+
+MUTATE = {"t7": mutate_t7, "pth": mutate_pth, "onnx": mutate_onnx, "mat": mutate_mat, "ir": mutate_ir,
+          "sidecar": mutate_sidecar, "image": mutate_image}
 
 
 # --- running -----------------------------------------------------------------------------------------------
@@ -399,7 +492,23 @@ def open_ir(path: Path) -> None:
         engine(np.zeros((2, 3, *side), np.float32))
 
 
-OPEN = {"t7": open_t7_or_pth, "pth": open_t7_or_pth, "onnx": open_onnx, "mat": open_mat, "ir": open_ir}
+def open_sidecar(path: Path) -> None:
+    from dnet.artifact.sidecar import read_sidecar
+
+    read_sidecar(path.with_name(path.name[: -len(".json")]))
+
+
+def open_image_file(path: Path) -> None:
+    """Decode it as every verb does, then preprocess it to a 32×32 input."""
+    from dnet.data.images import open_image
+    from dnet.data.specs import get_spec
+    from dnet.data.transforms import preprocess
+
+    preprocess(open_image(path), get_spec("cifar10"))
+
+
+OPEN = {"t7": open_t7_or_pth, "pth": open_t7_or_pth, "onnx": open_onnx, "mat": open_mat, "ir": open_ir,
+        "sidecar": open_sidecar, "image": open_image_file}
 
 
 @dataclass

@@ -45,3 +45,43 @@ def test_two_converts_to_one_output_leave_one_complete_result(tmp_path, target):
     assert matches.count(True) == 1, matches  # exactly one of the two models: complete, and not a mix
     assert sorted(p.name for p in work.iterdir() if "dnet-partial" in p.name) == []
     nothing_left(tmpdir)
+
+
+TRAIN = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--batch", 256, "--workers", 0,
+         "--threads", 1, "--quiet"]
+
+
+def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_path, monkeypatch):
+    import dnet.train.trainer as trainer
+    from tests.hostile.harness import cli, tree
+
+    run, tmp = tmp_path / "run", tmp_path / "tmp"
+    seen = {}
+    real_epoch, real_plot = trainer.train_epoch, trainer.plot_curves
+
+    def first_step(*args, **kwargs):  # while the first run trains: a second start of the same folder
+        if "start" not in seen:
+            seen["start"] = cli(*TRAIN, "--epochs", 2, "--out", run, tmpdir=tmp)
+        return real_epoch(*args, **kwargs)
+
+    def after_checkpoint(*args, **kwargs):  # last.pth is written: a --resume of the folder still in use
+        real_plot(*args, **kwargs)
+        if "resume" not in seen:
+            before = tree(run)
+            seen["resume"] = cli("train", "--resume", run, "--epochs", 2, tmpdir=tmp)
+            seen["same"] = tree(run) == before
+
+    monkeypatch.setattr(trainer, "train_epoch", first_step)
+    monkeypatch.setattr(trainer, "plot_curves", after_checkpoint)
+    r = cli(*TRAIN, "--epochs", 2, "--out", run, tmpdir=tmp)
+    assert r.code == 0, r.stderr
+    busy = (f"run folder {run} is in use by another dnet train (or --resume) still running; wait for it to end or "
+            "choose another --out")
+    assert seen["start"].error_line(2) == busy
+    assert seen["resume"].error_line(2) == busy and seen["same"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.json", "curves.png", "last.pth",
+                                                      "metrics.csv"]  # the lock leaves no file
+    monkeypatch.undo()
+    r = cli("train", "--resume", run, "--epochs", 3, tmpdir=tmp)  # released when the run ended
+    assert r.code == 0, r.stderr
+    nothing_left(tmp)
