@@ -2,6 +2,10 @@
 throughput and p50/p90/p99 latency, beside `dnet bench` of the same file (the serving overhead).
 
     python -m benchmarks.serve FILE.onnx [FILE...] [--clients 32] [--requests 400] [--quick]
+    python -m benchmarks.serve --densenet121 DIR [FILE...]   # also densenet121's FP32 and CPU INT8 ONNX, built in DIR
+
+densenet121 has random weights with BN statistics measured on photo crops (benchmarks.photos.random_densenet), and
+its INT8 file is calibrated on 64 other photo crops; files already in DIR are reused.
 
 Prints a table headed by the CPU model, its flags and the load (`uptime`), and writes JSON to benchmarks/results/.
 The machine may be shared: the load average is recorded with each run.
@@ -85,9 +89,30 @@ def run(path: Path, batching: bool, clients: int, requests: int, max_batch: int)
             "images_per_execution": count / execs if execs else None}
 
 
+def densenet121(folder: Path) -> list[Path]:
+    """densenet121's FP32 and CPU INT8 ONNX in ``folder`` (built when absent)."""
+    from benchmarks.photos import photo_crops, random_densenet
+    from dnet.converters import export as onnx_export
+    from dnet.converters.int8 import quantize
+    from dnet.converters.int8.calibration import CalibrationSet
+    from dnet.data.specs import get_spec
+
+    fp32, int8 = folder / "densenet121.onnx", folder / "densenet121.int8.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not fp32.exists():
+        model = random_densenet("densenet121")
+        onnx_export.export(model, fp32, meta=onnx_export.model_meta(model, preprocess=get_spec("torch7")))
+    if not int8.exists():  # random weights: near-tied logits, so the check bounds the cosine only
+        calib = CalibrationSet(images=photo_crops(64 + quantize.INT8_CHECK_IMAGES, seed=1), count=64,
+                               name="skimage photo crops")
+        quantize.to_int8(fp32, int8, calib=calib, min_top1=0.0)
+    return [fp32, int8]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--densenet121", type=Path, metavar="DIR", help="also densenet121 (FP32, CPU INT8), built in DIR")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--max-batch", type=int, default=32)
@@ -95,6 +120,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.clients, args.requests = 8, 64
+    if args.densenet121:
+        args.files = [*densenet121(args.densenet121), *args.files]
+    if not args.files:
+        ap.error("no file: name one, or pass --densenet121 DIR")
     head = {"cpu": cpu.model_name(), "flags": sorted(cpu.flags() & {"avx2", "avx512_vnni", "avx_vnni", "avx512_bf16"}),
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     rows = []

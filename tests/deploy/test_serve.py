@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import re
@@ -40,17 +41,15 @@ def metric(text: str, name: str, model: str) -> int:
     return int(sum(float(v) for v in re.findall(rf'^{name}{{model="{model}",[^}}]*}} (\S+)$', text, re.M)))
 
 
-@pytest.mark.slow
-def test_serve_answers_concurrent_requests_like_the_engine_batches_them_and_stops_clean_on_sigterm(tmp_path):
-    from PIL import Image
-
-    path = tiny_onnx(tmp_path)
+@contextlib.contextmanager
+def served(path: Path, *options: str):
+    """`dnet serve PATH` in a subprocess on free ports; yields (http port, metrics port, its ready line) and, once the
+    block ends, stops it with SIGTERM and checks that no process of it and no temporary folder is left."""
     h, g, m = free_ports(3)
     short = Path(tempfile.mkdtemp(prefix="dnet-serve-test-", dir="/tmp"))  # sockets need paths below 108 bytes
     env = {**os.environ, "TMPDIR": str(short)}
     proc = subprocess.Popen([sys.executable, "-m", "dnet", "serve", str(path), "--address", "127.0.0.1",
-                             "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
-                             "--max-batch", "16", "--queue-delay-us", "20000"],
+                             "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []
@@ -60,7 +59,26 @@ def test_serve_answers_concurrent_requests_like_the_engine_batches_them_and_stop
             lines.append(line)
             if line.startswith("ready:") or not line:
                 break
-        assert lines[-1].startswith("ready: tiny, tiny_image, tiny_encoded"), "".join(lines[-20:])
+        assert lines[-1].startswith("ready:"), "".join(lines[-20:])
+        yield h, m, lines[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    assert "interrupted by SIGTERM" in out
+    left = subprocess.run(["pgrep", "-f", str(path.parent)], capture_output=True, text=True).stdout
+    assert left == "", left
+    assert list(short.iterdir()) == [], list(short.iterdir())  # no workspace, no scratch folder left
+    short.rmdir()
+
+
+@pytest.mark.slow
+def test_serve_answers_concurrent_requests_like_the_engine_batches_them_and_stops_clean_on_sigterm(tmp_path):
+    from PIL import Image
+
+    path = tiny_onnx(tmp_path)
+    with served(path, "--max-batch", "16", "--queue-delay-us", "20000") as (h, m, ready):
+        assert ready.startswith("ready: tiny, tiny_image, tiny_encoded"), ready
         images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
         with engines.open(path) as engine:
             expected = engine(preprocess_array(images, engine.meta.preprocess))
@@ -90,12 +108,3 @@ def test_serve_answers_concurrent_requests_like_the_engine_batches_them_and_stop
         inferences = sum(metric(text, "nv_inference_count", n) for n in ("tiny", "tiny_image", "tiny_encoded"))
         executions = sum(metric(text, "nv_inference_exec_count", n) for n in ("tiny", "tiny_image", "tiny_encoded"))
         assert inferences == len(images) and executions < inferences, (inferences, executions)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
-    assert "interrupted by SIGTERM" in out
-    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
-    assert left == "", left
-    assert list(short.iterdir()) == [], list(short.iterdir())  # no workspace, no scratch folder left
-    short.rmdir()
