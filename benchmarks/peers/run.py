@@ -6,7 +6,8 @@ Steps (``--steps``, default all, in this order): prepare (BC-100 FP32 ONNX and t
 prepare.py), dnet (four INT8 files: CPU and TensorRT targets, minmax and mse calibration), ort (onnxruntime
 .quantization's quantize_static QDQ file), peers (ModelOpt and NNCF in their own virtual environments, called by
 path; a peer whose python is absent is skipped, saying so), accuracy (accuracy.py), lint (dnet's TensorRT INT8
-lint on every INT8 ONNX file), speed (DenseNet-121, see speed.py). ``--reuse`` keeps every file that already exists
+lint on every INT8 ONNX file), speed (DenseNet-121, see speed.py), profile (ONNX Runtime's per-op-type time of each
+DenseNet-121 ONNX file in a plain session, batch 8). ``--reuse`` keeps every file that already exists
 instead of making it again. Writes benchmarks/results/peers.json and prints the tables.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-STEPS = ("prepare", "dnet", "ort", "peers", "accuracy", "lint", "speed")
+STEPS = ("prepare", "dnet", "ort", "peers", "accuracy", "lint", "speed", "profile")
 PEER_PYTHONS = {"modelopt": "/work/peers/modelopt/bin/python", "nncf": "/work/peers/nncf/bin/python"}
 # (target, calibration method) -> dnet's BC-100 INT8 file
 DNET_FILES = {("cpu", "minmax"): "bc100.int8.onnx", ("tensorrt", "minmax"): "bc100.int8-trt.onnx",
@@ -227,6 +228,16 @@ def main(argv: list[str] | None = None) -> None:
             result["speed"] = speed.measure(sp, threads=args.threads, batches=args.batches,
                                             duration=args.duration, rounds=args.rounds)
             speed.print_rows(result["speed"])
+        elif step == "profile":
+            from benchmarks.ort_profile import profile, rows_for
+
+            sp = folder / "speed"
+            names = [speed.FP32, speed.DNET, speed.MODELOPT, f"{speed.NNCF}.onnx"]
+            result["profile"] = [profile(sp / n, batch=8, threads=args.threads, runs=3 if args.quick else 6, plain=True)
+                                 for n in names if (sp / n).exists()]
+            print_table("ONNX Runtime profile, plain session, batch 8 (ms per run, top op types)",
+                        ["file", "op", "nodes", "ms", "share"],
+                        [r for p in result["profile"] for r in rows_for(p, top=6)], right=(2, 3, 4))
         path = write_result("peers", result)  # after every step: a later failure keeps what was measured
     print(f"written {path}")
 
