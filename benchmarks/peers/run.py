@@ -143,13 +143,28 @@ def quantize_peers(fp32: Path, calib: Path, stem: Path, pythons: dict[str, str |
             _log(f"{peer}: no venv python, skipped (see benchmarks/peers/README.md for the install)")
             out[peer] = {"skipped": "no venv python"}
         elif reuse and Path(made).exists():
-            out[peer] = {"reused": True}
+            out[peer] = {"reused": True, **_last_json(Path(f"{stem}.{peer}.log"))}
         else:
             _log(f"{peer} quantizes {fp32.name}")
             log = Path(f"{stem}.{peer}.log")
             _run([py, str(script), str(fp32), str(calib), target], log)
-            out[peer] = json.loads(log.read_text().strip().splitlines()[-1])
+            out[peer] = _last_json(log)
     return out
+
+
+def _last_json(log: Path) -> dict:
+    """The JSON line a peer script printed last (its version and seconds), {} where there is none."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        if line.startswith('{"tool"'):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {}
+    return {}
 
 
 def lint_files(folder: Path, names: dict[str, str]) -> list[dict]:

@@ -80,3 +80,11 @@ def test_heading_names_the_cpu_its_flags_and_the_load():
 
     h = run.heading()
     assert h.startswith(f"{cpu.model_name()} ({cpu.int8_flags_text()}), ") and "UTC; load average " in h
+
+
+def test_a_peer_logs_last_json_line_is_its_summary(tmp_path):
+    log = tmp_path / "p.log"
+    log.write_text('progress 100%\n{"tool": "nncf", "seconds": 3.5}\n\nreal 4m0.2s\n')
+    assert run._last_json(log) == {"tool": "nncf", "seconds": 3.5}
+    log.write_text("no summary\n")
+    assert run._last_json(log) == {} and run._last_json(tmp_path / "absent.log") == {}
