@@ -9,6 +9,7 @@ MatMulInteger rate over the best float32 matrix product rate, measured before an
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 MODEL = "densenet121"
 FP32, DNET, CALIB = "densenet121.onnx", "densenet121.int8.onnx", "densenet121.calib.npy"
+BUILD = "build.json"  # what build() measured (seconds, dnet's calibration summary), read back with reuse
 MODELOPT, NNCF = "densenet121.modelopt.onnx", "densenet121.nncf"  # NNCF: .onnx (ONNX backend), .xml (OpenVINO)
 
 
@@ -31,8 +33,11 @@ def build(folder: Path, calib_count: int = 64, seed: int = 0, reuse: bool = Fals
     folder.mkdir(parents=True, exist_ok=True)
     info: dict = {"calibration": {"images": calib_count, "data": DESCRIPTION}, "build_s": {}}
     if reuse and all((folder / f).exists() for f in (FP32, DNET, CALIB)):
-        info["reused"] = True
-        return info
+        try:
+            info = json.loads((folder / BUILD).read_text())
+        except (OSError, ValueError):
+            pass
+        return {**info, "reused": True}
     spec = get_spec("torch7")
     model = random_densenet(MODEL, seed=seed)
     meta = onnx_export.model_meta(model, preprocess=spec)
@@ -49,6 +54,7 @@ def build(folder: Path, calib_count: int = 64, seed: int = 0, reuse: bool = Fals
                                        calib=CalibrationSet(images=images, count=calib_count, name="photo crops"))
     info["build_s"]["dnet"] = time.perf_counter() - t
     np.save(folder / CALIB, preprocess_array(images[:calib_count], spec))
+    (folder / BUILD).write_text(json.dumps(info, default=str))
     return info
 
 
@@ -147,7 +153,6 @@ def print_rows(result: dict) -> None:
 
 
 def main() -> None:  # the build step alone: python -m benchmarks.peers.speed DIR [COUNT]
-    import json
     import sys
 
     print(json.dumps(build(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 64), default=str)[:2000])
