@@ -21,12 +21,17 @@ from benchmarks.report import print_table, write_result
 from dnet.engines.onnxruntime import session
 
 
-def profile(path: str | Path, *, batch: int = 8, threads: int = 2, runs: int = 10, size: int = 224) -> dict:
-    """Op counts of ORT's optimised graph and per-op-type kernel time (ms per run) for ``path`` at ``batch``."""
+def profile(path: str | Path, *, batch: int = 8, threads: int = 2, runs: int = 10, size: int = 224,
+            plain: bool = False) -> dict:
+    """Op counts of ORT's optimised graph and per-op-type kernel time (ms per run) for ``path`` at ``batch``;
+    ``plain``: in a plain ``onnxruntime.InferenceSession`` (no dnet load-time rewrite) instead of dnet's session."""
 
     with tempfile.TemporaryDirectory(prefix="dnet-prof-") as tmp:
-        sess = session(path, threads=threads, profile_prefix=Path(tmp) / "prof",
-                       optimized_model_path=Path(tmp) / "optimised.onnx")
+        if plain:
+            sess = _plain_session(path, threads, Path(tmp))
+        else:
+            sess = session(path, threads=threads, profile_prefix=Path(tmp) / "prof",
+                           optimized_model_path=Path(tmp) / "optimised.onnx")
         inp = sess.get_inputs()[0]
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(dtype)
@@ -50,6 +55,17 @@ def profile(path: str | Path, *, batch: int = 8, threads: int = 2, runs: int = 1
     return {"file": Path(path).name, "batch": batch, "threads": threads, "runs": runs,
             "run_ms_median": float(np.median(run_ms)) if run_ms else None, "kernel_ms": total,
             "per_op_ms": dict(sorted(per_op.items(), key=lambda kv: -kv[1])), "executed_ops": dict(ops.most_common())}
+
+
+def _plain_session(path: str | Path, threads: int, tmp: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling, opts.profile_file_prefix = True, str(tmp / "prof")
+    opts.optimized_model_filepath = str(tmp / "optimised.onnx")
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def rows_for(p: dict, top: int = 8) -> list[list]:
