@@ -295,6 +295,8 @@ def scratch_folder(purpose: str) -> Iterator[Path]:
         raise DnetError(f"cannot create a scratch folder in {root}")
     try:
         yield folder
+    except DnetError:  # already said in one line (an output's own full disk inside a verb's scratch, say)
+        raise
     except Exception as e:
         cause = os_cause(e)
         if cause is not None and cause.errno in FULL_ERRNOS:
