@@ -1,6 +1,6 @@
 """NVIDIA ModelOpt's INT8 post-training quantization of an FP32 ONNX file (runs in its scratch venv, see README.md).
 
-    /work/peers/modelopt/bin/python benchmarks/peers/modelopt_quantize.py FP32.onnx CALIB.npy OUT.onnx
+    .venv-peers/modelopt/bin/python benchmarks/peers/modelopt_quantize.py FP32.onnx CALIB.npy OUT.onnx
 
 Imports neither dnet nor the benchmark's other modules: only ModelOpt and numpy. ModelOpt's defaults for INT8
 (its own calibration method, its Q/DQ placement for TensorRT, the ``concat_elimination`` pass), calibrated on the

@@ -1,6 +1,6 @@
 """NNCF's INT8 post-training quantization of an FP32 ONNX file, two ways (runs in its scratch venv, see README.md).
 
-    /work/peers/nncf/bin/python benchmarks/peers/nncf_quantize.py FP32.onnx CALIB.npy OUT_STEM
+    .venv-peers/nncf/bin/python benchmarks/peers/nncf_quantize.py FP32.onnx CALIB.npy OUT_STEM
 
 ``OUT_STEM.onnx``: ``nncf.quantize`` on the ONNX model (NNCF's ONNX backend: a Q/DQ ONNX file, which ONNX Runtime,
 OpenVINO and the TensorRT lint read). ``OUT_STEM.xml`` (+ ``.bin``): ``nncf.quantize`` on the OpenVINO model read

@@ -24,7 +24,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("prepare", "dnet", "ort", "peers", "accuracy", "lint", "speed", "profile")
-PEER_PYTHONS = {"modelopt": "/work/peers/modelopt/bin/python", "nncf": "/work/peers/nncf/bin/python"}
+PEERS = Path(__file__).resolve().parents[2] / ".venv-peers"  # the scratch environments, beside the project's .venv
+PEER_PYTHONS = {name: str(PEERS / name / "bin" / "python") for name in ("modelopt", "nncf")}
 # (target, calibration method) -> dnet's BC-100 INT8 file
 DNET_FILES = {("cpu", "minmax"): "bc100.int8.onnx", ("tensorrt", "minmax"): "bc100.int8-trt.onnx",
               ("cpu", "mse"): "bc100.mse.int8.onnx", ("tensorrt", "mse"): "bc100.mse.int8-trt.onnx"}
