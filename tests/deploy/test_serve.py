@@ -8,7 +8,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,7 @@ from tests.converters.tiny_models import tiny_onnx
 pytest.importorskip("pytriton.triton", reason="the serve extra (nvidia-pytriton) is absent")
 http = pytest.importorskip("tritonclient.http", reason="the serve extra (tritonclient) is absent")
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from benchmarks.serve import free_ports  # noqa: E402  (after the skips: it needs the serve extra)
 
 
 def metric(text: str, name: str, model: str) -> int:
