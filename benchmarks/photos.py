@@ -73,11 +73,11 @@ def random_densenet(name: str = "densenet121", seed: int = 0, stat_images: int =
     """
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
-    from dnet.models import create_model
+    from dnet.models import build_model
     from dnet.models.densenet import measure_bn_statistics
 
     torch.manual_seed(seed)
-    model = create_model(name).eval()
+    model = build_model(name).eval()
     x = preprocess_array(photo_crops(stat_images, seed=seed + 1000)[:, 16:240, 16:240], get_spec("torch7"))
     measure_bn_statistics(model, torch.from_numpy(x))
     return model

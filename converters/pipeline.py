@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from dnet.artifact.onnxfile import input_size_of, quantized_ops, read_meta, read_model
-from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
@@ -27,7 +26,7 @@ from dnet.converters.int8.options import Int8Options
 from dnet.converters.int8.placement import weight_bits_for
 from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
-from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
+from dnet.converters.tensorrt import BuildOptions, build_plan
 from dnet.data.specs import get_spec
 from dnet.errors import DnetError, UsageError, require_one_of
 from dnet.files import check_output_path, same_file, sha256_file
@@ -59,12 +58,7 @@ class ConvertOptions:
     fp16_check: bool = True  # False: write the FP16 file without comparing it with the FP32 one
     int8: Int8Options = field(default_factory=Int8Options)  # target, calibration, weights, check, exclusions, bound
     precision: str = "fp32"  # --to trt: which typed ONNX TensorRT compiles
-    profile: tuple[int, int, int] = PROFILE
-    workspace_mib: int | None = None
-    opt_level: int | None = None
-    timing_cache: Path | None = None
-    version_compatible: bool = False
-    hardware_compat: str = HARDWARE_COMPAT[0]
+    build: BuildOptions = field(default_factory=BuildOptions)  # --to trt: profile, workspace, timing cache, ...
     verbose: bool = False  # --to trt: TensorRT's whole build log
     force: bool = False  # replace existing intermediate files this conversion did not write
     extra: dict = field(default_factory=dict)
@@ -73,6 +67,8 @@ class ConvertOptions:
         require_one_of("precision", self.precision, PRECISIONS, "precision")
         if not isinstance(self.int8, Int8Options):
             raise UsageError(f"int8 options must be an Int8Options, got {type(self.int8).__name__}", option="int8")
+        if not isinstance(self.build, BuildOptions):
+            raise UsageError(f"build options must be a BuildOptions, got {type(self.build).__name__}", option="build")
         if not self.fp16_tolerance > 0:
             raise UsageError(f"the FP16 tolerance (a bound on the relative L2 error of the logits) must be positive, "
                              f"got {self.fp16_tolerance}", option="fp16_tolerance")
@@ -230,8 +226,8 @@ def _check_intermediates(src: Path, src_format: str, target: str, out: Path, opt
         elif opts.int8.calib is None:
             raise UsageError("INT8 needs calibration images: give a folder of images (or a calibration cache of "
                              "this model)", option="calib")
-    if opts.timing_cache is not None and target == "trt":  # read, then written back after the build
-        check_output_path(opts.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
+    if opts.build.timing_cache is not None and target == "trt":  # read, then written back after the build
+        check_output_path(opts.build.timing_cache, inputs=[src, out, *keep, files["calib_cache"]])
 
 
 def _check_request(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions) -> None:
@@ -286,8 +282,9 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     """Convert ``src`` (``src_format``: t7, pth, onnx) to ``target``; returns the files written, in order.
 
     ``options`` are :class:`ConvertOptions` fields (``int8=Int8Options(calib=CalibrationSet(...), target=...)``,
-    ``precision=...`` for ``trt``...). The last path is ``out``; earlier ones are the kept intermediates. ``kept``,
-    a list, receives each file as it is written, so a caller knows what a failed or interrupted conversion kept.
+    ``precision=...`` and ``build=BuildOptions(profile=...)`` for ``trt``...). The last path is ``out``; earlier ones
+    are the kept intermediates. ``kept``, a list, receives each file as it is written, so a caller knows what a
+    failed or interrupted conversion kept.
     A missing output folder is created (and removed again when the request is refused before any file is written).
     ``progress`` (a :class:`dnet.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers
     (the INT8 check's as ``int8_vs_fp32``: held-out images, cosine, top-1 agreement, bounds, each stage's cosine).
@@ -326,9 +323,7 @@ def _make_folders(folder: Path) -> list[Path]:
 def _convert(src: Path, src_format: str, target: str, out: Path, opts: ConvertOptions,
              progress: Progress, written: list[Path]) -> list[Path]:
     _check_request(src, src_format, target, out, opts)
-    build = BuildOptions(profile=opts.profile, workspace_mib=opts.workspace_mib, opt_level=opts.opt_level,
-                         timing_cache=opts.timing_cache, version_compatible=opts.version_compatible,
-                         hardware_compat=opts.hardware_compat) if target == "trt" else None
+    build = opts.build if target == "trt" else None
     if target in ("pth", "torchvision"):
         progress.stage(f"loading {src.name}")
         model = _load(src, opts)

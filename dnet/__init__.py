@@ -23,7 +23,7 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 # public name -> module that defines it
 _LAZY = {
     "load": "dnet.loading",
-    "create_model": "dnet.hub",  # dnet.models.create_model plus pretrained= (dnet.hub says why it lives there)
+    "create_model": "dnet.hub",  # dnet.models.build_model plus pretrained= (dnet.hub says why it lives there)
     "hub": "dnet.hub",
     "DenseNet": "dnet.models.densenet",
     "DenseNetConfig": "dnet.models.config",

@@ -8,7 +8,7 @@ match it; where none is published the sha256 of what was fetched is recorded bes
 every later use is checked against that record. A file put into the cache by hand is checked the same way.
 
 ``create_model`` lives here rather than in ``dnet.models`` because reading weights needs ``dnet.loading``, which
-imports ``dnet.models``; ``dnet.create_model`` is this one.
+imports ``dnet.models``; ``dnet.create_model`` is this one (``dnet.models.build_model`` builds the architecture).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dnet.errors import DnetError, DownloadError, FileFormatError, UsageError, r
 from dnet.files import atomic_write_text, check_input_file, sha256_file
 from dnet.loading import load
 from dnet.models import DenseNet, DenseNetConfig, zoo
-from dnet.models.factory import create_model as create_architecture
+from dnet.models.factory import build_model
 
 SOURCES = zoo.WEIGHT_SOURCES
 # pretrained=True (and `dnet pull NAME` without --source) takes the first source a model has, in this order: the
@@ -174,7 +174,7 @@ def create_model(name_or_config: str | DenseNetConfig, *, num_classes: int | Non
     initialised. ``model.meta`` says what the model expects, so it exports without further options.
     """
     if not pretrained:
-        return create_architecture(name_or_config, num_classes=num_classes, memory_efficient=memory_efficient)
+        return build_model(name_or_config, num_classes=num_classes, memory_efficient=memory_efficient)
     if not isinstance(name_or_config, str):
         raise UsageError("published weights are found by zoo name; a DenseNetConfig has none", option="pretrained")
     model = load_pretrained(name_or_config, None if pretrained is True else pretrained, progress=progress)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from dnet.bench import latency_stats, peak_rss_mb, reset_peak, rss_mb
 from dnet.checkpoint import save_checkpoint
 from dnet.cli import main
-from dnet.models import DenseNetConfig, create_model
+from dnet.models import DenseNetConfig, build_model
 
 
 def test_latency_stats_on_known_values():
@@ -21,8 +21,8 @@ def test_latency_stats_on_known_values():
 
 def test_bench_cli_two_engines_json(tmp_path):
     cfg = DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, num_classes=3)
-    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
-    b = save_checkpoint(tmp_path / "b.pth", create_model(cfg))
+    a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
+    b = save_checkpoint(tmp_path / "b.pth", build_model(cfg))
     r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--engine", str(b), "--batch", "1,2",
                                   "--warmup", "0", "--duration", "0.05", "--json"])
     assert r.exit_code == 0, r.output
@@ -36,7 +36,7 @@ def test_bench_cli_two_engines_json(tmp_path):
 
 def test_bench_cli_table_and_bad_batch(tmp_path):
     cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
-    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
+    a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
     r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1", "--warmup", "0", "--duration", "0.02"])
     assert r.exit_code == 0 and "1.00×" in r.output
     r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "x"])
@@ -83,7 +83,7 @@ def test_iterations_and_warmup_iterations_are_exact_counts():
 
 def test_bench_cli_takes_iterations_warmup_iterations_and_refuses_a_size_a_model_cannot_take(tmp_path):
     cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
-    a = save_checkpoint(tmp_path / "a.pth", create_model(cfg))
+    a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
     r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1,3", "--iterations", "4",
                                   "--warmup-iterations", "1", "--input-size", "32", "--json", "-q"])
     assert r.exit_code == 0, r.output

@@ -53,9 +53,9 @@ SHELL_LINES = [(f"{_name(page)}: {line.strip()}", line.strip()) for page in PAGE
 
 
 def _tiny_densenet(stem: str = "imagenet"):
-    from dnet.models import DenseNetConfig, create_model
+    from dnet.models import DenseNetConfig, build_model
 
-    return create_model(DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, stem=stem, num_classes=5))
+    return build_model(DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, stem=stem, num_classes=5))
 
 
 def _lua_file(path: Path) -> None:
@@ -113,10 +113,10 @@ def publisher(namespace, monkeypatch):
     import torch
 
     from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
-    from dnet.models import create_model, zoo
+    from dnet.models import build_model, zoo
     from dnet.statedict import torchvision_state_dict
 
-    model = create_model("densenet121")
+    model = build_model("densenet121")
     buf = io.BytesIO()
     torch.save(torchvision_state_dict(model), buf)
     pth, t7 = buf.getvalue(), dumps(lua_densenet(model, LuaStyle()))

@@ -73,7 +73,7 @@ def train_bc32(out: Path, epochs: int, seed: int = 0) -> tuple[Path, object, dic
     from dnet.converters import export as onnx_export
     from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess_array
-    from dnet.models import DenseNetConfig, create_model
+    from dnet.models import DenseNetConfig, build_model
 
     spec = dataclasses.replace(get_spec("digits"), name="digits32", input_size=32)
     torch.manual_seed(seed)
@@ -81,7 +81,7 @@ def train_bc32(out: Path, epochs: int, seed: int = 0) -> tuple[Path, object, dic
     images, labels = digits32("train")
     x = torch.from_numpy(preprocess_array(images, spec))
     y = torch.from_numpy(labels)
-    model = create_model(DenseNetConfig(block_config=(6, 6, 6), growth_rate=12, num_classes=10))
+    model = build_model(DenseNetConfig(block_config=(6, 6, 6), growth_rate=12, num_classes=10))
     steps = epochs * int(np.ceil(len(x) / 64))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

@@ -28,6 +28,7 @@ from dnet.converters.int8.options import LAYOUTS, Int8Options
 from dnet.converters.int8.placement import CPU_WEIGHT_BITS, FALLBACKS, WEIGHT_BITS
 from dnet.converters.int8.placement import TARGETS as INT8_TARGETS
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
+from dnet.converters.tensorrt import BuildOptions
 from dnet.data.datasets import DATASETS
 from dnet.errors import DnetError, UsageError
 from dnet.files import check_output_path
@@ -45,7 +46,7 @@ def accuracy_line(acc: dict) -> str:
     return (f"INT8 drop on {acc['images']} validation images ({acc['basis']}): {acc['drop']:.2f} points{bound}, "
             f"{acc['fp32_top1']:.2f}% → {acc['int8_top1']:.2f}%; {kept}")
 
-PROFILE = ",".join(map(str, default(ConvertOptions, "profile")))
+PROFILE = ",".join(map(str, default(BuildOptions, "profile")))
 
 
 def _check_precision(target: str, precision: str) -> None:
@@ -124,7 +125,7 @@ def _check_precision(target: str, precision: str) -> None:
 @click.option("--opt-level", type=click.IntRange(0, 5), help="--to trt: builder optimization level.")
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="--to trt: timing cache file (loaded and saved).")
 @click.option("--version-compatible", is_flag=True, help="--to trt: build a version-compatible engine.")
-@click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(ConvertOptions, "hardware_compat"),
+@click.option("--hardware-compat", type=click.Choice(HARDWARE_COMPAT), default=default(BuildOptions, "hardware_compat"),
               show_default=True)
 @click.option("--force", is_flag=True, help="Replace existing intermediate files that this conversion did not write.")
 @click.option("-v", "--verbose", is_flag=True, help="--to trt: print TensorRT's whole build log (on stderr).")
@@ -182,9 +183,10 @@ def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, ca
         convert(
             src, src_format=src_format, target=target, out=out, int8=int8, fp16_tolerance=fp16_tolerance,
             fp16_check=fp16_check, opset=opset, input_size=input_size, preprocess=preprocess, key_map=key_map,
-            concat_order=concat_order, precision=precision, profile=parse_profile(profile or PROFILE),
-            workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=timing_cache,
-            version_compatible=version_compatible, hardware_compat=hardware_compat, force=force, verbose=verbose,
+            concat_order=concat_order, precision=precision,
+            build=BuildOptions(profile=parse_profile(profile or PROFILE), workspace_mib=workspace_mib,
+                               opt_level=opt_level, timing_cache=timing_cache, version_compatible=version_compatible,
+                               hardware_compat=hardware_compat), force=force, verbose=verbose,
             progress=progress, kept=written,
         )
     except (DnetError, KeyboardInterrupt) as e:

@@ -1,7 +1,7 @@
 """DenseNet models and the zoo of the paper's configurations.
 
 The configuration (``config``), the zoo and the analytic ``summary`` need no PyTorch; ``DenseNet`` and
-``create_model`` are looked up on first use (PEP 562), so ``dnet models`` lists the zoo without importing torch.
+``build_model`` are looked up on first use (PEP 562), so ``dnet models`` lists the zoo without importing torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dnet.models.config import DenseNetConfig
 from dnet.models.zoo import resolve_config
 
 # public name -> module that defines it (importing it loads PyTorch)
-_LAZY = {"DenseNet": "dnet.models.densenet", "create_model": "dnet.models.factory"}
+_LAZY = {"DenseNet": "dnet.models.densenet", "build_model": "dnet.models.factory"}
 
 
 def __getattr__(name: str):
@@ -28,4 +28,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["DenseNet", "DenseNetConfig", "create_model", "resolve_config", "zoo"]
+__all__ = ["DenseNet", "DenseNetConfig", "build_model", "resolve_config", "zoo"]

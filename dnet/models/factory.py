@@ -1,4 +1,7 @@
-"""``create_model``: a freshly initialised DenseNet from a zoo name or a configuration (timm's ``create_model``)."""
+"""``build_model``: a freshly initialised DenseNet from a zoo name or a configuration, the architecture only.
+
+``dnet.create_model`` (``dnet.hub``, timm's ``create_model``) builds through it and adds ``pretrained=``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dnet.models.config import DenseNetConfig
 from dnet.models.densenet import DenseNet
 
 
-def create_model(
+def build_model(
     name_or_config: str | DenseNetConfig, *, num_classes: int | None = None, memory_efficient: bool = False
 ) -> DenseNet:
     """A freshly initialised DenseNet from a zoo name (``"densenet121"``) or a :class:`DenseNetConfig`.
@@ -20,4 +23,4 @@ def create_model(
     return model
 
 
-__all__ = ["create_model"]
+__all__ = ["build_model"]

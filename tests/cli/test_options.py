@@ -6,8 +6,7 @@ import pytest
 
 from dnet.cli.options import default, parse_batch_sizes, parse_profile
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.pipeline import ConvertOptions
-from dnet.converters.tensorrt import PROFILE
+from dnet.converters.tensorrt import PROFILE, BuildOptions
 from dnet.errors import UsageError
 
 
@@ -45,5 +44,5 @@ def test_batch_sizes_parse_and_refuse():
 
 
 def test_defaults_come_from_the_library():
-    assert default(ConvertOptions, "profile") == PROFILE == (1, 8, 32)
+    assert default(BuildOptions, "profile") == PROFILE == (1, 8, 32)
     assert default(Int8Options, "method") == "minmax"

@@ -156,10 +156,10 @@ def test_corrupt_and_truncated_onnx_are_refused_in_one_line(tmp_path, exported):
 # ~15 s on an idle 2-core machine (the dynamo export of 121 layers dominates; 2-3 min when the cores are shared)
 def test_densenet121_fp32_matches_pytorch_at_batch_1_and_7(tmp_path):
     from dnet.data.specs import get_spec
-    from dnet.models import create_model
+    from dnet.models import build_model
 
     torch.manual_seed(0)
-    model = measure_bn_statistics(create_model("densenet121"), torch.randn(4, 3, 224, 224))
+    model = measure_bn_statistics(build_model("densenet121"), torch.randn(4, 3, 224, 224))
     meta = onnx_export.model_meta(model, preprocess=get_spec("torch7"))
     assert meta.model == "densenet121"
     path = onnx_export.export(model, tmp_path / "densenet121.onnx", meta=meta)

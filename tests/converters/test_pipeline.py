@@ -80,10 +80,10 @@ def test_torchvision_state_dict_target(tmp_path):
     import dnet
     from dnet.checkpoint import save_checkpoint
     from dnet.errors import ConfigError
-    from dnet.models import DenseNetConfig, create_model
+    from dnet.models import DenseNetConfig, build_model
 
     cfg = DenseNetConfig(block_config=(2, 2), growth_rate=4, init_features=8, stem="imagenet", num_classes=5)
-    model = create_model(cfg).eval()
+    model = build_model(cfg).eval()
     src = save_checkpoint(tmp_path / "in.pth", model)
     (out,) = convert(src, src_format="pth", target="torchvision", out=tmp_path / "tv.pth")
     sd = torch.load(out, weights_only=True)

@@ -41,7 +41,7 @@ from dnet.data.specs import get_spec
 from dnet.engines.onnxruntime import run as onnx_runtime_run
 from dnet.errors import EngineError
 from dnet.files import sha256_file
-from dnet.models import DenseNetConfig, create_model
+from dnet.models import DenseNetConfig, build_model
 from dnet.models.densenet import measure_bn_statistics
 from dnet.similarity import rel_l2, top1_agreement
 from tests.converters.tiny_models import digits_model
@@ -93,7 +93,7 @@ def seeded_model(config: DenseNetConfig, images: np.ndarray, seed: int = 0):
     import torch
 
     torch.manual_seed(seed)
-    model = create_model(config)
+    model = build_model(config)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(m.weight, 0.5, 1.5)

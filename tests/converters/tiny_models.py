@@ -13,7 +13,7 @@ from dnet.artifact import ArtifactMeta
 from dnet.checkpoint import save_checkpoint
 from dnet.converters.export import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
 from dnet.data.specs import get_spec
-from dnet.models import DenseNetConfig, create_model
+from dnet.models import DenseNetConfig, build_model
 from dnet.models.densenet import measure_bn_statistics
 from tests import weights
 
@@ -23,7 +23,7 @@ CIFAR = get_spec("cifar10")
 
 def tiny_model(seed: int = 0, config: DenseNetConfig = TINY):
     torch.manual_seed(seed)
-    model = create_model(config)
+    model = build_model(config)
     # non-trivial BN affine parameters, so that folding and Mul/Add rewriting are really exercised
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

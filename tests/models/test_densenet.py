@@ -6,7 +6,7 @@ import torch
 
 import dnet
 from dnet.errors import ConfigError, UnknownModelError
-from dnet.models import DenseNetConfig, create_model, zoo
+from dnet.models import DenseNetConfig, build_model, zoo
 from dnet.models.summary import count_params, summarize
 from tests.conftest import shared_fixture
 
@@ -26,7 +26,7 @@ def _round_half_up_m(n: int) -> str:
 @pytest.mark.parametrize("name", [n for n in zoo.names() if zoo.get(n).dataset == "cifar"])
 def test_cifar_parameter_count_rounds_to_published(name):
     entry = zoo.get(name)
-    assert _round_half_up_m(count_params(create_model(name))) == entry.published_params
+    assert _round_half_up_m(count_params(build_model(name))) == entry.published_params
 
 
 @pytest.mark.parametrize(
@@ -34,38 +34,38 @@ def test_cifar_parameter_count_rounds_to_published(name):
     [("densenet121", 7_978_856), ("densenet169", 14_149_480), ("densenet201", 20_013_928), ("densenet161", 28_681_000)],
 )
 def test_imagenet_parameter_count_is_exact(name, expected):
-    assert count_params(create_model(name)) == expected
+    assert count_params(build_model(name)) == expected
 
 
 def test_exact_cifar_counts():
     # Exact values, so a change to the architecture shows up even when the rounding would hide it.
-    assert count_params(create_model("densenet-bc-l100-k12")) == 769_162
-    assert count_params(create_model("densenet-l40-k12")) == 1_019_722
+    assert count_params(build_model("densenet-bc-l100-k12")) == 769_162
+    assert count_params(build_model("densenet-l40-k12")) == 1_019_722
 
 
 @pytest.mark.parametrize("name", ["densenet121", "densenet169", "densenet201", "densenet161"])
 def test_imagenet_state_dict_matches_torchvision_keys_and_shapes(name):
     ref = json.loads(shared_fixture("torchvision", "imagenet_state_dict_keys.json").read_text())[name]
-    ours = [[k, list(v.shape)] for k, v in create_model(name).state_dict().items()]
+    ours = [[k, list(v.shape)] for k, v in build_model(name).state_dict().items()]
     assert ours == ref["state_dict"]
 
 
 def test_densenet121_macs_match_timm():
-    s = summarize(create_model("densenet121"), 224)
+    s = summarize(build_model("densenet121"), 224)
     assert round(s.macs / 1e9, 2) == 2.87
     assert s.conv_macs == 2_834_161_664
 
 
 def test_forward_shapes_for_both_stems():
-    m = create_model(TINY).eval()
+    m = build_model(TINY).eval()
     assert m(torch.randn(3, 3, 32, 32)).shape == (3, 5)
-    im = create_model(DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, stem="imagenet", num_classes=7)).eval()
+    im = build_model(DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, stem="imagenet", num_classes=7)).eval()
     assert im(torch.randn(2, 3, 64, 64)).shape == (2, 7)
 
 
 def test_lua_initialisation():
     torch.manual_seed(0)
-    m = create_model("densenet-bc-l100-k12")
+    m = build_model("densenet-bc-l100-k12")
     conv = m.features.denseblock1.denselayer1.conv2  # 3x3, 12 out: std sqrt(2/(9*12))
     assert conv.weight.std().item() == pytest.approx((2 / (9 * 12)) ** 0.5, rel=0.05)
     assert torch.all(m.features.norm5.weight == 1) and torch.all(m.features.norm5.bias == 0)
@@ -74,7 +74,7 @@ def test_lua_initialisation():
 
 def test_dropout_follows_every_conv_but_the_first():
     cfg = DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, drop_rate=0.5, num_classes=3)
-    m = create_model(cfg).train()
+    m = build_model(cfg).train()
     calls = []
     orig = torch.nn.functional.dropout
 
@@ -93,7 +93,7 @@ def test_dropout_follows_every_conv_but_the_first():
 
 def test_conv_bias_option():
     cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, conv_bias=True)
-    keys = create_model(cfg).state_dict().keys()
+    keys = build_model(cfg).state_dict().keys()
     assert "features.conv0.bias" in keys and "features.denseblock1.denselayer1.conv2.bias" in keys
 
 
@@ -103,7 +103,7 @@ TINY_DROPOUT = DenseNetConfig(block_config=(2, 2, 1), growth_rate=4, init_featur
 @pytest.mark.parametrize("cfg", [TINY, TINY_BASIC, TINY_DROPOUT])
 def test_memory_efficient_equals_standard(cfg):
     torch.manual_seed(1)
-    std = create_model(cfg).train()
+    std = build_model(cfg).train()
     eff = copy.deepcopy(std)
     eff.set_memory_efficient(True)
     x = torch.randn(4, 3, 16, 16)
@@ -122,12 +122,12 @@ def test_memory_efficient_equals_standard(cfg):
 
 
 def test_memory_efficient_flag_from_create_model():
-    assert create_model(TINY, memory_efficient=True).memory_efficient
-    assert not create_model(TINY).memory_efficient
+    assert build_model(TINY, memory_efficient=True).memory_efficient
+    assert not build_model(TINY).memory_efficient
 
 
 def test_num_classes_override():
-    assert create_model("densenet121", num_classes=10).classifier.out_features == 10
+    assert build_model("densenet121", num_classes=10).classifier.out_features == 10
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_zoo_depth_matches_name():
 ])
 def test_tech_report_model_has_exact_blocks_parameters_and_convolutions(name, blocks, k, stem, params, convolutions):
     entry = zoo.get(name)
-    model = create_model(name)
+    model = build_model(name)
     cfg = model.config
     assert (cfg.block_config, cfg.growth_rate, cfg.init_features) == (blocks, k, stem)
     assert count_params(model) == params
@@ -188,7 +188,7 @@ def test_tech_report_model_has_exact_blocks_parameters_and_convolutions(name, bl
 
 def test_cosine264_k48_matches_the_abstracts_73m_and_carries_both_published_errors():
     entry = zoo.get("densenet-cosine264-k48")
-    assert round(count_params(create_model(entry.name)) / 1e6) == 73 and entry.published_params == "73M"
+    assert round(count_params(build_model(entry.name)) / 1e6) == 73 and entry.published_params == "73M"
     assert [(p.error, p.source) for p in entry.published_for("imagenet", preprocess="torch7")] == [
         (20.4, "REPO-TR"), (20.26, "MEM-ABS")]
 
