@@ -20,13 +20,15 @@ import torch.distributed as dist
 import torch.utils.data
 
 from dnet import engines
+from dnet.data.base import evenly_spread
 from dnet.data.batches import array_batches, file_batches
 from dnet.data.datasets import DATASETS, ArrayDataset, FileDataset
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import AccuracyError, DataError, UsageError
 from dnet.files import atomic_write_text
 from dnet.models import zoo
-from dnet.models.published import Comparison, compare
+from dnet.models.published import Comparison
+from dnet.models.zoo import published_error
 from dnet.similarity import require_finite
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -181,17 +183,6 @@ def check_tolerance(report: EvalReport, tolerance: float) -> None:
                             f"tolerance of {tolerance:g}")
 
 
-def published_error(model: str | None, dataset: str, preprocess: str, *, ten_crop: bool = False,
-                    augmented: bool = True, metric: str = "top1") -> float | None:
-    """The zoo's published error of this kind (the released model's number first), or None."""
-    entry = zoo.ZOO.get(model or "")
-    if entry is None:
-        return None
-    found = entry.published_for(dataset, metric=metric, crops=10 if ten_crop else 1, preprocess=preprocess,
-                                augmented=augmented)
-    return found[0].error if found else None
-
-
 def write_predictions(path: str | os.PathLike, report: EvalReport, dataset, *, inputs=()) -> None:
     """CSV: index, file (or empty for array data sets), label, prediction, top5 (space separated), correct."""
     names = [str(p) for p in dataset.paths] if isinstance(dataset, FileDataset) else None
@@ -255,8 +246,9 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be at least 1, got {limit}", option="limit")
     n = len(dataset)
-    # --limit N: N images spread evenly over the set (sorted sets such as ImageNet keep every class)
-    indices = np.arange(n) if limit is None or limit >= n else (np.arange(limit) * n) // limit
+    # --limit N: N images spread evenly over the set (sorted sets such as ImageNet keep every class), the ones
+    # a conversion's --val-count N picks of the same folder
+    indices = np.arange(n) if limit is None else evenly_spread(n, limit)
     rank, world = _distributed()
     group_owned = False
     if world > 1:
@@ -327,9 +319,8 @@ def evaluate(engine_or_path, dataset: ArrayDataset | FileDataset, *, batch: int 
     model = meta.model if meta is not None else "unknown"
     augmented = bool(meta.extra.get("augmented", True)) if meta is not None else True
     e1, e5 = error_percent(top1, seen), error_percent(top5, seen)
-    entry = zoo.ZOO.get(model) if meta is not None else None
-    comparisons = compare(entry.published if entry is not None else (), dataset.name, spec.name,
-                          {"top1": e1, "top5": e5}, ten_crop=ten_crop, augmented=augmented)
+    comparisons = zoo.comparisons(model if meta is not None else None, dataset.name, spec.name,
+                                  {"top1": e1, "top5": e5}, ten_crop=ten_crop, augmented=augmented)
     return EvalReport(
         engine=str(Path(engine.path).name), model=model, dataset=dataset.name, split=dataset.split,
         preprocess=spec.name, ten_crop=ten_crop, images=seen, top1_correct=top1, top5_correct=top5,
@@ -357,6 +348,6 @@ def _sum_over_ranks(seen, top1, top5, seconds, engine_seconds, skipped, predicti
     return seen, top1, top5, float(times[0]), float(times[1]), all_skipped, all_predictions
 
 
-__all__ = ["Comparison", "EvalReport", "binomial_ci95", "check_tolerance", "compare", "evaluate", "published_error",
+__all__ = ["Comparison", "EvalReport", "binomial_ci95", "check_tolerance", "evaluate", "published_error",
            "reduce_ten_crop",
            "topk_hits", "top5_labels", "write_predictions"]

@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dnet.converters.int8.mixed import ValidationSet
+from dnet.data.base import evenly_spread
 from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
 from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
@@ -107,7 +109,23 @@ def test_limit_spreads_over_the_set_and_batches_do_not_change_counts(digits_mode
     a = evaluate(path, test, batch=7, limit=90, progress=False)
     b = evaluate(path, test, batch=90, limit=90, progress=False)
     assert a.images == b.images == 90 and a.top1_correct == b.top1_correct and a.top5_correct == b.top5_correct
-    assert [p[0] for p in a.predictions] == [i * 4 for i in range(90)]  # 360 // 90 = every 4th image
+    # first and last included, evenly between: round(i · 359 / 89)
+    assert [p[0] for p in a.predictions] == [int(np.round(i * 359 / 89)) for i in range(90)]
+
+
+def test_limit_picks_the_images_a_conversions_val_count_picks_of_one_folder(tmp_path):
+    levels = list(range(10, 250, 20))  # 12 uniform grey images in 2 class folders
+    for i, level in enumerate(levels):
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(np.full((36, 40, 3), level, np.uint8)).save(tmp_path / f"c{i % 2}" / f"{i:02d}.png")
+    data = open_dataset("folder", tmp_path)
+    order = [levels[int(p.stem)] for p in data.paths]
+    engine = TableEngine("custom", order, np.eye(2, dtype=np.float32)[[int(p.parent.name[1]) for p in data.paths]])
+    report = evaluate(engine, data, limit=5, workers=0, progress=False)
+    picked = [i for i, *_ in report.predictions]
+    assert picked == [0, 3, 6, 8, 11] == evenly_spread(12, 5).tolist()  # round(linspace(0, 11, 5)), half to even
+    assert [data.paths[i] for i in picked] == ValidationSet(tmp_path, count=5).open(2).files
+    assert report.top1_correct == 5
 
 
 def test_class_count_mismatch_is_one_line(tmp_path, digits_model):

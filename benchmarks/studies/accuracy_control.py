@@ -99,7 +99,7 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
 def main() -> None:
     from benchmarks.report import print_table, write_result
     from benchmarks.studies.calibration_sensitivity import trained_model
-    from dnet.converters.int8.calibration import pick
+    from dnet.data.base import evenly_spread
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, required=True)
@@ -119,7 +119,7 @@ def main() -> None:
             fp32 = with_outliers(fp32, args.keep / f"{name}.onnx")
             same = cosine(run(args.keep / f"{base}.onnx", x), run(fp32, x))
             print(f"{name}: FP32 logits against {base}'s: cosine {same:.7f}")
-        calib = train[pick(len(train), CALIB_IMAGES)]
+        calib = train[evenly_spread(len(train), CALIB_IMAGES)]
         np.save(args.keep / f"{name}.calib.npy", calib)
         np.savez(args.keep / f"{name}.val.npz", x=x, labels=labels)
         for method in args.methods.split(","):

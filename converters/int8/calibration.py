@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dnet.data.base import evenly_spread
 from dnet.data.datasets import FileDataset, open_images
 from dnet.data.images import list_images
 from dnet.data.specs import PreprocessSpec
@@ -29,13 +30,6 @@ METHODS = ("minmax", "entropy", "percentile", "mse")
 MAX_CACHE_BYTES = 64 << 20  # a cache holds two numbers per tensor: kilobytes
 
 
-def pick(n_total: int, count: int) -> np.ndarray:
-    """``count`` indices spread evenly over ``n_total`` (folders sorted by class would otherwise give one class)."""
-    if count >= n_total:
-        return np.arange(n_total)
-    return np.unique(np.linspace(0, n_total - 1, count).round().astype(int))
-
-
 def split(n_total: int, count: int, held_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Calibration indices and disjoint held-out indices (for checking), each spread evenly over ``n_total``.
 
@@ -44,9 +38,9 @@ def split(n_total: int, count: int, held_out: int) -> tuple[np.ndarray, np.ndarr
     calibration leaves over, but at least a quarter of the set.
     """
     n_check = min(held_out, max(n_total - count, n_total // 4))
-    check = pick(n_total, n_check) if n_check > 0 else np.array([], dtype=int)
+    check = evenly_spread(n_total, n_check) if n_check > 0 else np.array([], dtype=int)
     rest = np.setdiff1d(np.arange(n_total), check)
-    return rest[pick(len(rest), count)], check
+    return rest[evenly_spread(len(rest), count)], check
 
 
 def read_folder(folder: str | os.PathLike, spec: PreprocessSpec, count: int, *, held_out: int = 0,

@@ -30,13 +30,15 @@ import onnx
 
 from dnet.artifact.onnxfile import read_meta
 from dnet.converters.convs import CONV_NAME
-from dnet.converters.int8.calibration import pick, read_array, read_images
+from dnet.converters.int8.calibration import read_array, read_images
 from dnet.converters.int8.divergence import layer_divergence
 from dnet.converters.int8.placement import CLASSIFIER, FALLBACKS
 from dnet.converters.int8.placement import layers as qdq_layers
 from dnet.data.arrays import ImageArrays, check_labels
+from dnet.data.base import evenly_spread
 from dnet.data.datasets import FileDataset, open_images
-from dnet.data.images import list_images
+from dnet.data.folders import labelled_folder
+from dnet.data.images import IMAGE_SUFFIXES, list_images
 from dnet.data.specs import PreprocessSpec
 from dnet.engines.onnxruntime import session
 from dnet.errors import AccuracyError, DataError, UsageError, require_one_of
@@ -46,6 +48,10 @@ RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on
 
 
 # --- the validation images --------------------------------------------------------------------------------
+
+
+def _empty_class(folder: Path) -> str:
+    return f"validation class folder {folder} contains no images ({', '.join(IMAGE_SUFFIXES)})"
 
 
 @dataclass(frozen=True)
@@ -70,24 +76,17 @@ class ValidationSet:
         if not folder.is_dir():
             raise DataError(f"validation folder {folder} does not exist or is not a folder")
         try:
-            classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            classes, files, labels = labelled_folder(folder, _empty_class)
         except OSError as e:
             raise DataError(f"validation folder {folder} cannot be read ({e.strerror})") from None
         if not classes:
             files, labels = list_images(folder, recursive=False, what="validation folder"), None
-        else:
-            files, found = [], []
-            for index, cls in enumerate(classes):
-                inside = list_images(folder / cls, what="validation class folder")
-                files += inside
-                found += [index] * len(inside)
-            labels = np.asarray(found, np.int64)
-            if num_classes is not None and len(classes) != num_classes:
-                raise DataError(f"the model has {num_classes} classes but the validation folder {folder} has "
-                                f"{len(classes)} class subfolders; give one subfolder per class (sorted names are "
-                                "the class indices), or images without subfolders (then the drop is measured as "
-                                "agreement with FP32)")
-        chosen = pick(len(files), self.count) if self.count is not None else np.arange(len(files))
+        elif num_classes is not None and len(classes) != num_classes:
+            raise DataError(f"the model has {num_classes} classes but the validation folder {folder} has "
+                            f"{len(classes)} class subfolders; give one subfolder per class (sorted names are "
+                            "the class indices), or images without subfolders (then the drop is measured as "
+                            "agreement with FP32)")
+        chosen = evenly_spread(len(files), self.count) if self.count is not None else np.arange(len(files))
         return Validation(folder, [files[i] for i in chosen], labels[chosen] if labels is not None else None)
 
     def _open_set(self, found: ImageArrays | FileDataset, num_classes: int | None) -> Validation:
@@ -99,7 +98,7 @@ class ValidationSet:
         if num_classes is not None and found.labels is not None:
             check_labels(found.labels, num_classes, f"validation images {where}")
         n = len(found.labels) if isinstance(found, FileDataset) else len(found.images)
-        chosen = pick(n, self.count) if self.count is not None else np.arange(n)
+        chosen = evenly_spread(n, self.count) if self.count is not None else np.arange(n)
         labels = found.labels[chosen] if found.labels is not None else None
         if isinstance(found, FileDataset):
             return Validation(Path(where), [found.paths[i] for i in chosen], labels, f"the {found.name} data set")
@@ -290,7 +289,7 @@ def control(build: Callable[[list[str]], onnx.ModelProto], fp32: onnx.ModelProto
             f"({d.fp32_top1:.2f}% → {d.int8_top1:.2f}%), and still {floor.points:.2f} with all {len(layers)} layers "
             f"in float (what remains is the dense blocks' int8 feature maps), above the bound of {max_drop:g}; "
             "no INT8 file was written (allow a larger drop, or calibrate on more or other images)", option="max_drop")
-    sample = images[pick(len(images), RANKING_IMAGES)]
+    sample = images[evenly_spread(len(images), RANKING_IMAGES)]
     ranked = layer_divergence(fp32, proto, {n: t for n, t in layers.items() if n not in excluded}, sample)
     outcome.ranking = [r.to_dict() for r in ranked]
     added: list[str] = []

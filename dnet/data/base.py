@@ -39,6 +39,14 @@ class FileDataset:
         return len(self.labels)
 
 
+def evenly_spread(n_total: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``n_total``, first and last included (a folder sorted by class would
+    otherwise give one class): the images ``dnet eval --limit``, calibration and validation counts pick."""
+    if count >= n_total:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, count).round().astype(int))
+
+
 def need_root(name: str, root) -> Path:
     if root is None:
         raise UsageError(f"data set {name!r} needs --data: the folder holding it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +20,31 @@ def images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image(p))
 
 
-def class_folders(root: Path, name: str) -> FileDataset:
+def _empty_class(folder: Path) -> str:
+    return f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})"
+
+
+def labelled_folder(root: Path, empty: Callable[[Path], str] = _empty_class
+                    ) -> tuple[list[str], list[Path], np.ndarray]:
+    """(class names, image files, labels) of ``root``'s class subfolders: the sorted names are the class indices,
+    each class's images are found recursively, sorted. No subfolders: no classes (the caller says what that means);
+    a class folder without images raises DataError(``empty(folder)``); an unreadable ``root`` raises OSError."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class subfolders (expected one subfolder of images per class)")
     paths, labels = [], []
     for index, cls in enumerate(classes):
         found = images_under(root / cls)
         if not found:
-            raise DataError(f"{root / cls}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(empty(root / cls))
         paths += found
         labels += [index] * len(found)
-    return FileDataset(name, "test", paths, np.asarray(labels, dtype=np.int64), len(classes), classes)
+    return classes, paths, np.asarray(labels, dtype=np.int64)
+
+
+def class_folders(root: Path, name: str) -> FileDataset:
+    classes, paths, labels = labelled_folder(root)
+    if not classes:
+        raise DataError(f"{root}: no class subfolders (expected one subfolder of images per class)")
+    return FileDataset(name, "test", paths, labels, len(classes), classes)
 
 
 def folder(root, split: str, *, download: bool = False) -> FileDataset:

@@ -3,8 +3,9 @@ of a measured error with its published counterpart.
 
 A :class:`Published` number carries its data set, metric (top-1/top-5), crops (1 or 10), the preprocessing it
 was measured with (ImageNet), whether the model was trained with augmentation (CIFAR's "+"), and the key of its
-source in ``SOURCES``. :func:`compare` finds, for each measured figure, the number of the same kind, so ten-crop is
-compared with ten-crop and top-5 with top-5, and says which source it is.
+source in ``SOURCES``. A :class:`Comparison` puts a measured figure beside the number of the same kind (found by
+``dnet.models.zoo.ZooEntry.published_for``), so ten-crop is compared with ten-crop and top-5 with top-5, and says
+which source it is.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ class Comparison:
     citation: str | None = None
     others: tuple[tuple[float, str], ...] = ()  # (error, source key) of the same kind from other sources
 
+    @classmethod
+    def of(cls, metric: str, kind: str, measured: float, found: tuple[Published, ...]) -> Comparison:
+        """``measured`` beside ``found``, the published numbers of its kind in order of preference (the released
+        model's own first; see ``dnet.models.zoo.ZooEntry.published_for``)."""
+        if not found:
+            return cls(metric, kind, measured)
+        first, rest = found[0], found[1:]
+        return cls(metric, kind, measured, first.error, first.source, first.citation,
+                   tuple((p.error, p.source) for p in rest))
+
     @property
     def delta(self) -> float | None:
         """measured − published, in points."""
@@ -121,25 +132,4 @@ class Comparison:
         return line
 
 
-def compare(published: tuple[Published, ...], dataset: str, preprocess: str, measured: dict[str, float], *,
-            ten_crop: bool = False, augmented: bool = True) -> tuple[Comparison, ...]:
-    """A Comparison per measured metric ({"top1": %, "top5": %}) with the published number of the same kind.
-
-    ``published`` are a model's numbers in order of preference (the released model's own first).
-    """
-    crops = 10 if ten_crop else 1
-    out = []
-    for metric, value in measured.items():
-        kind = kind_of(dataset, metric, crops, preprocess, augmented)
-        found = [p for p in published
-                 if p.matches(dataset, metric=metric, crops=crops, preprocess=preprocess, augmented=augmented)]
-        if not found:
-            out.append(Comparison(metric, kind, value))
-            continue
-        first, rest = found[0], found[1:]
-        out.append(Comparison(metric, kind, value, first.error, first.source, first.citation,
-                              tuple((p.error, p.source) for p in rest)))
-    return tuple(out)
-
-
-__all__ = ["METRICS", "SOURCES", "Comparison", "Published", "compare", "kind_of"]
+__all__ = ["METRICS", "SOURCES", "Comparison", "Published", "kind_of"]

@@ -21,7 +21,7 @@ from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import UnknownModelError
 from dnet.files import sha256_file
 from dnet.models.config import DenseNetConfig
-from dnet.models.published import Published
+from dnet.models.published import Comparison, Published, kind_of
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,28 @@ def get(name: str) -> ZooEntry:
         close = difflib.get_close_matches(name, ZOO, n=3, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else f"; see 'dnet models' ({len(ZOO)} names)"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def comparisons(model: str | None, dataset: str, preprocess: str, measured: dict[str, float], *,
+                ten_crop: bool = False, augmented: bool = True) -> tuple[Comparison, ...]:
+    """A Comparison per measured metric ({"top1": %, "top5": %}) with the zoo model's published number of the same
+    kind (:meth:`ZooEntry.published_for`); a model not in the zoo has none."""
+    entry, crops = ZOO.get(model or ""), 10 if ten_crop else 1
+    out = []
+    for metric, value in measured.items():
+        found = entry.published_for(dataset, metric=metric, crops=crops, preprocess=preprocess,
+                                    augmented=augmented) if entry is not None else ()
+        out.append(Comparison.of(metric, kind_of(dataset, metric, crops, preprocess, augmented), value, found))
+    return tuple(out)
+
+
+def published_error(model: str | None, dataset: str, preprocess: str, *, ten_crop: bool = False,
+                    augmented: bool = True, metric: str = "top1") -> float | None:
+    """The zoo's published error of this kind (the released model's number first), or None."""
+    entry = ZOO.get(model or "")
+    found = entry.published_for(dataset, metric=metric, crops=10 if ten_crop else 1, preprocess=preprocess,
+                                augmented=augmented) if entry is not None else ()
+    return found[0].error if found else None
 
 
 def expects(config: DenseNetConfig) -> tuple[str, str | None]:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import dnet.data.datasets  # noqa: F401  (registers the digits spec)
-from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet, pick, read_array, read_folder
+from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet, read_array, read_folder
+from dnet.data.base import evenly_spread
 from dnet.data.specs import get_spec
 from dnet.errors import DataError, FileFormatError
 from tests.conftest import shared_fixture
@@ -32,7 +33,7 @@ def test_folder_is_read_sorted_recursive_and_evenly_spread(tmp_path):
             Image.fromarray(np.full((8, 8, 3), i * 10 + (cls == "b") * 100, np.uint8)).save(tmp_path / cls / f"{i}.png")
     x = read_folder(tmp_path, get_spec("digits"), count=4)
     assert x.shape == (4, 3, 8, 8)
-    assert list(pick(10, 4)) == [0, 3, 6, 9]  # both class folders are represented
+    assert list(evenly_spread(10, 4)) == [0, 3, 6, 9]  # both class folders are represented
     spec = get_spec("digits")
     raw = np.round(x[:, 0, 0, 0] * spec.std[0] + spec.mean[0]).astype(int)
     assert list(raw) == [0, 30, 110, 140]
