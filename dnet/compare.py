@@ -3,7 +3,7 @@
 Each dense block's and transition's output, and the logits, are compared by relative L2 error, cosine
 similarity and max|Δ|; the logits row adds top-1 agreement. PyTorch files expose stages through forward
 hooks; an ONNX file through a private copy of its graph with the stage tensors (recorded in its dnet metadata
-at export) added as outputs — the file the user ships is never changed. Other files (TensorRT plans, ONNX
+at export) added as outputs (:mod:`dnet.converters.taps`, which the INT8 check reads too) — the file the user ships is never changed. Other files (TensorRT plans, ONNX
 files that dnet did not export) are compared at the logits only.
 
 :func:`compare_layers` does the same for every convolution of two ONNX files (names and tensors:
@@ -24,16 +24,16 @@ import torch
 
 from dnet import engines
 from dnet.artifact.onnxfile import read_meta, read_model
-from dnet.converters.convs import ConvSite, block_of, conv_sites
+from dnet.converters.convs import ConvSite, conv_sites
 from dnet.converters.int8.calibration import read_folder
+from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_outputs
+from dnet.converters.taps import Running as _Running  # noqa: F401 (the running sums the per-layer rows are made of)
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session
-from dnet.errors import UsageError, runtime_failure
+from dnet.errors import UsageError
 from dnet.files import scratch_folder
 from dnet.loading import load
 from dnet.similarity import cosine, max_abs, rel_l2, require_finite, top1_agreement
-
-LOGITS = "logits"
 
 
 @dataclass(frozen=True)
@@ -65,37 +65,13 @@ def _torch_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     return {**outs, LOGITS: logits}
 
 
-def _onnx_stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
-    proto = read_model(path)
-    meta = read_meta(proto)
-    stages: dict[str, str] = dict((meta.extra.get("stages") or {}) if meta is not None else {})
-    produced = {o for n in proto.graph.node for o in n.output}
-    stages = {s: t for s, t in stages.items() if t in produced}
-    if stages:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
-        for tensor in stages.values():
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, types.get(tensor, onnx.TensorProto.FLOAT), None))
-    sess = session(proto)
-    inp = sess.get_inputs()[0]
-    feed = batch.astype(np.float16) if inp.type == "tensor(float16)" else batch
-    names = [proto.graph.output[0].name, *stages.values()]
-    try:
-        results = sess.run(names, {inp.name: feed})
-    except Exception as e:  # noqa: BLE001 (ORT's own error types)
-        raise runtime_failure(path.name, "ONNX Runtime", e, len(batch)) from None
-    out = {s: np.asarray(r, np.float32) for s, r in zip(stages, results[1:], strict=True)}
-    return {**out, LOGITS: np.asarray(results[0], np.float32)}
-
-
-def stage_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
+def _stages(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Per-stage outputs (in order) and the logits of the model file ``path`` on ``batch``."""
-    path = Path(path)
     kind = KINDS.get(path.suffix.lower())
     if kind == "torch":
         return _torch_stages(path, batch)
     if kind == "onnxruntime":
-        return _onnx_stages(path, batch)
+        return stage_outputs(path, batch)
     with engines.open(path) as eng:
         return {LOGITS: eng(batch)}
 
@@ -133,7 +109,7 @@ def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | o
     """One row per stage both files expose (in network order), then the logits row."""
     ref, other = Path(ref), Path(other)
     batch = _inputs(ref, other, images, count)
-    a, b = stage_outputs(ref, batch), stage_outputs(other, batch)
+    a, b = _stages(ref, batch), _stages(other, batch)
     require_finite(a[LOGITS], ref.name)
     require_finite(b[LOGITS], other.name)
     rows = []
@@ -146,53 +122,6 @@ def compare(ref: str | os.PathLike, other: str | os.PathLike, *, images: str | o
 
 
 # --- per convolution (ONNX files) -------------------------------------------------------------------------
-
-# Images per ONNX Runtime run: a DenseNet-121 keeps about 60 MB of tapped tensors per image and file.
-LAYER_CHUNK = 4
-
-
-class _Running:
-    """``rel_l2``, ``cosine`` and ``max_abs`` of :mod:`dnet.similarity`, summed over chunks of a batch (float64)."""
-
-    def __init__(self) -> None:
-        self.ref2 = self.got2 = self.dot = self.diff2 = self.max = 0.0
-
-    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
-        a, b = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
-        d = b - a
-        self.ref2, self.got2, self.dot, self.diff2 = self.ref2 + a @ a, self.got2 + b @ b, self.dot + a @ b, self.diff2 + d @ d
-        self.max = max(self.max, float(np.max(np.abs(d)))) if d.size else self.max
-
-    def rel(self) -> float:
-        return float(np.sqrt(self.diff2) / max(np.sqrt(self.ref2), 1e-30))
-
-    def cosine(self) -> float:
-        return float(self.dot / max(np.sqrt(self.ref2) * np.sqrt(self.got2), 1e-30))
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One convolution: its float output in OTHER against REF's, and the same for the input it reads."""
-
-    depth: int  # 1-based, REF's network order
-    layer: str  # "denseblock3.denselayer7.conv2"
-    block: str  # "stem", "denseblock3", "transition2"
-    shape: tuple[int, ...]
-    rel_error: float  # of the Conv's float output
-    cosine: float
-    max_abs: float
-    input_rel_error: float  # of the tensor the Conv reads (in a Q/DQ file: after its DequantizeLinear)
-    ref_tensor: str  # the ONNX tensors compared
-    other_tensor: str
-
-    @property
-    def added(self) -> float:
-        """The relative error the layer adds to the relative error of its input."""
-        return self.rel_error - self.input_rel_error
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "shape": list(self.shape), "added": self.added}
-
 
 @dataclass(frozen=True)
 class Fusion:
@@ -252,65 +181,30 @@ def _op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node).items()))
 
 
-class _Tapped:
-    """One ONNX file and a private copy of it whose every convolution's input and output are graph outputs."""
+class _Tapped(Tapped):
+    """One ONNX file, run as it is, and its private copy whose every convolution's input and output are graph
+    outputs (:class:`dnet.converters.taps.Tapped`); what ONNX Runtime runs for each is read back (:class:`Fusion`)."""
 
     def __init__(self, path: Path, fused: bool) -> None:
         proto = read_model(path)
         meta = read_meta(proto)
-        self.name = path.name
-        self.sites = conv_sites(proto, (meta.extra.get("convs") if meta is not None else None))
-        self.graph_inputs = {i.name for i in proto.graph.input}
-        self.logits = proto.graph.output[0].name
-        # A Conv's input in a Q/DQ file is a DequantizeLinear's output; taking it as a graph output would make ONNX
-        # Runtime duplicate that DequantizeLinear, so the int8 tensor before it is taken and dequantized here.
-        self.dequantize = _dequantizers(proto, {s.input for s in self.sites})
-        copy = onnx.ModelProto()
-        copy.CopyFrom(proto)
-        present = {o.name for o in copy.graph.output}
-        wanted = [t for s in self.sites for t in (self.dequantize[s.input][0] if s.input in self.dequantize else s.input,
-                                                  s.output)]
-        self.taps = [t for t in dict.fromkeys(wanted) if t not in self.graph_inputs and t not in present]
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in onnx.shape_inference.infer_shapes(proto).graph.value_info}
-        for t in self.taps:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None))
+        sites = conv_sites(proto, (meta.extra.get("convs") if meta is not None else None))
         with scratch_folder("compare") as tmp:  # ONNX Runtime's optimized graphs, read back for their op counts
             self.file = session(proto, fused=fused, optimized_model_path=Path(tmp) / "file.onnx")
-            self.copy = session(copy, fused=fused, optimized_model_path=Path(tmp) / "copy.onnx")
+            super().__init__(proto, sites, path.name, fused=fused, optimized_model_path=Path(tmp) / "copy.onnx")
             self.ops_file, self.ops_copy = _op_counts(Path(tmp) / "file.onnx"), _op_counts(Path(tmp) / "copy.onnx")
-        inp = self.file.get_inputs()[0]
-        self.input_name, self.fp16 = inp.name, inp.type == "tensor(float16)"
         self.logits_delta = 0.0
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The file's logits, and every tapped tensor (float32) from the copy."""
-        feed = {self.input_name: batch.astype(np.float16) if self.fp16 else batch}
-        logits = np.asarray(self.file.run([self.logits], feed)[0], np.float32)
-        results = self.copy.run([self.logits, *self.taps], feed)
-        self.logits_delta = max(self.logits_delta, max_abs(logits, np.asarray(results[0], np.float32)))
-        raw = dict(zip(self.taps, results[1:], strict=True))
-        values = {t: np.asarray(v, np.float32) for t, v in raw.items()}
-        for tensor, (source, scale, zero) in self.dequantize.items():
-            values[tensor] = (raw[source].astype(np.int32) - zero).astype(np.float32) * scale
-        values.update({t: np.asarray(feed[self.input_name], np.float32) for t in self.graph_inputs})
+        copy_logits, values = super().run(batch)
+        feed = batch.astype(np.float16) if self.fp16 else batch
+        logits = np.asarray(self.file.run([self.logits], {self.input_name: feed})[0], np.float32)
+        self.logits_delta = max(self.logits_delta, max_abs(logits, copy_logits))
         return logits, values
 
     def fusion(self) -> Fusion:
         return Fusion(self.name, len(self.taps), self.ops_file, self.ops_copy, self.logits_delta)
-
-
-def _dequantizers(proto: onnx.ModelProto, tensors: set[str]) -> dict[str, tuple[str, np.float32, np.int32]]:
-    """For each of ``tensors`` written by a per-tensor DequantizeLinear: (its int8 input, scale, zero point)."""
-    inits = {t.name: t for t in proto.graph.initializer}
-    out = {}
-    for node in proto.graph.node:
-        if node.op_type != "DequantizeLinear" or node.output[0] not in tensors or node.input[1] not in inits:
-            continue
-        scale = onnx.numpy_helper.to_array(inits[node.input[1]])
-        zero = onnx.numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else np.zeros(())
-        if scale.size == 1 and zero.size == 1 and scale.dtype == np.float32:
-            out[node.output[0]] = (node.input[0], np.float32(scale.item()), np.int32(zero.item()))
-    return out
 
 
 def _pair(a: _Tapped, b: _Tapped) -> tuple[list[tuple[str, ConvSite, ConvSite]], str, tuple[str, ...]]:
@@ -347,25 +241,7 @@ def compare_layers(ref: str | os.PathLike, other: str | os.PathLike, *, images: 
     batch = _inputs(ref, other, images, count)
     a, b = _Tapped(ref, fused), _Tapped(other, fused)
     pairs, pairing, unmatched = _pair(a, b)
-    outs, ins = [_Running() for _ in pairs], [_Running() for _ in pairs]
-    shapes: list[tuple[int, ...]] = []
-    logits_a, logits_b = [], []
-    for start in range(0, len(batch), LAYER_CHUNK):
-        chunk = batch[start:start + LAYER_CHUNK]
-        (la, ta), (lb, tb) = a.run(chunk), b.run(chunk)
-        logits_a.append(la)
-        logits_b.append(lb)
-        for i, (name, r, o) in enumerate(pairs):
-            if ta[r.output].shape != tb[o.output].shape:
-                raise UsageError(f"{name}: {ref.name} gives shape {ta[r.output].shape}, {other.name} "
-                                 f"{tb[o.output].shape}; not the same model")
-            outs[i].add(ta[r.output], tb[o.output])
-            ins[i].add(ta[r.input], tb[o.input])
-            if start == 0:
-                shapes.append((len(batch), *ta[r.output].shape[1:]))
-    rows = tuple(LayerRow(i + 1, name, block_of(name), shapes[i], outs[i].rel(), outs[i].cosine(), outs[i].max,
-                          ins[i].rel(), r.output, o.output) for i, (name, r, o) in enumerate(pairs))
-    logits = _row(LOGITS, require_finite(np.concatenate(logits_a), Path(ref).name),
-                  require_finite(np.concatenate(logits_b), Path(other).name))
+    rows, logits_a, logits_b = layer_rows(a, b, pairs, batch)
+    logits = _row(LOGITS, require_finite(logits_a, Path(ref).name), require_finite(logits_b, Path(other).name))
     return LayerReport(str(ref), str(other), str(images) if images is not None else "random", len(batch), fused,
                        pairing, rows, logits, (a.fusion(), b.fusion()), unmatched)

@@ -291,7 +291,8 @@ def control(build: Callable[[list[str]], onnx.ModelProto], fp32: onnx.ModelProto
             "no INT8 file was written (allow a larger drop, or calibrate on more or other images)", option="max_drop")
     sample = images[evenly_spread(len(images), RANKING_IMAGES)]
     ranked = layer_divergence(fp32, proto, {n: t for n, t in layers.items() if n not in excluded}, sample)
-    outcome.ranking = [r.to_dict() for r in ranked]
+    outcome.ranking = [{"layer": r.layer, "rel_error": r.rel_error, "input_rel_error": r.input_rel_error,
+                        "added": r.added} for r in ranked]
     added: list[str] = []
     for r in ranked:
         added.append(r.layer)
