@@ -17,8 +17,8 @@ from dnet.converters.int8.calibration import CalibrationSet
 from dnet.errors import UsageError
 from dnet.files import sha256_file
 from dnet.similarity import cosine, max_abs, rel_l2
-from tests.converters.test_convs import TINY_CONVS
-from tests.converters.tiny_models import photo_tiles, tiny_checkpoint, tiny_model, tiny_onnx, write_images
+from tests.helpers.images import photo_tiles, write_images
+from tests.helpers.models import TINY_CONVS, tiny_checkpoint, tiny_model, tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Published weights by name (dnet.hub, dnet pull, --pretrained): the cache, the records, checks, over a server on
-127.0.0.1 standing in for the publishers (tests/httpserver.py). Nothing here contacts the internet."""
+127.0.0.1 standing in for the publishers (tests/helpers/httpserver.py). Nothing here contacts the internet."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dnet.cli import main
 from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
 from dnet.errors import DownloadError, FileFormatError, UsageError
 from dnet.models import zoo
-from tests.converters.t7_writer import randomized
-from tests.httpserver import closed_port_url, serve
+from tests.helpers.httpserver import closed_port_url, serve
+from tests.helpers.t7_writer import randomized
 
 NAME = "densenet-l40-k12"  # a zoo entry small enough to serve (1.0M parameters); it has no published weights
 

@@ -11,7 +11,7 @@ import torch
 import dnet
 from dnet.errors import FileFormatError, UsageError
 from dnet.models.densenet import DenseNetConfig
-from tests.ports import PORTS, port_forward, port_state_dict
+from tests.helpers.ports import PORTS, port_forward, port_state_dict
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 # (port, blocks, k, bottleneck, θ): both layer kinds, with and without bottleneck and compression

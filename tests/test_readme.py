@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dnet.errors import UsageError
-from tests.httpserver import serve
+from tests.helpers.httpserver import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -73,7 +73,7 @@ def _torchvision_file(path: Path) -> None:
 
 
 def _onnx_file(path: Path) -> None:
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     tiny_onnx(path.parent, path.name)  # a small DenseNet's FP32 export, with dnet's metadata
 
@@ -276,7 +276,7 @@ def test_export_of_a_model_without_preprocessing_speaks_python(tmp_path):
 
 def test_int8_without_images_or_preprocessing_speaks_python(tmp_path):
     from dnet.converters.int8.quantize import to_int8
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     src = tiny_onnx(tmp_path)
     with pytest.raises(UsageError) as e:

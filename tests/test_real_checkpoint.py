@@ -17,8 +17,8 @@ from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.cli.main import main
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNetConfig
-from tests.conftest import shared_fixture
-from tests.ports import PORTS, port_forward
+from tests.helpers.ports import PORTS, port_forward
+from tests.helpers.shared import shared_fixture
 
 CHECKPOINT = "densenet-bc-l100-k12-cifar10.andreasveit.pth.tar"
 IMAGES = "cifar10-test-first1000.npz"
@@ -80,7 +80,7 @@ def _write_cifar_binary(images: np.ndarray, labels: np.ndarray, root) -> None:
 
 
 def _independent_errors(path, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Andreas Veit's forward pass (tests.ports) on the checkpoint's own tensors: which images it gets wrong."""
+    """Andreas Veit's forward pass (tests.helpers.ports) on the checkpoint's own tensors: which images it gets wrong."""
     sd = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)

@@ -13,8 +13,8 @@ from dnet.errors import ConfigError, FileFormatError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.statedict import config_from_state_dict, infer_compression, model_from_state_dict, torchvision_state_dict
-from tests.conftest import shared_fixture
-from tests.converters.t7_writer import one_torch_thread, randomized  # noqa: F401 (one_torch_thread is an autouse fixture)
+from tests.helpers.shared import shared_fixture
+from tests.helpers.t7_writer import one_torch_thread, randomized  # noqa: F401 (one_torch_thread is an autouse fixture)
 
 TV = "tv_densenet_k8_b2-3-2_init16_c10"
 OPTIONS = ("; for another port give --key-map FILE (rules from its keys to torchvision's) and --concat-order new-first "

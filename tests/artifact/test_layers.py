@@ -16,7 +16,7 @@ from dnet.artifact.layers import (
     write_layers,
 )
 from dnet.errors import FileFormatError
-from tests.engines.tensorrt_standins import ENGINE_INFO
+from tests.helpers.tensorrt_standins import ENGINE_INFO
 
 
 @pytest.mark.parametrize("fmt, precision", [

@@ -17,7 +17,7 @@ from dnet.artifact.sidecar import (
 )
 from dnet.data.specs import get_spec
 from dnet.errors import EngineError, FileFormatError
-from tests.engines.tensorrt_standins import sidecar
+from tests.helpers.tensorrt_standins import sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from benchmarks.convert_time import stage_timer
 from benchmarks.ort_profile import profile
 from benchmarks.photos import PHOTOS, crops_of, photo_crops, write_folder
 from benchmarks.studies import int8_fixtures
-from tests.converters.tiny_models import tiny_onnx
+from tests.helpers.models import tiny_onnx
 
 pytest.importorskip("skimage")
 

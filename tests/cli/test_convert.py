@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from dnet.cli import main
-from tests.converters.tiny_models import fast_export, locked_folder, photo_tiles, tiny_checkpoint, write_images
+from tests.helpers.images import locked_folder, photo_tiles, write_images
+from tests.helpers.models import fast_export, tiny_checkpoint
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_a_model_without_preprocessing_names_the_option(tmp_path, fast):
     import torch
 
     from dnet.checkpoint import save_checkpoint
-    from tests.converters.tiny_models import tiny_model
+    from tests.helpers.models import tiny_model
 
     model = tiny_model()
     src = save_checkpoint(tmp_path / "bare.pth", model, None)

@@ -11,16 +11,9 @@ from click.testing import CliRunner
 
 from dnet.cli import main
 from dnet.data.datasets import open_dataset
-from tests.converters.test_mixed import BROKEN
-from tests.converters.tiny_models import (
-    break_weight_scales,
-    coarsen_activation_grids,
-    digits_onnx,
-    fast_export,
-    fp32_top1_text,
-    tiny_checkpoint,
-    write_images,
-)
+from tests.helpers.images import write_images
+from tests.helpers.int8 import BROKEN, break_weight_scales, coarsen_activation_grids, fp32_top1_text
+from tests.helpers.models import digits_onnx, fast_export, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

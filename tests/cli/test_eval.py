@@ -16,15 +16,9 @@ from dnet.cli import eval as cli_eval
 from dnet.cli import main
 from dnet.models.published import SOURCES
 from dnet.models.zoo import get as zoo_get
-from tests.conftest import ROOT
-from tests.evalmodels import (  # noqa: F401 (digits_model_fixture is a fixture)
-    TableEngine,
-    digits_model_fixture,
-    ranked_logits,
-    save_random,
-    write_cifar_bin,
-    write_imagenet_val,
-)
+from tests.helpers.evaldata import TableEngine, ranked_logits, write_cifar_bin, write_imagenet_val
+from tests.helpers.models import save_random
+from tests.helpers.shared import ROOT
 
 
 def run(*args):
@@ -55,7 +49,7 @@ def test_digits_json_limit_and_predictions(tmp_path, digits_model):
     assert d["published_error"] is None and d["skipped"] == [] and "predictions" not in d
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 100 and sum(int(r["correct"]) for r in rows) == d["top1_correct"]
-    assert [int(r["index"]) for r in rows[:3]] == [0, 3, 7]  # 100 spread over 360: (i·360)//100
+    assert [int(r["index"]) for r in rows[:3]] == [0, 4, 7]  # 100 spread over 360: round(i·359/99)
 
 
 def _zoo_cifar(tmp_path, n=16):
@@ -219,9 +213,9 @@ def test_torchrun_on_a_folder_with_workers_and_a_bad_file(tmp_path):
 
 def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path, digits_model):
     from dnet.paired import mcnemar_exact, newcombe_paired
-    from tests.evalmodels import train_digits
+    from tests.helpers.models import save_trained_digits
 
-    weak, strong = train_digits(tmp_path / "weak.pth", epochs=1), digits_model
+    weak, strong = save_trained_digits(tmp_path / "weak.pth", epochs=1), digits_model
     r = run("--engine", weak, "--compare-to", strong, "--json", "--quiet", "--batch", 50)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from dnet.cli import main
 from dnet.data.datasets import open_dataset
-from tests.conftest import shared_fixture
-from tests.converters.tiny_models import digits_onnx, tiny_onnx, write_images
-from tests.data.test_arrays import BAD, IMAGES, LABELS, write_cifar_folder
-from tests.evalmodels import save_random
+from tests.helpers.evaldata import BAD, IMAGES, LABELS, write_cifar_folder
+from tests.helpers.images import write_images
+from tests.helpers.models import digits_onnx, save_random, tiny_onnx
+from tests.helpers.shared import shared_fixture
 
 
 def run(*args):

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from dnet.cli import main
 from dnet.converters.precision import FP16_REL_L2
 from dnet.demo import DemoResult, Row
-from tests.converters.tiny_models import fast_export, photo_tiles, tiny_checkpoint, write_images
+from tests.helpers.images import photo_tiles, write_images
+from tests.helpers.models import fast_export, tiny_checkpoint
 
 
 def invoke(*args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile.harness import cli
+from tests.helpers.harness import cli
 
 VERBS = {
     "eval": ["eval", "--engine", "absent.onnx", "--dataset", "digits"],

@@ -11,16 +11,8 @@ from dnet.converters.export import _export_proto, conv_tensors
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.models import DenseNetConfig
-from tests.converters.tiny_models import photo_tiles, tiny_model, tiny_onnx
-
-# TINY (blocks 2, 3; BC): conv0, two convs per layer, one transition: 1 + 2·2 + 1 + 2·3 = 12, in network order
-TINY_CONVS = ["conv0",
-              "denseblock1.denselayer1.conv1", "denseblock1.denselayer1.conv2",
-              "denseblock1.denselayer2.conv1", "denseblock1.denselayer2.conv2",
-              "transition1.conv",
-              "denseblock2.denselayer1.conv1", "denseblock2.denselayer1.conv2",
-              "denseblock2.denselayer2.conv1", "denseblock2.denselayer2.conv2",
-              "denseblock2.denselayer3.conv1", "denseblock2.denselayer3.conv2"]
+from tests.helpers.images import photo_tiles
+from tests.helpers.models import TINY_CONVS, tiny_model, tiny_onnx
 
 
 @pytest.fixture(scope="module")

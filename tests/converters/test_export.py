@@ -15,8 +15,9 @@ from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError, FileFormatError, UsageError
 from dnet.files import sha256_file
 from dnet.models.densenet import measure_bn_statistics
-from tests.conftest import shared_fixture
-from tests.converters.tiny_models import CIFAR, TINY, fast_export, photo_tiles, tiny_model
+from tests.helpers.images import photo_tiles
+from tests.helpers.models import CIFAR, TINY, fast_export, tiny_model
+from tests.helpers.shared import shared_fixture
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dnet.cli.main import main
 from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8.lint import FIRST, RULES, lint
-from tests.converters.tiny_models import TINY, tiny_onnx
+from tests.helpers.models import TINY, tiny_onnx
 
 S = 0.1  # the activation scale of the small graphs
 

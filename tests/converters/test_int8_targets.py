@@ -32,7 +32,8 @@ from dnet.data.datasets import open_dataset
 from dnet.engines import onnxruntime as ort_engine
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import DnetWarning, UsageError
-from tests.converters.tiny_models import digits_model, fast_export, photo_tiles, tiny_checkpoint, write_images
+from tests.helpers.images import photo_tiles, write_images
+from tests.helpers.models import digits_model, fast_export, tiny_checkpoint
 
 
 def tensorrt_rule_breaks(proto: onnx.ModelProto) -> Counter:
@@ -240,7 +241,7 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     ``dnet convert`` from the third-party checkpoint, as a user would."""
     import shutil
 
-    from tests.conftest import shared_fixture
+    from tests.helpers.shared import shared_fixture
 
     ckpt = shared_fixture("real", "densenet-bc-l100-k12-cifar10.andreasveit.pth.tar")
     data = np.load(shared_fixture("real", "cifar10-test-first1000.npz"))

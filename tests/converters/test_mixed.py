@@ -20,17 +20,9 @@ from dnet.converters.int8.mixed import MixedPrecision, ValidationSet, resolve
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError, DataError, UsageError
-from tests.converters.tiny_models import (
-    break_weight_scales,
-    coarsen_activation_grids,
-    digits_onnx,
-    fp32_top1_text,
-    photo_tiles,
-    tiny_onnx,
-    write_images,
-)
-
-BROKEN = "denseblock1.denselayer2.conv2"  # a layer of the digits model whose quantization the tests break
+from tests.helpers.images import photo_tiles, write_images
+from tests.helpers.int8 import BROKEN, break_weight_scales, coarsen_activation_grids, fp32_top1_text
+from tests.helpers.models import digits_onnx, tiny_onnx
 
 
 @pytest.fixture(scope="module")

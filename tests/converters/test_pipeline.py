@@ -14,15 +14,9 @@ from dnet.converters.pipeline import convert, names_for
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import DnetError, NotInstalledError, UsageError
 from dnet.similarity import cosine, rel_l2
-from tests.conftest import shared_fixture
-from tests.converters.tiny_models import (
-    fast_export,
-    locked_folder,
-    photo_tiles,
-    tiny_checkpoint,
-    tiny_onnx,
-    write_images,
-)
+from tests.helpers.images import locked_folder, photo_tiles, write_images
+from tests.helpers.models import fast_export, tiny_checkpoint, tiny_onnx
+from tests.helpers.shared import shared_fixture
 
 
 @pytest.fixture
@@ -194,7 +188,7 @@ def test_the_output_may_not_be_the_source(tmp_path):
 def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
     from dnet.checkpoint import save_checkpoint
     from dnet.data.datasets import open_dataset
-    from tests.converters.tiny_models import digits_model
+    from tests.helpers.models import digits_model
 
     model, x, labels = digits_model()
     src = save_checkpoint(tmp_path / "digits.pth", model, model.meta)

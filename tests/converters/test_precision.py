@@ -19,7 +19,8 @@ from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import AccuracyError
 from dnet.files import sha256_file
 from dnet.similarity import cosine, rel_l2
-from tests.converters.tiny_models import CIFAR, digits_model, photo_tiles, tiny_onnx
+from tests.helpers.images import photo_tiles
+from tests.helpers.models import CIFAR, digits_model, tiny_onnx
 
 # Operators TensorRT's ONNX parser supports (onnx/onnx-tensorrt, docs/operators.md, "Operator Support Matrix",
 # TensorRT 10.x, opsets 9-20; LeakyRelu: FP32, FP16, INT8), restricted to those a classifier export could plausibly contain. Anything

@@ -13,7 +13,7 @@ from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet, r
 from dnet.data.base import evenly_spread
 from dnet.data.specs import get_spec
 from dnet.errors import DataError, FileFormatError
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 
 def test_folder_images_go_through_the_models_own_lua_exact_preprocessing(tmp_path):
@@ -82,7 +82,7 @@ def test_a_corrupt_cache_is_one_clear_line(tmp_path):
 @pytest.mark.parametrize("method", ["entropy", "percentile", "mse"])
 def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tmp_path, method):
     from dnet.converters.int8.calibrator import CALIB_BATCH, calibrate
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     images = np.random.default_rng(0).standard_normal((64 + CALIB_BATCH + 5, 3, 32, 32), dtype=np.float32)
     ranges = calibrate(tiny_onnx(tmp_path), images, method)  # the last chunk: a batch of 16 and one of 5
@@ -118,7 +118,7 @@ def test_mse_threshold_is_the_brute_force_minimum(dist):
 
 def test_mse_calibration_clips_a_rare_outlier_that_minmax_keeps(tmp_path):
     from dnet.converters.int8.calibrator import calibrate
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((64, 3, 32, 32), dtype=np.float32)

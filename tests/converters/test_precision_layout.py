@@ -23,7 +23,8 @@ from dnet.engines.onnxruntime import run as ort_run
 from dnet.engines.onnxruntime import session
 from dnet.errors import AccuracyError
 from dnet.similarity import cosine
-from tests.converters.tiny_models import digits_model, photo_tiles, tiny_onnx
+from tests.helpers.images import photo_tiles
+from tests.helpers.models import digits_model, tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from dnet.converters.t7.writer import LuaFunction, LuaStyle, _module, dumps, lua
 from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.files import sha256_file
 from dnet.models.densenet import DenseNet, DenseNetConfig
-from tests.conftest import shared_fixture
-from tests.converters.t7_writer import cuda_names, one_torch_thread, randomized  # noqa: F401 (autouse fixture)
+from tests.helpers.shared import shared_fixture
+from tests.helpers.t7_writer import cuda_names, one_torch_thread, randomized  # noqa: F401 (autouse fixture)
 
 FIXTURES = {
     "cifar10-densenet-bc-l40-k12": (

@@ -25,8 +25,8 @@ from dnet.converters.t7.densenet import model_from_t7_object
 from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
 from dnet.errors import DnetError
 from dnet.models.densenet import DenseNet, DenseNetConfig
-from tests.conftest import SHARED
-from tests.converters.t7_writer import randomized
+from tests.helpers.shared import SHARED
+from tests.helpers.t7_writer import randomized
 
 EXAMPLES = int(os.environ.get("DNET_FUZZ_EXAMPLES", "200"))
 OUTCOMES: collections.Counter = collections.Counter()  # printed with -s: how the cases ended

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from dnet.cli import main
 from dnet.converters.t7.writer import LuaFunction, dumps
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 
 def run(*args):

@@ -12,7 +12,7 @@ from dnet.converters.t7 import reader
 from dnet.converters.t7.reader import Storage, Table, TorchObject
 from dnet.converters.t7.writer import LuaFunction, T7Storage, T7Tensor, dumps, tensor
 from dnet.errors import FileFormatError, UnsafeFileError
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 
 def tf(name: str):

@@ -1,6 +1,6 @@
 """The TensorRT build without TensorRT: options, the refusals, and the build flow through a stand-in ``tensorrt``.
 
-The stand-in (tests/engines/tensorrt_standins.py) records what the builder is asked to do; that the real module has
+The stand-in (tests/helpers/tensorrt_standins.py) records what the builder is asked to do; that the real module has
 every name used is test_tensorrt_api.py's job, that it builds is test_tensorrt_gpu.py's.
 """
 
@@ -20,7 +20,7 @@ from dnet.artifact.sidecar import read_sidecar
 from dnet.converters.tensorrt import BuildOptions, build_plan
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.files import sha256_file
-from tests.engines.tensorrt_standins import ENGINE_INFO, ENGINE_LAYERS, INSTALL, META, fake_tensorrt, tiny_onnx
+from tests.helpers.tensorrt_standins import ENGINE_INFO, ENGINE_LAYERS, INSTALL, META, fake_tensorrt, stub_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def no_tensorrt(monkeypatch):
 
 
 def test_build_without_tensorrt_says_so_and_keeps_the_onnx(tmp_path, no_tensorrt):
-    onnx_path = tiny_onnx(tmp_path / "m.int8.onnx")
+    onnx_path = stub_onnx(tmp_path / "m.int8.onnx")
     before = sha256_file(onnx_path)
     with pytest.raises(NotInstalledError) as e:
         build_plan(onnx_path, tmp_path / "m.plan")
@@ -65,7 +65,7 @@ def test_build_without_a_gpu_says_so(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    onnx_path = tiny_onnx(tmp_path / "m.onnx", dataclasses.replace(META, precision="fp16"))
+    onnx_path = stub_onnx(tmp_path / "m.onnx", dataclasses.replace(META, precision="fp16"))
     with pytest.raises(NotInstalledError) as e:
         build_plan(onnx_path, tmp_path / "m.plan")
     assert str(e.value) == f"no CUDA GPU found (torch.cuda.is_available() is False); the FP16 ONNX is at {onnx_path}"
@@ -94,7 +94,7 @@ def gpu(monkeypatch):
 def test_build_asks_tensorrt_for_a_strongly_typed_network_with_every_option(tmp_path, monkeypatch, gpu, version, flags):
     trt = fake_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    onnx_path = tiny_onnx(tmp_path / "m.int8.onnx")
+    onnx_path = stub_onnx(tmp_path / "m.int8.onnx")
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"earlier")
     options = BuildOptions(profile=(2, 4, 16), workspace_mib=64, opt_level=2, timing_cache=cache,
@@ -132,7 +132,7 @@ def test_10x_network_flag_is_strongly_typed_not_explicit_batch(tmp_path, monkeyp
     """Defect 5: with 10.x's real values, create_network(1) would be EXPLICIT_BATCH, a weakly typed network."""
     trt = fake_tensorrt("10.16.1.11")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     flags = trt.calls["network_flags"]
     assert flags & (1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert not flags & (1 << trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -142,7 +142,7 @@ def test_10x_network_flag_is_strongly_typed_not_explicit_batch(tmp_path, monkeyp
 def test_build_defaults_set_no_optional_option_and_start_a_fresh_timing_cache(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("10.16.1.11")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    plan = build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert not {"pool", "builder_optimization_level", "flags", "hardware_compatibility_level"} & set(trt.calls)
     assert trt.calls["cleared"] == [trt.BuilderFlag.TF32]
     assert trt.calls["cache_in"] == [b""]
@@ -155,7 +155,7 @@ def test_build_reports_every_parser_error_with_node_names(tmp_path, monkeypatch,
     errors = [(3, "conv_3", "Conv", "unsupported auto_pad"), (7, "", "", "invalid weights type")]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", parse_errors=errors))
     with pytest.raises(EngineError) as e:
-        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+        build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert str(e.value) == (
         "TensorRT cannot parse m.onnx (2 errors): node conv_3 (Conv): unsupported auto_pad; node #7: invalid weights type"
     )
@@ -166,7 +166,7 @@ def test_a_parse_that_returns_true_with_errors_is_refused(tmp_path, monkeypatch,
     errors = [(4, "node_cat_2", "Concat", "int8 inputs with different scales")]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", parse_errors=errors, parse_returns=True))
     with pytest.raises(EngineError) as e:
-        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+        build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert str(e.value) == ("TensorRT parsed, but reported errors in, m.onnx (1 error): node node_cat_2 (Concat): "
                             "int8 inputs with different scales")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
@@ -186,7 +186,7 @@ def test_a_builder_that_cannot_initialise_cuda_names_the_driver_and_cuda(tmp_pat
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106", cuda_init_fails=True))
     monkeypatch.setattr(gpu_module, "driver_cuda", lambda: driver)
     monkeypatch.setattr(gpu_module, "tensorrt_cuda", lambda: built_for)
-    onnx_path = tiny_onnx(tmp_path / "m.int8.onnx")
+    onnx_path = stub_onnx(tmp_path / "m.int8.onnx")
     with pytest.raises(NotInstalledError) as e:
         build_plan(onnx_path, tmp_path / "m.plan")
     assert str(e.value) == (f"TensorRT 11.4.0.106 could not initialise CUDA (trt.Builder returned nullptr): {situation}; "
@@ -207,14 +207,14 @@ def test_another_type_error_of_the_builder_is_not_taken_for_cuda():
 def test_tf32_is_left_on_when_asked(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("11.4.0.106")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(tf32=True))
+    build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(tf32=True))
     assert "cleared" not in trt.calls and read_sidecar(tmp_path / "m.plan").options["tf32"] is True
 
 
 def test_failed_build_leaves_no_plan(tmp_path, monkeypatch, gpu):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", build_fails=True))
     with pytest.raises(EngineError, match=r"^TensorRT could not build an engine from m\.onnx"):
-        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+        build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
@@ -222,7 +222,7 @@ def test_ampere_plus_needs_an_ampere_gpu_to_build(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
     monkeypatch.setattr(ct, "cuda_device", lambda what: ("Tesla T4", (7, 5)))
     with pytest.raises(UsageError, match=r"ampere\+ needs an Ampere or newer GPU to build on; this Tesla T4 is compute capability 7\.5$"):
-        build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
+        build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(hardware_compat="ampere+"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_a_timing_cache_tensorrt_refuses_is_replaced_by_an_empty_one_with_a_warn
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     cache = tmp_path / "timing.cache"
     cache.write_bytes(content)
-    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
+    plan = build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
     assert trt.calls["cache_in"] == [content, b""], why  # the file's cache was tried, then an empty one
     assert cache.read_bytes() == b"+tuned"  # the new cache replaced the unusable one
     assert read_sidecar(plan).plan_sha256 == sha256_file(plan)
@@ -250,7 +250,7 @@ def test_a_timing_cache_tensorrt_refuses_is_replaced_by_an_empty_one_with_a_warn
 def test_a_timing_cache_that_cannot_be_saved_never_leaves_a_plan_without_its_sidecar(tmp_path, monkeypatch, gpu, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
     cache = tmp_path / "no-such-folder" / "timing.cache"
-    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
+    plan = build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", BuildOptions(timing_cache=cache))
     assert read_sidecar(plan).plan_sha256 == sha256_file(plan)
     assert capsys.readouterr().err == (
         f"dnet: warning: the timing cache was not saved to {cache} (output folder {cache.parent} does not exist); "
@@ -272,7 +272,7 @@ def test_one_tensorrt_logger_serves_every_build_and_engine(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(et, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
     monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(cuda_stream=0))
-    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    onnx_path = stub_onnx(tmp_path / "m.onnx")
     plans = [build_plan(onnx_path, tmp_path / f"{name}.plan") for name in ("a", "b")]
     for plan in plans:
         engines.open(plan).close()
@@ -284,15 +284,15 @@ def test_one_tensorrt_logger_serves_every_build_and_engine(tmp_path, monkeypatch
 def test_verbose_sends_tensorrt_s_build_log_and_then_quietens_it_again(tmp_path, monkeypatch, gpu, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106"))
     lines = []
-    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "v.plan", verbose=True, log=lines.append)
+    build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "v.plan", verbose=True, log=lines.append)
     assert lines == ["TensorRT verbose: Original: 2 layers", "TensorRT info: Total Activation Memory: 4096 bytes"]
-    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "q.plan")
+    build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "q.plan")
     assert capsys.readouterr().err == ""  # below WARNING: not shown without --verbose
 
 
 def test_a_long_build_shows_one_progress_line_and_clears_it(tmp_path, monkeypatch, gpu, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))
-    build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=True)
+    build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=True)
     frames = capsys.readouterr().err.split("\r")
     shown = [f.rstrip() for f in frames if f.strip()]
     assert shown == [
@@ -311,7 +311,7 @@ def test_a_long_build_shows_one_progress_line_and_clears_it(tmp_path, monkeypatc
 def test_build_stores_the_inspector_s_layer_information_beside_the_plan(tmp_path, monkeypatch, gpu):
     trt = fake_tensorrt("10.16.1.11")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    plan = build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert trt.seen["inspected"] == trt.LayerInformationFormat.JSON
     layers = read_layers(plan)
     assert [layer.name for layer in layers] == ENGINE_LAYERS
@@ -320,7 +320,7 @@ def test_build_stores_the_inspector_s_layer_information_beside_the_plan(tmp_path
 
 def test_a_plan_the_inspector_cannot_describe_is_still_written_with_its_sidecar(tmp_path, monkeypatch, gpu, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11", engine_info=None))
-    plan = build_plan(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
+    plan = build_plan(stub_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.plan", "m.plan.json"]
     err = capsys.readouterr().err
     assert err.startswith("dnet: warning: no layer information for m.plan (TensorRT's engine information is not JSON")

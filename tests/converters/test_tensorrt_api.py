@@ -18,7 +18,7 @@ TensorRT cannot be installed here (no GPU; the libraries come from NVIDIA's inde
    ``tensorrt.X`` annotations, and subclasses of TensorRT's interfaces) and checks every attribute on the class it
    is used on: ``config.set_input_shape`` fails (that is IExecutionContext's), ``trt.BuilderFlag.STRONGLY_TYPED``
    fails (NetworkDefinitionCreationFlag's), so does an override the base class lacks or an assignment to a
-   read-only property. The stand-ins' enum values (tests/engines/tensorrt_standins.py) are compared with the real
+   read-only property. The stand-ins' enum values (tests/helpers/tensorrt_standins.py) are compared with the real
    ones here.
 
 What it cannot see: whether a call's *arguments* fit (only names and result types are checked), what TensorRT
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.tensorrt_standins import ENUMS
+from tests.helpers.tensorrt_standins import ENUMS
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "engines" / "tensorrt.py", ROOT / "engines" / "gpu.py"]
@@ -746,7 +746,7 @@ def test_the_typed_check_catches_names_on_the_wrong_class(apis, bindings):
 
 
 def test_standin_enums_carry_each_version_s_real_values(apis, uses):
-    """tests/engines/tensorrt_standins.py's enums are the real bindings' values, major version by major version."""
+    """tests/helpers/tensorrt_standins.py's enums are the real bindings' values, major version by major version."""
     used_enums = set()
     for path in SOURCES:
         used_enums |= {(c, a) for c, a in TypedUses(path.read_text(), apis["10.16.1.11"]).checked

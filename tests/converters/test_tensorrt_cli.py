@@ -1,6 +1,6 @@
 """``dnet inspect NAME.plan`` and ``dnet bench --per-layer / --cuda-graph`` on the CPU, through the stand-in tensorrt.
 
-The plan is built by ``build_plan`` with the stand-in (tests/engines/tensorrt_standins.py), whose inspector returns
+The plan is built by ``build_plan`` with the stand-in (tests/helpers/tensorrt_standins.py), whose inspector returns
 layer information in TensorRT's JSON format and whose execution context reports layer times to a profiler.
 """
 
@@ -19,7 +19,7 @@ import dnet.engines.tensorrt as et
 from dnet.artifact.layers import layers_path
 from dnet.cli.main import main
 from dnet.converters.tensorrt import BuildOptions, build_plan
-from tests.engines.tensorrt_standins import ENGINE_LAYERS, engine_info_onnx, fake_cuda_graphs, fake_tensorrt, tiny_onnx
+from tests.helpers.tensorrt_standins import ENGINE_LAYERS, engine_info_onnx, fake_cuda_graphs, fake_tensorrt, stub_onnx
 
 
 def dnet(*args):
@@ -136,7 +136,7 @@ def test_bench_cuda_graph_replays_the_plan(plan, monkeypatch):
 
 
 def test_cuda_graph_and_per_layer_refuse_engines_that_are_not_plans(plan, tmp_path):
-    onnx_file = tiny_onnx(tmp_path / "other.onnx")
+    onnx_file = stub_onnx(tmp_path / "other.onnx")
     for flag, what in (("--cuda-graph", "CUDA graphs"), ("--per-layer", "per-layer times")):
         result = dnet("bench", "--engine", plan.path, "--engine", onnx_file, "--batch", "2", flag)
         assert (result.exit_code, result.output) == (

@@ -6,7 +6,7 @@ images); the plans are built from exactly those files, so TensorRT and ONNX Runt
 ONNX Runtime runs the INT8 file's own Q/DQ arithmetic (``fused=False``).
 
 Thresholds: top-1 agreement is only meaningful where the logits are decisive, so FP16 and INT8 agreement are
-checked on a *trained* model (the digits DenseNet of tests/converters/tiny_models.py, trained in a fixture, on the
+checked on a *trained* model (the digits DenseNet of tests/helpers/models.py, trained in a fixture, on the
 360 real test digits); on random-weight densenet121 most top-1 decisions are near-ties that any rounding flips, so
 there only the FP32 relative error is checked. A Lua DenseNet-BC (L=40, k=12) written as a ``.t7`` in the test
 (seeded weights, BN statistics of real digits) checks the Lua route, FP32 and FP16 relative errors, batching and the
@@ -44,7 +44,7 @@ from dnet.files import sha256_file
 from dnet.models import DenseNetConfig, build_model
 from dnet.models.densenet import measure_bn_statistics
 from dnet.similarity import rel_l2, top1_agreement
-from tests.converters.tiny_models import digits_model
+from tests.helpers.models import digits_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 

@@ -3,8 +3,6 @@ read, the same tensors as the CIFAR binary distribution of the same images, and 
 
 from __future__ import annotations
 
-import pickle
-import struct
 import zipfile
 
 import numpy as np
@@ -17,21 +15,8 @@ from dnet.data.datasets import open_dataset, open_images
 from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
 from dnet.errors import DataError, UsageError
-from tests.conftest import shared_fixture
-from tests.evalmodels import write_cifar_bin
-
-RNG = np.random.default_rng(0)
-IMAGES = RNG.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-LABELS = np.array([0, 3, 9, 1, 2, 9])
-
-
-def write_cifar_folder(folder, images, labels, name="test_batch.bin"):
-    """``images`` (uint8 N×32×32×3) as CIFAR-10 binary records: label byte, then the R, G, B planes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    records = np.concatenate([np.asarray(labels, np.uint8)[:, None], images.transpose(0, 3, 1, 2).reshape(len(images), -1)],
-                             axis=1)
-    (folder / name).write_bytes(records.tobytes())
-    return folder
+from tests.helpers.evaldata import BAD, IMAGES, LABELS, write_cifar_bin, write_cifar_folder
+from tests.helpers.shared import shared_fixture
 
 
 def test_an_npz_gives_its_images_and_labels_and_ignores_other_keys(tmp_path):
@@ -109,69 +94,6 @@ def test_open_images_reads_a_named_set_and_prefers_the_split_a_cifar_folder_has(
 
 
 # --- bad files: one line each (the CLI prints it as dnet: error: ..., tests/cli/test_image_sources.py) --------
-
-
-def _truncated_npy(path):
-    np.save(path, IMAGES)
-    data = path.read_bytes()
-    path.write_bytes(data[:len(data) - 1000])
-
-
-def _pickled_npy(path):
-    path.write_bytes(pickle.dumps(IMAGES))
-
-
-def _object_npz(path):
-    np.savez(path, images=np.array([IMAGES[0], "x"], dtype=object))
-
-
-def _inflated_claim(path):
-    """A deflated member whose zip entry claims 10 GB: refused before inflating anything."""
-    np.savez_compressed(path, images=IMAGES)
-    data = bytearray(path.read_bytes())
-    for magic, field in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):
-        at = data.index(magic)
-        data[at + field:at + field + 4] = struct.pack("<L", 10_000_000_000 % (1 << 32))
-    path.write_bytes(bytes(data))
-
-
-def _huge_header(path):
-    """An .npy header claiming a billion images over a few bytes of data."""
-    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000, 32, 32, 3), }"
-    header += " " * (63 - (len(header) + 10) % 64) + "\n"
-    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 64)
-
-
-BAD = {
-    "wrong keys": ("s.npz", lambda p: np.savez(p, x=IMAGES, y=LABELS),
-                   "{p}: no 'images' array (its arrays: 'x', 'y'); an .npz holds 'images' (uint8 N×H×W×3) and 'labels' "
-                   "(one integer class per image), or one array of images"),
-    "wrong shape": ("s.npz", lambda p: np.savez(p, images=IMAGES.reshape(6, -1)),
-                    "{p} ('images'): an array of shape 6×3072; expected images N×H×W×3 (RGB) or N×H×W (grey)"),
-    "four channels": ("s.npy", lambda p: np.save(p, np.zeros((2, 4, 4, 4), np.uint8)),
-                      "{p}: an array of shape 2×4×4×4; expected images N×H×W×3 (RGB) or N×H×W (grey)"),
-    "no images": ("s.npy", lambda p: np.save(p, np.zeros((0, 4, 4, 3), np.uint8)), "{p}: holds no images (shape 0×4×4×3)"),
-    "float pixels": ("s.npz", lambda p: np.savez(p, images=IMAGES.astype(np.float32)),
-                     "{p} ('images'): images must be uint8, not float32 (preprocessed tensors?): dnet applies the "
-                     "model's own preprocessing, so it takes the pixels before normalisation, 0-255"),
-    "length mismatch": ("s.npz", lambda p: np.savez(p, images=IMAGES, labels=LABELS[:5]), "{p}: 5 labels for 6 images"),
-    "float labels": ("s.npz", lambda p: np.savez(p, images=IMAGES, labels=LABELS.astype(np.float32)),
-                     "{p} ('labels'): labels must be integers, one per image; got float32 6"),
-    "negative label": ("s.npz", lambda p: np.savez(p, images=IMAGES, labels=LABELS - 1),
-                       "{p} ('labels'): label -1 is negative"),
-    "pickle object array": ("s.npz", _object_npz,
-                            "{p} ('images'): holds Python objects (a pickle); dnet never unpickles: save uint8 arrays"),
-    "a pickle named .npy": ("s.npy", _pickled_npy,
-                            "{p}: not a numpy array (no .npy header); dnet reads .npy/.npz arrays and never unpickles"),
-    "truncated npy": ("s.npy", _truncated_npy,
-                      "{p}: the header claims a 6×32×32×3 uint8 array (18,432 bytes) but only 17,432 bytes follow it "
-                      "(truncated?)"),
-    "header claims a billion images": ("s.npy", _huge_header,
-                                       "{p}: the header claims a 1000000000×32×32×3 uint8 array (3,072,000,000,000 "
-                                       "bytes) but only 64 bytes follow it (truncated?)"),
-    "zip entry claims more than deflate holds": ("s.npz", _inflated_claim, None),
-    "not a zip": ("s.npz", lambda p: p.write_bytes(b"PK\x03\x04 nothing"), None),
-}
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -7,7 +7,7 @@ from PIL import Image
 
 from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
 from dnet.errors import DataError, UsageError
-from tests.evalmodels import write_cifar_bin
+from tests.helpers.evaldata import write_cifar_bin
 
 SYNSETS = ["n01440764", "n01443537", "n09999999"]
 

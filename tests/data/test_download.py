@@ -10,8 +10,8 @@ import pytest
 from dnet.data import download as dl
 from dnet.data.datasets import open_dataset
 from dnet.errors import DataError, DownloadError
-from tests.evalmodels import write_cifar_bin
-from tests.httpserver import closed_port_url, serve
+from tests.helpers.evaldata import write_cifar_bin
+from tests.helpers.httpserver import closed_port_url, serve
 
 
 def _md5(path):
@@ -102,7 +102,7 @@ def test_published_checksums_are_well_formed():
             assert item.url.endswith(item.filename)
 
 
-# -- over HTTP, from a server on 127.0.0.1 (tests/httpserver.py) -------------------------------------------------------
+# -- over HTTP, from a server on 127.0.0.1 (tests/helpers/httpserver.py) -------------------------------------------------------
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -17,7 +17,7 @@ from dnet.data.transforms import (
     ten_crop,
 )
 from dnet.errors import DataError, UsageError
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 NAMES = ["chelsea", "coffee-portrait", "chelsea-257x301"]
 MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)

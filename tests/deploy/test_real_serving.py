@@ -17,12 +17,13 @@ from dnet import engines
 from dnet.artifact.onnxfile import read_meta
 from dnet.cli.main import main
 from dnet.data.transforms import preprocess_array
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 pytest.importorskip("pytriton.triton", reason="the serve extra (nvidia-pytriton) is absent")
 http = pytest.importorskip("tritonclient.http", reason="the serve extra (tritonclient) is absent")
-from tests.deploy.test_serve import metric, served  # noqa: E402 (after the skips: it needs the extra)
-from tests.deploy.test_triton import parse, pb2  # noqa: E402
+pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve extra (tritonclient) is absent")
+
+from tests.helpers.serving import metric, parse, served  # noqa: E402 (after the skips: it needs the extra)
 
 pytestmark = pytest.mark.slow
 CHECKPOINT = "densenet-bc-l100-k12-cifar10.andreasveit.pth.tar"

@@ -3,64 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import io
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dnet import engines
 from dnet.data.transforms import preprocess_array
-from tests.converters.tiny_models import tiny_onnx
+from tests.helpers.models import tiny_onnx
 
 pytest.importorskip("pytriton.triton", reason="the serve extra (nvidia-pytriton) is absent")
 http = pytest.importorskip("tritonclient.http", reason="the serve extra (tritonclient) is absent")
 
-from benchmarks.serve import free_ports  # noqa: E402  (after the skips: it needs the serve extra)
-
-
-def metric(text: str, name: str, model: str) -> int:
-    return int(sum(float(v) for v in re.findall(rf'^{name}{{model="{model}",[^}}]*}} (\S+)$', text, re.M)))
-
-
-@contextlib.contextmanager
-def served(path: Path, *options: str):
-    """`dnet serve PATH` in a subprocess on free ports; yields (http port, metrics port, its ready line) and, once the
-    block ends, stops it with SIGTERM and checks that no process of it and no temporary folder is left."""
-    h, g, m = free_ports(3)
-    short = Path(tempfile.mkdtemp(prefix="dnet-serve-test-", dir="/tmp"))  # sockets need paths below 108 bytes
-    env = {**os.environ, "TMPDIR": str(short)}
-    proc = subprocess.Popen([sys.executable, "-m", "dnet", "serve", str(path), "--address", "127.0.0.1",
-                             "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m), *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        lines = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("ready:") or not line:
-                break
-        assert lines[-1].startswith("ready:"), "".join(lines[-20:])
-        yield h, m, lines[-1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
-    assert "interrupted by SIGTERM" in out
-    left = subprocess.run(["pgrep", "-f", str(path.parent)], capture_output=True, text=True).stdout
-    assert left == "", left
-    assert list(short.iterdir()) == [], list(short.iterdir())  # no workspace, no scratch folder left
-    short.rmdir()
+from tests.helpers.serving import metric, served  # noqa: E402  (after the skips: it needs the serve extra)
 
 
 @pytest.mark.slow

@@ -11,15 +11,12 @@ from dnet.artifact.onnxfile import read_meta
 from dnet.artifact.sidecar import write_sidecar
 from dnet.deploy.triton import TritonOptions, write_repository
 from dnet.errors import FileFormatError, UsageError
-from tests.converters.tiny_models import tiny_onnx
-from tests.engines.tensorrt_standins import META, sidecar
+from tests.helpers.models import tiny_onnx
+from tests.helpers.serving import parse
+from tests.helpers.tensorrt_standins import META, sidecar
 
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve extra (tritonclient) is absent")
 text_format = pytest.importorskip("google.protobuf.text_format")
-
-
-def parse(folder):
-    return text_format.Parse((folder / "config.pbtxt").read_text(), pb2.ModelConfig())
 
 
 def test_onnx_entry_matches_the_files_tensors_and_metadata(tmp_path):

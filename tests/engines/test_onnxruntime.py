@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from dnet import engines
 from dnet.engines import onnxruntime as ort_engine
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
-from tests.converters.tiny_models import CIFAR, tiny_model, tiny_onnx
+from tests.helpers.models import CIFAR, tiny_model, tiny_onnx
 
 
 @pytest.fixture(scope="module")

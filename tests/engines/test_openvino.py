@@ -25,7 +25,8 @@ from dnet.engines.onnxruntime import run
 from dnet.errors import FileFormatError, NotInstalledError, UsageError
 from dnet.eval import evaluate
 from dnet.similarity import cosine, top1_agreement
-from tests.converters.tiny_models import CIFAR, digits_model, normalise_images, photo_tiles, tiny_onnx
+from tests.helpers.images import photo_tiles
+from tests.helpers.models import CIFAR, digits_model, normalise_images, tiny_onnx
 
 RTOL = 1e-5
 TINY_CONVS = 12  # stem 1 + (2 + 3 layers) × 2 (BC) + 1 transition

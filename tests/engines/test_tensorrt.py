@@ -1,5 +1,5 @@
 """The TensorRT engine without TensorRT or a GPU: batching, the refusals, and the run logic on the CPU through a
-stand-in ``tensorrt`` (tests/engines/tensorrt_standins.py)."""
+stand-in ``tensorrt`` (tests/helpers/tensorrt_standins.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dnet import engines
 from dnet.artifact.sidecar import read_sidecar, write_sidecar
 from dnet.engines.tensorrt import split_batches
 from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
-from tests.engines.tensorrt_standins import (
+from tests.helpers.tensorrt_standins import (
     ENGINE_LAYERS,
     INSTALL,
     META,

@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.converters.tiny_models import tiny_checkpoint, tiny_onnx
-from tests.evalmodels import save_random
-from tests.hostile.harness import Outcome, cli, nothing_left, run_dnet, tree
-
-
-class Box:
-    """A case's world: ``work`` (its inputs and outputs) and ``tmp`` (its TMPDIR), and the checks of the matrix."""
-
-    def __init__(self, root: Path) -> None:
-        self.work, self.tmp = root / "work", root / "tmp"
-        self.work.mkdir()
-        self.tmp.mkdir()
-        self.before: dict[str, str] = {}
-
-    def add(self, src: Path, name: str | None = None) -> Path:
-        dst = self.work / (name or src.name)
-        shutil.copyfile(src, dst)
-        return dst
-
-    def freeze(self) -> None:
-        """Remember every file now in the box: the inputs, which must come out byte-identical."""
-        self.before = tree(self.work)
-
-    def cli(self, *args) -> Outcome:
-        return cli(*args, tmpdir=self.tmp)
-
-    def run(self, *args, **kwargs) -> Outcome:
-        return run_dnet(*args, cwd=self.work, tmpdir=self.tmp, **kwargs)
-
-    def unchanged(self, *new: str) -> None:
-        """Inputs byte-identical, nothing in the box but them and the ``new`` files, nothing in TMPDIR."""
-        after = tree(self.work)
-        for path, digest in self.before.items():
-            assert after.get(path) == digest, f"input {path} changed or vanished"
-        extra = sorted(Path(p).name for p in set(after) - set(self.before))
-        assert extra == sorted(new), extra
-        nothing_left(self.tmp)
+from tests.helpers.harness import Box
+from tests.helpers.models import save_random, tiny_checkpoint, tiny_onnx
 
 
 @pytest.fixture
@@ -73,7 +35,3 @@ def models(tmp_path_factory) -> dict[str, Path]:
             "two": save_random(folder / "two.pth", 2, "cifar10", 32)}
 
 
-def png(path: Path, width: int, height: int, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-    return path

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from dnet.data.images import open_image
-from tests.evalmodels import save_random
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
+from tests.helpers.models import save_random
 
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
 GREY = np.asarray(RGB.convert("L"))

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dnet.data.datasets import open_dataset
-from tests.evalmodels import save_random
+from tests.helpers.models import save_random
 
 RECORD = 1 + 3 * 32 * 32
 RECORDS = 1_400_000  # 4.3 GB

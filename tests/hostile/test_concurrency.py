@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dnet.checkpoint import load_checkpoint
-from tests.converters.tiny_models import tiny_checkpoint
-from tests.hostile.harness import LAUNCH, ROOT, nothing_left
+from tests.helpers.harness import LAUNCH, ROOT, nothing_left
+from tests.helpers.models import tiny_checkpoint
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ TRAIN = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--b
 
 def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_path, monkeypatch):
     import dnet.train.trainer as trainer
-    from tests.hostile.harness import cli, tree
+    from tests.helpers.harness import cli, tree
 
     run, tmp = tmp_path / "run", tmp_path / "tmp"
     seen = {}

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from dnet.checkpoint import load_checkpoint
-from tests.hostile.conftest import Box
-from tests.hostile.harness import LAUNCH, ROOT
+from tests.helpers.harness import LAUNCH, ROOT, Box
 
 
 def _convert(box: Box, out, src=None):

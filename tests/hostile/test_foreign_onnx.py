@@ -1,4 +1,4 @@
-"""ONNX files other tools wrote (``tests/hostile/foreign_onnx.py`` makes them from the tiny model) through every verb
+"""ONNX files other tools wrote (``tests/helpers/foreign_onnx.py`` makes them from the tiny model) through every verb
 that reads ONNX: each runs and gives a correct result, or is refused in one line; inputs byte-identical, nothing left
 in the temporary folder, and no output file where the verb refused."""
 
@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.converters.tiny_models import photo_tiles, write_images
-from tests.hostile.conftest import Box
-from tests.hostile.foreign_onnx import MAKERS
+from tests.helpers.foreign_onnx import MAKERS
+from tests.helpers.harness import Box
+from tests.helpers.images import photo_tiles, write_images
 
 SELF_CONTAINED = "is stored in an external file; dnet reads self-contained ONNX files"
 NOT_CLASSIFIER = ("dnet runs image classifiers: one N×3×H×W image input and one N×classes output; its output 'conv2d' "

@@ -1,6 +1,6 @@
 """The fuzz targets, bounded for CI: ``DNET_FUZZ_CASES`` mutated files of each format (default 300, 50 of the
 OpenVINO IR, which compiles and runs every case that opens; a fixed sequence); for long runs by hand see
-``tests/hostile/fuzz.py``. Every case ends in a model or one of the project's one-line errors, and adds at most
+``tests/helpers/fuzz.py``. Every case ends in a model or one of the project's one-line errors, and adds at most
 32 MB plus 8× its input size to the resident memory (an image: 32 MB plus twice its 64,000,000-pixel limit in RGB, since a small
 compressed file may decode to that many pixels); an IR case also runs, and its tensors are bounded instead (each at
 most 4,096× the input, which a DenseNet never needs: under 256 MB for the 32×32 seed)."""
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from dnet.data.images import MAX_PIXELS
-from tests.hostile import fuzz
+from tests.helpers import fuzz
 
 # an image decodes to at most MAX_PIXELS RGB pixels (and a resized copy): 32 MB plus twice that, whatever its size
 IMAGE_BOUND = (32 << 20) + 2 * 3 * MAX_PIXELS
@@ -38,7 +38,7 @@ def test_mutated_files_open_or_raise_the_projects_errors_only(target):
         assert report.worst_excess <= 8, report.to_dict()
 
 
-# The long run, smaller than the by-hand one (100,000 cases a reader: the commands in tests/hostile/fuzz.py), sized
+# The long run, smaller than the by-hand one (100,000 cases a reader: the commands in tests/helpers/fuzz.py), sized
 # for CI's two cores: about 3 minutes in all. Different seeds from the fast run, so it tries new cases.
 SLOW = {"t7": 5000, "pth": 3000, "onnx": 1500, "sidecar": 20000, "image": 20000}
 

@@ -13,8 +13,9 @@ import pytest
 
 from dnet.data.images import MAX_PIXELS, open_image
 from dnet.data.transforms import preprocess
-from tests.evalmodels import save_random
-from tests.hostile.conftest import Box, png
+from tests.helpers.harness import Box
+from tests.helpers.images import png
+from tests.helpers.models import save_random
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

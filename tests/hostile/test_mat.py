@@ -1,7 +1,7 @@
 """SVHN's ``.mat`` files, as downloaded or put in ``--data`` by hand, are read by ``dnet.data.mat5``: scipy's reader
 crashes the interpreter on some mutated files (scipy 1.17.1 segfaults in ``_mio5.read_var_array`` on a data element
 of type 0, found by hand-fuzzing the reader main added); dnet's checks every tag against the bytes there first.
-The fuzz target ``mat`` (``tests/hostile/fuzz.py``) runs mutated files through it."""
+The fuzz target ``mat`` (``tests/helpers/fuzz.py``) runs mutated files through it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import scipy.io
 
 from dnet.data import mat5
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
 
 
 def _svhn_test_file(path, n=12):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from tests.converters.tiny_models import photo_tiles, write_images
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
+from tests.helpers.images import photo_tiles, write_images
 
 
 def two_inputs(proto: onnx.ModelProto) -> str:

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is the optional extra: pip install 'dnet[openvino]'")
 

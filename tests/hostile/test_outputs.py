@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import sys
 import pytest
 
 from dnet.files import atomic_write_text
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box, unshare_works
 
 
 def test_eval_predictions_naming_the_model_file_is_refused_and_the_model_kept(box: Box, models):
@@ -117,17 +116,10 @@ exec "$@"
 """
 
 
-def _unshare_works() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    p = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
-    return p.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces (unshare) for a tiny tmpfs")
+@pytest.mark.skipif(not unshare_works(), reason="needs unprivileged user and mount namespaces (unshare) for a tiny tmpfs")
 @pytest.mark.parametrize("target, suffix", [("onnx", ".onnx"), ("pth", ".pth")])
 def test_a_full_disk_is_one_line_naming_the_file_and_the_bytes_needed(box: Box, models, target, suffix):
-    from tests.hostile.harness import LAUNCH, ROOT
+    from tests.helpers.harness import LAUNCH, ROOT
 
     src = box.add(models["pth"])
     disk = box.work / "disk"

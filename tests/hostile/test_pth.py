@@ -14,9 +14,9 @@ import torch
 from dnet.checkpoint import FORMAT, VERSION
 from dnet.errors import DnetError, FileFormatError, UnsafeFileError
 from dnet.loading import load
-from tests.hostile.conftest import Box
-from tests.hostile.fuzz import mutate_pth
-from tests.ports import PORTS, port_state_dict
+from tests.helpers.fuzz import mutate_pth
+from tests.helpers.harness import Box
+from tests.helpers.ports import PORTS, port_state_dict
 
 
 def test_a_six_byte_text_file_is_not_a_pytorch_file(box: Box):

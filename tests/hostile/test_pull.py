@@ -25,10 +25,9 @@ import dnet
 import dnet.data.download as dl
 from dnet.models import zoo
 from dnet.signals import Terminated
-from tests.converters.t7_writer import randomized
-from tests.hostile.conftest import Box
-from tests.hostile.test_outputs import _unshare_works
-from tests.httpserver import serve
+from tests.helpers.harness import Box, unshare_works
+from tests.helpers.httpserver import serve
+from tests.helpers.t7_writer import randomized
 
 NAME = "densenet-l40-k12"  # small enough to serve; it has no published weights of its own
 
@@ -195,10 +194,10 @@ exec "$@"
 """
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces for a read-only mount")
+@pytest.mark.skipif(not unshare_works(), reason="needs unprivileged user and mount namespaces for a read-only mount")
 @pytest.mark.parametrize("made", [pytest.param(False, marks=pytest.mark.slow), True], ids=["empty", "with-its-folders"])
 def test_pull_into_a_read_only_cache_is_one_line_before_any_connection(box: Box, made):
-    from tests.hostile.harness import LAUNCH, ROOT
+    from tests.helpers.harness import LAUNCH, ROOT
 
     cache = box.work / "cache"
     folder = cache / "weights" / "torchvision"
@@ -234,7 +233,7 @@ zoo.WEIGHTS[os.environ["W_MODEL"]] = {"torchvision": zoo.WeightsFile(
 def test_a_pull_killed_mid_download_leaves_only_its_partial_file_and_the_next_pull_resumes(box: Box, weights, signum):
     import time
 
-    from tests.hostile.harness import LAUNCH, ROOT
+    from tests.helpers.harness import LAUNCH, ROOT
 
     cache = box.work / "cache"
     digest = hashlib.sha256(weights).hexdigest()

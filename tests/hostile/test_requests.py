@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.evalmodels import digits_model_fixture  # noqa: F401 (fixture)
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
+from tests.helpers.models import digits_model_fixture  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("args, code, line", [
@@ -33,7 +33,7 @@ def test_a_calibration_cache_pointing_at_a_model_is_neither_read_nor_deleted(box
     src = box.add(models["pth"])
     model = box.add(models["digits"], "other.pth")
     calib = box.work / "calib"
-    from tests.hostile.conftest import png
+    from tests.helpers.images import png
 
     png(calib / "a.png", 32, 32)
     box.freeze()

@@ -23,8 +23,8 @@ from dnet.errors import ModelOutputError
 from dnet.eval import topk_hits
 from dnet.models.zoo import get as zoo_get
 from dnet.similarity import best_class, require_finite, top1_agreement
-from tests.converters.tiny_models import TINY, tiny_model
-from tests.evalmodels import write_cifar_bin
+from tests.helpers.evaldata import write_cifar_bin
+from tests.helpers.models import TINY, tiny_model
 
 CIFAR = get_spec("cifar10")
 BROKEN = "the model gives NaN or infinite logits for 12 of 12 images; its weights or its preprocessing (mean, std) " \

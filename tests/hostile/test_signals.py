@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dnet.files import PARTIAL, SCRATCH, atomic_path, atomic_write_text, owner_of, scratch_folder, scratch_root
-from tests.hostile.harness import LAUNCH, ROOT, nothing_left
+from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 
 HOLD = r"""
 import sys, time
@@ -154,7 +154,7 @@ def _kill_at_moments(args, cwd: Path, tmpdir: Path, check_complete, next_run, re
 def test_sigterm_and_sigkill_during_an_int8_convert_leave_complete_files_or_swept_ones(tmp_path, models):
     from dnet import engines
     from dnet.converters.int8.calibration import CalibrationCache
-    from tests.converters.tiny_models import photo_tiles, write_images
+    from tests.helpers.images import photo_tiles, write_images
 
     work = tmp_path / "work"
     work.mkdir()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dnet.files import library_caches, scratch_root
-from tests.hostile.harness import LAUNCH, ROOT, nothing_left
+from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 
 
 def test_torch_cache_goes_into_the_scratch_folder_and_away_with_it(tmp_path, monkeypatch):
@@ -59,7 +59,7 @@ def _wait_for_torch_cache(p: subprocess.Popen, tmpdir: Path, timeout: float = 12
 
 @pytest.fixture(scope="module")
 def int8_case(tmp_path_factory, models):
-    from tests.converters.tiny_models import photo_tiles, write_images
+    from tests.helpers.images import photo_tiles, write_images
 
     work = tmp_path_factory.mktemp("stray-int8")
     src = work / "tiny.pth"

@@ -15,7 +15,7 @@ from dnet.converters.t7 import reader
 from dnet.converters.t7.reader import Table, TorchObject
 from dnet.converters.t7.writer import LuaStyle, T7Storage, T7Tensor, dumps, lua_densenet
 from dnet.models.densenet import DenseNet, DenseNetConfig
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
 
 
 def test_a_size_one_dimension_with_a_huge_stride_reads_as_torch_reads_it():

@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from dnet.artifact.sidecar import write_sidecar
-from tests.engines.tensorrt_standins import sidecar
-from tests.hostile.conftest import Box
+from tests.helpers.harness import Box
+from tests.helpers.tensorrt_standins import sidecar
 
 PRE = {"name": "cifar10", "mean": [125.3, 123.0, 113.9], "std": [63.0, 62.1, 66.7], "pixel_scale": 255.0,
        "resize": None, "crop": None, "interpolation": "none", "input_size": 32}

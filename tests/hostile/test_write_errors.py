@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dnet.write_errors import write_error
-from tests.evalmodels import digits_model_fixture  # noqa: F401 (a fixture)
-from tests.hostile.harness import nothing_left
+from tests.helpers.harness import nothing_left
+from tests.helpers.models import digits_model_fixture  # noqa: F401 (a fixture)
 
 OLD = b"the previous file, which must survive\n"
 

@@ -8,7 +8,7 @@ import dnet
 from dnet.errors import ConfigError, UnknownModelError
 from dnet.models import DenseNetConfig, build_model, zoo
 from dnet.models.summary import count_params, summarize
-from tests.conftest import shared_fixture
+from tests.helpers.shared import shared_fixture
 
 TINY = DenseNetConfig(block_config=(2, 3), growth_rate=4, bottleneck=True, init_features=8, num_classes=5)
 TINY_BASIC = DenseNetConfig(block_config=(3, 2), growth_rate=4, bottleneck=False, compression=1.0, init_features=6,

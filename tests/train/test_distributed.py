@@ -18,7 +18,7 @@ import pytest
 
 from dnet.train.recipe import recipe
 from dnet.train.trainer import train
-from tests.conftest import ROOT
+from tests.helpers.shared import ROOT
 
 ARGS = ["--dataset", "digits", "--depth", "16", "--growth-rate", "6", "--epochs", "1", "--lr-schedule", "step30",
         "--threads", "1", "--quiet"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import dnet.train.trainer as trainer
-from tests.hostile.harness import cli
+from tests.helpers.harness import cli
 
 ARGS = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch", 256,
         "--workers", 0, "--threads", 1, "--quiet"]

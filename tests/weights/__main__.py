@@ -1,12 +1,11 @@
-"""Regenerate the trained test models: ``python -m tests.weights`` (then run the suite: the models change)."""
+"""Regenerate the trained test model: ``python -m tests.weights`` (then run the suite: the model changes)."""
 
 import torch
 
 from dnet.checkpoint import save_checkpoint
-from tests.weights import DIGITS_BASIC, DIGITS_BASIC_CONFIG, DIGITS_BC, DIGITS_BC_CONFIG, train_digits
+from tests.helpers.models import DIGITS_BC, train_digits
 
 torch.set_num_threads(2)
-for path, config, epochs in ((DIGITS_BC, DIGITS_BC_CONFIG, 4), (DIGITS_BASIC, DIGITS_BASIC_CONFIG, 15)):
-    model = train_digits(config, epochs)
-    save_checkpoint(path, model, model.meta)
-    print(f"{path.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {path.stat().st_size:,} bytes")
+model = train_digits()
+save_checkpoint(DIGITS_BC, model, model.meta)
+print(f"{DIGITS_BC.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {DIGITS_BC.stat().st_size:,} bytes")

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,3 +141,44 @@ def nothing_left(tmpdir: Path) -> None:
     """The temporary folder a case ran with holds nothing (scratch folders included)."""
     left = sorted(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*")) if tmpdir.exists() else []
     assert left == [], left
+
+
+def unshare_works() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    p = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    return p.returncode == 0
+
+
+class Box:
+    """A case's world: ``work`` (its inputs and outputs) and ``tmp`` (its TMPDIR), and the checks of the matrix."""
+
+    def __init__(self, root: Path) -> None:
+        self.work, self.tmp = root / "work", root / "tmp"
+        self.work.mkdir()
+        self.tmp.mkdir()
+        self.before: dict[str, str] = {}
+
+    def add(self, src: Path, name: str | None = None) -> Path:
+        dst = self.work / (name or src.name)
+        shutil.copyfile(src, dst)
+        return dst
+
+    def freeze(self) -> None:
+        """Remember every file now in the box: the inputs, which must come out byte-identical."""
+        self.before = tree(self.work)
+
+    def cli(self, *args) -> Outcome:
+        return cli(*args, tmpdir=self.tmp)
+
+    def run(self, *args, **kwargs) -> Outcome:
+        return run_dnet(*args, cwd=self.work, tmpdir=self.tmp, **kwargs)
+
+    def unchanged(self, *new: str) -> None:
+        """Inputs byte-identical, nothing in the box but them and the ``new`` files, nothing in TMPDIR."""
+        after = tree(self.work)
+        for path, digest in self.before.items():
+            assert after.get(path) == digest, f"input {path} changed or vanished"
+        extra = sorted(Path(p).name for p in set(after) - set(self.before))
+        assert extra == sorted(new), extra
+        nothing_left(self.tmp)

@@ -9,13 +9,13 @@ it added (Linux ``VmHWM``, reset before the case) is compared with the size of i
 
 CI runs a few hundred cases of each (``tests/hostile/test_fuzz.py``, ``DNET_FUZZ_CASES``); by hand, for long::
 
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz t7 --cases 100000 --seed 1
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz pth --cases 100000
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz onnx --cases 100000 --save-bugs /tmp/bugs
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz mat --cases 100000
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz ir --cases 10000   # about 15 cases a second
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz sidecar --cases 100000
-    PYTHONPATH=$PWD nice python -m tests.hostile.fuzz image --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz t7 --cases 100000 --seed 1
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz pth --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz onnx --cases 100000 --save-bugs /tmp/bugs
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz mat --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz ir --cases 10000   # about 15 cases a second
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz sidecar --cases 100000
+    PYTHONPATH=$PWD nice python -m tests.helpers.fuzz image --cases 100000
 """
 
 from __future__ import annotations
@@ -66,14 +66,14 @@ def _reset_peak() -> None:
 
 @functools.lru_cache(maxsize=1)
 def _tiny_densenet():
-    from tests.converters.tiny_models import tiny_model
+    from tests.helpers.models import tiny_model
 
     return tiny_model(0)
 
 
 def t7_seeds() -> dict[str, bytes]:
     from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
-    from tests.conftest import SHARED
+    from tests.helpers.shared import SHARED
 
     out = {}
     for kind in ("standard", "custom"):
@@ -95,7 +95,7 @@ def _save(obj, **kwargs) -> bytes:
 
 def pth_seeds() -> dict[str, bytes]:
     from dnet.checkpoint import FORMAT, VERSION
-    from tests.conftest import SHARED
+    from tests.helpers.shared import SHARED
 
     model = _tiny_densenet()
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict(),
@@ -110,7 +110,7 @@ def pth_seeds() -> dict[str, bytes]:
 
 
 def onnx_seeds() -> dict[str, bytes]:
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = tiny_onnx(Path(tmp))
@@ -138,7 +138,7 @@ def _ir_seed() -> tuple[bytes, bytes]:
     """The tiny model as an OpenVINO IR: (.xml, .bin), float32 weights."""
     import openvino as ov
 
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         ov.save_model(ov.convert_model(str(tiny_onnx(Path(tmp)))), str(Path(tmp) / "tiny.xml"), compress_to_fp16=False)
@@ -151,7 +151,7 @@ def ir_seeds() -> dict[str, bytes]:
 
 def sidecar_seeds() -> dict[str, bytes]:
     from dnet.artifact.sidecar import EngineSidecar
-    from tests.engines.tensorrt_standins import sidecar
+    from tests.helpers.tensorrt_standins import sidecar
 
     plain = sidecar()
     return {"sidecar.plan.json": json.dumps(plain.to_dict(), indent=2).encode(),

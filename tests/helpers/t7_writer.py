@@ -8,7 +8,7 @@ import torch
 
 from dnet.converters.t7.reader import TorchObject
 from dnet.converters.t7.writer import T7Storage, T7Tensor
-from tests.conftest import torch_threads
+from tests.helpers.shared import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -116,7 +116,7 @@ ENGINE_INFO = {
 ENGINE_LAYERS = [layer["Name"] for layer in ENGINE_INFO["Layers"]]
 
 
-def tiny_onnx(path: Path, meta: ArtifactMeta | None = META) -> Path:
+def stub_onnx(path: Path, meta: ArtifactMeta | None = META) -> Path:
     """input N×3×4×4 -> Flatten -> MatMul -> logits N×5, with dnet metadata."""
     weight = helper.make_tensor("w", TensorProto.FLOAT, [48, 5], np.linspace(-1, 1, 240, dtype=np.float32))
     graph = helper.make_graph(
