@@ -26,7 +26,7 @@ from dnet.eval import (
 )
 from dnet.models.zoo import get as zoo_get
 from tests.helpers.evaldata import TableEngine, ranked_logits, write_cifar_bin, write_imagenet_val
-from tests.helpers.models import save_random
+from tests.helpers.models import digits_model_fixture, save_random  # noqa: F401 (digits_model_fixture is a fixture)
 
 LOGITS = np.array([
     [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # label 1: rank 0

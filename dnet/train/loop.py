@@ -33,7 +33,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, dampening=0.0)
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> DenseNet:
+def recipe_model(cfg: TrainConfig, num_classes: int) -> DenseNet:
+    """The DenseNet a training recipe describes, freshly initialised."""
     return DenseNet(cfg.model_config(num_classes), memory_efficient=cfg.memory_efficient)
 
 
@@ -113,4 +114,4 @@ def evaluate_split(model: nn.Module, batches: Batches, cfg: TrainConfig, d: Dist
     return {"test_loss": loss_sum / count, "test_error": 100.0 * (1 - correct / count)}
 
 
-__all__ = ["build_model", "evaluate_split", "make_optimizer", "train_epoch"]
+__all__ = ["evaluate_split", "make_optimizer", "recipe_model", "train_epoch"]

@@ -17,7 +17,7 @@ from dnet.cli import main
 from dnet.models.published import SOURCES
 from dnet.models.zoo import get as zoo_get
 from tests.helpers.evaldata import TableEngine, ranked_logits, write_cifar_bin, write_imagenet_val
-from tests.helpers.models import save_random
+from tests.helpers.models import digits_model_fixture, save_random  # noqa: F401 (digits_model_fixture is a fixture)
 from tests.helpers.shared import ROOT
 
 

@@ -26,7 +26,6 @@ import pytest
 
 import dnet
 from dnet import engines
-from dnet.artifact import ArtifactMeta
 from dnet.artifact.layers import read_layers, summarise
 from dnet.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.checkpoint import save_checkpoint
@@ -41,10 +40,9 @@ from dnet.data.specs import get_spec
 from dnet.engines.onnxruntime import run as onnx_runtime_run
 from dnet.errors import EngineError
 from dnet.files import sha256_file
-from dnet.models import DenseNetConfig, build_model
-from dnet.models.densenet import measure_bn_statistics
+from dnet.models import DenseNetConfig
 from dnet.similarity import rel_l2, top1_agreement
-from tests.helpers.models import digits_model
+from tests.helpers.models import digits_model, tiny_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 
@@ -88,20 +86,11 @@ def digits_32(split: str) -> np.ndarray:
 
 
 def seeded_model(config: DenseNetConfig, images: np.ndarray, seed: int = 0):
-    """A DenseNet of ``config`` with seeded weights, BN affine parameters away from 1/0, and BN statistics measured
-    on ``images`` (uint8 N×32×32×3, CIFAR preprocessing): activations as normalised as a trained model's."""
+    """The tiny model's recipe for ``config``, BN statistics measured on ``images`` (uint8 N×32×32×3, CIFAR
+    preprocessing): activations as normalised as a trained model's."""
     import torch
 
-    torch.manual_seed(seed)
-    model = build_model(config)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-            torch.nn.init.normal_(m.bias, 0.0, 0.1)
-    spec = get_spec("cifar10")
-    measure_bn_statistics(model, torch.from_numpy(normalise(images, spec)))
-    model.meta = ArtifactMeta("custom", config.num_classes, 32, spec)
-    return model
+    return tiny_model(seed, config, torch.from_numpy(normalise(images, get_spec("cifar10"))))
 
 
 def _plans(onnx: dict, out, stem: str) -> dict:

@@ -36,7 +36,9 @@ TINY_CONVS = ["conv0",
               "denseblock2.denselayer3.conv1", "denseblock2.denselayer3.conv2"]
 
 
-def tiny_model(seed: int = 0, config: DenseNetConfig = TINY):
+def tiny_model(seed: int = 0, config: DenseNetConfig = TINY, bn_inputs: torch.Tensor | None = None):
+    """A seeded DenseNet of ``config`` (the tiny one), BN affine parameters away from 1/0 and BN statistics measured
+    on ``bn_inputs`` (default: random 32×32 inputs), with CIFAR-preprocessing metadata."""
     torch.manual_seed(seed)
     model = build_model(config)
     # non-trivial BN affine parameters, so that folding and Mul/Add rewriting are really exercised
@@ -44,7 +46,7 @@ def tiny_model(seed: int = 0, config: DenseNetConfig = TINY):
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(m.weight, 0.5, 1.5)
             torch.nn.init.normal_(m.bias, 0.0, 0.1)
-    measure_bn_statistics(model, torch.randn(16, 3, 32, 32))
+    measure_bn_statistics(model, torch.randn(16, 3, 32, 32) if bn_inputs is None else bn_inputs)
     model.meta = ArtifactMeta("custom", config.num_classes, 32, CIFAR)
     model._test_seed = seed if config == TINY else None  # lets fast_export reuse the torch export
     return model

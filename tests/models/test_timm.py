@@ -1,6 +1,6 @@
 """timm's deep-stem DenseNets (densenet264d, densenetblur121d): keys, parameter counts and outputs equal to timm's.
 
-The numbers come from timm itself (tests/models/timm_reference.json, made by tests/models/timm_reference.py with
+The numbers come from timm itself (tests/models/timm_reference.json, made by tests/helpers/timm_reference.py with
 timm 1.0.31; see its docstring for how timm runs without torchvision). The weights are recreated here from the
 same formula, so no timm is needed to check dnet against them.
 """
@@ -21,7 +21,7 @@ from dnet.engines.onnxruntime import run as ort_run
 from dnet.models import DenseNet, DenseNetConfig, zoo
 from dnet.models.summary import count_params
 from dnet.statedict import config_from_state_dict
-from tests.models import timm_reference as ref
+from tests.helpers import timm_reference as ref
 
 REFERENCE = json.loads(ref.REFERENCE.read_text())
 TOLERANCE = 1e-5  # max|Δ| of the logits, dnet against timm
@@ -112,7 +112,7 @@ def test_the_reference_file_is_what_timm_makes_now():
     timm = ref.import_timm()
     if timm is None:
         pytest.skip("timm is not importable here (it is not a dnet dependency: it needs torchvision, whose CPU build "
-                    "does not exist for this torch); tests/models/timm_reference.py says how the file was made")
+                    "does not exist for this torch); tests/helpers/timm_reference.py says how the file was made")
     made = ref.make(timm)
     for name, facts in made["tiny"].items():
         assert (facts["tensors"], facts["keys_sha256"]) == (REFERENCE["tiny"][name]["tensors"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dnet.errors import ConfigError, UsageError
-from dnet.train.loop import build_model, make_optimizer
+from dnet.train.loop import make_optimizer, recipe_model
 from dnet.train.recipe import TrainConfig, recipe
 
 
@@ -50,7 +50,7 @@ def test_zoo_name_and_fields_together_are_refused():
 
 
 def test_optimizer_is_nesterov_sgd_with_decay_on_every_parameter():
-    model = build_model(recipe("digits", depth=10, growth_rate=4), 10)
+    model = recipe_model(recipe("digits", depth=10, growth_rate=4), 10)
     opt = make_optimizer(model, recipe("digits"))
     assert len(opt.param_groups) == 1
     g = opt.param_groups[0]
@@ -59,7 +59,7 @@ def test_optimizer_is_nesterov_sgd_with_decay_on_every_parameter():
 
 
 def test_optimizer_can_exempt_bn_and_biases_from_decay():
-    model = build_model(recipe("digits", depth=10, growth_rate=4), 10)
+    model = recipe_model(recipe("digits", depth=10, growth_rate=4), 10)
     opt = make_optimizer(model, recipe("digits", decay_bn_bias=False))
     decay, other = opt.param_groups
     assert decay["weight_decay"] == 1e-4 and other["weight_decay"] == 0.0

@@ -7,7 +7,7 @@ so this script installs ``timm`` without its dependencies (``pip install --no-de
 environment beside the project's torch) and puts an empty stand-in for ``torchvision`` in place when the real one
 is missing or does not import.
 
-What it writes (``timm_reference.json``, beside this file):
+What it writes (``timm_reference.json``, in tests/models):
 - ``tiny``: reduced-size models built by ``timm.models.densenet.DenseNet`` with the same arguments as timm's
   ``densenetblur121d`` (``stem_type="deep"``, ``aa_layer=BlurPool2d``) and ``densenet264d`` (``stem_type="deep"``),
   and one with the classic stem. For each: the sha256 of timm's ``key:shape`` list, and timm's logits on a fixed
@@ -17,7 +17,7 @@ What it writes (``timm_reference.json``, beside this file):
   sha256 of its ``key:shape`` list, and the largest logit difference between timm and dnet on the same weights
   and input (measured here, in the same process).
 
-Regenerate: ``python -m tests.models.timm_reference`` in an environment where timm imports (the stand-in covers a
+Regenerate: ``python -m tests.helpers.timm_reference`` in an environment where timm imports (the stand-in covers a
 missing torchvision); where it does not, the script says so and exits 0. ``tests/models/test_timm.py`` checks dnet
 against the file and, where timm imports, that the file is what timm makes now.
 """
@@ -38,7 +38,7 @@ import torch
 
 from dnet.models import DenseNet, DenseNetConfig
 
-REFERENCE = Path(__file__).with_name("timm_reference.json")
+REFERENCE = Path(__file__).resolve().parents[1] / "models" / "timm_reference.json"
 BATCH = 2
 # name -> (timm DenseNet keyword arguments, the dnet configuration fields of the same network, input side)
 TINY = {
@@ -164,7 +164,7 @@ def make(timm) -> dict:
     from timm.models.densenet import DenseNet as TimmDenseNet
 
     out = {"timm_version": timm.__version__, "torch_version": torch.__version__.split("+")[0],
-           "made_by": "python -m tests.models.timm_reference", "tiny": {}, "full": {}}
+           "made_by": "python -m tests.helpers.timm_reference", "tiny": {}, "full": {}}
     for name, (kwargs, _fields, side) in TINY.items():
         kwargs = {**kwargs, "aa_layer": BlurPool2d} if kwargs.get("aa_layer") == "blur" else kwargs
         model = TimmDenseNet(**kwargs).eval()
