@@ -10,7 +10,8 @@ from dnet import engines
 from dnet.artifact import onnxfile
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.pipeline import convert, names_for
+from dnet.converters.pipeline import ConvertOptions, convert, names_for
+from dnet.converters.tensorrt import BuildOptions
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.errors import DnetError, NotInstalledError, UsageError
 from dnet.similarity import cosine, rel_l2
@@ -201,3 +202,14 @@ def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
     acc32 = np.mean(ort_run(written[0], x).argmax(1) == labels)
     acc8 = np.mean(ort_run(written[-1], x, fused=False).argmax(1) == labels)
     assert acc32 > 0.9 and acc8 >= acc32 - 0.02  # 360 real test images
+
+
+def test_the_tensorrt_build_options_are_one_buildoptions_field():
+    assert ConvertOptions().build == BuildOptions() and ConvertOptions().build.profile == (1, 8, 32)
+    opts = ConvertOptions(build=BuildOptions(profile=(2, 4, 16), workspace_mib=64, hardware_compat="ampere+"))
+    assert (opts.build.profile, opts.build.workspace_mib, opts.build.hardware_compat) == ((2, 4, 16), 64, "ampere+")
+    with pytest.raises(UsageError) as e:
+        ConvertOptions(build={"profile": (1, 8, 32)})
+    assert str(e.value) == "build options must be a BuildOptions, got dict" and e.value.option == "build"
+    with pytest.raises(TypeError, match="profile"):
+        ConvertOptions(profile=(1, 8, 32))  # no longer restated beside it

@@ -5,6 +5,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from dnet.converters.int8.mixed import ValidationSet
 from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
 from dnet.errors import DataError, UsageError
 from tests.helpers.evaldata import write_cifar_bin
@@ -185,3 +186,23 @@ def test_unknown_names():
         open_dataset("mnist", ".")
     with pytest.raises(UsageError, match="ImageNet cannot be downloaded"):
         open_dataset("imagenet", ".", download=True)
+
+
+def test_a_conversions_validation_folder_reads_the_labels_the_folder_data_set_reads(tmp_path):
+    for cls, names in {"cat": ["b.png", "a.png", "deep/c.png"], "ant": ["z.png"], "bee": ["m.png", "k.png"]}.items():
+        for name in names:
+            (tmp_path / cls / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / cls / name)
+    data = open_dataset("folder", tmp_path)
+    val = ValidationSet(tmp_path, count=None).open(3)
+    assert data.class_names == ["ant", "bee", "cat"] and data.labels.tolist() == [0, 1, 1, 2, 2, 2]
+    assert val.files == data.paths and val.labels.tolist() == data.labels.tolist()
+    assert [p.relative_to(tmp_path).as_posix() for p in val.files] == [
+        "ant/z.png", "bee/k.png", "bee/m.png", "cat/a.png", "cat/b.png", "cat/deep/c.png"]
+    (tmp_path / "dog").mkdir()
+    with pytest.raises(DataError) as e:
+        open_dataset("folder", tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'dog'}: class folder holds no images (.jpg, ")
+    with pytest.raises(DataError) as e:
+        ValidationSet(tmp_path, count=None).open(4)
+    assert str(e.value).startswith(f"validation class folder {tmp_path / 'dog'} contains no images (.jpg, ")
