@@ -204,3 +204,25 @@ def test_cli_per_layer_bad_input_is_one_line_and_writes_no_plot(tmp_path, files)
     assert result.output.count("\n") == 1 and not (tmp_path / "tiny.layers.png").exists()
     result = CliRunner().invoke(main, ["compare", str(fp32), str(fp32), "--fused"])
     assert result.exit_code == 2 and result.output == "dnet: error: --plot, --no-plot and --fused go with --per-layer\n"
+
+
+def test_the_int8_ranking_and_compare_per_layer_measure_each_convolution_alike(files):
+    from dnet.converters.int8 import placement
+    from dnet.converters.int8.divergence import layer_divergence
+
+    _, fp32, int8, images = files
+    report = compare_layers(fp32, int8, images=images)
+    ref = onnx.load(str(fp32))
+    outputs = {n: node.output[0] for n, node in placement.layers(ref).items()}
+    ranked = {r.layer: r for r in layer_divergence(ref, onnx.load(str(int8)), outputs, _batch(fp32, images))}
+    assert {r.layer for r in report.rows} <= set(ranked) and len(report.rows) == 12
+    for row in report.rows:
+        assert ranked[row.layer].rel_error == pytest.approx(row.rel_error, rel=1e-6, abs=1e-12)
+        assert ranked[row.layer].input_rel_error == pytest.approx(row.input_rel_error, rel=1e-6, abs=1e-12)
+
+
+def _batch(path, images):
+    from dnet.artifact.onnxfile import read_meta
+    from dnet.converters.int8.calibration import read_folder
+
+    return read_folder(images, read_meta(onnx.load(str(path))).preprocess, 8, what="")
