@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from dnet import DISTRIBUTION, cpu
-from dnet.artifact.onnxfile import input_dims, read_meta, read_model
+from dnet.artifact.onnxfile import classifier_features, input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
@@ -47,6 +47,7 @@ from dnet.errors import (
     UsageError,
     runtime_failure,
 )
+from dnet.models.zoo import checked_name
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -343,8 +344,9 @@ def open_file(
     """Open an ONNX file as an engine; ``threads`` sets ONNX Runtime's intra-op threads (None: its default)."""
     path = Path(path)
     proto = read_model(path)  # one clear line for a missing, corrupt or external-data file before ORT sees it
-    try:
-        sess = session(path, provider=provider, threads=threads, trt_cache_dir=trt_cache_dir)
+    try:  # the graph read and checked, not the path again: a file replaced meanwhile never pairs its graph with
+        # the metadata of the file it replaced (read_model refuses external data, so the proto is all of it)
+        sess = session(proto, provider=provider, threads=threads, trt_cache_dir=trt_cache_dir)
     except DnetError:  # an absent provider says so itself
         raise
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
@@ -354,4 +356,5 @@ def open_file(
         risk = saturation_risk(proto)
         if risk is not None:
             warnings.warn(f"{path.name}: {risk}", DnetWarning, stacklevel=2)
-    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto, Path(path).name))
+    meta = checked_name(read_meta(proto, path.name), path.name, classifier_features(proto))
+    return OnnxRuntimeEngine(path, sess, provider or "cpu", meta)
