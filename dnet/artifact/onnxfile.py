@@ -18,7 +18,7 @@ import warnings
 import onnx
 
 from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
-from dnet.errors import DnetWarning, FileFormatError
+from dnet.errors import DnetWarning, FileFormatError, UsageError
 from dnet.files import check_input_file
 
 INPUT = "input"
@@ -233,5 +233,16 @@ def input_size_of(proto: onnx.ModelProto) -> int | None:
     return None
 
 
-__all__ = ["INPUT", "OUTPUT", "check_graph", "classifier_features", "input_dims", "input_size_of", "quantized_ops", "read_meta", "read_model",
+def check_asked_size(proto: onnx.ModelProto, meta: ArtifactMeta | None, name: str, asked: int | None) -> None:
+    """An ``--input-size`` given for an ONNX source must be the size the file takes: converting an ONNX file keeps
+    its graph's input (fixed in the graph, else what its metadata says), so another size would be ignored."""
+    fixed = input_size_of(proto)
+    size, why = (fixed, "fixed in its graph") if fixed else (meta.input_size if meta else None, "its metadata says")
+    if asked is not None and size is not None and asked != size:
+        raise UsageError(f"{name} takes {size}×{size} inputs ({why}); --input-size {asked} contradicts it: converting "
+                         f"an ONNX file keeps its input size (export the model at {asked}×{asked} from its "
+                         "checkpoint instead)")
+
+
+__all__ = ["INPUT", "OUTPUT", "check_asked_size", "check_graph", "classifier_features", "input_dims", "input_size_of", "quantized_ops", "read_meta", "read_model",
            "warn_once", "write_meta"]
