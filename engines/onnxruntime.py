@@ -48,6 +48,7 @@ from dnet.errors import (
     runtime_failure,
 )
 from dnet.models.zoo import checked_name
+from dnet.write_errors import write_error
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -246,8 +247,13 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             sess = ort.InferenceSession(source, opts, providers=providers, enable_fallback=0)
-        except (RuntimeError, ValueError) as e:
-            if (provider or "cpu") == "cpu":
+        except Exception as e:  # noqa: BLE001 (ORT's InvalidProtobuf and friends share no useful base)
+            # ORT's own write of the optimized graph that the disk or ulimit -f stopped ("Protobuf serialization
+            # failed", its errno lost): the one line of a write error, not a traceback
+            if optimized_model_path is not None and (
+                    error := write_error(optimized_model_path, e, tmp=optimized_model_path)) is not None:
+                raise error from None
+            if (provider or "cpu") == "cpu" or not isinstance(e, RuntimeError | ValueError):
                 raise
             raise NotInstalledError(f"ONNX Runtime could not start {wanted}: {_first_line(e)}; it needs "
                                     f"{NEEDS.get(provider, 'its libraries')}") from None
