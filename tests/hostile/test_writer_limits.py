@@ -171,3 +171,19 @@ def test_a_json_report_redirected_to_a_file_that_hits_the_limit_is_one_line_not_
                            stderr=subprocess.PIPE, text=True, env=env, timeout=120)
     assert p.returncode == 1 and p.stderr.splitlines() == [f"dnet: error: {_too_large(out, 4096)}"], p.stderr
     assert out.stat().st_size == 4096  # what the limit let through; the line says where it stopped
+
+
+def test_a_plan_whose_sidecar_hits_the_limit_keeps_the_previous_plan_and_sidecar_whole(tmp_path, monkeypatch):
+    import dnet.converters.tensorrt as ct
+    from dnet.converters.tensorrt import BuildOptions, build_plan
+    from tests.engines.tensorrt_standins import fake_tensorrt, tiny_onnx
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))  # TensorRT's calls, no GPU
+    monkeypatch.setattr(ct, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
+    onnx_path, plan = tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan"
+    build_plan(onnx_path, plan)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with size_limit(1024), pytest.raises(DnetError) as e:  # the plan (~100 bytes) fits, its sidecar (~1.7 kB) not
+        build_plan(onnx_path, plan, BuildOptions(workspace_mib=64))  # another plan
+    assert str(e.value) == _too_large(tmp_path / "m.plan.json", 1024)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # never a new plan beside the old sidecar
