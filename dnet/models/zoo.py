@@ -19,7 +19,7 @@ from dnet import __version__
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import warn_once
 from dnet.data.specs import PreprocessSpec, get_spec
-from dnet.errors import DnetError, UnknownModelError
+from dnet.errors import UnknownModelError
 from dnet.files import sha256_file
 from dnet.models.config import DenseNetConfig
 from dnet.models.published import Published
@@ -326,7 +326,7 @@ def name_problem(meta: ArtifactMeta, features: int | None = None) -> str | None:
         return f"{meta.model!r}, which is no zoo model"
     try:
         config = DenseNetConfig.from_dict(meta.config) if meta.config else None
-    except (DnetError, TypeError, ValueError):  # a malformed record says nothing about the name
+    except Exception:  # noqa: BLE001 (a malformed record, whatever its values raise, says nothing about the name)
         config = None
     if config is not None and architecture(config) != architecture(entry.config):
         other = find(config)
