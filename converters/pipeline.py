@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.onnxfile import input_size_of, quantized_ops, read_meta, read_model
+from dnet.artifact.onnxfile import check_asked_size, input_size_of, quantized_ops, read_meta, read_model
+from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
@@ -124,7 +125,7 @@ def _real_inputs(options: ConvertOptions, spec) -> np.ndarray | None:
 def _onnx_facts(src: Path, options: ConvertOptions, target: str):
     """Read an ONNX source; a file without dnet metadata must have its missing facts supplied by options."""
     proto = read_model(src)
-    meta = read_meta(proto)
+    check_asked_size(proto, meta := read_meta(proto), src.name, options.input_size)
     if meta is not None:
         return meta.preprocess if not options.preprocess else _spec(options), meta.input_size
     size = options.input_size or input_size_of(proto)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dnet.artifact.layers import write_layers
+from dnet.artifact.layers import layers_path, write_layers
 from dnet.artifact.meta import ArtifactMeta
 from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
-from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, write_sidecar
+from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, sidecar_path, sidecar_text
 from dnet.engines.gpu import create, cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
 from dnet.files import atomic_path, check_output_path, sha256_file
@@ -282,15 +282,6 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
             info, why = None, str(e)
         else:
             why = "TensorRT could not deserialize the plan it built"
-    with atomic_path(plan_path, size=len(plan), inputs=[onnx_path]) as tmp:
-        tmp.write_bytes(plan)
-    try:
-        if info is None:
-            raise EngineError(why)
-        write_layers(plan_path, info)
-    except DnetError as e:
-        warn(f"no layer information for {plan_path.name} ({e}); dnet inspect will show the sidecar only")
-
     lo, opt, hi = options.profile
     sidecar = EngineSidecar(
         plan=plan_path.name,
@@ -309,7 +300,18 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, options: BuildOptio
         options=options.to_dict(),
         meta=meta,
     )
-    write_sidecar(plan_path, sidecar)
+    # both written before either is renamed into place: a full disk or ulimit -f keeps the previous pair whole
+    with atomic_path(plan_path, size=len(plan), inputs=[onnx_path]) as tmp, \
+            atomic_path(sidecar_path(plan_path), inputs=[onnx_path]) as side:
+        tmp.write_bytes(plan)
+        side.write_text(sidecar_text(sidecar), encoding="utf-8")
+    try:
+        if info is None:
+            raise EngineError(why)
+        write_layers(plan_path, info)
+    except DnetError as e:
+        layers_path(plan_path).unlink(missing_ok=True)  # an earlier plan's layers would describe another engine
+        warn(f"no layer information for {plan_path.name} ({e}); dnet inspect will show the sidecar only")
     if options.timing_cache is not None:
         _save_timing_cache(config, options.timing_cache, warn, inputs=[onnx_path, plan_path])
     return plan_path

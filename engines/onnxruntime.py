@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from dnet import DISTRIBUTION, cpu
-from dnet.artifact.onnxfile import input_dims, read_meta, read_model
+from dnet.artifact.onnxfile import classifier_features, input_dims, read_meta, read_model
 from dnet.artifact.sidecar import PROFILE
 from dnet.converters.graph import int8_activations_as_uint8
 from dnet.engines.base import Engine
@@ -47,6 +47,8 @@ from dnet.errors import (
     UsageError,
     runtime_failure,
 )
+from dnet.models.zoo import checked_name
+from dnet.write_errors import write_error
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).
@@ -245,8 +247,13 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto, *, provider: str
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             sess = ort.InferenceSession(source, opts, providers=providers, enable_fallback=0)
-        except (RuntimeError, ValueError) as e:
-            if (provider or "cpu") == "cpu":
+        except Exception as e:  # noqa: BLE001 (ORT's InvalidProtobuf and friends share no useful base)
+            # ORT's own write of the optimized graph that the disk or ulimit -f stopped ("Protobuf serialization
+            # failed", its errno lost): the one line of a write error, not a traceback
+            if optimized_model_path is not None and (
+                    error := write_error(optimized_model_path, e, tmp=optimized_model_path)) is not None:
+                raise error from None
+            if (provider or "cpu") == "cpu" or not isinstance(e, RuntimeError | ValueError):
                 raise
             raise NotInstalledError(f"ONNX Runtime could not start {wanted}: {_first_line(e)}; it needs "
                                     f"{NEEDS.get(provider, 'its libraries')}") from None
@@ -343,8 +350,9 @@ def open_file(
     """Open an ONNX file as an engine; ``threads`` sets ONNX Runtime's intra-op threads (None: its default)."""
     path = Path(path)
     proto = read_model(path)  # one clear line for a missing, corrupt or external-data file before ORT sees it
-    try:
-        sess = session(path, provider=provider, threads=threads, trt_cache_dir=trt_cache_dir)
+    try:  # the graph read and checked, not the path again: a file replaced meanwhile never pairs its graph with
+        # the metadata of the file it replaced (read_model refuses external data, so the proto is all of it)
+        sess = session(proto, provider=provider, threads=threads, trt_cache_dir=trt_cache_dir)
     except DnetError:  # an absent provider says so itself
         raise
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
@@ -354,4 +362,5 @@ def open_file(
         risk = saturation_risk(proto)
         if risk is not None:
             warnings.warn(f"{path.name}: {risk}", DnetWarning, stacklevel=2)
-    return OnnxRuntimeEngine(path, sess, provider or "cpu", read_meta(proto, Path(path).name))
+    meta = checked_name(read_meta(proto, path.name), path.name, classifier_features(proto))
+    return OnnxRuntimeEngine(path, sess, provider or "cpu", meta)

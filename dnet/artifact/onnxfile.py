@@ -18,7 +18,7 @@ import warnings
 import onnx
 
 from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
-from dnet.errors import DnetWarning, FileFormatError
+from dnet.errors import DnetWarning, FileFormatError, UsageError
 from dnet.files import check_input_file
 
 INPUT = "input"
@@ -166,6 +166,37 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, DnetWarning, stacklevel=3)
 
 
+warn_once = _warn_once  # for the checks of the layers above, which know what the metadata names (the zoo)
+
+
+def classifier_features(proto: onnx.ModelProto) -> int | None:
+    """Channels entering the graph's classifier: the weight of the Gemm or MatMul that makes its output (through a
+    Cast, a bias Add or a DequantizeLinear), or None for a graph that ends otherwise."""
+    if not proto.graph.output:
+        return None
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    inits = {t.name: t for t in proto.graph.initializer}
+    node = producers.get(proto.graph.output[0].name)
+    for _ in range(4):
+        if node is None or node.op_type in ("Gemm", "MatMul"):
+            break
+        if node.op_type not in ("Cast", "Identity", "Add"):
+            return None
+        node = next((producers[i] for i in node.input if i in producers), None)
+    if node is None or node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
+        return None
+    weight = node.input[1]
+    for _ in range(2):  # an INT8 weight is dequantized first, an FP16 one may be cast
+        src = producers.get(weight)
+        if src is not None and src.op_type in ("DequantizeLinear", "Cast") and src.input:
+            weight = src.input[0]
+    t = inits.get(weight)
+    if t is None or len(t.dims) != 2:
+        return None
+    transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+    return int(t.dims[1] if transposed else t.dims[0])
+
+
 def write_meta(proto: onnx.ModelProto, meta: ArtifactMeta | None) -> None:
     """Replace the ``dnet.*`` metadata_props of ``proto`` with ``meta`` (other keys are kept); None leaves them."""
     if meta is None:
@@ -202,5 +233,16 @@ def input_size_of(proto: onnx.ModelProto) -> int | None:
     return None
 
 
-__all__ = ["INPUT", "OUTPUT", "check_graph", "input_dims", "input_size_of", "quantized_ops", "read_meta", "read_model",
-           "write_meta"]
+def check_asked_size(proto: onnx.ModelProto, meta: ArtifactMeta | None, name: str, asked: int | None) -> None:
+    """An ``--input-size`` given for an ONNX source must be the size the file takes: converting an ONNX file keeps
+    its graph's input (fixed in the graph, else what its metadata says), so another size would be ignored."""
+    fixed = input_size_of(proto)
+    size, why = (fixed, "fixed in its graph") if fixed else (meta.input_size if meta else None, "its metadata says")
+    if asked is not None and size is not None and asked != size:
+        raise UsageError(f"{name} takes {size}×{size} inputs ({why}); --input-size {asked} contradicts it: converting "
+                         f"an ONNX file keeps its input size (export the model at {asked}×{asked} from its "
+                         "checkpoint instead)")
+
+
+__all__ = ["INPUT", "OUTPUT", "check_asked_size", "check_graph", "classifier_features", "input_dims", "input_size_of", "quantized_ops", "read_meta", "read_model",
+           "warn_once", "write_meta"]

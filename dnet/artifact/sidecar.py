@@ -92,9 +92,14 @@ def sidecar_path(plan_path: str | Path) -> Path:
     return plan_path.with_name(plan_path.name + ".json")
 
 
+def sidecar_text(sidecar: EngineSidecar) -> str:
+    """The sidecar file's text (JSON)."""
+    return json.dumps(sidecar.to_dict(), indent=2) + "\n"
+
+
 def write_sidecar(plan_path: str | Path, sidecar: EngineSidecar) -> Path:
     path = sidecar_path(plan_path)
-    atomic_write_text(path, json.dumps(sidecar.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, sidecar_text(sidecar))
     return path
 
 
@@ -180,4 +185,4 @@ def check_compatible(sidecar: EngineSidecar, trt_version: str, compute_capabilit
 
 
 __all__ = ["AMPERE", "CROSS_MAJOR", "HARDWARE_COMPAT", "PROFILE", "EngineSidecar", "check_compatible", "read_sidecar",
-           "runs_version_compatible", "sidecar_path", "version_tuple", "write_sidecar"]
+           "runs_version_compatible", "sidecar_path", "sidecar_text", "version_tuple", "write_sidecar"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from dnet.artifact.layers import layers_path, read_layers, summarise
-from dnet.artifact.onnxfile import read_meta, read_model
+from dnet.artifact.onnxfile import classifier_features, read_meta, read_model
 from dnet.artifact.pthfile import looks_like_pth
 from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.convert import accuracy_line
@@ -57,7 +57,7 @@ def _lint_lines(result) -> list[str]:
 
 def _inspect_onnx(path: Path, as_json: bool) -> None:
     proto = read_model(path)
-    meta = read_meta(proto, path.name)
+    meta = zoo.checked_name(read_meta(proto, path.name), path.name, classifier_features(proto))
     checked = lint(proto)
     result = checked if checked.quantized else None  # the rules are INT8's: an FP32/FP16 file is not linted
     if as_json:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import io
+import os
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -39,6 +43,84 @@ def error_line(e: DnetError) -> str:
     return message
 
 
+# A verb's standard output redirected to a file (``dnet eval --json > report.json``) that the disk or ``ulimit -f``
+# stops: one line naming the file, never a silently cut report. Without this the write's OSError surfaced inside the
+# verb's scratch folder, which took it for one of its own files ("a scratch file … reached the size limit"); and
+# under PYTHONUNBUFFERED (common in containers) sys.stdout writes straight to the raw file, whose short write (the
+# bytes up to the limit) TextIOWrapper takes as complete: the report ended mid-JSON with exit status 0.
+
+
+def _target() -> str:
+    """What the standard output is: the file it was redirected to, else its description."""
+    try:
+        return os.readlink("/proc/self/fd/1")
+    except OSError:
+        return "the standard output"
+
+
+def _stopped(e: OSError) -> BaseException:
+    """The one line of a write to the standard output stopped by the disk or the limits (else ``e`` itself).
+
+    What was not written stays in the stream's buffer and would fail again when Python flushes it on exit (a
+    second message); the rest of the output has nowhere to go, so the descriptor is pointed at the null device."""
+    target = _target()
+    error = write_error(Path(target), e) if target.startswith("/") else None
+    if error is None:
+        return e
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    return error
+
+
+class CheckedOutput:
+    """``sys.stdout`` for a verb: every write is complete, or one ``DnetError`` line saying where it stopped."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        buffer = getattr(stream, "buffer", None)
+        self._raw = buffer if isinstance(buffer, io.FileIO) else None  # PYTHONUNBUFFERED: no BufferedWriter between
+
+    def write(self, text: str) -> int:
+        try:
+            if self._raw is None:
+                return self._stream.write(text)
+            self._stream.flush()
+            view = memoryview(text.encode(self._stream.encoding, self._stream.errors or "strict"))
+            while view:  # a short write is continued, so the one that cannot go on raises
+                written = self._raw.write(view)
+                if not written:  # None: a non-blocking descriptor that is full; nothing is said as written
+                    raise OSError(errno.EAGAIN, "the standard output takes no more bytes now")
+                view = view[written:]
+            return len(text)
+        except OSError as e:
+            raise _stopped(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise _stopped(e) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def checked_stdout() -> Iterator[None]:
+    """The process's own standard output checked for the block (a test runner's captured one is left alone)."""
+    if sys.stdout is not sys.__stdout__ or sys.stdout is None:
+        yield
+        return
+    original = sys.stdout
+    sys.stdout = CheckedOutput(original)
+    try:
+        yield
+    finally:
+        sys.stdout = original
+
+
 def reports_errors(fn):
     """Turn the project's errors into one line on stderr and the error's exit status."""
 
@@ -49,7 +131,8 @@ def reports_errors(fn):
             with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
                 stream.reconfigure(errors="backslashreplace")
         try:
-            with warnings.catch_warnings(), library_caches():  # PyTorch's caches in dnet's swept scratch
+            # PyTorch's caches in dnet's swept scratch; a redirected stdout that fills is one line naming its file
+            with warnings.catch_warnings(), library_caches(), checked_stdout():
                 warnings.simplefilter("always", DnetWarning)
                 warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
                 return fn(*args, **kwargs)

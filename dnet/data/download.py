@@ -143,14 +143,7 @@ def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256
     target = check_output_path(target)
     part = part_path(target)
     created = not os.path.lexists(part)
-    # unbuffered, so a full disk fails in the write that hit it, not again when the file is closed
-    out = os.fdopen(open_for_resume(part), "r+b", buffering=0)  # before the network: a FIFO or symlink is refused
-    if fcntl is not None:  # one download per partial file at a time (opened without truncating)
-        try:
-            fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            out.close()
-            raise DownloadError(f"{part}: another process is downloading {target.name}") from None
+    out = _locked_part(part, target)
     size = 0
     try:
         with out:
@@ -184,6 +177,17 @@ def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256
                             f"free some space (the partial file {part} is kept, and fetching again resumes it)")) from None
                     raise DownloadError(f"cannot download {url}: {_reason(e)} after {size:,} bytes; the partial file "
                                         f"{part} is kept, and fetching again resumes it") from None
+            if total is not None and size < total:
+                raise DownloadError(f"cannot download {url}: the connection closed after {size:,} of {total:,} bytes; "
+                                    f"the partial file {part} is kept, and fetching again resumes it")
+            for name, digest, expected in (("md5", md.hexdigest(), md5), ("sha256", sha.hexdigest(), sha256)):
+                if expected and not (_matches(digest, expected) if name == "sha256" else digest == expected.lower()):
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(f"{url}: checksum mismatch ({name} {digest}, expected {expected}); nothing "
+                                        "was kept")
+            # renamed while the lock is held: a second fetch of the same file that starts now finds the partial
+            # file locked (and refuses) or gone (and starts a new one), never this complete one to resume into
+            os.replace(part, target)
     except KeyboardInterrupt as e:
         _keep_or_remove(part, created, e)
         raise
@@ -191,15 +195,33 @@ def fetch(url: str, target: str | os.PathLike, md5: str | None = None, *, sha256
         if created and _empty(part):  # nothing arrived: leave nothing behind
             part.unlink(missing_ok=True)
         raise
-    if total is not None and size < total:
-        raise DownloadError(f"cannot download {url}: the connection closed after {size:,} of {total:,} bytes; the "
-                            f"partial file {part} is kept, and fetching again resumes it")
-    for name, digest, expected in (("md5", md.hexdigest(), md5), ("sha256", sha.hexdigest(), sha256)):
-        if expected and not (_matches(digest, expected) if name == "sha256" else digest == expected.lower()):
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: checksum mismatch ({name} {digest}, expected {expected}); nothing was kept")
-    os.replace(part, target)
     return Fetched(target, sha.hexdigest(), size, offset)
+
+
+def _locked_part(part: Path, target: Path):
+    """The partial file opened (unbuffered, so a full disk fails in the write that hit it, not again when the file
+    is closed) and locked: one download per partial file at a time.
+
+    A second fetch may open the partial file just before the first renames it into place and unlocks it; its lock
+    would then hold the finished file, under the target's name. So the file locked must still be the one at
+    ``part``; when it is not, the partial file is opened again (a new, empty one).
+    """
+    for _ in range(3):
+        out = os.fdopen(open_for_resume(part), "r+b", buffering=0)  # before the network: a FIFO or symlink is refused
+        if fcntl is None:
+            return out
+        try:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            out.close()
+            raise DownloadError(f"{part}: another process is downloading {target.name}") from None
+        try:
+            if os.path.samestat(os.fstat(out.fileno()), os.lstat(part)):
+                return out
+        except FileNotFoundError:  # renamed into place by the download that held it
+            pass
+        out.close()
+    raise DownloadError(f"{part}: another process is downloading {target.name}")
 
 
 def _write_all(out, data: bytes) -> None:

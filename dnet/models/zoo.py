@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dnet import __version__
 from dnet.artifact.meta import ArtifactMeta
+from dnet.artifact.onnxfile import warn_once
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import UnknownModelError
 from dnet.files import sha256_file
@@ -334,6 +335,39 @@ def find(config: DenseNetConfig) -> ZooEntry | None:
         if architecture(entry.config) == architecture(config):
             return entry
     return None
+
+
+def name_problem(meta: ArtifactMeta, features: int | None = None) -> str | None:
+    """What is wrong with the zoo name a file's metadata gives (``dnet.model``): no zoo model, or not the network
+    the file holds (its recorded ``dnet.config``, or ``features``: the channels its graph's classifier takes); None
+    when nothing is."""
+    if meta.model == "custom":
+        return None
+    entry = ZOO.get(meta.model)
+    if entry is None:
+        return f"{meta.model!r}, which is no zoo model"
+    try:
+        config = DenseNetConfig.from_dict(meta.config) if meta.config else None
+    except Exception:  # noqa: BLE001 (a malformed record, whatever its values raise, says nothing about the name)
+        config = None
+    if config is not None and architecture(config) != architecture(entry.config):
+        other = find(config)
+        return f"{entry.name}, but dnet.config records {other.name if other else 'a custom DenseNet'}"
+    if features is not None and features != entry.config.num_features:
+        return (f"{entry.name}, whose classifier takes {entry.config.num_features:,} channels; the graph's takes "
+                f"{features:,}")
+    return None
+
+
+def checked_name(meta: ArtifactMeta | None, where: str, features: int | None = None) -> ArtifactMeta | None:
+    """``meta`` with a zoo name that disagrees with the file (:func:`name_problem`) taken as "custom", so no published
+    number of another network is compared with it; said once, in a warning naming the file and the key."""
+    problem = name_problem(meta, features) if meta is not None else None
+    if problem is None:
+        return meta
+    warn_once(f"{where}:dnet.model", f"{where}: metadata key dnet.model says {problem}: the name is ignored (taken "
+              "as custom, compared with no published number)")
+    return dataclasses.replace(meta, model="custom")
 
 
 def resolve_config(name_or_config: str | DenseNetConfig, *, num_classes: int | None = None) -> DenseNetConfig:

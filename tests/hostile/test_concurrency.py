@@ -85,3 +85,101 @@ def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_
     r = cli("train", "--resume", run, "--epochs", 3, tmpdir=tmp)  # released when the run ended
     assert r.code == 0, r.stderr
     nothing_left(tmp)
+
+
+# --- eval of a file that a convert is replacing --------------------------------------------------------------
+
+
+def test_an_onnx_file_replaced_while_it_is_opened_runs_as_the_one_file_that_was_read(tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    import dnet.engines.onnxruntime as ort_engine
+    from dnet import engines
+    from dnet.artifact.onnxfile import read_meta, write_meta
+    from dnet.data.specs import get_spec
+    from tests.converters.tiny_models import tiny_onnx
+
+    old, new = tiny_onnx(tmp_path, "old.onnx"), tmp_path / "new.onnx"
+    proto = onnx.load(str(old))  # the classes in reverse order, and metadata naming another preprocessing
+    weight = next(t for t in proto.graph.initializer if t.name == "classifier.weight")
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight)[::-1].copy(), weight.name))
+    write_meta(proto, dataclasses.replace(read_meta(proto), preprocess=get_spec("cifar100")))
+    onnx.save(proto, str(new))
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    with engines.open(old) as e:
+        want, want_meta = e(x), e.meta
+    with engines.open(new) as e:
+        other, other_meta = e(x), e.meta
+    assert not np.allclose(want, other, atol=1e-3) and want_meta != other_meta
+    target, incoming = tmp_path / "model.onnx", tmp_path / ".model.onnx.incoming"
+    shutil.copyfile(old, target)
+    shutil.copyfile(new, incoming)
+    real = ort_engine.read_model
+
+    def then_replaced(path, **kwargs):  # a convert renames its new file into place right after this read
+        proto = real(path, **kwargs)
+        os.replace(incoming, path)
+        return proto
+
+    monkeypatch.setattr(ort_engine, "read_model", then_replaced)
+    with engines.open(target) as e:
+        got, got_meta = e(x), e.meta
+    assert target.read_bytes() == new.read_bytes()  # replaced while it was opened
+    assert got_meta == want_meta  # the file that was read: its metadata and its graph, never the new graph
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_file_whole(tmp_path):
+    import shutil
+    import threading
+
+    from tests.evalmodels import write_cifar_bin
+    from tests.hostile.harness import cli, run_dnet
+    from tests.hostile.test_scoring import _save, _ten_class
+
+    work, tmpdir = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    write_cifar_bin(work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 64)
+    sources = [_save(work, f"seed{seed}.pth", _ten_class(seed)) for seed in (0, 1)]
+    expect = []
+    for i, src in enumerate(sources):  # each file's own predictions, evaluated alone
+        onnx_file = work / f"alone{i}.onnx"
+        assert cli("convert", src, "--from", "pth", "--to", "onnx", "-o", onnx_file, "--quiet", tmpdir=tmpdir).code == 0
+        csv = work / f"alone{i}.csv"
+        cli("eval", "--engine", onnx_file, "--dataset", "cifar10", "--data", work / "data", "--quiet", "--predictions",
+            csv, tmpdir=tmpdir).ok()
+        expect.append(csv.read_text())
+    assert expect[0] != expect[1]  # the two files are told apart by their predictions
+    out = work / "model.onnx"
+    shutil.copyfile(work / "alone0.onnx", out)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
+    converts: list[tuple[int, str]] = []
+
+    def replace_it_again_and_again():
+        for src in (sources[1], sources[0], sources[1]):
+            p = subprocess.run([sys.executable, "-c", LAUNCH, "convert", str(src), "--from", "pth", "--to", "onnx",
+                                "-o", str(out), "--quiet", "--force"], cwd=work, env=env, capture_output=True,
+                               text=True, timeout=600)
+            converts.append((p.returncode, p.stderr))
+
+    writer = threading.Thread(target=replace_it_again_and_again)
+    writer.start()
+    seen = []
+    while writer.is_alive() or not seen:
+        csv = work / f"during{len(seen)}.csv"
+        r = run_dnet("eval", "--engine", out, "--dataset", "cifar10", "--data", work / "data", "--quiet",
+                     "--predictions", csv, cwd=work, tmpdir=tmpdir)
+        assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+        assert csv.read_text() in expect  # the old file or the new one, whole: never a mix, never a partial read
+        seen.append(expect.index(csv.read_text()))
+    writer.join()
+    assert [code for code, _ in converts] == [0, 0, 0], converts
+    assert len(seen) >= 2, seen
+    assert sorted(p.name for p in work.iterdir() if "dnet-partial" in p.name) == []
+    nothing_left(tmpdir)

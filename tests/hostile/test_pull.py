@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import stat
@@ -23,6 +24,8 @@ import torch
 
 import dnet
 import dnet.data.download as dl
+from dnet.errors import DnetError
+from dnet.hub import pull
 from dnet.models import zoo
 from dnet.signals import Terminated
 from tests.helpers.harness import Box, unshare_works
@@ -264,5 +267,80 @@ def test_a_pull_killed_mid_download_leaves_only_its_partial_file_and_the_next_pu
         assert again.returncode == 0 and "resumed at" in again.stdout, again.stderr
         assert srv.requests[-1] == ("/w.pth", f"bytes={arrived}-")
     assert target.read_bytes() == weights
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".json"]
+    box.unchanged("cache", "weights", "torchvision", target.name, target.name + ".json")
+
+
+# --- two pulls of one name at once --------------------------------------------------------------------------
+
+
+def test_a_pull_starting_while_another_renames_its_finished_download_refuses_in_one_line(box: Box, cache, server,
+                                                                                          weights, monkeypatch):
+    target, second = _target(cache, weights), {}
+    real = dl._matches
+
+    def then_a_second_pull(digest, expected):  # the first download is complete and checked, not yet renamed
+        if not second:
+            second["error"] = None
+            try:
+                second["pulled"] = pull(NAME)
+            except DnetError as e:
+                second["error"] = str(e)
+        return real(digest, expected)
+
+    monkeypatch.setattr(dl, "_matches", then_a_second_pull)
+    assert "fetched" in box.cli("pull", NAME, "--quiet").ok()
+    part = dl.part_path(target)
+    assert second == {"error": f"{part}: another process is downloading {target.name}"}  # its lock is still held
+    assert target.read_bytes() == weights and server.requests == [("/w.pth", None)]
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".json"]
+    monkeypatch.setattr(dl, "_matches", real)
+    assert pull(NAME).fetched is False  # the next pull finds it cached and checks it
+
+
+def test_a_pull_that_locks_a_partial_file_just_renamed_into_place_starts_a_new_one(box: Box, cache, server, weights,
+                                                                                   monkeypatch):
+    target = _target(cache, weights)
+    part = dl.part_path(target)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(weights)  # another pull's complete download, about to be renamed
+    real, opened = dl.open_for_resume, []
+
+    def renamed_after_the_open(path):
+        fd = real(path)
+        if not opened:  # the other pull renames its file and unlocks it between this open and this lock
+            os.replace(part, target)
+        opened.append(path)
+        return fd
+
+    monkeypatch.setattr(dl, "open_for_resume", renamed_after_the_open)
+    assert "fetched" in box.cli("pull", NAME, "--quiet").ok()
+    assert len(opened) == 2 and server.requests == [("/w.pth", None)]  # a new partial file, the whole file fetched
+    assert target.read_bytes() == weights  # never resumed into (or truncated under) the finished file
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".json"]
+
+
+@pytest.mark.slow
+def test_two_pulls_of_one_name_at_once_both_succeed_or_one_refuses_and_the_file_is_complete(box: Box, weights):
+    from tests.hostile.harness import LAUNCH, ROOT
+
+    cache = box.work / "cache"
+    digest = hashlib.sha256(weights).hexdigest()
+    target = _target(cache, weights)
+    with serve({"w.pth": weights}) as srv:
+        srv.trickle["/w.pth"] = 0.01  # the two downloads overlap
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(box.tmp), "DNET_HOME": str(cache),
+               "W_MODEL": NAME, "W_URL": srv.url("/w.pth"), "W_FILE": target.name, "W_SHA": digest[:8]}
+        cmd = [sys.executable, "-c", PRELUDE + LAUNCH, "pull", NAME, "--json"]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    busy = f"dnet: error: {dl.part_path(target)}: another process is downloading {target.name}"
+    for code, out, err in results:
+        assert "Traceback" not in err, err
+        assert (code == 0 and json.loads(out)["sha256"] == digest) or (code == 1 and err.strip() == busy), (code, err)
+    assert any(code == 0 for code, _, _ in results)
+    assert target.read_bytes() == weights  # complete and verified
+    assert json.loads(target.with_name(target.name + ".json").read_text())["sha256"] == digest
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".json"]
     box.unchanged("cache", "weights", "torchvision", target.name, target.name + ".json")

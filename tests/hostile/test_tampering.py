@@ -100,3 +100,80 @@ def test_an_untouched_sidecar_still_reads(box: Box):
     write_sidecar(plan, sidecar())
     out = box.cli("inspect", plan).ok()
     assert out.startswith("m.plan: ") and "TensorRT 10.16.1.11, NVIDIA A10 (compute capability 8.6)" in out
+
+
+# --- a zoo name that is not the network the file holds ------------------------------------------------------
+
+IGNORED = ": the name is ignored (taken as custom, compared with no published number)"
+
+
+def _ten_classes_named(path, model: str, config: dict | None = None):
+    """The tiny CIFAR ONNX made a 10-class one (its classifier's rows repeated), its metadata naming ``model``."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    w = next(t for t in m.graph.initializer if t.name == "classifier.weight")
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w).repeat(2, axis=0), w.name))
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 10
+    for p in m.metadata_props:
+        p.value = {"dnet.model": json.dumps(model), "dnet.num_classes": "10",
+                   "dnet.config": json.dumps(config) if config is not None else p.value}.get(p.key, p.value)
+    onnx.save(m, str(path))
+    return path
+
+
+def _zoo_config(name: str) -> dict:
+    from dnet.models import zoo
+
+    return zoo.get(name).config.to_dict()
+
+
+NAME_EDITS = {  # case -> (dnet.model, dnet.config (None: the tiny model's), what the warning says it is)
+    "config-disagrees": ("densenet-bc-l100-k12", None,
+                         "densenet-bc-l100-k12, but dnet.config records a custom DenseNet"),
+    "graph-disagrees": ("densenet-bc-l100-k12", _zoo_config("densenet-bc-l100-k12"),
+                        "densenet-bc-l100-k12, whose classifier takes 342 channels; the graph's takes 20"),
+    "imagenet-name": ("densenet121", _zoo_config("densenet121") | {"num_classes": 10},
+                      "densenet121, whose classifier takes 1,024 channels; the graph's takes 20"),
+    "no-zoo-name": ("densenet-bc-l999-k99", None, "'densenet-bc-l999-k99', which is no zoo model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAME_EDITS))
+def test_a_zoo_name_the_graph_contradicts_is_ignored_with_a_warning_and_never_compared_with_the_paper(box: Box,
+                                                                                                       models, case):
+    from tests.evalmodels import write_cifar_bin
+
+    model, config, says = NAME_EDITS[case]
+    path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), model, config)
+    write_cifar_bin(box.work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 12)
+    box.freeze()
+    warning = f"dnet: warning: named.onnx: metadata key dnet.model says {says}{IGNORED}"
+    r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", box.work / "data", "--json", "--quiet")
+    report = json.loads(r.ok())
+    assert report["model"] == "custom" and report["published_error"] is None  # not the paper's 4.51 % for BC-100
+    assert [line for line in r.stderr.splitlines() if line.strip()] == [warning]
+    r = box.cli("inspect", path)
+    assert r.ok().startswith("named.onnx: custom, FP32, 10 classes, 32×32 input") and warning in r.stderr
+    box.unchanged()
+
+
+def test_every_zoo_name_agrees_with_its_own_configuration_and_classifier():
+    from dnet.models import zoo
+
+    for name in zoo.names():  # what dnet writes for each zoo model (any class count) is never taken for tampering
+        config = zoo.get(name).config
+        meta = zoo.artifact_meta(config, name=name)
+        assert zoo.name_problem(meta, config.num_features) is None, name
+        assert zoo.checked_name(meta, "m.onnx", config.num_features) is meta
+    meta = zoo.artifact_meta(zoo.get("densenet121").config, name="densenet121")
+    assert zoo.name_problem(meta, 1664) == "densenet121, whose classifier takes 1,024 channels; the graph's takes 1,664"
+
+
+def test_metadata_naming_a_1000_class_model_on_a_10_output_graph_is_refused(box: Box, models):
+    path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), "densenet121", _zoo_config("densenet121"))
+    _edit(path, "dnet.num_classes", "1000")
+    box.freeze()
+    line = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--limit", 2).error_line(1)
+    assert line == f"{path}: its metadata says 1000 classes, the graph gives 10"
+    box.unchanged()
