@@ -210,7 +210,7 @@ def test_another_targets_int8_file_is_never_replaced(tmp_path, fast, tiny):
 def test_an_engine_is_built_from_the_tensorrt_layout_only(tmp_path, tiny):
     src, calib = tiny
     with pytest.raises(UsageError, match=r"^a TensorRT engine is built from the TensorRT INT8 layout: leave out the "
-                                         r"cpu target \(or convert --to onnx-int8 for the CPU file\)$"):
+                                         r"cpu target \(or convert --to onnx --precision int8 for the CPU file\)$"):
         convert(src, src_format="pth", target="trt", out=tmp_path / "t.plan", precision="int8",
                 int8=Int8Options(calib=CalibrationSet(folder=calib), target="cpu"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.pth"]
