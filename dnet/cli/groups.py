@@ -49,10 +49,11 @@ class Verb(click.Command):
     def _read_aliases(self, args: list[str]) -> list[str]:
         """``args`` with each deprecated spelling replaced by its new one; one warning for each spelling used."""
         end = args.index("--") if "--" in args else len(args)
-        given = [arg.partition("=")[0] for arg in args[:end] if arg.startswith("--")]
+        given = [arg.partition("=")[0] for arg in args[:end] if arg.startswith("-")]
         used = list(dict.fromkeys(self.aliases[flag] for flag in given if flag in self.aliases))
         for alias in used:
-            if alias.new is not None and alias.new in given and self._single(alias.new):
+            param = self._param(alias.new)
+            if param is not None and not param.multiple and any(flag in param.opts for flag in given):
                 raise click.UsageError(f"give {alias.new} once ({alias.old} is its deprecated alias)")
         for alias in used:
             warn(alias.message())
@@ -68,8 +69,8 @@ class Verb(click.Command):
                 out.append(value)  # --engine=FILE: FILE; --engine FILE: the next token is FILE
         return out
 
-    def _single(self, flag: str) -> bool:
-        return not any(flag in p.opts and getattr(p, "multiple", False) for p in self.params)
+    def _param(self, flag: str | None) -> click.Option | None:
+        return next((p for p in self.params if isinstance(p, click.Option) and flag in p.opts), None)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         records = {}
