@@ -40,7 +40,7 @@ def test_bench_cli_table_and_bad_batch(tmp_path):
     r = CliRunner().invoke(main, ["bench", str(a), "--batch-sizes", "1", "--warmup", "0", "--duration", "0.02"])
     assert r.exit_code == 0 and "1.00×" in r.output
     r = CliRunner().invoke(main, ["bench", str(a), "--batch-sizes", "x"])
-    assert r.exit_code == 2 and r.output.strip() == "dnet: error: batch sizes: expected comma-separated integers like 1,8,32, got 'x' (--batch)"
+    assert r.exit_code == 2 and r.output.strip() == "dnet: error: batch sizes: expected comma-separated integers like 1,8,32, got 'x' (--batch-sizes)"
 
 
 @pytest.mark.skipif(not reset_peak(), reason="needs Linux /proc/self/clear_refs")

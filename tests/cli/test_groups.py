@@ -237,3 +237,24 @@ def test_output_is_dash_o_on_every_verb_that_writes_one():
     for verb in ("convert", "train", "demo", "deploy triton"):
         (out,) = [p for p in command(verb).params if "--output" in p.opts]
         assert out.opts == ["-o", "--output"], verb
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_compare_shows_its_stage_on_a_terminal_and_q_turns_it_off(tmp_path, monkeypatch, quiet):
+    import io
+
+    from dnet.cli import compare as cli_compare
+    from dnet.cli.progress import TerminalProgress
+    from dnet.progress import Recorder
+    from tests.converters.tiny_models import tiny_onnx
+
+    onnx = tiny_onnx(tmp_path, "tiny.onnx")
+    shown = io.StringIO()
+    monkeypatch.setattr(cli_compare, "progress_for", lambda q: Recorder() if q else TerminalProgress(shown))
+    code, out, err = invoke("compare", onnx, onnx, "--count", 2, *(["-q"] if quiet else []))
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["stage", "shape", "rel", "error", "cosine", "max|Δ|", "top-1", "agree"]
+    lines = shown.getvalue().replace("\r\x1b[K", "\n").splitlines()
+    stage = "tiny.onnx against tiny.onnx: every stage on 2 inputs"
+    assert lines == ([] if quiet else [f"{stage} …", lines[-1]]) and (quiet or re.fullmatch(
+        rf"{re.escape(stage)}  \d+\.\d s", lines[-1]))
