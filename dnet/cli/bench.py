@@ -23,6 +23,7 @@ from dnet.cli.options import (
     quiet_option,
 )
 from dnet.cli.progress import progress_for
+from dnet.engines.base import PROVIDERS
 from dnet.table import format_table
 
 SECTIONS = (
@@ -48,7 +49,7 @@ ALIASES = (Alias("--engine", None, "pass the model files as the arguments: dnet 
 @click.option("--input-size", type=count(1, MAX_INPUT_SIZE), default=None,
               help="Input height and width (default: each model's own; a fixed-size model takes only its own).")
 @click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
-@provider_option("the engines run")
+@provider_option(PROVIDERS, "the engines run")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay each shape from a CUDA graph (trtexec --useCudaGraph).")
 @click.option("--per-layer", is_flag=True, help="TensorRT plans: per-layer times from TensorRT's profiler, after the latency table.")
 @json_option()

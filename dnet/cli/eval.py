@@ -23,6 +23,7 @@ from dnet.cli.options import (
 )
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.data.specs import IMAGE_SPECS
+from dnet.engines.base import PROVIDERS
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
 from dnet.files import check_output_path
@@ -78,7 +79,7 @@ ALIASES = (Alias("--engine", None, "pass the model file as the first argument: d
 @click.option("--count", "limit", type=count(1, MAX_IMAGES), default=None, metavar="N",
               help="Evaluate N images spread evenly over the set (default: all).")
 @click.option("--workers", type=count(0, MAX_WORKERS), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
-@provider_option()
+@provider_option(PROVIDERS)
 @click.option("--tolerance", type=amount(0, 100), default=None, metavar="PTS",
               help="Exit with status 3 when top-1 error exceeds its published counterpart (same crops and "
                    "preprocessing) by more than PTS points.")

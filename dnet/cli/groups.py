@@ -92,6 +92,7 @@ class Verb(click.Command):
                 with formatter.section(title):
                     formatter.write_dl([records[param] for param in params])
 
+
 class Choice(click.Choice):
     """A :class:`click.Choice` that also reads ``deprecated`` values, which neither ``--help`` nor its error offers."""
 

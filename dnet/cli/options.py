@@ -31,11 +31,10 @@ def default_arg(function, name: str):
     return value
 
 
-def provider_option(what: str = "the engine runs"):
-    """``--provider``: one of the names the engines take (each engine refuses, in one line, those it does not)."""
-    from dnet.engines.base import PROVIDERS
-
-    return click.option("--provider", type=click.Choice(PROVIDERS), default=None,
+def provider_option(providers: tuple[str, ...], what: str = "the engine runs"):
+    """``--provider``: one of ``providers``, the names the engines take (``dnet.engines.base.PROVIDERS``; each engine
+    refuses, in one line, those it does not)."""
+    return click.option("--provider", type=click.Choice(providers), default=None,
                         help=f"Where {what} (engine-dependent; default: the CPU).")
 
 

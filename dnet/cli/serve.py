@@ -8,6 +8,7 @@ from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_THREADS, count, default, provider_option
 from dnet.deploy.serve import ServeOptions, serve_forever
+from dnet.engines.base import PROVIDERS
 
 
 def _option(name: str, flag: str, help: str, **kwargs):
@@ -33,7 +34,7 @@ SECTIONS = (
 @_option("http_port", "--http-port", "HTTP port.", type=count(1, 65535))
 @_option("grpc_port", "--grpc-port", "gRPC port.", type=count(1, 65535))
 @_option("metrics_port", "--metrics-port", "Prometheus metrics port.", type=count(1, 65535))
-@provider_option()
+@provider_option(PROVIDERS)
 @click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
 @reports_errors
 def serve_cmd(path, name, max_batch, queue_delay_us, batching, address, http_port, grpc_port, metrics_port, provider,
