@@ -247,7 +247,7 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     if src_format == "onnx" and target in ("pth", "torchvision"):
         raise UsageError("an ONNX file cannot be turned back into PyTorch weights; convert from the .t7 or .pth")
     if src_format == "onnx" and target == "onnx":
-        raise UsageError(f"{src.name} is already an FP32 ONNX file; choose onnx-fp16, onnx-int8 or trt", option="target")
+        raise UsageError(f"{src.name} is already an FP32 ONNX file; choose --precision fp16 or int8, or --to trt", option="target")
     if src_format == "onnx" and target in ("onnx-fp16", "onnx-int8"):
         ops = quantized_ops(read_model(src))
         if ops:  # its weights are already integers: FP16 of a Q/DQ graph is invalid, INT8 of one is a second rounding
@@ -261,11 +261,11 @@ def _check_request(src: Path, src_format: str, target: str, out: Path, opts: Con
     if typed_target == "int8":  # a cpu target for an engine, or 7-bit weights for TensorRT, are refused here
         weight_bits_for(_int8_target(target, opts), opts.int8.weight_bits)
     elif opts.int8.target is not None:
-        raise UsageError("the INT8 target is for INT8 files (--to onnx-int8, or trt with int8 precision)",
+        raise UsageError("the INT8 target is for INT8 files (--precision int8, with --to onnx or trt)",
                          option="int8_target")
     if opts.int8.mixed and typed_target != "int8":
-        raise UsageError("layers in higher precision and accuracy control are for INT8 files (--to onnx-int8, or trt "
-                         "with int8 precision)", option="val" if opts.int8.val is not None else "int8_exclude")
+        raise UsageError("layers in higher precision and accuracy control are for INT8 files (--precision int8, with --to "
+                         "onnx or trt)", option="val" if opts.int8.val is not None else "int8_exclude")
     if opts.int8.val is not None:
         opts.int8.val.open(None)  # a missing or empty folder is refused before any work; the class count once it is known
 

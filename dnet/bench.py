@@ -19,6 +19,7 @@ from dnet.artifact.layers import precisions_by_layer, read_layers
 from dnet.errors import UsageError
 
 PERCENTILES = (50, 90, 95, 99)
+BATCH_SIZES = (1, 8, 32)  # measured when none are named: one image, a small batch, a server's batch
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,8 @@ def runtime_failure(name: str, runtime: str, e: BaseException, batch: int | None
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, MemoryError) or any(m in first.lower() for m in _OUT_OF_MEMORY):
         rows = f" a batch of {batch:,}" if batch else ""
-        return EngineError(f"{name}: out of memory running{rows} in {runtime} ({first[:160]}); use a smaller --batch "
-                           "or free some memory")
+        return EngineError(f"{name}: out of memory running{rows} in {runtime} ({first[:160]}); use a smaller batch "
+                           "size or free some memory")
     return EngineError(f"{name}: {runtime} cannot run it{where} ({first[:200]})")
 
 

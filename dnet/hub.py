@@ -30,7 +30,7 @@ from dnet.models import DenseNet, DenseNetConfig, zoo
 from dnet.models.factory import build_model
 
 SOURCES = zoo.WEIGHT_SOURCES
-# pretrained=True (and `dnet pull NAME` without --source) takes the first source a model has, in this order: the
+# pretrained=True (and `dnet pull NAME` without --pretrained) takes the first source a model has, in this order: the
 # hosts that still serve their files first (the Lua release's links were withdrawn in 2024).
 PREFERENCE = ("torchvision", "timm", "torch7")
 FORMATS = {".t7": "t7", ".pth": "pth"}  # cached file suffix -> dnet convert's source format

@@ -31,6 +31,8 @@ ENGINE_PROVIDERS = {
     "openvino": ("openvino", (".onnx", ".xml")),
     "openvino-bf16": ("openvino", (".onnx", ".xml")),
 }
+# Every provider name some engine takes (each engine's own list refuses the rest): what ``--provider`` offers.
+PROVIDERS = ("cpu", "cuda", "tensorrt", *ENGINE_PROVIDERS)
 
 
 class Engine:
@@ -105,4 +107,4 @@ def open(path: str | os.PathLike, *, provider: str | None = None, threads: int |
     return module.open_file(path, provider=provider, threads=threads)
 
 
-__all__ = ["ENGINE_PROVIDERS", "Engine", "KINDS", "open"]
+__all__ = ["ENGINE_PROVIDERS", "PROVIDERS", "Engine", "KINDS", "open"]

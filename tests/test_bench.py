@@ -23,7 +23,7 @@ def test_bench_cli_two_engines_json(tmp_path):
     cfg = DenseNetConfig(block_config=(1, 1), growth_rate=4, init_features=8, num_classes=3)
     a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
     b = save_checkpoint(tmp_path / "b.pth", build_model(cfg))
-    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--engine", str(b), "--batch", "1,2",
+    r = CliRunner().invoke(main, ["bench", str(a), str(b), "--batch-sizes", "1,2",
                                   "--warmup", "0", "--duration", "0.05", "--json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
@@ -37,10 +37,10 @@ def test_bench_cli_two_engines_json(tmp_path):
 def test_bench_cli_table_and_bad_batch(tmp_path):
     cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
     a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
-    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1", "--warmup", "0", "--duration", "0.02"])
+    r = CliRunner().invoke(main, ["bench", str(a), "--batch-sizes", "1", "--warmup", "0", "--duration", "0.02"])
     assert r.exit_code == 0 and "1.00×" in r.output
-    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "x"])
-    assert r.exit_code == 2 and r.output.strip() == "dnet: error: batch sizes: expected comma-separated integers like 1,8,32, got 'x' (--batch)"
+    r = CliRunner().invoke(main, ["bench", str(a), "--batch-sizes", "x"])
+    assert r.exit_code == 2 and r.output.strip() == "dnet: error: batch sizes: expected comma-separated integers like 1,8,32, got 'x' (--batch-sizes)"
 
 
 @pytest.mark.skipif(not reset_peak(), reason="needs Linux /proc/self/clear_refs")
@@ -84,11 +84,11 @@ def test_iterations_and_warmup_iterations_are_exact_counts():
 def test_bench_cli_takes_iterations_warmup_iterations_and_refuses_a_size_a_model_cannot_take(tmp_path):
     cfg = DenseNetConfig(block_config=(1,), growth_rate=4, init_features=8, num_classes=3)
     a = save_checkpoint(tmp_path / "a.pth", build_model(cfg))
-    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--batch", "1,3", "--iterations", "4",
+    r = CliRunner().invoke(main, ["bench", str(a), "--batch-sizes", "1,3", "--iterations", "4",
                                   "--warmup-iterations", "1", "--input-size", "32", "--json", "-q"])
     assert r.exit_code == 0, r.output
     assert [(x["batch"], x["iterations"]) for x in json.loads(r.output)] == [(1, 4), (3, 4)]
-    r = CliRunner().invoke(main, ["bench", "--engine", str(a), "--input-size", "64", "--iterations", "1"])
+    r = CliRunner().invoke(main, ["bench", str(a), "--input-size", "64", "--iterations", "1"])
     assert r.exit_code == 2
     assert r.output.strip() == ("dnet: error: a.pth takes 32×32 inputs only, not 64×64; export the model at that "
                                 "size to measure it there (--input-size)")

@@ -180,10 +180,10 @@ def run(*args):
 
 
 def test_dnet_pull_json(server):
-    code, out, _ = run("pull", NAME, "--source", "torch7", "--json")
+    code, out, _ = run("pull", NAME, "--pretrained", "torch7", "--json")
     facts = json.loads(out)
     assert code == 0 and (facts["name"], facts["source"], facts["fetched"]) == (NAME, "torch7", True)
-    code, out, _ = run("pull", NAME, "--source", "torch7")
+    code, out, _ = run("pull", NAME, "--pretrained", "torch7")
     assert code == 0 and "cached" in out and f"recorded in {NAME}.t7.json" in out
 
 

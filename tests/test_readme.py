@@ -172,6 +172,16 @@ def _dnet_flags(verb: str) -> set[str]:
     return {opt for p in command.params if isinstance(p, click.Option) for opt in (*p.opts, *p.secondary_opts)}
 
 
+def _dnet_choices(verb: str) -> dict[str, tuple[str, ...]]:
+    import click
+
+    from dnet.cli.main import main
+
+    command = main.get_command(click.Context(main), verb)
+    return {opt: tuple(p.type.choices) for p in command.params if isinstance(p, click.Option)
+            and isinstance(p.type, click.Choice) for opt in p.opts}
+
+
 @pytest.mark.parametrize("line", [line for _, line in SHELL_LINES], ids=[name for name, _ in SHELL_LINES])
 def test_every_documented_command_names_what_exists(line):
     """A ``dnet`` line names a verb and its flags; a ``make`` line a target; ``python -m`` a module of the checkout."""
@@ -182,6 +192,9 @@ def test_every_documented_command_names_what_exists(line):
         unknown = [w.split("=")[0] for w in words[2:] if w.startswith("-") and w.split("=")[0] not in flags
                    and not re.fullmatch(r"-\d[\d.]*", w)]
         assert unknown == [], f"dnet {words[1]} has no {unknown}"
+        offered = _dnet_choices(words[1])  # a documented value is one --help offers (never a deprecated one)
+        bad = [(w, v) for w, v in zip(words[2:], words[3:], strict=False) if w in offered and v not in offered[w]]
+        assert bad == [], f"dnet {words[1]}: {bad} not offered"
     elif words[0] == "make":
         targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
         assert [w for w in words[1:] if "=" not in w and w not in targets] == []

@@ -101,7 +101,7 @@ def test_the_papers_cifar10_error_from_the_real_checkpoint(real, tmp_path):
     images, labels = data["images"], data["labels"]
     _write_cifar_binary(images, labels, tmp_path / "cifar")
     fp16 = tmp_path / "densenet-bc-l100-k12.fp16.onnx"
-    code, out = _dnet("convert", path, "--from", "pth", "--to", "onnx-fp16", "-o", fp16, "--quiet")
+    code, out = _dnet("convert", path, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", fp16, "--quiet")
     assert code == 0, out
     meta = read_meta(read_model(tmp_path / "densenet-bc-l100-k12.onnx"))  # what eval feeds it, from the file alone
     assert (meta.model, meta.num_classes, meta.input_size, meta.preprocess.name) == ("densenet-bc-l100-k12", 10, 32,
@@ -110,7 +110,7 @@ def test_the_papers_cifar10_error_from_the_real_checkpoint(real, tmp_path):
     assert (meta.source, meta.source_sha256) == (CHECKPOINT, digest)
     reports = {}
     for precision, onnx in (("fp32", tmp_path / "densenet-bc-l100-k12.onnx"), ("fp16", fp16)):
-        code, out = _dnet("eval", "--engine", onnx, "--dataset", "cifar10", "--data", tmp_path / "cifar", "--json",
+        code, out = _dnet("eval", onnx, "--dataset", "cifar10", "--data", tmp_path / "cifar", "--json",
                           "--quiet", "--predictions", tmp_path / f"{precision}.csv")
         assert code == 0, out
         reports[precision] = json.loads(out)

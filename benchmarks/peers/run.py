@@ -102,7 +102,8 @@ def step_dnet(folder: Path, reuse: bool, quick: bool) -> dict:
             continue
         _log(f"dnet convert --int8-target {target} --calib-method {method} -> {name}")
         cmd = [sys.executable, "-m", "dnet", "convert", str(folder / "bc100.onnx"), "--from", "onnx", "--to",
-               "onnx-int8", "--calib", str(folder / "calib"), "--calib-count", "500", "--int8-check-images", "0",
+               "onnx", "--precision", "int8", "--calib", str(folder / "calib"), "--calib-count", "500",
+               "--int8-check-count", "0",
                "--int8-target", target, "--calib-method", method, "--force", "-o", str(folder / name),
                "--calib-cache", str(folder / f"bc100.{method}.{target}.calib.json")]
         out[name] = {"target": target, "method": method, "seconds": _run(cmd, folder / f"{name}.log")}

@@ -62,7 +62,7 @@ class Int8Options:
         if engine:
             if self.target == "cpu":
                 raise UsageError("a TensorRT engine is built from the TensorRT INT8 layout: leave out the cpu target "
-                                 "(or convert --to onnx-int8 for the CPU file)", option="int8_target")
+                                 "(or convert --to onnx --precision int8 for the CPU file)", option="int8_target")
             return "tensorrt"
         return self.target or "cpu"
 

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from dnet.bench import bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
+from dnet.bench import BATCH_SIZES, bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
+from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors, warn
 from dnet.cli.options import (
     MAX_INPUT_SIZE,
@@ -15,20 +16,32 @@ from dnet.cli.options import (
     MAX_THREADS,
     amount,
     count,
+    default_arg,
+    json_option,
     parse_batch_sizes,
+    provider_option,
     quiet_option,
 )
 from dnet.cli.progress import progress_for
+from dnet.engines.base import PROVIDERS
 from dnet.table import format_table
 
+SECTIONS = (
+    ("Timing", ("--batch-sizes", "--warmup", "--duration", "--iterations", "--warmup-iterations", "--input-size")),
+    ("Runtime", ("--provider", "--threads", "--cuda-graph", "--per-layer")),
+)
+ALIASES = (Alias("--engine", None, "pass the model files as the arguments: dnet bench FILE..."),
+           Alias("--batch", "--batch-sizes"))
 
-@click.command("bench")
-@click.option("--engine", "paths", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Model file (.plan, .onnx, .xml, .pth, .t7); repeat to compare (ratios are to the first).")
-@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--warmup", type=amount(0, MAX_SECONDS), default=1.0, show_default=True, help="Warm-up seconds per engine.")
-@click.option("--duration", type=amount(0.01, MAX_SECONDS), default=5.0, show_default=True,
-              help="Timed seconds per engine and batch size.")
+
+@verb("bench", sections=SECTIONS, aliases=ALIASES)
+@click.argument("paths", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--batch-sizes", "batches", default=",".join(map(str, BATCH_SIZES)), show_default=True,
+              metavar="N,N,...", help="Batch sizes to measure, comma-separated.")
+@click.option("--warmup", type=amount(0, MAX_SECONDS), default=default_arg(bench_engines, "warmup"), show_default=True,
+              help="Warm-up seconds per engine.")
+@click.option("--duration", type=amount(0.01, MAX_SECONDS), default=default_arg(bench_engines, "duration"),
+              show_default=True, help="Timed seconds per engine and batch size.")
 @click.option("--iterations", type=count(1, MAX_ITERATIONS), default=None,
               help="Timed runs per engine and batch size (instead of --duration).")
 @click.option("--warmup-iterations", type=count(0, MAX_ITERATIONS), default=None,
@@ -36,16 +49,16 @@ from dnet.table import format_table
 @click.option("--input-size", type=count(1, MAX_INPUT_SIZE), default=None,
               help="Input height and width (default: each model's own; a fixed-size model takes only its own).")
 @click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
-@click.option("--provider", default=None,
-              help="Where engines run: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent; default cpu).")
+@provider_option(PROVIDERS, "the engines run")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT plans: replay each shape from a CUDA graph (trtexec --useCudaGraph).")
 @click.option("--per-layer", is_flag=True, help="TensorRT plans: per-layer times from TensorRT's profiler, after the latency table.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@json_option()
 @quiet_option()
 @reports_errors
 def bench_cmd(paths, batches, warmup, duration, iterations, warmup_iterations, input_size, threads, provider, cuda_graph,
               per_layer, as_json, quiet) -> None:
-    """Latency (mean, median, p90, p95, p99), throughput and memory of each engine and batch size.
+    """Latency (mean, median, p90, p95, p99), throughput and memory of each model FILE (.plan, .onnx, .xml, .pth,
+    .t7; ratios are to the first) and batch size.
 
     Memory is the resident memory an engine added when opened and first run at that batch size.
     """

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
+from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
-from dnet.cli.options import MAX_BATCH, count
+from dnet.cli.options import MAX_BATCH, count, default_arg, json_option, quiet_option
+from dnet.cli.progress import progress_for
 from dnet.compare import LayerReport, compare, compare_layers
 from dnet.errors import UsageError
 from dnet.files import check_output_path
@@ -49,20 +52,33 @@ def _layer_text(report: LayerReport, plot: Path | None) -> str:
     return "\n".join(lines)
 
 
-@click.command("compare")
+@contextlib.contextmanager
+def _running(quiet: bool, stage: str):
+    """``stage …`` on the terminal while the comparison runs (a minute on densenet121), then its seconds."""
+    progress = progress_for(quiet)
+    progress.stage(stage)
+    try:
+        yield
+    finally:
+        progress.close()
+
+
+@verb("compare")
 @click.argument("ref", type=click.Path(path_type=Path))
 @click.argument("other", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of images (default: random inputs).")
-@click.option("--count", type=count(1, MAX_BATCH), default=8, show_default=True, help="Inputs to compare on.")
+@click.option("--count", type=count(1, MAX_BATCH), default=default_arg(compare, "count"), show_default=True,
+              help="Inputs to compare on.")
 @click.option("--per-layer", is_flag=True, help="Compare every convolution of two ONNX files, rank the layers, plot.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="OUT.png",
               help="Where --per-layer writes its plot (default: OTHER's name with .layers.png, beside it).")
 @click.option("--no-plot", is_flag=True, help="With --per-layer: write no plot.")
 @click.option("--fused", is_flag=True,
               help="With --per-layer: let ONNX Runtime fuse Q/DQ into integer kernels (the extra outputs split them).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option("the comparison")
+@quiet_option()
 @reports_errors
-def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_json) -> None:
+def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_json, quiet) -> None:
     """Run REF and OTHER on the same inputs; compare every dense block, transition and the logits."""
     if not per_layer and (plot is not None or no_plot or fused):
         raise UsageError("--plot, --no-plot and --fused go with --per-layer")
@@ -70,7 +86,8 @@ def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_j
         inputs = [ref, other] + ([images] if images is not None else [])
         # before the comparison, not after it: never one of the model files, a device or a FIFO
         target = None if no_plot else check_output_path(_plot_path(other, plot), inputs=inputs)
-        report = compare_layers(ref, other, images=images, count=count, fused=fused)
+        with _running(quiet, f"{other.name} against {ref.name}: every convolution on {count} inputs"):
+            report = compare_layers(ref, other, images=images, count=count, fused=fused)
         if target is not None:
             plot_layers(report, target, inputs=inputs)
         if as_json:
@@ -78,7 +95,8 @@ def compare_cmd(ref, other, images, count, per_layer, plot, no_plot, fused, as_j
         else:
             click.echo(_layer_text(report, target))
         return
-    rows = compare(ref, other, images=images, count=count)
+    with _running(quiet, f"{other.name} against {ref.name}: every stage on {count} inputs"):
+        rows = compare(ref, other, images=images, count=count)
     if as_json:
         click.echo(json.dumps({"ref": str(ref), "other": str(other), "inputs": str(images) if images else "random",
                                "count": count, "stages": [r.to_dict() for r in rows]}, indent=1))

@@ -1,5 +1,5 @@
-"""``dnet convert``: t7 | pth | onnx (or a zoo name's published weights) to pth | torchvision | onnx | onnx-fp16 |
-onnx-int8 | trt."""
+"""``dnet convert``: t7 | pth | onnx (or a zoo name's published weights) to pth | torchvision | onnx | trt, the ONNX
+file and the engine in fp32 | fp16 | int8 (``--precision``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dnet.artifact.sidecar import HARDWARE_COMPAT
+from dnet.cli.groups import GENERAL, Alias, Choice, deprecated, verb
 from dnet.cli.main import error_line, reports_errors, warn
 from dnet.cli.options import (
     MAX_IMAGES,
@@ -30,6 +31,7 @@ from dnet.converters.int8.placement import TARGETS as INT8_TARGETS
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
 from dnet.converters.tensorrt import BuildOptions
 from dnet.data.datasets import DATASETS
+from dnet.data.specs import SPECS
 from dnet.errors import DnetError, UsageError
 from dnet.files import check_output_path
 from dnet.hub import SOURCES as PUBLISHERS
@@ -49,28 +51,59 @@ def accuracy_line(acc: dict) -> str:
 PROFILE = ",".join(map(str, default(BuildOptions, "profile")))
 
 
-def _check_precision(target: str, precision: str) -> None:
-    """--precision chooses the ONNX file TensorRT compiles; for any other target it can only agree or contradict."""
+# the library's targets that name a precision (onnx-fp16, onnx-int8): written --to onnx --precision P
+TYPED = {t: t.removeprefix("onnx-") for t in TARGETS if t.startswith("onnx-")}
+FORMATS = tuple(t for t in TARGETS if t not in TYPED)
+
+
+def _target(to: str, precision: str) -> str:
+    """The library's target for ``--to`` and ``--precision`` (``onnx`` + ``int8``: ``onnx-int8``); a deprecated
+    ``--to onnx-int8`` says so and must agree with ``--precision`` when that is given."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.get_parameter_source("precision") is click.core.ParameterSource.DEFAULT or target == "trt":
-        return
-    own = {"onnx-fp16": "fp16", "onnx-int8": "int8"}.get(target, "fp32")
-    if precision != own:
-        raise UsageError(f"--precision {precision} contradicts --to {target}, which writes {own}; --precision is for "
-                         "--to trt (leave it out, or choose the target of that precision)", option="precision")
+    given = ctx is not None and ctx.get_parameter_source("precision") is not click.core.ParameterSource.DEFAULT
+    if to in TYPED:
+        deprecated(f"--to {to}", advice=f"use --to onnx --precision {TYPED[to]}")
+        if given and precision != TYPED[to]:
+            raise UsageError(f"--precision {precision} contradicts --to {to}, which writes {TYPED[to]} (use --to onnx "
+                             f"--precision {precision})", option="precision")
+        return to
+    if to == "onnx" and precision != "fp32":
+        return f"onnx-{precision}"
+    if to not in ("onnx", "trt") and precision != "fp32":
+        raise UsageError(f"--precision {precision} is for --to onnx and --to trt; --to {to} writes FP32 weights (leave "
+                         "--precision out)", option="precision")
+    return to
 
 
-@click.command("convert")
+SECTIONS = (
+    ("Source and output", ("--from", "--pretrained", "--to", "--precision", "--output", "--key-map",
+                           "--concat-order", "--force")),
+    ("Calibration (INT8)", ("--calib", "--dataset", "--data", "--calib-count", "--calib-method", "--calib-cache")),
+    ("INT8", ("--int8-target", "--int8-layout", "--int8-weight-bits", "--int8-check-count", "--int8-min-cosine",
+              "--int8-min-top1", "--int8-exclude", "--int8-fallback")),
+    ("Accuracy control (INT8)", ("--val", "--val-count", "--max-drop")),
+    ("FP16 check", ("--fp16-check", "--fp16-tolerance")),
+    ("Export", ("--opset", "--input-size", "--preprocess")),
+    ("TensorRT build (--to trt)", ("--profile", "--workspace", "--opt-level", "--timing-cache", "--version-compatible",
+                                   "--hardware-compat", "--verbose")),
+    (GENERAL, ("--json", "--quiet")),
+)
+ALIASES = (Alias("--batch", "--profile", "use --profile MIN,OPT,MAX"), Alias("--int8-check-images", "--int8-check-count"))
+
+
+@verb("convert", sections=SECTIONS, aliases=ALIASES)
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--from", "src_format", type=click.Choice(SOURCES), help="Source format (none with --pretrained).")
 @click.option("--pretrained", type=click.Choice(PUBLISHERS),
               help="SRC is a zoo name: convert its published weights (fetched into dnet's cache, see dnet pull).")
-@click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Target format.")
+@click.option("--to", "target", type=Choice(FORMATS, deprecated=TYPED), required=True,
+              help="Target format: an ONNX file, a TensorRT engine (both of --precision), or PyTorch weights.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Output file.")
 @click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration images (INT8): a folder of images, an .npz/.npy of uint8 images, or a CIFAR binary "
               "folder; with --dataset, the folder holding that data set.")
-@click.option("--calib-count", type=count(1, MAX_IMAGES), default=default(CalibrationSet, "count"), show_default=True)
+@click.option("--calib-count", type=count(1, MAX_IMAGES), default=default(CalibrationSet, "count"), show_default=True,
+              help="Calibration images used, evenly spread over the set.")
 @click.option("--calib-method", type=click.Choice(METHODS), default=default(Int8Options, "method"), show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
 @click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=None,
@@ -82,7 +115,7 @@ def _check_precision(target: str, precision: str) -> None:
 @click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
               help="densenet layout, cpu target: 7 for ONNX Runtime on x86 CPUs without VNNI (their u8×s8 kernels "
               f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the tensorrt target always uses 8].")
-@click.option("--int8-check-images", type=count(0, MAX_IMAGES), default=default(Int8Options, "check_images"),
+@click.option("--int8-check-count", "int8_check_images", type=count(0, MAX_IMAGES), default=default(Int8Options, "check_images"),
               show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")
 @click.option("--int8-min-cosine", type=amount(0, 1), default=default(Int8Options, "min_cosine"),
               show_default=True, help="INT8 check: least cosine of its logits with FP32's.")
@@ -112,15 +145,14 @@ def _check_precision(target: str, precision: str) -> None:
               help="Compare the FP16 file with the FP32 one (relative L2 and top-1) before keeping it.")
 @click.option("--opset", type=count(MIN_OPSET, MAX_OPSET), default=default(ConvertOptions, "opset"), show_default=True)
 @click.option("--input-size", type=count(1, MAX_INPUT_SIZE), help="Input height/width (default: the model's).")
-@click.option("--preprocess", help="Preprocessing spec name, for sources that do not record one.")
+@click.option("--preprocess", type=click.Choice(list(SPECS)), help="Preprocessing, for sources that do not record one.")
 @click.option("--key-map", type=click.Path(dir_okay=False, path_type=Path),
               help="--from pth: JSON list of [pattern, replacement] rules renaming a port's keys to torchvision's.")
 @click.option("--concat-order", type=click.Choice(CONCAT_ORDERS),
               help="--from pth: new-first for ports that concatenate new features before the input.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=default(ConvertOptions, "precision"), show_default=True,
-              help="--to trt: the typed ONNX TensorRT compiles.")
+              help="--to onnx: the ONNX file's; --to trt: the typed ONNX TensorRT compiles.")
 @click.option("--profile", default=None, help=f"--to trt: optimization profile MIN,OPT,MAX batch sizes [default: {PROFILE}].")
-@click.option("--batch", "batch_alias", default=None, hidden=True, help="Deprecated alias of --profile.")
 @click.option("--workspace", "workspace_mib", type=count(1, 1 << 20), help="--to trt: workspace limit in MiB.")
 @click.option("--opt-level", type=click.IntRange(0, 5), help="--to trt: builder optimization level.")
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="--to trt: timing cache file (loaded and saved).")
@@ -135,15 +167,10 @@ def _check_precision(target: str, precision: str) -> None:
 def convert_cmd(src, src_format, pretrained, target, out, calib, calib_count, calib_method, calib_cache,
                 int8_target, int8_layout, int8_weight_bits, int8_check_images, int8_min_cosine, int8_min_top1,
                 int8_exclude, int8_fallback, val, dataset, data, val_count, max_drop, fp16_tolerance, fp16_check, opset,
-                input_size, preprocess, key_map, concat_order, precision, profile, batch_alias, workspace_mib,
+                input_size, preprocess, key_map, concat_order, precision, profile, workspace_mib,
                 opt_level, timing_cache, version_compatible, hardware_compat, force, verbose, as_json, quiet) -> None:
     """Convert a DenseNet file; intermediate files are kept beside the output."""
-    _check_precision(target, precision)
-    if batch_alias is not None:
-        if profile is not None:
-            raise UsageError("give the optimization profile once: --profile (--batch is its deprecated alias)")
-        warn("--batch is deprecated for convert and will be removed in the next release; use --profile MIN,OPT,MAX")
-        profile = batch_alias
+    target = _target(target, precision)
     progress, weights = progress_for(quiet), {}
     if pretrained is not None:
         if src_format is not None:

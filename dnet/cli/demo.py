@@ -6,14 +6,15 @@ import json
 
 import click
 
+from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_DEPTH, MAX_EPOCHS, count, default, json_option, quiet_option
 from dnet.cli.progress import progress_for
 from dnet.demo import DemoConfig, run_demo
 
 
-@click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default runs/demo-<time>).")
+@verb("demo", aliases=(Alias("--out", "--output"),))
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Output folder (default runs/demo-<time>).")
 @click.option("--epochs", type=count(1, MAX_EPOCHS), default=default(DemoConfig, "epochs"), show_default=True)
 @click.option("--depth", type=count(4, MAX_DEPTH), default=default(DemoConfig, "depth"), show_default=True, help="DenseNet-BC depth (6n+4).")
 @json_option("the report, the files and the checks (the running log goes to stderr)")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from dnet.cli.groups import Verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, count, default, json_option, parse_batch_sizes
 from dnet.deploy.triton import DEVICES, TritonOptions, write_repository
@@ -16,7 +17,13 @@ def deploy_cmd() -> None:
     """Put a dnet file where a serving system reads it."""
 
 
-@deploy_cmd.command("triton")
+SECTIONS = (
+    ("Entry", ("--output", "--name", "--device", "--instances", "--force")),
+    ("Batching", ("--max-batch", "--preferred", "--queue-delay-us", "--batching")),
+)
+
+
+@deploy_cmd.command("triton", cls=Verb, sections=SECTIONS)
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "repo", required=True, type=click.Path(file_okay=False),
               help="The model repository (a folder; created when absent).")

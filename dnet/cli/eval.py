@@ -8,9 +8,22 @@ import os
 import click
 
 from dnet import engines
+from dnet.cli.groups import GENERAL, Alias, verb
 from dnet.cli.main import reports_errors
-from dnet.cli.options import MAX_BATCH, MAX_IMAGES, MAX_WORKERS, amount, count, quiet_option
+from dnet.cli.options import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_WORKERS,
+    amount,
+    count,
+    default_arg,
+    json_option,
+    provider_option,
+    quiet_option,
+)
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
+from dnet.data.specs import IMAGE_SPECS
+from dnet.engines.base import PROVIDERS
 from dnet.errors import UsageError
 from dnet.eval import check_tolerance, evaluate, write_predictions
 from dnet.files import check_output_path
@@ -38,25 +51,35 @@ def _paper_hint(name: str, meta) -> str | None:
             f"paper's (PATH: the binary distribution's folder, or an .npz of 'images' and 'labels')")
 
 
-@click.command("eval")
-@click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False),
-              help="Model file: .pth/.pt/.t7 (PyTorch), .onnx (ONNX Runtime), .xml (OpenVINO), .plan/.engine (TensorRT).")
+SECTIONS = (
+    ("Data", ("--data", "--dataset", "--split", "--download", "--count", "--skip-bad", "--workers", "--batch-size")),
+    ("Model", ("--provider", "--preprocess", "--ten-crop", "--compare-to")),
+    ("Report", ("--tolerance", "--predictions")),
+    (GENERAL, ("--json", "--quiet")),
+)
+ALIASES = (Alias("--engine", None, "pass the model file as the first argument: dnet eval FILE"),
+           Alias("--batch", "--batch-size"), Alias("--limit", "--count"))
+
+
+@verb("eval", sections=SECTIONS, aliases=ALIASES)
+@click.argument("engine_path", metavar="FILE", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(), default=None, metavar="PATH",
               help="Folder holding the data set (or the data set's own folder/file), or an .npz of uint8 'images' "
               "and their 'labels'.")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Data set kind; default: the model's (CIFAR/SVHN/digits), else imagenet.")
-@click.option("--split", type=click.Choice(list(SPLITS)), default="test", show_default=True,
+@click.option("--split", type=click.Choice(list(SPLITS)), default=default_arg(open_dataset, "split"), show_default=True,
               help="val: the images the recipe holds out of training (SVHN: 6,000 of train + extra).")
-@click.option("--preprocess", type=click.Choice(["torch7", "torchvision"]), default=None,
+@click.option("--preprocess", type=click.Choice(IMAGE_SPECS), default=None,
               help="Override the model file's preprocessing (ImageNet-style image sets).")
 @click.option("--ten-crop", is_flag=True, help="fb.resnet.torch TenCrop: the ten crops' logits averaged (Lua sums "
               "them: the same ranking); compared with the published ten-crop numbers.")
-@click.option("--batch", type=count(1, MAX_BATCH), default=32, show_default=True, metavar="N")
-@click.option("--limit", type=count(1, MAX_IMAGES), default=None, metavar="N", help="Evaluate N images spread evenly over the set.")
+@click.option("--batch-size", "batch", type=count(1, MAX_BATCH), default=default_arg(evaluate, "batch"),
+              show_default=True, metavar="N", help="Images per run of the model.")
+@click.option("--count", "limit", type=count(1, MAX_IMAGES), default=None, metavar="N",
+              help="Evaluate N images spread evenly over the set (default: all).")
 @click.option("--workers", type=count(0, MAX_WORKERS), default=None, metavar="N", help="Decoding processes (default: cores − 1).")
-@click.option("--provider", default=None,
-              help="Where the engine runs: cpu, cuda, tensorrt, openvino, openvino-bf16 (engine-dependent).")
+@provider_option(PROVIDERS)
 @click.option("--tolerance", type=amount(0, 100), default=None, metavar="PTS",
               help="Exit with status 3 when top-1 error exceeds its published counterpart (same crops and "
                    "preprocessing) by more than PTS points.")
@@ -66,12 +89,13 @@ def _paper_hint(name: str, meta) -> str | None:
               help="Write per-image predictions to this CSV.")
 @click.option("--compare-to", "compare_to", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also evaluate FILE on the same decoded images; print the paired difference and McNemar's test.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("the report")
 @quiet_option()
 @reports_errors
 def eval_cmd(engine_path, data, dataset, split, preprocess, ten_crop, batch, limit, workers, provider, tolerance,
              skip_bad, download, predictions_path, compare_to, as_json, quiet) -> None:
-    """Top-1/top-5 error of a model file on a data set, with a 95% CI, each beside its published number and source."""
+    """Top-1/top-5 error of FILE (.pth/.pt/.t7, .onnx, .xml, .plan) on a data set, with a 95% CI, each beside its
+    published number and source."""
     inputs = [engine_path] + ([compare_to] if compare_to else []) + ([data] if data else [])
     if predictions_path:  # before the evaluation, not after it: never a model file, a data file or a device
         check_output_path(predictions_path, inputs=inputs)

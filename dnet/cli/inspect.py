@@ -21,7 +21,9 @@ from dnet.artifact.onnxfile import classifier_features, read_meta, read_model
 from dnet.artifact.pthfile import looks_like_pth
 from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.convert import accuracy_line
+from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
+from dnet.cli.options import json_option
 from dnet.converters.int8.lint import lint
 from dnet.converters.t7 import reader, tree
 from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
@@ -176,12 +178,12 @@ def _inspect_plan(path: Path, as_json: bool) -> None:
         click.echo(note)
 
 
-@click.command("inspect")
+@verb("inspect")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--long-size", type=click.Choice(["auto", "4", "8"]), default="auto", show_default=True,
               help="Bytes of a Lua 'long' in the file: 8 on Linux/macOS, 4 on Windows.")
 @click.option("--check", is_flag=True, help="Fail (exit 1) unless the file is a DenseNet dnet can import.")
-@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+@json_option("what the file holds")
 @click.option("--key-map", type=click.Path(dir_okay=False, path_type=Path),
               help="PyTorch file: JSON rules from its keys to torchvision's (see dnet convert).")
 @click.option("--concat-order", type=click.Choice(CONCAT_ORDERS), help="PyTorch file: the port's concatenation order.")

@@ -9,8 +9,9 @@ import json
 
 import click
 
+from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
-from dnet.cli.options import MAX_CLASSES, count
+from dnet.cli.options import MAX_CLASSES, count, json_option
 from dnet.models import resolve_config, zoo
 from dnet.models.published import SOURCES
 from dnet.models.summary import param_count, summarize
@@ -48,8 +49,8 @@ def _entry_facts(entry: zoo.ZooEntry) -> dict:
     }
 
 
-@click.command("models")
-@click.option("--json", "as_json", is_flag=True, help="Print the zoo as JSON.")
+@verb("models")
+@json_option("the zoo")
 @reports_errors
 def models_cmd(as_json: bool) -> None:
     """List the model zoo: configurations, exact and published parameter counts, published errors (%)."""
@@ -75,12 +76,12 @@ def models_cmd(as_json: bool) -> None:
 MAX_COUNTED_INPUT_SIZE = 1_000_000
 
 
-@click.command("info")
+@verb("info")
 @click.argument("name")
 @click.option("--input-size", type=count(32, MAX_COUNTED_INPUT_SIZE), default=None,
               help="Input height and width (default: the model's).")
 @click.option("--num-classes", type=count(1, MAX_CLASSES), default=None, help="Replace the classifier's class count.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("the summary")
 @reports_errors
 def info_cmd(name: str, input_size: int | None, num_classes: int | None, as_json: bool) -> None:
     """Architecture summary of a zoo model: channels per block, parameters, multiply-adds."""

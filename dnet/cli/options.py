@@ -4,6 +4,7 @@ library's option dataclasses and constants, so the CLI never restates them."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
 import click
@@ -20,6 +21,21 @@ def default(options: type, field: str):
                 return f.default
             return f.default_factory()  # type: ignore[misc]
     raise KeyError(field)
+
+
+def default_arg(function, name: str):
+    """The default of ``function``'s keyword argument ``name`` (for a library call that takes loose options)."""
+    value = inspect.signature(function).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise KeyError(name)
+    return value
+
+
+def provider_option(providers: tuple[str, ...], what: str = "the engine runs"):
+    """``--provider``: one of ``providers``, the names the engines take (``dnet.engines.base.PROVIDERS``; each engine
+    refuses, in one line, those it does not)."""
+    return click.option("--provider", type=click.Choice(providers), default=None,
+                        help=f"Where {what} (engine-dependent; default: the CPU).")
 
 
 def quiet_option(**kwargs):
@@ -121,4 +137,4 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 __all__ = ["MAX_BATCH", "MAX_CLASSES", "MAX_DEPTH", "MAX_EPOCHS", "MAX_IMAGES", "MAX_INPUT_SIZE", "MAX_WIDTH", "MAX_ITERATIONS", "MAX_QUEUE_DELAY_US", "MAX_SECONDS", "MAX_THREADS", "MAX_WORKERS", "Number",
-           "amount", "count", "default", "json_option", "parse_batch_sizes", "parse_profile", "quiet_option"]
+           "amount", "count", "default", "default_arg", "json_option", "parse_batch_sizes", "parse_profile", "provider_option", "quiet_option"]

@@ -1,4 +1,4 @@
-"""``dnet pull NAME [--source torch7|torchvision|timm]``: a model's published weights into dnet's cache."""
+"""``dnet pull NAME [--pretrained torch7|torchvision|timm]``: a model's published weights into dnet's cache."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import click
 
+from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import json_option, quiet_option
 from dnet.cli.progress import shows_progress
@@ -13,9 +14,9 @@ from dnet.hub import PREFERENCE, SOURCES, pull
 from dnet.table import format_table
 
 
-@click.command("pull")
+@verb("pull", aliases=(Alias("--source", "--pretrained"),))
 @click.argument("name")
-@click.option("--source", type=click.Choice(SOURCES),
+@click.option("--pretrained", "source", type=click.Choice(SOURCES),
               help=f"Who published the weights [default: the first the model has of {', '.join(PREFERENCE)}].")
 @json_option("what was fetched")
 @quiet_option()

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import click
 
+from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
-from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_THREADS, count, default
+from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_THREADS, count, default, provider_option
 from dnet.deploy.serve import ServeOptions, serve_forever
+from dnet.engines.base import PROVIDERS
 
 
 def _option(name: str, flag: str, help: str, **kwargs):
     return click.option(flag, name, default=default(ServeOptions, name), show_default=True, help=help, **kwargs)
 
 
-@click.command("serve")
+SECTIONS = (
+    ("Model", ("--name", "--provider", "--threads")),
+    ("Batching", ("--max-batch", "--queue-delay-us", "--batching")),
+    ("Network", ("--address", "--http-port", "--grpc-port", "--metrics-port")),
+)
+
+
+@verb("serve", sections=SECTIONS)
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--name", default=None, help="The model's name (default: the file's name).")
 @_option("max_batch", "--max-batch", "The dynamic batcher's largest batch.", type=count(1, MAX_BATCH))
@@ -25,7 +34,7 @@ def _option(name: str, flag: str, help: str, **kwargs):
 @_option("http_port", "--http-port", "HTTP port.", type=count(1, 65535))
 @_option("grpc_port", "--grpc-port", "gRPC port.", type=count(1, 65535))
 @_option("metrics_port", "--metrics-port", "Prometheus metrics port.", type=count(1, 65535))
-@click.option("--provider", default=None, help="Where the engine runs: cpu, openvino, cuda, tensorrt (default cpu).")
+@provider_option(PROVIDERS)
 @click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads (default: the runtime's).")
 @reports_errors
 def serve_cmd(path, name, max_batch, queue_delay_us, batching, address, http_port, grpc_port, metrics_port, provider,

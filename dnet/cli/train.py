@@ -8,6 +8,7 @@ import math
 
 import click
 
+from dnet.cli.groups import GENERAL, Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import (
     MAX_BATCH,
@@ -41,7 +42,18 @@ def result_facts(result: TrainResult) -> dict:
             "history": result.history}
 
 
-@click.command("train")
+SECTIONS = (
+    ("Data", ("--dataset", "--data", "--download", "--num-classes", "--no-augment", "--workers")),
+    ("Model", ("--model", "--depth", "--growth-rate", "--bc", "--init-features", "--drop-rate", "--memory-efficient")),
+    ("Optimisation", ("--epochs", "--batch-size", "--lr", "--lr-schedule", "--weight-decay", "--no-decay-bn-bias",
+                      "--amp", "--channels-last", "--sync-bn", "--threads", "--seed")),
+    ("Checkpoints", ("--output", "--resume")),
+    (GENERAL, ("--json", "--quiet")),
+)
+ALIASES = (Alias("--batch", "--batch-size"), Alias("--out", "--output"))
+
+
+@verb("train", sections=SECTIONS, aliases=ALIASES)
 @click.option("--model", help="Zoo name (see 'dnet models'); or give --depth (and --growth-rate, --bc ...).")
 @click.option("--depth", type=count(4, MAX_DEPTH), help="Custom CIFAR-style DenseNet: depth L (6n+4 for BC, 3n+4 otherwise).")
 @click.option("--growth-rate", type=count(1, MAX_WIDTH), help="Custom model: growth rate k (default 12).")
@@ -52,7 +64,8 @@ def result_facts(result: TrainResult) -> dict:
 @click.option("--download", is_flag=True, default=None, help="Download the data set into --data if absent.")
 @click.option("--num-classes", type=count(1, MAX_CLASSES), help="Check the data set has this many classes (taken from it anyway).")
 @click.option("--epochs", type=count(1, MAX_EPOCHS), help="Epochs in all (300 CIFAR, 40 SVHN, 90 ImageNet).")
-@click.option("--batch", type=count(1, MAX_BATCH), help="Batch per process (64 CIFAR/SVHN, 256 ImageNet).")
+@click.option("--batch-size", "batch", type=count(1, MAX_BATCH),
+              help="Images per step in each process (64 CIFAR/SVHN, 256 ImageNet).")
 @click.option("--lr", type=amount(0, 10, lo_open=True), help="Initial learning rate (0.1).")
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), help="multistep (÷10 at 50/75%), step30, cosine.")
 @click.option("--weight-decay", type=amount(0, 1), help="Weight decay (1e-4).")
@@ -67,7 +80,8 @@ def result_facts(result: TrainResult) -> dict:
 @click.option("--workers", type=count(0, MAX_WORKERS), help="Data-loading processes (image-file data sets).")
 @click.option("--threads", type=count(1, MAX_THREADS), help="CPU threads for PyTorch (default: its own choice).")
 @click.option("--seed", type=count(0, 2**32 - 1), help="Random seed (0).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<dataset>-<model>-<time>).")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False),
+              help="Run folder (default runs/<dataset>-<model>-<time>).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
               help="Continue the run in this folder, up to --epochs in all.")
 @json_option("the run's files and numbers (epoch lines go to stderr)")

@@ -61,6 +61,8 @@ SPECS: dict[str, PreprocessSpec] = {
     # scale (as the Lua CIFAR loaders normalise), rounded to one decimal; grey images, so the channels are equal.
     "digits": PreprocessSpec("digits", (77.9, 77.9, 77.9), (95.9, 95.9, 95.9), 255.0, input_size=8),
 }
+# The ImageNet pipelines a model file's own preprocessing may be overridden with when it is evaluated on images.
+IMAGE_SPECS = ("torch7", "torchvision")
 
 
 def get_spec(name: str) -> PreprocessSpec:

@@ -78,7 +78,7 @@ def load_resume(run_dir: Path, cfg: TrainConfig, d: Distributed) -> tuple[TrainC
         diffs.append(f"world_size: {doc.get('world_size', 1)} -> {d.world}")
     if diffs:
         raise UsageError(f"--resume {run_dir}: that run was trained with a different configuration "
-                         f"({'; '.join(diffs)}); resume with its options or start a new run with --out")
+                         f"({'; '.join(diffs)}); resume with its options or start a new run with --output")
     ckpt = read_pth(run_dir / LAST)
     if not is_checkpoint(ckpt) or "train" not in ckpt:
         raise FileFormatError(f"{run_dir / LAST}: not a dnet training checkpoint")

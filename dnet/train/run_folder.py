@@ -42,7 +42,7 @@ def check_writable(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise DnetError(f"run folder {run_dir} exists and is not a folder")
     if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise DnetError(f"cannot write to run folder {run_dir}: permission denied; choose another --out")
+        raise DnetError(f"cannot write to run folder {run_dir}: permission denied; choose another --output")
 
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ def run_lock(run_dir: Path):
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise DnetError(f"cannot lock run folder {run_dir}: {e.strerror or e}") from None
             raise UsageError(f"run folder {run_dir} is in use by another dnet train (or --resume) still running; "
-                             "wait for it to end or choose another --out") from None
+                             "wait for it to end or choose another --output") from None
         yield
     finally:
         os.close(fd)

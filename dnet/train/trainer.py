@@ -86,7 +86,7 @@ def _run_folder(cfg: TrainConfig, resume, d) -> tuple[TrainConfig, Path, dict | 
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if d.main and (run_dir / LAST).exists():  # config.json alone: a run stopped before its first checkpoint
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
-                         f"or choose another --out")
+                         f"or choose another --output")
     return cfg, run_dir, None
 
 

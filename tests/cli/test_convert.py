@@ -30,7 +30,7 @@ def one_error_line(stderr: str) -> str:
 def test_convert_to_int8_lists_the_kept_files(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
-    code, out, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 10,
+    code, out, err = run("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--calib-count", 10,
                          "--calib-method", "percentile", "-o", tmp_path / "tiny.int8.onnx", "-q",
                          "--int8-min-top1", 0)  # random weights: near-tied logits
     assert code == 0, err
@@ -46,7 +46,7 @@ def test_int8_check_bounds_and_their_defaults_are_in_help():
     code, out, _ = run("convert", "--help")
     assert code == 0
     flat = " ".join(out.split())
-    for option, default in (("--int8-min-cosine", "0.99"), ("--int8-min-top1", "0.95"), ("--int8-check-images", "64"),
+    for option, default in (("--int8-min-cosine", "0.99"), ("--int8-min-top1", "0.95"), ("--int8-check-count", "64"),
                             ("--int8-layout", "densenet"), ("--int8-weight-bits", "8")):
         assert option in flat and f"[default: {default}" in flat.split(option, 1)[1][:200], option
 
@@ -54,7 +54,7 @@ def test_int8_check_bounds_and_their_defaults_are_in_help():
 def test_int8_below_its_bound_is_refused_with_status_3_and_no_file(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
-    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 10,
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--calib-count", 10,
                        "-o", tmp_path / "tiny.int8.onnx", "--int8-min-cosine", 1.0, "-q")
     assert code == 3
     line = one_error_line(err)
@@ -66,7 +66,7 @@ def test_int8_below_its_bound_is_refused_with_status_3_and_no_file(tmp_path, fas
 def test_empty_calibration_folder(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     (tmp_path / "empty").mkdir()
-    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", tmp_path / "empty",
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", tmp_path / "empty",
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 1
     assert "calibration folder" in one_error_line(err) and "contains no images" in err
@@ -77,7 +77,7 @@ def test_undecodable_calibration_image_is_named(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=1))
     (calib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "-o", tmp_path / "t.int8.onnx")
+    code, _, err = run("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "-o", tmp_path / "t.int8.onnx")
     assert code == 1
     assert f"calibration image {calib / 'broken.jpg'}: cannot decode image" in one_error_line(err)
     assert not (tmp_path / "t.int8.onnx").exists() and not (tmp_path / "t.calib.json").exists()
@@ -86,7 +86,7 @@ def test_undecodable_calibration_image_is_named(tmp_path, fast):
 def test_corrupt_onnx_source(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00\x01 garbage")
-    code, _, err = run("convert", bad, "--from", "onnx", "--to", "onnx-fp16", "-o", tmp_path / "b.fp16.onnx")
+    code, _, err = run("convert", bad, "--from", "onnx", "--to", "onnx", "--precision", "fp16", "-o", tmp_path / "b.fp16.onnx")
     assert code == 1 and "bad.onnx: not a readable ONNX file" in one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
@@ -138,10 +138,8 @@ def test_batch_is_a_deprecated_alias_of_profile_that_says_so(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "1,4,8", "-o", tmp_path / "tiny.plan")
     lines = err.strip().splitlines()
-    assert lines[0] == ("dnet: warning: --batch is deprecated for convert and will be removed in the next release; "
-                        "use --profile MIN,OPT,MAX")
+    assert lines[0] == "dnet: warning: --batch is deprecated; use --profile MIN,OPT,MAX"
     assert code != 0 and lines[1].startswith("dnet: error: TensorRT is not installed") and len(lines) == 2
     code, _, err = run("convert", src, "--from", "pth", "--to", "trt", "--batch", "1,4,8", "--profile", "1,4,8",
                        "-o", tmp_path / "tiny.plan")
-    assert code == 2 and one_error_line(err) == ("dnet: error: give the optimization profile once: --profile (--batch "
-                                                 "is its deprecated alias)")
+    assert code == 2 and one_error_line(err) == "dnet: error: give --profile once (--batch is its deprecated alias)"

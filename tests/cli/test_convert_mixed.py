@@ -39,7 +39,7 @@ def one_error_line(stderr: str) -> str:
 
 
 def convert(src, out, *args):
-    return run("convert", src, "--from", "onnx", "--to", "onnx-int8", "--calib", src.parent / "calib", "-o", out,
+    return run("convert", src, "--from", "onnx", "--to", "onnx", "--precision", "int8", "--calib", src.parent / "calib", "-o", out,
                "-q", *args)
 
 
@@ -83,7 +83,7 @@ def calib(tmp_path_factory):
 
 
 def test_a_pattern_that_names_no_layer_is_refused_before_the_export(tmp_path, tiny, calib):
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--int8-exclude", "denseblock9.*",
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--int8-exclude", "denseblock9.*",
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 2 and one_error_line(err) == (
         "dnet: error: the exclude pattern 'denseblock9.*' names no layer of this model (its 13 layers: conv0, "
@@ -94,7 +94,7 @@ def test_a_pattern_that_names_no_layer_is_refused_before_the_export(tmp_path, ti
 def test_a_class_count_unlike_the_models_is_refused_before_the_export(tmp_path, tiny, calib):
     for c in range(3):
         write_images(tmp_path / "val" / f"c{c}", open_dataset("digits", split="test").images[:2])
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--val", tmp_path / "val",
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--val", tmp_path / "val",
                        "--max-drop", 1, "-o", tmp_path / "t.int8.onnx")
     assert code == 1 and one_error_line(err) == (
         f"dnet: error: the model has 5 classes but the validation folder {tmp_path / 'val'} has 3 class subfolders; "
@@ -104,19 +104,19 @@ def test_a_class_count_unlike_the_models_is_refused_before_the_export(tmp_path, 
 
 
 def test_a_missing_val_folder_and_a_bound_without_val(tmp_path, tiny, calib):
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--val", tmp_path / "nope",
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--val", tmp_path / "nope",
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 1 and one_error_line(err) == (
         f"dnet: error: validation folder {tmp_path / 'nope'} does not exist or is not a folder")
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--max-drop", 1,
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--max-drop", 1,
                        "-o", tmp_path / "t.int8.onnx")
     assert code == 2 and one_error_line(err) == (
         "dnet: error: an accuracy bound needs validation images to measure the drop on: give their folder (--val)")
-    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx-fp16", "--int8-exclude", "conv0",
+    code, _, err = run("convert", tiny, "--from", "pth", "--to", "onnx", "--precision", "fp16", "--int8-exclude", "conv0",
                        "-o", tmp_path / "t.fp16.onnx")
     assert code == 2 and one_error_line(err) == (
-        "dnet: error: layers in higher precision and accuracy control are for INT8 files (--to onnx-int8, or trt "
-        "with int8 precision) (--int8-exclude)")
+        "dnet: error: layers in higher precision and accuracy control are for INT8 files (--precision int8, with --to "
+        "onnx or trt) (--int8-exclude)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pth"]
 
 

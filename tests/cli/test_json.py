@@ -30,7 +30,7 @@ def fast(monkeypatch):
 def test_convert_int8_json_holds_the_files_stages_and_checks(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     calib = write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
-    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib,
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib,
                             "--calib-count", 10, "-o", tmp_path / "tiny.int8.onnx", "--json", "-q")
     assert code == 0, err
     doc = json.loads(out)
@@ -55,7 +55,7 @@ def test_convert_int8_json_holds_the_files_stages_and_checks(tmp_path, fast):
     assert list(int8["stages"]) == ["denseblock1", "transition1", "denseblock2"]
     assert all(0.9 < c <= 1.0 + 1e-6 for c in int8["stages"].values())
     # from the calibration cache alone (no --calib): nothing to check, and --json says so with the reason
-    code, out, err = invoke("convert", tmp_path / "tiny.onnx", "--from", "onnx", "--to", "onnx-int8", "--calib-cache",
+    code, out, err = invoke("convert", tmp_path / "tiny.onnx", "--from", "onnx", "--to", "onnx", "--precision", "int8", "--calib-cache",
                             tmp_path / "tiny.calib.json", "-o", tmp_path / "again.int8.onnx", "--json", "-q")
     assert code == 0, err
     assert [c for c in json.loads(out)["checks"] if c["check"] == "int8_vs_fp32"] == [
@@ -65,7 +65,7 @@ def test_convert_int8_json_holds_the_files_stages_and_checks(tmp_path, fast):
 
 def test_convert_fp16_json_reports_the_bound_it_was_given(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
-    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", tmp_path / "t.fp16.onnx",
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", tmp_path / "t.fp16.onnx",
                             "--fp16-tolerance", 0.01, "--json")
     assert code == 0, err
     (check,) = [c for c in json.loads(out)["checks"] if c["check"] == "fp16_vs_fp32"]
@@ -76,27 +76,27 @@ def test_convert_fp16_json_reports_the_bound_it_was_given(tmp_path, fast):
 def test_a_too_tight_fp16_bound_refuses_the_file_and_no_check_keeps_it(tmp_path, fast):
     src = tiny_checkpoint(tmp_path)
     out_file = tmp_path / "t.fp16.onnx"
-    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", out_file,
+    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", out_file,
                           "--fp16-tolerance", 1e-9)
     assert code == 3 and not out_file.exists()
     assert err.startswith("dnet: error: FP16 check failed on a batch of 4: relative L2 error ")
     assert err.rstrip().endswith("(bound 1e-09), top-1 agreement 100.0% (needs 100%); give a looser bound, or skip "
                                  "the check (--fp16-tolerance)")
-    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", out_file,
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", out_file,
                             "--fp16-tolerance", 1e-9, "--no-fp16-check", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert out_file.is_file() and doc["written"][-1]["file"] == str(out_file)
     assert [c for c in doc["checks"] if c["check"] == "fp16_vs_fp32"] == [{"check": "fp16_vs_fp32", "skipped": True}]
-    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", out_file, "--fp16-tolerance", 0)
+    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", out_file, "--fp16-tolerance", 0)
     assert code == 2 and err.strip() == ("dnet: error: the FP16 tolerance (a bound on the relative L2 error of the "
                                          "logits) must be positive, got 0.0 (--fp16-tolerance)")
 
 
 def test_train_json_holds_the_run_files_and_every_epoch(tmp_path):
     run = tmp_path / "run"
-    code, out, err = invoke("train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch", "128",
-                            "--threads", "1", "--epochs", "2", "--out", run, "--json", "-q")
+    code, out, err = invoke("train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch-size", "128",
+                            "--threads", "1", "--epochs", "2", "-o", run, "--json", "-q")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["run_dir"] == str(run) and doc["epochs"] == 2
@@ -122,7 +122,7 @@ def test_demo_json_is_the_results_document_and_logs_go_to_stderr(tmp_path, monke
                           written=[tmp_path / "report.json"], checks=list(progress.checks))
 
     monkeypatch.setattr(demo_cli, "run_demo", fake_run_demo)
-    code, out, err = invoke("demo", "--out", tmp_path, "--epochs", 1, "--json", "-q")
+    code, out, err = invoke("demo", "-o", tmp_path, "--epochs", 1, "--json", "-q")
     assert code == 0, err
     assert err == "== 1/4 train\n"
     doc = json.loads(out)

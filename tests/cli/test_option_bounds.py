@@ -8,12 +8,12 @@ import pytest
 from tests.helpers.harness import cli
 
 VERBS = {
-    "eval": ["eval", "--engine", "absent.onnx", "--dataset", "digits"],
-    "bench": ["bench", "--engine", "absent.onnx"],
-    "convert": ["convert", "absent.pth", "--from", "pth", "--to", "onnx-int8", "-o", "out.onnx"],
+    "eval": ["eval", "absent.onnx", "--dataset", "digits"],
+    "bench": ["bench", "absent.onnx"],
+    "convert": ["convert", "absent.pth", "--from", "pth", "--to", "onnx", "--precision", "int8", "-o", "out.onnx"],
     "compare": ["compare", "absent.pth", "absent.onnx"],
-    "train": ["train", "--dataset", "digits", "--out", "never-made"],
-    "demo": ["demo", "--out", "never-made"],
+    "train": ["train", "--dataset", "digits", "-o", "never-made"],
+    "demo": ["demo", "-o", "never-made"],
     "info": ["info", "densenet121"],
     "serve": ["serve", "absent.onnx"],
     "deploy": ["deploy", "triton", "absent.onnx", "-o", "never-made"],
@@ -21,8 +21,8 @@ VERBS = {
 
 # (verb, option, bad values); each value is refused with a line naming the option
 BOUNDS = [
-    ("eval", "--batch", ["0", "-1", "nan", "100000"]),
-    ("eval", "--limit", ["0", "-3", "1e3"]),
+    ("eval", "--batch-size", ["0", "-1", "nan", "100000"]),
+    ("eval", "--count", ["0", "-3", "1e3"]),
     ("eval", "--workers", ["-1", "100000", "inf"]),
     ("eval", "--tolerance", ["nan", "inf", "-5", "1000"]),
     ("bench", "--warmup", ["nan", "inf", "-1"]),
@@ -32,7 +32,7 @@ BOUNDS = [
     ("bench", "--input-size", ["0", "100000", "nan"]),
     ("bench", "--threads", ["0", "100000"]),
     ("convert", "--calib-count", ["0", "-1", "nan", "100000000000"]),
-    ("convert", "--int8-check-images", ["-1", "nan"]),
+    ("convert", "--int8-check-count", ["-1", "nan"]),
     ("convert", "--int8-min-cosine", ["nan", "-0.1", "1.5", "inf"]),
     ("convert", "--int8-min-top1", ["nan", "2"]),
     ("convert", "--val-count", ["0", "nan"]),
@@ -47,7 +47,7 @@ BOUNDS = [
     ("train", "--init-features", ["0", "100000"]),
     ("train", "--num-classes", ["0", "-1", "10000000000"]),
     ("train", "--epochs", ["0", "-1", "1e9"]),
-    ("train", "--batch", ["0", "100000"]),
+    ("train", "--batch-size", ["0", "100000"]),
     ("train", "--lr", ["nan", "inf", "0", "-0.1", "100"]),
     ("train", "--weight-decay", ["nan", "-1", "inf"]),
     ("train", "--drop-rate", ["nan", "-0.1", "1", "1.5"]),
@@ -111,14 +111,13 @@ def test_every_numeric_option_of_every_verb_is_covered():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["bench", "--engine", "absent.onnx", "--batch", "1,,2"],
-     "batch sizes: expected comma-separated integers like 1,8,32, got '1,,2' (--batch)"),
-    (["bench", "--engine", "absent.onnx", "--batch", "1,100000"],
-     "batch sizes: at most 4,096 images a batch, got '1,100000' (--batch)"),
-    (["convert", "absent.pth", "--from", "pth", "--to", "onnx-int8", "-o", "o.onnx", "--precision", "fp16"],
-     "--precision fp16 contradicts --to onnx-int8, which writes int8; --precision is for --to trt (leave it out, or "
-     "choose the target of that precision)"),
-    (["train", "--dataset", "digits", "--depth", "1000", "--growth-rate", "4096", "--out", "never-made"],
+    (["bench", "absent.onnx", "--batch-sizes", "1,,2"],
+     "batch sizes: expected comma-separated integers like 1,8,32, got '1,,2' (--batch-sizes)"),
+    (["bench", "absent.onnx", "--batch-sizes", "1,100000"],
+     "batch sizes: at most 4,096 images a batch, got '1,100000' (--batch-sizes)"),
+    (["convert", "absent.pth", "--from", "pth", "--to", "pth", "-o", "o.pth", "--precision", "int8"],
+     "--precision int8 is for --to onnx and --to trt; --to pth writes FP32 weights (leave --precision out)"),
+    (["train", "--dataset", "digits", "--depth", "1000", "--growth-rate", "4096", "-o", "never-made"],
      "DenseNet-BC-1000 (k=4096) has 6,170,210,517,002 parameters, more than the 1,000,000,000 dnet trains (about "
      "91,943 GiB for weights, gradients and momentum alone); choose a smaller --depth or --growth-rate"),
 ])

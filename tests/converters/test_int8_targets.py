@@ -186,7 +186,7 @@ def int8_args(calib):
 
 def test_the_tensorrt_layout_is_a_target_of_its_own_that_succeeds_without_tensorrt(tmp_path, fast, tiny):
     src, calib = tiny
-    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx-int8", "--int8-target", "tensorrt",
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--int8-target", "tensorrt",
                             *int8_args(calib), "-o", tmp_path / "tiny.int8-trt.onnx", "-q")
     assert code == 0, err
     code, out, err = invoke("inspect", tmp_path / "tiny.int8-trt.onnx")
@@ -196,22 +196,22 @@ def test_the_tensorrt_layout_is_a_target_of_its_own_that_succeeds_without_tensor
 def test_another_targets_int8_file_is_never_replaced(tmp_path, fast, tiny):
     src, calib = tiny
     cpu = tmp_path / "tiny.int8.onnx"
-    assert invoke("convert", src, "--from", "pth", "--to", "onnx-int8", *int8_args(calib), "-o", cpu, "-q")[0] == 0
+    assert invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", *int8_args(calib), "-o", cpu, "-q")[0] == 0
     before = cpu.read_bytes()
-    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx-int8", "--int8-target", "tensorrt",
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--int8-target", "tensorrt",
                             *int8_args(calib), "-o", cpu, "-q")
     assert code == 2 and err == (f"dnet: error: {cpu} exists and is an INT8 file of the cpu target; this conversion "
                                  "writes the tensorrt INT8 file: choose another output name, or let the conversion "
                                  "replace it (--force)\n")
     assert cpu.read_bytes() == before
     # the same target from the same source is a re-run: replaced
-    assert invoke("convert", src, "--from", "pth", "--to", "onnx-int8", *int8_args(calib), "-o", cpu, "-q")[0] == 0
+    assert invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", *int8_args(calib), "-o", cpu, "-q")[0] == 0
 
 
 def test_an_engine_is_built_from_the_tensorrt_layout_only(tmp_path, tiny):
     src, calib = tiny
     with pytest.raises(UsageError, match=r"^a TensorRT engine is built from the TensorRT INT8 layout: leave out the "
-                                         r"cpu target \(or convert --to onnx-int8 for the CPU file\)$"):
+                                         r"cpu target \(or convert --to onnx --precision int8 for the CPU file\)$"):
         convert(src, src_format="pth", target="trt", out=tmp_path / "t.plan", precision="int8",
                 int8=Int8Options(calib=CalibrationSet(folder=calib), target="cpu"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.pth"]
@@ -251,9 +251,9 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     shutil.copyfile(ckpt, src)
     # mse: with minmax both files agreed with FP32 on 98.8% of the 500 images (mse: 99.0% CPU, 99.6% TensorRT)
     common = ("--calib", calib, "--calib-count", 500, "--calib-method", "mse", "--preprocess", "cifar10", "-q")
-    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx-int8", *common, "-o", tmp_path / "bc100.int8.onnx")
+    code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", *common, "-o", tmp_path / "bc100.int8.onnx")
     assert code == 0, err
-    code, _, err = invoke("convert", tmp_path / "bc100.onnx", "--from", "onnx", "--to", "onnx-int8", "--int8-target",
+    code, _, err = invoke("convert", tmp_path / "bc100.onnx", "--from", "onnx", "--to", "onnx", "--precision", "int8", "--int8-target",
                           "tensorrt", *common, "-o", tmp_path / "bc100.int8-trt.onnx")
     assert code == 0, err
     files = {"cpu": tmp_path / "bc100.int8.onnx", "tensorrt": tmp_path / "bc100.int8-trt.onnx"}

@@ -105,7 +105,7 @@ def test_inspect_refuses_a_corrupt_layers_file_and_t7_options_for_a_plan(plan):
 
 
 def test_bench_per_layer_reports_tensorrt_s_layer_times_with_their_precisions(plan):
-    result = dnet("bench", "--engine", plan.path, "--batch", "2", "--warmup", "0", "--duration", "0.01", "--per-layer",
+    result = dnet("bench", plan.path, "--batch-sizes", "2", "--warmup", "0", "--duration", "0.01", "--per-layer",
                   "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -117,7 +117,7 @@ def test_bench_per_layer_reports_tensorrt_s_layer_times_with_their_precisions(pl
 
 
 def test_bench_per_layer_table_follows_the_latency_table(plan):
-    result = dnet("bench", "--engine", plan.path, "--batch", "2", "--warmup", "0", "--duration", "0.01", "--per-layer")
+    result = dnet("bench", plan.path, "--batch-sizes", "2", "--warmup", "0", "--duration", "0.01", "--per-layer")
     assert result.exit_code == 0, result.output
     tail = result.output.split("\n\n", 1)[1].splitlines()
     assert tail[0] == ("m.plan, batch 2: per-layer times (TensorRT profiler, mean of 10 runs; profiled layers run one "
@@ -127,7 +127,7 @@ def test_bench_per_layer_table_follows_the_latency_table(plan):
 
 def test_bench_cuda_graph_replays_the_plan(plan, monkeypatch):
     with fake_cuda_graphs(monkeypatch, plan.trt) as graphs:
-        result = dnet("bench", "--engine", plan.path, "--batch", "2,3", "--warmup", "0", "--duration", "0.01",
+        result = dnet("bench", plan.path, "--batch-sizes", "2,3", "--warmup", "0", "--duration", "0.01",
                       "--cuda-graph", "--json")
     assert result.exit_code == 0, result.output
     assert [r["batch"] for r in json.loads(result.output)] == [2, 3]
@@ -138,6 +138,6 @@ def test_bench_cuda_graph_replays_the_plan(plan, monkeypatch):
 def test_cuda_graph_and_per_layer_refuse_engines_that_are_not_plans(plan, tmp_path):
     onnx_file = stub_onnx(tmp_path / "other.onnx")
     for flag, what in (("--cuda-graph", "CUDA graphs"), ("--per-layer", "per-layer times")):
-        result = dnet("bench", "--engine", plan.path, "--engine", onnx_file, "--batch", "2", flag)
+        result = dnet("bench", plan.path, onnx_file, "--batch-sizes", "2", flag)
         assert (result.exit_code, result.output) == (
             2, f"dnet: error: {what} are for TensorRT .plan engines, not other.onnx (onnxruntime) ({flag})\n")

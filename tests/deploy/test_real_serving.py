@@ -46,7 +46,7 @@ def real(tmp_path_factory):
     np.savez(d / "calib.npz", images=data["images"][500:])
     fp32, int8 = d / "bc100.onnx", d / "bc100.int8.onnx"
     _dnet("convert", checkpoint, "--from", "pth", "--to", "onnx", "-o", fp32, "--quiet")
-    _dnet("convert", fp32, "--from", "onnx", "--to", "onnx-int8", "--calib", d / "calib.npz", "--calib-count", 500,
+    _dnet("convert", fp32, "--from", "onnx", "--to", "onnx", "--precision", "int8", "--calib", d / "calib.npz", "--calib-count", 500,
           "--calib-method", "mse", "-o", int8, "--quiet")
     return fp32, int8, data["images"], data["labels"]
 
@@ -87,7 +87,7 @@ def test_serving_the_int8_file_answers_200_concurrent_real_images_like_eval_and_
     with engines.open(int8) as engine:
         expected = engine(preprocess_array(images, engine.meta.preprocess)).argmax(1)
     np.savez(tmp_path / "served.npz", images=images, labels=labels)
-    _dnet("eval", "--engine", int8, "--data", tmp_path / "served.npz", "--quiet", "--predictions",
+    _dnet("eval", int8, "--data", tmp_path / "served.npz", "--quiet", "--predictions",
           tmp_path / "eval.csv")
     with open(tmp_path / "eval.csv", newline="") as f:
         evaluated = np.array([int(r["prediction"]) for r in csv.DictReader(f)])

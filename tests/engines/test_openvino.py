@@ -144,10 +144,10 @@ def test_eval_bench_and_compare_take_openvino_like_any_engine(ov, digits, folder
     xml = save_ir(ov, path, folder / "digits.xml", compress_to_fp16=False)
     test = open_dataset("digits", None, "test")
     assert evaluate(xml, test, progress=False).top1_error == evaluate(path, test, progress=False).top1_error
-    r = CliRunner().invoke(main, ["eval", "--engine", str(path), "--provider", "openvino", "--json", "--quiet"])
+    r = CliRunner().invoke(main, ["eval", str(path), "--provider", "openvino", "--json", "--quiet"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["top1_error"] == evaluate(path, test, progress=False).top1_error
-    r = CliRunner().invoke(main, ["bench", "--engine", str(path), "--engine", str(xml), "--batch", "2",
+    r = CliRunner().invoke(main, ["bench", str(path), str(xml), "--batch-sizes", "2",
                                   "--warmup", "0", "--duration", "0.05", "--json"])
     assert r.exit_code == 0, r.output
     assert [(row["engine"], row["kind"]) for row in json.loads(r.output)] == [("digits.onnx", "onnxruntime"),

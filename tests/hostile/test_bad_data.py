@@ -49,7 +49,7 @@ def test_an_odd_image_mode_decodes_to_the_right_rgb_and_evaluates(box: Box, mode
     assert np.abs(got.astype(int) - expect.astype(int)).mean() <= tolerance
     model = box.add(models["two"])
     box.freeze()
-    report = json.loads(box.cli("eval", "--engine", model, "--dataset", "folder", "--data", data, "-q", "--json").ok())
+    report = json.loads(box.cli("eval", model, "--dataset", "folder", "--data", data, "-q", "--json").ok())
     assert report["images"] == 3 and report["skipped"] == []
     box.unchanged()
 
@@ -59,7 +59,7 @@ def test_a_file_that_is_no_image_is_one_line_or_skipped_and_counted(box: Box, mo
     data, odd = _folder(box, name, UNDECODABLE[name])
     model = box.add(models["two"])
     box.freeze()
-    args = ["eval", "--engine", model, "--dataset", "folder", "--data", data, "-q", "--json"]
+    args = ["eval", model, "--dataset", "folder", "--data", data, "-q", "--json"]
     assert box.cli(*args).error_line(1) == f"{odd}: cannot decode image (cannot identify image file '{odd}')"
     report = json.loads(box.cli(*args, "--skip-bad").ok())
     assert report["images"] == 2 and len(report["skipped"]) == 1 and name in json.dumps(report["skipped"])
@@ -74,7 +74,7 @@ def test_a_cifar_label_of_200_is_one_line(box: Box):
     (folder / "test_batch.bin").write_bytes(records.tobytes())
     model = save_random(box.work / "ten.pth", 10, "cifar10", 32)
     box.freeze()
-    r = box.cli("eval", "--engine", model, "--dataset", "cifar10", "--data", box.work / "data", "-q")
+    r = box.cli("eval", model, "--dataset", "cifar10", "--data", box.work / "data", "-q")
     line = r.error_line()
     assert r.code != 0 and "200" in line and str(folder / "test_batch.bin") in line, line
     box.unchanged()

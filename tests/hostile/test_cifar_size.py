@@ -56,7 +56,7 @@ def test_opening_a_huge_cifar_file_and_taking_batches_stays_under_the_bound(tmp_
 def test_eval_limit_10_of_a_4gb_cifar_file_stays_under_the_bound(box, tmp_path):
     _sparse_cifar(box.work / "data")
     model = save_random(box.work / "ten.pth", 10, "cifar10", 32)
-    r = box.run("eval", "--engine", model, "--dataset", "cifar10", "--data", box.work / "data", "--limit", 10,
+    r = box.run("eval", model, "--dataset", "cifar10", "--data", box.work / "data", "--count", 10,
                 "--json", "-q")
     assert r.code == 0, r.stderr
     assert '"images": 10' in r.stdout
@@ -68,7 +68,7 @@ def test_a_size_that_is_not_a_whole_number_of_records_is_one_line(box):
     _sparse_cifar(box.work / "data", records=3, extra=5)
     model = save_random(box.work / "ten.pth", 10, "cifar10", 32)
     box.freeze()
-    line = box.cli("eval", "--engine", model, "--dataset", "cifar10", "--data", box.work / "data", "-q").error_line(1)
+    line = box.cli("eval", model, "--dataset", "cifar10", "--data", box.work / "data", "-q").error_line(1)
     assert line == (f"{box.work / 'data' / 'cifar-10-batches-bin' / 'test_batch.bin'}: 9,224 bytes is not a whole "
                     "number of 3073-byte CIFAR records (is this the binary version of the right data set?)")
     box.unchanged()

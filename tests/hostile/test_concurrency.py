@@ -47,7 +47,7 @@ def test_two_converts_to_one_output_leave_one_complete_result(tmp_path, target):
     nothing_left(tmpdir)
 
 
-TRAIN = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--batch", 256, "--workers", 0,
+TRAIN = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--batch-size", 256, "--workers", 0,
          "--threads", 1, "--quiet"]
 
 
@@ -61,7 +61,7 @@ def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_
 
     def first_step(*args, **kwargs):  # while the first run trains: a second start of the same folder
         if "start" not in seen:
-            seen["start"] = cli(*TRAIN, "--epochs", 2, "--out", run, tmpdir=tmp)
+            seen["start"] = cli(*TRAIN, "--epochs", 2, "-o", run, tmpdir=tmp)
         return real_epoch(*args, **kwargs)
 
     def after_checkpoint(*args, **kwargs):  # last.pth is written: a --resume of the folder still in use
@@ -73,10 +73,10 @@ def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_
 
     monkeypatch.setattr(trainer, "train_epoch", first_step)
     monkeypatch.setattr(trainer, "plot_curves", after_checkpoint)
-    r = cli(*TRAIN, "--epochs", 2, "--out", run, tmpdir=tmp)
+    r = cli(*TRAIN, "--epochs", 2, "-o", run, tmpdir=tmp)
     assert r.code == 0, r.stderr
     busy = (f"run folder {run} is in use by another dnet train (or --resume) still running; wait for it to end or "
-            "choose another --out")
+            "choose another --output")
     assert seen["start"].error_line(2) == busy
     assert seen["resume"].error_line(2) == busy and seen["same"]
     assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.json", "curves.png", "last.pth",

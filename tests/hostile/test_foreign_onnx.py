@@ -55,11 +55,11 @@ def test_a_foreign_onnx_file_runs_or_is_one_line_in_every_verb(box: Box, models,
     imgs = _images(box)
     box.freeze()
     args = {"inspect": ["inspect", f, "--json"],
-            "eval": ["eval", "--engine", f, "--dataset", "folder", "--data", imgs, "-q", "--json",
+            "eval": ["eval", f, "--dataset", "folder", "--data", imgs, "-q", "--json",
                      *(["--preprocess", "torchvision"] if case == "opset-7" else [])],  # no dnet metadata to say it
-            "bench": ["bench", "--engine", f, "--batch", 1, "--iterations", 2, "--warmup-iterations", 0, "--json"],
+            "bench": ["bench", f, "--batch-sizes", 1, "--iterations", 2, "--warmup-iterations", 0, "--json"],
             "compare": ["compare", ref, f, "--count", 2, "--json"],
-            "convert": ["convert", f, "--from", "onnx", "--to", "onnx-fp16", "-o", box.work / "out.onnx", "--quiet"]}
+            "convert": ["convert", f, "--from", "onnx", "--to", "onnx", "--precision", "fp16", "-o", box.work / "out.onnx", "--quiet"]}
     r = box.cli(*args[verb])
     quantized_as_fp32 = case.startswith(("ort-", "modelopt"))  # the tools copy dnet's metadata, "fp32" included
     if quantized_as_fp32:

@@ -64,7 +64,7 @@ def test_a_one_pixel_image_among_32x32_ones_is_evaluated_not_a_crash(box: Box, m
     model = box.add(models["two"])
     data = _folder(box, png(box.work / "tiny.png", 1, 1))
     box.freeze()
-    args = ["eval", "--engine", model, "--dataset", "folder", "--data", data, "--workers", workers, "--quiet", "--json"]
+    args = ["eval", model, "--dataset", "folder", "--data", data, "--workers", workers, "--quiet", "--json"]
     out = box.cli(*args, *(["--skip-bad"] if skip_bad else []))
     import json
 
@@ -82,10 +82,10 @@ def test_a_decompression_bomb_is_refused_by_eval_before_decoding(box: Box, model
     model = box.add(models["two"])
     data = _folder(box, bomb(box.work / "bomb.png", 10_000))  # above dnet's limit, below Pillow's (which only warns)
     box.freeze()
-    out = box.run("eval", "--engine", model, "--dataset", "folder", "--data", data, "--workers", 0, budget_mb=200)
+    out = box.run("eval", model, "--dataset", "folder", "--data", data, "--workers", 0, budget_mb=200)
     assert out.error_line(1) == (f"{data / 'a' / 'bomb.png'}: claims 10000×10000 pixels; refused (limit "
                                  f"{MAX_PIXELS:,})")
-    skipped = box.run("eval", "--engine", model, "--dataset", "folder", "--data", data, "--workers", 0, "--skip-bad",
+    skipped = box.run("eval", model, "--dataset", "folder", "--data", data, "--workers", 0, "--skip-bad",
                       budget_mb=200)
     assert f"skipped: {data / 'a' / 'bomb.png'}: claims 10000×10000 pixels" in skipped.ok()
     assert skipped.added_rss < 200 << 20
@@ -97,7 +97,7 @@ def test_a_decompression_bomb_is_refused_by_calibration_and_compare(box: Box, mo
     onnx = box.add(models["onnx"], "other.onnx")
     calib = _folder(box, bomb(box.work / "bomb.png"))
     box.freeze()
-    out = box.cli("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "-o", box.work / "t.int8.onnx")
+    out = box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "-o", box.work / "t.int8.onnx")
     assert out.error_line(1) == (f"calibration image {calib / 'a' / 'bomb.png'}: claims 400,000,000 pixels; refused "
                                  f"(limit {MAX_PIXELS:,})")  # above Pillow's own limit too: one message all the same
     box.unchanged()  # the export verifies on calibration images too: it stopped at the same file, before writing
@@ -115,7 +115,7 @@ def test_a_very_wide_image_cannot_make_the_resize_allocate_gigabytes(box: Box):
     png(data / "a" / "0.png", 224, 224)
     png(data / "b" / "wide.png", 70_000, 1)  # 70k pixels: fine to decode, 256 × 17.9M after Resize(256)
     box.freeze()
-    out = box.run("eval", "--engine", model, "--dataset", "folder", "--data", data, "--workers", 0, "--skip-bad",
+    out = box.run("eval", model, "--dataset", "folder", "--data", data, "--workers", 0, "--skip-bad",
                   "--json", budget_mb=300)
     assert out.code == 0, out.stderr
     assert out.added_rss < 300 << 20

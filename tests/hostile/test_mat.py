@@ -34,7 +34,7 @@ def test_a_mat_file_whose_values_have_no_numeric_type_is_one_line_not_a_crash(bo
     mat.write_bytes(bytes(raw))
     model = box.add(models["two"], "svhn.pth")
     box.freeze()
-    out = box.run("eval", "--engine", model, "--dataset", "svhn", "--data", data, "--workers", 0, "--quiet")
+    out = box.run("eval", model, "--dataset", "svhn", "--data", data, "--workers", 0, "--quiet")
     assert out.error_line(1) == f"{mat}: variable 'y': its values have data type 0, which is no numeric type"
     box.unchanged()
 
@@ -48,7 +48,7 @@ def test_a_fifo_as_a_mat_file_is_not_a_data_file_and_never_opened(box: Box, mode
     old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(AssertionError("eval blocked on the FIFO")))
     signal.alarm(60)
     try:
-        out = box.cli("eval", "--engine", model, "--dataset", "svhn", "--data", data, "--quiet")
+        out = box.cli("eval", model, "--dataset", "svhn", "--data", data, "--quiet")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)

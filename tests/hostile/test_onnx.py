@@ -48,9 +48,9 @@ def test_a_file_that_is_not_a_classifier_is_one_line_in_every_verb(box: Box, mod
     good = box.add(models["onnx"], "good.onnx")
     calib = write_images(box.work / "calib", photo_tiles(size=32, per_photo=1))
     box.freeze()
-    args = {"bench": ["bench", "--engine", bad, "--batch", "1"],
-            "eval": ["eval", "--engine", bad, "--dataset", "digits"],
-            "convert": ["convert", bad, "--from", "onnx", "--to", "onnx-int8", "--calib", calib, "-o", box.work / "q.onnx"],
+    args = {"bench": ["bench", bad, "--batch-sizes", "1"],
+            "eval": ["eval", bad, "--dataset", "digits"],
+            "convert": ["convert", bad, "--from", "onnx", "--to", "onnx", "--precision", "int8", "--calib", calib, "-o", box.work / "q.onnx"],
             "compare": ["compare", good, bad]}[verb]
     assert box.cli(*args).error_line(1) == f"{bad}: {expected}"
     box.unchanged()
@@ -64,7 +64,7 @@ def test_an_output_without_a_recorded_shape_is_checked_when_it_runs(box: Box, mo
     bad = box.work / "unshaped.onnx"
     onnx.save(proto, str(bad))
     box.freeze()
-    line = box.cli("bench", "--engine", bad, "--batch", "2").error_line(1)
+    line = box.cli("bench", bad, "--batch-sizes", "2").error_line(1)
     assert line == ("unshaped.onnx: gives outputs of shape 2×8×32×32 for a batch of 2; dnet runs image classifiers "
                     "(N×classes logits)")
     box.unchanged()

@@ -29,8 +29,8 @@ def test_one_symbolic_dimension_for_batch_and_image_is_one_line(box, models, str
     box.freeze()
     expect = ("shared.onnx: its input 'input' is N×3×N×N: the batch and the image's height or width are one symbolic "
               "dimension 'N'; export it with a batch dimension of its own")
-    assert box.cli("bench", "--engine", path, "--batch", 1, "--duration", 0.05, "--warmup", 0).error_line(1) == expect
-    assert box.cli("eval", "--engine", path, "--dataset", "digits", "-q").error_line(1) == expect
+    assert box.cli("bench", path, "--batch-sizes", 1, "--duration", 0.05, "--warmup", 0).error_line(1) == expect
+    assert box.cli("eval", path, "--dataset", "digits", "-q").error_line(1) == expect
     box.unchanged()
 
 
@@ -43,7 +43,7 @@ def test_symbolic_height_and_width_without_metadata_are_timed_at_224_and_it_says
         d.ClearField("dim_value")
         d.dim_param = name
     onnx.save(m, str(path))
-    r = box.cli("bench", "--engine", path, "--batch", 1, "--iterations", 2, "--warmup-iterations", 0, "--json")
+    r = box.cli("bench", path, "--batch-sizes", 1, "--iterations", 2, "--warmup-iterations", 0, "--json")
     assert r.code == 0, r.stderr
     assert "dnet: warning: free.onnx has no fixed height and width and no dnet metadata: timed at 224×224 (choose " \
            "the size with --input-size)" in r.stderr
@@ -84,6 +84,6 @@ def test_out_of_memory_is_said_as_such_not_as_a_file_the_runtime_cannot_run():
                                                               "bad_alloc\nmore"), batch=512)
     assert isinstance(e, EngineError)
     assert str(e) == ("m.onnx: out of memory running a batch of 512 in ONNX Runtime ([ONNXRuntimeError] : 6 : "
-                      "RUNTIME_EXCEPTION : bad_alloc); use a smaller --batch or free some memory")
+                      "RUNTIME_EXCEPTION : bad_alloc); use a smaller batch size or free some memory")
     assert str(runtime_failure("m.onnx", "ONNX Runtime", ValueError("Invalid rank"))) == \
         "m.onnx: ONNX Runtime cannot run it (Invalid rank)"

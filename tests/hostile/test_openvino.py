@@ -61,8 +61,8 @@ def two_outputs(xml: str, weights: bytes):
 
 CASES = {"truncated": truncated, "huge-input": huge_input, "huge-padding": huge_padding, "two-dims": two_dims,
          "weights-cut": weights_cut, "two-outputs": two_outputs}
-VERBS = {"eval": ["eval", "--dataset", "cifar10", "--data", "{data}", "--workers", 0, "--quiet", "--engine"],
-         "bench": ["bench", "--batch", 2, "--iterations", 1, "--warmup-iterations", 0, "--engine"]}
+VERBS = {"eval": ["eval", "--dataset", "cifar10", "--data", "{data}", "--workers", 0, "--quiet"],
+         "bench": ["bench", "--batch-sizes", 2, "--iterations", 1, "--warmup-iterations", 0]}
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -94,7 +94,7 @@ def test_an_ir_claiming_huge_tensors_is_refused_within_a_memory_bound(box: Box, 
     path.write_text(xml)
     path.with_suffix(".bin").write_bytes(weights)
     box.freeze()
-    out = box.run("bench", "--engine", path, "--batch", 2, "--iterations", 1, "--warmup-iterations", 0, budget_mb=256)
+    out = box.run("bench", path, "--batch-sizes", 2, "--iterations", 1, "--warmup-iterations", 0, budget_mb=256)
     assert expected in out.error_line(1)
     assert out.added_rss < 256 << 20, out.added_rss
     box.unchanged()
@@ -110,6 +110,6 @@ def test_a_fifo_as_either_file_of_an_ir_is_refused_at_once(box: Box, ir, which):
         else:
             path.with_suffix(suffix).write_bytes(body)
     box.freeze()
-    out = box.run("bench", "--engine", path, "--batch", 1, "--iterations", 1, "--warmup-iterations", 0, timeout=120)
+    out = box.run("bench", path, "--batch-sizes", 1, "--iterations", 1, "--warmup-iterations", 0, timeout=120)
     assert out.error_line(1).startswith(f"{path.with_suffix(which)}: is a FIFO, not a regular file")
     box.unchanged()

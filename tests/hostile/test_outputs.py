@@ -21,7 +21,7 @@ from tests.helpers.harness import Box, unshare_works
 def test_eval_predictions_naming_the_model_file_is_refused_and_the_model_kept(box: Box, models):
     model = box.add(models["digits"])
     box.freeze()
-    out = box.cli("eval", "--engine", model, "--dataset", "digits", "--limit", 5, "--quiet", "--predictions", model)
+    out = box.cli("eval", model, "--dataset", "digits", "--count", 5, "--quiet", "--predictions", model)
     assert out.error_line(2) == (f"output {model} is also an input of this command ({model}); dnet never overwrites "
                                  "its inputs: choose another output name")
     box.unchanged()
@@ -40,7 +40,7 @@ def test_predictions_to_a_fifo_or_a_symlink_to_one_is_refused_and_the_node_kept(
     link.symlink_to(fifo)
     box.freeze()
     for target in (fifo, link):
-        out = box.cli("eval", "--engine", model, "--dataset", "digits", "--limit", 5, "--quiet", "--predictions", target)
+        out = box.cli("eval", model, "--dataset", "digits", "--count", 5, "--quiet", "--predictions", target)
         assert out.error_line(2).startswith(f"output {target} is a FIFO; dnet writes only regular files")
         assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.path.islink(link)
     box.unchanged()
@@ -65,15 +65,15 @@ def test_an_unrelated_file_where_the_fp32_intermediate_goes_is_refused_then_repl
     notes = box.work / "tiny.onnx"
     notes.write_text("my notes, not a model\n")
     box.freeze()
-    out = box.cli("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", box.work / "tiny.fp16.onnx")
+    out = box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", box.work / "tiny.fp16.onnx")
     assert out.error_line(2) == (f"{notes} exists and is not an intermediate dnet wrote from tiny.pth; this "
                                  "conversion keeps an intermediate file under that name: move it, choose another "
                                  "output name, or let the conversion replace it (--force)")
     box.unchanged()
-    box.cli("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", box.work / "tiny.fp16.onnx", "--force").ok()
+    box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", box.work / "tiny.fp16.onnx", "--force").ok()
     assert notes.read_bytes()[:4] != b"my n"
     # a second run replaces the intermediate it wrote itself, without --force
-    box.cli("convert", src, "--from", "pth", "--to", "onnx-fp16", "-o", box.work / "tiny.fp16.onnx").ok()
+    box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "fp16", "-o", box.work / "tiny.fp16.onnx").ok()
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
@@ -187,7 +187,7 @@ def test_compare_per_layer_leaves_only_its_plot(box: Box, models):
 def test_eval_compare_to_predictions_naming_the_reference_is_refused_before_the_evaluation(box: Box, models):
     model, reference = box.add(models["digits"]), box.add(models["digits"], "reference.pth")
     box.freeze()
-    out = box.cli("eval", "--engine", model, "--compare-to", reference, "--dataset", "digits", "--limit", 5, "--quiet",
+    out = box.cli("eval", model, "--compare-to", reference, "--dataset", "digits", "--count", 5, "--quiet",
                   "--predictions", reference)
     assert out.error_line(2) == (f"output {reference} is also an input of this command ({reference}); dnet never "
                                  "overwrites its inputs: choose another output name")

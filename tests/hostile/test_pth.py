@@ -23,7 +23,7 @@ def test_a_six_byte_text_file_is_not_a_pytorch_file(box: Box):
     path = box.work / "notes.pth"
     path.write_bytes(b"hello\n")
     box.freeze()
-    out = box.cli("eval", "--engine", path, "--dataset", "digits")
+    out = box.cli("eval", path, "--dataset", "digits")
     assert out.error_line(1) == (f"{path}: not a PyTorch file (torch.save writes a zip archive or a pickle; this one "
                                  "starts with 68 65 6c 6c)")
     box.unchanged()
@@ -33,7 +33,7 @@ def test_random_bytes_are_diagnosed_as_such_without_unsafe_advice(box: Box):
     path = box.work / "junk.pth"
     path.write_bytes(bytes(random.Random(1).randrange(256) for _ in range(300)))
     box.freeze()
-    line = box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1)
+    line = box.cli("eval", path, "--dataset", "digits").error_line(1)
     assert "not a PyTorch file" in line
     assert "pickled code" not in line and "weights_only" not in line and "arbitrary code" not in line
     box.unchanged()
@@ -48,7 +48,7 @@ def test_a_pickle_that_asks_for_code_is_refused_naming_what_it_asked_for(box: Bo
     path = box.work / "evil.pth"
     torch.save({"state_dict": {}, "x": Payload()}, path)
     box.freeze()
-    line = box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1)
+    line = box.cli("eval", path, "--dataset", "digits").error_line(1)
     assert line == (f"{path}: refused: the file asks to run code (GLOBAL print); dnet reads only tensors, "
                     "numbers, strings, lists and dicts, and never runs code from a file")
     assert "this must never run" not in capfd.readouterr().out
@@ -84,7 +84,7 @@ def test_a_small_checkpoint_asking_for_a_large_model_is_refused_before_it_is_bui
     path = box.work / "big.pth"
     torch.save(_checkpoint(config, small["state_dict"], small["meta"]), path)
     box.freeze()
-    out = box.run("eval", "--engine", path, "--dataset", "digits", budget_mb=64)
+    out = box.run("eval", path, "--dataset", "digits", budget_mb=64)
     assert out.error_line(1) == (f"{path}: the configuration has 130 dense layers but the weights hold 5; the "
                                  "checkpoint does not match its configuration")
     assert out.added_rss < 64 << 20
@@ -145,7 +145,7 @@ def test_a_zip_record_needing_a_newer_zip_version_is_one_line(box: Box, models):
     path = box.work / "newer.pth"
     path.write_bytes(bytes(data))
     box.freeze()
-    assert box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1) == (
+    assert box.cli("eval", path, "--dataset", "digits").error_line(1) == (
         f"{path}: not a readable PyTorch file (a damaged zip archive: zip file version 25.5)")
     box.unchanged()
 
@@ -157,7 +157,7 @@ def test_a_compression_too_small_to_keep_a_channel_is_refused_not_divided_by(box
     path = box.work / "thin.pth"
     torch.save(_checkpoint({**small["config"], "compression": 3.16e-322}, small["state_dict"], small["meta"]), path)
     box.freeze()
-    assert box.cli("eval", "--engine", path, "--dataset", "digits").error_line(1) == (
+    assert box.cli("eval", path, "--dataset", "digits").error_line(1) == (
         f"{path}: the checkpoint's configuration is not one dnet can build (compression: theta 3.16e-322 leaves "
         "transition 1 no channels (⌊16·θ⌋ = 0))")
     box.unchanged()

@@ -10,7 +10,7 @@ from tests.helpers.models import digits_model_fixture  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("args, code, line", [
-    (["--to", "onnx-int8"], 2,
+    (["--to", "onnx", "--precision", "int8"], 2,
      "INT8 needs calibration images: give a folder of images (or a calibration cache of this model) (--calib)"),
 ])
 def test_option_conflicts_are_refused_before_any_work(box: Box, models, no_export, args, code, line):
@@ -23,7 +23,7 @@ def test_option_conflicts_are_refused_before_any_work(box: Box, models, no_expor
 def test_a_missing_calibration_folder_is_refused_before_the_export(box: Box, models, no_export):
     src = box.add(models["pth"])
     box.freeze()
-    out = box.cli("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", box.work / "nowhere",
+    out = box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", box.work / "nowhere",
                   "-o", box.work / "t.int8.onnx")
     assert out.error_line(1) == f"calibration folder {box.work / 'nowhere'} does not exist or is not a folder"
     box.unchanged()
@@ -37,7 +37,7 @@ def test_a_calibration_cache_pointing_at_a_model_is_neither_read_nor_deleted(box
 
     png(calib / "a.png", 32, 32)
     box.freeze()
-    line = box.cli("convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-cache", model,
+    line = box.cli("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--calib-cache", model,
                    "-o", box.work / "t.int8.onnx").error_line(1)
     assert line.startswith(f"{model}: not a dnet calibration cache (")
     assert line.endswith("dnet neither reads nor overwrites it: name another calibration cache file (--calib-cache)")

@@ -70,12 +70,12 @@ def test_a_zeroed_classifier_scores_100_percent_error_and_fails_the_tolerance(tm
         model.classifier.bias.zero_()
     path = _save(box.work, "zeroed.pth", model, ArtifactMeta(entry.name, 10, 32, CIFAR))
     box.freeze()
-    r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", cifar, "--json", "-q")
+    r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "--json", "-q")
     assert r.code == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["top1_correct"] == 0 and report["top1_error"] == 100.0  # every row is a 10-way tie
     assert report["top5_correct"] == 0 and report["top5_error"] == 100.0  # 9 other classes tie with the label
-    r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", cifar, "--tolerance", 5, "-q")
+    r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "--tolerance", 5, "-q")
     assert r.code == 3 and "top-1 error 100.00 % is +95.49 points from the published 4.51 %" in r.stderr
     box.unchanged()
 
@@ -94,7 +94,7 @@ def test_non_finite_logits_are_refused_in_one_line(tmp_path, cifar, box, case):
     path = _save(box.work, f"{case}.pth", model)
     box.freeze()
     for extra in ((), ("--tolerance", 100)):
-        r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", cifar, "-q", *extra)
+        r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "-q", *extra)
         assert r.error_line(1) == f"{case}.pth: {BROKEN}"
     box.unchanged()
 
@@ -106,7 +106,7 @@ def test_non_finite_logits_are_refused_by_compare_and_the_paired_statistics(tmp_
         model.classifier.bias[0] = math.nan
     bad = _save(box.work, "bad.pth", model)
     box.freeze()
-    r = box.cli("eval", "--engine", good, "--compare-to", bad, "--dataset", "cifar10", "--data", cifar, "-q")
+    r = box.cli("eval", good, "--compare-to", bad, "--dataset", "cifar10", "--data", cifar, "-q")
     assert r.error_line(1) == f"bad.pth: {BROKEN}"
     r = box.cli("compare", good, bad)
     assert r.error_line(1).startswith("bad.pth: the model gives NaN or infinite logits for 8 of 8 images")
@@ -130,7 +130,7 @@ def test_nan_mean_or_tiny_std_in_a_checkpoint_is_refused(tmp_path, cifar, box, m
     spec = dataclasses.replace(CIFAR, mean=(float(mean), 123.0, 113.9), std=(float(std), 62.1, 66.7))
     path = _save(box.work, "tampered.pth", model, ArtifactMeta("custom", 10, 32, spec))
     box.freeze()
-    r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", cifar, "-q")
+    r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "-q")
     assert r.error_line(1) == f"{path}: artifact metadata is incomplete or malformed: {problem}"
     box.unchanged()
 
@@ -140,8 +140,8 @@ def test_nan_mean_in_onnx_metadata_is_refused_naming_the_file(tmp_path, cifar, b
     spec = dict(CIFAR.to_dict(), mean=[math.nan, 0, 0])
     _edit_meta(path, "dnet.preprocess", json.dumps(spec))
     box.freeze()
-    for verb in (("eval", "--engine", path, "--dataset", "cifar10", "--data", cifar, "-q"), ("inspect", path),
-                 ("bench", "--engine", path, "--batch", "1", "--duration", "0.1")):
+    for verb in (("eval", path, "--dataset", "cifar10", "--data", cifar, "-q"), ("inspect", path),
+                 ("bench", path, "--batch-sizes", "1", "--duration", "0.1")):
         line = box.cli(*verb).error_line()
         assert re.match(r"(.*/)?tampered\.onnx: artifact metadata is incomplete or malformed: preprocess mean "
                         r"\[nan, 0\.0, 0\.0\] is not within the pixel range 0\.\.255$", line), line

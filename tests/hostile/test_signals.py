@@ -161,7 +161,7 @@ def test_sigterm_and_sigkill_during_an_int8_convert_leave_complete_files_or_swep
     src = work / "tiny.pth"
     src.write_bytes(models["pth"].read_bytes())
     calib = write_images(work / "calib", photo_tiles(size=32, per_photo=4))
-    args = ["convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 24,
+    args = ["convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--calib-count", 24,
             "-o", work / "tiny.int8.onnx", "--quiet"]
     outputs = [work / "tiny.onnx", work / "tiny.int8.onnx", work / "tiny.calib.json"]
 
@@ -190,8 +190,8 @@ def test_sigterm_and_sigkill_during_training_leave_complete_checkpoints_and_resu
     work = tmp_path / "work"
     work.mkdir()
     run = work / "run"
-    args = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 3, "--batch", 256,
-            "--workers", 0, "--threads", 1, "--quiet", "--out", run]
+    args = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 3, "--batch-size", 256,
+            "--workers", 0, "--threads", 1, "--quiet", "-o", run]
 
     def check_complete():
         for name in ("last.pth", "best.pth"):

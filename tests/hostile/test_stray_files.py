@@ -65,15 +65,15 @@ def int8_case(tmp_path_factory, models):
     src = work / "tiny.pth"
     src.write_bytes(models["pth"].read_bytes())
     calib = write_images(work / "calib", photo_tiles(size=32, per_photo=2))
-    return work, ["convert", src, "--from", "pth", "--to", "onnx-int8", "--calib", calib, "--calib-count", 12,
+    return work, ["convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", "--calib", calib, "--calib-count", 12,
                   "-o", work / "tiny.int8.onnx", "--force", "--quiet"]
 
 
 def _train_case(tmp_path, epochs: int):
     work = tmp_path / "work"
     work.mkdir()
-    return work, ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", epochs, "--batch", 256,
-                  "--workers", 0, "--threads", 1, "--quiet", "--out", work / "run"]
+    return work, ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", epochs, "--batch-size", 256,
+                  "--workers", 0, "--threads", 1, "--quiet", "-o", work / "run"]
 
 
 @pytest.mark.slow

@@ -95,7 +95,7 @@ def test_overlapping_parameter_views_are_refused_within_a_memory_bound(box: Box,
     path.write_bytes(data)
     assert len(data) < 3 << 20  # 2.5 MB that would become a 66 MB model (and as much again in copies)
     box.freeze()
-    out = box.run("eval", "--engine", path, "--dataset", "digits", budget_mb=48)
+    out = box.run("eval", path, "--dataset", "digits", budget_mb=48)
     line = out.error_line(1)
     assert line.startswith("amplified.t7: model.modules[2].modules[1].modules[2].modules[1].weight shares bytes of the "
                            "file with model.modules[1].weight; tensors of a model never overlap"), line

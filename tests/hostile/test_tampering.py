@@ -54,8 +54,8 @@ def test_edited_onnx_metadata_is_refused_naming_the_file_and_key(box: Box, model
     _edit(path, key, value)
     good = box.add(models["onnx"], "good.onnx")
     box.freeze()
-    args = {"inspect": ["inspect", path], "eval": ["eval", "--engine", path, "--dataset", "cifar10", "--limit", 2],
-            "bench": ["bench", "--engine", path, "--batch", 1, "--iterations", 1, "--warmup-iterations", 0],
+    args = {"inspect": ["inspect", path], "eval": ["eval", path, "--dataset", "cifar10", "--count", 2],
+            "bench": ["bench", path, "--batch-sizes", 1, "--iterations", 1, "--warmup-iterations", 0],
             "compare": ["compare", good, path, "--count", 1]}[verb]
     assert box.cli(*args).error_line(1) == f"{path}: {expected}"
     box.unchanged()

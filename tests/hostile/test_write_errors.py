@@ -91,7 +91,7 @@ def test_onnx_fp16_convert_past_the_size_limit_is_one_line(box, models):
     out = old_file(box.work / "out.onnx")
     box.freeze()
     with size_limit(8192):
-        r = box.cli("convert", src, "--from", "onnx", "--to", "onnx-fp16", "-o", out)
+        r = box.cli("convert", src, "--from", "onnx", "--to", "onnx", "--precision", "fp16", "-o", out)
     assert r.error_line(1).startswith(f"file too large: writing {out} ")
     assert out.read_bytes() == OLD and leftovers(box.work) == []
     box.unchanged()
@@ -102,7 +102,7 @@ def test_eval_predictions_past_the_size_limit_is_one_line(box, digits_model):
     out = old_file(box.work / "pred.csv")
     box.freeze()
     with size_limit(4096):  # 360 rows of predictions are ~12 KB
-        r = box.cli("eval", "--engine", model, "--dataset", "digits", "--predictions", out, "-q")
+        r = box.cli("eval", model, "--dataset", "digits", "--predictions", out, "-q")
     assert r.error_line(1) == (f"file too large: writing {out} stopped at the limit of 4,096 bytes (ulimit -f, or the "
                                "filesystem); raise the limit or choose another output folder")
     assert out.read_bytes() == OLD and leftovers(box.work) == []
@@ -113,8 +113,8 @@ def test_a_training_checkpoint_past_the_size_limit_is_one_line(box):
     run = box.work / "run"
     box.freeze()
     with size_limit(20000):  # config.json and metrics fit, a checkpoint (~60 KB) does not
-        r = box.cli("train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch", 128,
-                    "--threads", 1, "--out", run, "-q")
+        r = box.cli("train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch-size", 128,
+                    "--threads", 1, "-o", run, "-q")
     assert r.error_line(1).startswith(f"file too large: writing {run / 'last.pth'} stopped at the limit of 20,000 bytes")
     assert sorted(p.name for p in run.iterdir()) == ["config.json"] or "last.pth" not in os.listdir(run)
     assert leftovers(run) == []
@@ -175,8 +175,8 @@ def test_pth_convert_onto_a_full_tmpfs_is_one_no_space_line(box, models, tmpfs):
 def test_a_training_checkpoint_onto_a_full_tmpfs_is_one_no_space_line(box, tmpfs):
     run = tmpfs / f"run-{uuid.uuid4().hex[:6]}"
     fill(tmpfs, leave=24576)  # room for config.json and the metrics, not for a checkpoint
-    r = box.cli("train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch", 128,
-                "--threads", 1, "--out", run, "-q")
+    r = box.cli("train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch-size", 128,
+                "--threads", 1, "-o", run, "-q")
     line = r.error_line(1)
     assert line.startswith(f"no space left on device: writing {run / 'last.pth'} needs "), line
     assert leftovers(run) == [] and "last.pth" not in os.listdir(run)
@@ -188,7 +188,7 @@ def test_eval_predictions_onto_a_full_tmpfs_is_one_no_space_line(box, digits_mod
     out = old_file(tmpfs / "pred.csv")
     fill(tmpfs, leave=0)
     box.freeze()
-    r = box.cli("eval", "--engine", model, "--dataset", "digits", "--predictions", out, "-q")
+    r = box.cli("eval", model, "--dataset", "digits", "--predictions", out, "-q")
     assert r.error_line(1).startswith(f"no space left on device: writing {out} needs ")
     assert out.read_bytes() == OLD and leftovers(tmpfs) == []
     box.unchanged()

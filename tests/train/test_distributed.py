@@ -29,7 +29,7 @@ def test_two_gloo_processes_write_one_run_and_match_one_process(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dnet", "train", *ARGS, "--batch", "32", "--out", str(run)]
+           "-m", "dnet", "train", *ARGS, "--batch-size", "32", "-o", str(run)]
     p = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "global batch 64 = 32 per process × 2" in p.stdout

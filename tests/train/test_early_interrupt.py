@@ -10,7 +10,7 @@ import pytest
 import dnet.train.trainer as trainer
 from tests.helpers.harness import cli
 
-ARGS = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch", 256,
+ARGS = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch-size", 256,
         "--workers", 0, "--threads", 1, "--quiet"]
 
 
@@ -24,13 +24,13 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "train_epoch", interrupt)
-    r = cli(*ARGS, "--out", run, tmpdir=tmp_path / "tmp")
+    r = cli(*ARGS, "-o", run, tmpdir=tmp_path / "tmp")
     assert r.error_line(130) == "interrupted by SIGINT; no partial file was kept"
     assert seen["files"] == ["config.json"] and seen["config"]["model"]["growth_rate"] == 4
     line = cli("train", "--resume", run, "--epochs", 1, tmpdir=tmp_path / "tmp").error_line(2)
     assert line == f"the run in {run} was stopped before its first checkpoint: nothing to resume; start it again"
     monkeypatch.undo()
-    r = cli(*ARGS, "--out", run, tmpdir=tmp_path / "tmp")  # starting it again is allowed: no checkpoint is replaced
+    r = cli(*ARGS, "-o", run, tmpdir=tmp_path / "tmp")  # starting it again is allowed: no checkpoint is replaced
     assert r.code == 0, r.stderr
     assert (run / "last.pth").is_file()
 
@@ -39,7 +39,7 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
 def test_resume_of_an_early_stopped_folder_is_one_line(tmp_path, left):
     run = tmp_path / "run"
     if left:
-        r = cli(*ARGS, "--epochs", 1, "--out", run, tmpdir=tmp_path / "tmp")
+        r = cli(*ARGS, "--epochs", 1, "-o", run, tmpdir=tmp_path / "tmp")
         assert r.code == 0, r.stderr
         for p in run.iterdir():  # what a SIGKILL before the first checkpoint leaves
             if p.name not in left:
@@ -53,6 +53,6 @@ def test_resume_of_an_early_stopped_folder_is_one_line(tmp_path, left):
 
 def test_a_folder_with_a_checkpoint_is_still_never_overwritten(tmp_path):
     run = tmp_path / "run"
-    assert cli(*ARGS, "--out", run, tmpdir=tmp_path / "tmp").code == 0
-    line = cli(*ARGS, "--out", run, tmpdir=tmp_path / "tmp").error_line(2)
-    assert line == f"run folder {run} already holds a run; continue it with --resume {run} or choose another --out"
+    assert cli(*ARGS, "-o", run, tmpdir=tmp_path / "tmp").code == 0
+    line = cli(*ARGS, "-o", run, tmpdir=tmp_path / "tmp").error_line(2)
+    assert line == f"run folder {run} already holds a run; continue it with --resume {run} or choose another --output"

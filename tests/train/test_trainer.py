@@ -82,8 +82,8 @@ def test_resume_after_interruption_gives_the_same_weights_as_a_straight_run(tmp_
 
 def test_resume_through_the_cli_extends_the_run_to_n_epochs(tmp_path):
     run = tmp_path / "cli"
-    args = ["train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch", "128", "--threads", "1",
-            "--lr-schedule", "step30", "--quiet", "--out", str(run)]
+    args = ["train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch-size", "128", "--threads", "1",
+            "--lr-schedule", "step30", "--quiet", "-o", str(run)]
     r = CliRunner().invoke(main, [*args, "--epochs", "1"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["train", "--resume", str(run), "--epochs", "2", "--quiet"])
@@ -173,7 +173,7 @@ def _cli(args):
 
 
 def test_missing_data_folder_says_how_to_get_it(tmp_path):
-    code, out = _cli(["train", "--dataset", "cifar10", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    code, out = _cli(["train", "--dataset", "cifar10", "--data", str(tmp_path / "nope"), "-o", str(tmp_path / "r")])
     assert code == 1
     assert out == (f"dnet: error: data folder {tmp_path / 'nope'} does not exist: put cifar10 there "
                    "(from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz) or pass --download")
@@ -181,7 +181,7 @@ def test_missing_data_folder_says_how_to_get_it(tmp_path):
 
 
 def test_class_count_mismatch_is_one_line(tmp_path):
-    code, out = _cli(["train", "--dataset", "digits", "--num-classes", "100", "--out", str(tmp_path / "r")])
+    code, out = _cli(["train", "--dataset", "digits", "--num-classes", "100", "-o", str(tmp_path / "r")])
     assert code == 2
     assert out == ("dnet: error: the model would have 100 classes but data set digits has 10; "
                    "drop --num-classes (the class count is taken from the data set)")
@@ -191,7 +191,7 @@ def test_class_count_mismatch_is_one_line(tmp_path):
 def test_unwritable_run_folder_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, out = _cli(["train", "--dataset", "digits", "--out", str(blocker / "run"), "--epochs", "1"])
+    code, out = _cli(["train", "--dataset", "digits", "-o", str(blocker / "run"), "--epochs", "1"])
     assert code == 1
     assert out.startswith(f"dnet: error: cannot create run folder {blocker / 'run'}: ") and "\n" not in out
     assert blocker.read_text() == "not a folder"
@@ -203,35 +203,35 @@ def test_read_only_run_folder_is_one_line(tmp_path):
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        code, out = _cli(["train", "--dataset", "digits", "--out", str(ro), "--epochs", "1"])
+        code, out = _cli(["train", "--dataset", "digits", "-o", str(ro), "--epochs", "1"])
     finally:
         ro.chmod(0o700)
     assert code == 1
-    assert out == f"dnet: error: cannot write to run folder {ro}: permission denied; choose another --out"
+    assert out == f"dnet: error: cannot write to run folder {ro}: permission denied; choose another --output"
 
 
 def test_resume_with_a_different_configuration_is_refused_and_nothing_changes(tmp_path):
     run = tmp_path / "r"
-    code, _ = _cli(["train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch", "128",
-                    "--threads", "1", "--epochs", "1", "--quiet", "--out", str(run)])
+    code, _ = _cli(["train", "--dataset", "digits", "--depth", "10", "--growth-rate", "4", "--batch-size", "128",
+                    "--threads", "1", "--epochs", "1", "--quiet", "-o", str(run)])
     assert code == 0
     before = _digest(run)
     code, out = _cli(["train", "--resume", str(run), "--epochs", "2", "--lr", "0.05"])
     assert code == 2
     assert out == (f"dnet: error: --resume {run}: that run was trained with a different configuration "
-                   "(lr: 0.1 -> 0.05); resume with its options or start a new run with --out")
+                   "(lr: 0.1 -> 0.05); resume with its options or start a new run with --output")
     assert _digest(run) == before
     # and a new run into a folder that holds one is refused, not overwritten
-    code, out = _cli(["train", "--dataset", "digits", "--epochs", "1", "--out", str(run)])
+    code, out = _cli(["train", "--dataset", "digits", "--epochs", "1", "-o", str(run)])
     assert code == 2
-    assert out == f"dnet: error: run folder {run} already holds a run; continue it with --resume {run} or choose another --out"
+    assert out == f"dnet: error: run folder {run} already holds a run; continue it with --resume {run} or choose another --output"
     assert _digest(run) == before
 
 
 def test_sync_bn_without_cuda_is_refused(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present: --sync-bn is accepted")
-    code, out = _cli(["train", "--dataset", "digits", "--sync-bn", "--out", str(tmp_path / "r")])
+    code, out = _cli(["train", "--dataset", "digits", "--sync-bn", "-o", str(tmp_path / "r")])
     assert code == 2
     assert out == "dnet: error: --sync-bn needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only)"
     assert not (tmp_path / "r").exists()
