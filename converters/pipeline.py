@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from dnet.artifact.onnxfile import check_asked_size, input_size_of, quantized_ops, read_meta, read_model
-from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache

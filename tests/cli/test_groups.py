@@ -13,8 +13,11 @@ from click.testing import CliRunner
 from dnet.cli import main
 from dnet.cli.groups import GENERAL, Verb
 from dnet.cli.main import VERBS
-from tests.converters.tiny_models import fast_export, tiny_checkpoint
-from tests.evalmodels import digits_model_fixture  # noqa: F401 (fixture)
+from tests.helpers.models import (
+    digits_model_fixture,  # noqa: F401 (fixture)
+    fast_export,
+    tiny_checkpoint,
+)
 
 
 def command(verb: str) -> click.Command:
@@ -168,7 +171,7 @@ def test_to_onnx_fp16_and_int8_are_aliases_that_write_the_same_files(tmp_path, m
 
 
 def _calib(tmp_path):
-    from tests.converters.tiny_models import photo_tiles, write_images
+    from tests.helpers.images import photo_tiles, write_images
 
     return write_images(tmp_path / "calib", photo_tiles(size=36, per_photo=2))
 
@@ -246,7 +249,7 @@ def test_compare_shows_its_stage_on_a_terminal_and_q_turns_it_off(tmp_path, monk
     from dnet.cli import compare as cli_compare
     from dnet.cli.progress import TerminalProgress
     from dnet.progress import Recorder
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     onnx = tiny_onnx(tmp_path, "tiny.onnx")
     shown = io.StringIO()

@@ -102,7 +102,7 @@ def test_an_onnx_file_replaced_while_it_is_opened_runs_as_the_one_file_that_was_
     from dnet import engines
     from dnet.artifact.onnxfile import read_meta, write_meta
     from dnet.data.specs import get_spec
-    from tests.converters.tiny_models import tiny_onnx
+    from tests.helpers.models import tiny_onnx
 
     old, new = tiny_onnx(tmp_path, "old.onnx"), tmp_path / "new.onnx"
     proto = onnx.load(str(old))  # the classes in reverse order, and metadata naming another preprocessing
@@ -139,8 +139,8 @@ def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_fi
     import shutil
     import threading
 
-    from tests.evalmodels import write_cifar_bin
-    from tests.hostile.harness import cli, run_dnet
+    from tests.helpers.evaldata import write_cifar_bin
+    from tests.helpers.harness import cli, run_dnet
     from tests.hostile.test_scoring import _save, _ten_class
 
     work, tmpdir = tmp_path / "work", tmp_path / "tmp"
@@ -152,7 +152,7 @@ def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_fi
         onnx_file = work / f"alone{i}.onnx"
         assert cli("convert", src, "--from", "pth", "--to", "onnx", "-o", onnx_file, "--quiet", tmpdir=tmpdir).code == 0
         csv = work / f"alone{i}.csv"
-        cli("eval", "--engine", onnx_file, "--dataset", "cifar10", "--data", work / "data", "--quiet", "--predictions",
+        cli("eval", onnx_file, "--dataset", "cifar10", "--data", work / "data", "--quiet", "--predictions",
             csv, tmpdir=tmpdir).ok()
         expect.append(csv.read_text())
     assert expect[0] != expect[1]  # the two files are told apart by their predictions
@@ -173,7 +173,7 @@ def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_fi
     seen = []
     while writer.is_alive() or not seen:
         csv = work / f"during{len(seen)}.csv"
-        r = run_dnet("eval", "--engine", out, "--dataset", "cifar10", "--data", work / "data", "--quiet",
+        r = run_dnet("eval", out, "--dataset", "cifar10", "--data", work / "data", "--quiet",
                      "--predictions", csv, cwd=work, tmpdir=tmpdir)
         assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
         assert csv.read_text() in expect  # the old file or the new one, whole: never a mix, never a partial read

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.evalmodels import write_cifar_bin
-from tests.hostile.conftest import Box
-from tests.hostile.foreign_onnx import dynamic
+from tests.helpers.evaldata import write_cifar_bin
+from tests.helpers.foreign_onnx import dynamic
+from tests.helpers.harness import Box
 
 
 def _ten_classes(src, dst, *, strip_meta: bool = True):
@@ -41,8 +41,8 @@ def test_eval_feeds_a_foreign_32x32_graph_at_32x32_as_its_own_dnet_export_would_
     own = _ten_classes(models["onnx"], box.work / "own.onnx", strip_meta=False)  # the same graph, dnet's metadata
     box.freeze()
     args = ["--dataset", "cifar10", "--data", box.work / "data", "--json", "--quiet"]
-    got = json.loads(box.cli("eval", "--engine", foreign, *args).ok())
-    want = json.loads(box.cli("eval", "--engine", own, *args).ok())
+    got = json.loads(box.cli("eval", foreign, *args).ok())
+    want = json.loads(box.cli("eval", own, *args).ok())
     assert got["images"] == 12 and got["preprocess"] == "cifar10"
     assert (got["top1_correct"], got["top5_correct"]) == (want["top1_correct"], want["top5_correct"])
     box.unchanged()
@@ -52,18 +52,18 @@ def test_eval_feeds_a_foreign_32x32_graph_at_32x32_as_its_own_dnet_export_would_
     (["eval", "--dataset", "digits"], 1, "foreign.onnx: expects 32×32 inputs, got 8×8"),  # digits are 8×8
     (["eval", "--dataset", "cifar10", "--preprocess", "torchvision"], 1, "foreign.onnx: expects 32×32 inputs, got "
                                                                          "224×224"),
-    (["eval", "--dataset", "cifar10", "--input-size", 64], 2, "No such option '--input-size'."),  # the graph says it
-    (["bench", "--batch", 1, "--iterations", 1, "--input-size", 64], 2,
+    (["eval", "--dataset", "cifar10", "--input-size", 64], 2, "No such option '--input-size'. Did you mean '--batch-size'?"),  # the graph says it
+    (["bench", "--batch-sizes", 1, "--iterations", 1, "--input-size", 64], 2,
      "foreign.onnx takes 32×32 inputs only, not 64×64; export the model at that size to measure it there "
      "(--input-size)"),
-    (["convert", "--from", "onnx", "--to", "onnx-fp16", "--input-size", 64], 2,
+    (["convert", "--from", "onnx", "--to", "onnx", "--precision", "fp16", "--input-size", 64], 2,
      "foreign.onnx takes 32×32 inputs (fixed in its graph); --input-size 64 contradicts it: converting an ONNX file "
      "keeps its input size (export the model at 64×64 from its checkpoint instead)"),
 ])
 def test_a_size_that_contradicts_the_graph_is_one_line_naming_both(box: Box, foreign, args, code, line):
     box.freeze()
     verb, *rest = args
-    where = ["--engine", foreign] if verb != "convert" else [foreign, "-o", box.work / "out.onnx"]
+    where = [foreign] if verb != "convert" else [foreign, "-o", box.work / "out.onnx"]
     if verb == "eval":
         rest += ["--data", box.work / "data", "-q"]
     assert box.cli(verb, *where, *rest).error_line(code) == line
@@ -72,10 +72,10 @@ def test_a_size_that_contradicts_the_graph_is_one_line_naming_both(box: Box, for
 
 def test_the_graphs_own_size_is_what_bench_and_convert_use(box: Box, foreign):
     box.freeze()
-    rows = json.loads(box.cli("bench", "--engine", foreign, "--batch", 1, "--iterations", 1, "--warmup-iterations",
+    rows = json.loads(box.cli("bench", foreign, "--batch-sizes", 1, "--iterations", 1, "--warmup-iterations",
                               0, "--json").ok())  # ONNX Runtime runs a fixed 32×32 graph on 32×32 inputs only
     assert [(r["engine"], r["batch"], r["iterations"]) for r in rows] == [("foreign.onnx", 1, 1)]
-    box.cli("convert", foreign, "--from", "onnx", "--to", "onnx-fp16", "--input-size", 32, "-o",
+    box.cli("convert", foreign, "--from", "onnx", "--to", "onnx", "--precision", "fp16", "--input-size", 32, "-o",
             box.work / "out.onnx", "--quiet").ok()  # the size it takes: accepted
     box.unchanged("out.onnx")
 
@@ -83,7 +83,7 @@ def test_the_graphs_own_size_is_what_bench_and_convert_use(box: Box, foreign):
 def test_convert_input_size_contradicting_the_metadata_of_a_free_size_graph_is_one_line(box: Box, models):
     src = dynamic(models["onnx"], box.work / "free.onnx")  # height and width free; dnet metadata: 32×32
     box.freeze()
-    line = box.cli("convert", src, "--from", "onnx", "--to", "onnx-fp16", "--input-size", 64, "-o",
+    line = box.cli("convert", src, "--from", "onnx", "--to", "onnx", "--precision", "fp16", "--input-size", 64, "-o",
                    box.work / "out.onnx").error_line(2)
     assert line == ("free.onnx takes 32×32 inputs (its metadata says); --input-size 64 contradicts it: converting an "
                     "ONNX file keeps its input size (export the model at 64×64 from its checkpoint instead)")

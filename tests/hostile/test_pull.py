@@ -322,7 +322,7 @@ def test_a_pull_that_locks_a_partial_file_just_renamed_into_place_starts_a_new_o
 
 @pytest.mark.slow
 def test_two_pulls_of_one_name_at_once_both_succeed_or_one_refuses_and_the_file_is_complete(box: Box, weights):
-    from tests.hostile.harness import LAUNCH, ROOT
+    from tests.helpers.harness import LAUNCH, ROOT
 
     cache = box.work / "cache"
     digest = hashlib.sha256(weights).hexdigest()

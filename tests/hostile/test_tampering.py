@@ -142,14 +142,14 @@ NAME_EDITS = {  # case -> (dnet.model, dnet.config (None: the tiny model's), wha
 @pytest.mark.parametrize("case", sorted(NAME_EDITS))
 def test_a_zoo_name_the_graph_contradicts_is_ignored_with_a_warning_and_never_compared_with_the_paper(box: Box,
                                                                                                        models, case):
-    from tests.evalmodels import write_cifar_bin
+    from tests.helpers.evaldata import write_cifar_bin
 
     model, config, says = NAME_EDITS[case]
     path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), model, config)
     write_cifar_bin(box.work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 12)
     box.freeze()
     warning = f"dnet: warning: named.onnx: metadata key dnet.model says {says}{IGNORED}"
-    r = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--data", box.work / "data", "--json", "--quiet")
+    r = box.cli("eval", path, "--dataset", "cifar10", "--data", box.work / "data", "--json", "--quiet")
     report = json.loads(r.ok())
     assert report["model"] == "custom" and report["published_error"] is None  # not the paper's 4.51 % for BC-100
     assert [line for line in r.stderr.splitlines() if line.strip()] == [warning]
@@ -174,6 +174,6 @@ def test_metadata_naming_a_1000_class_model_on_a_10_output_graph_is_refused(box:
     path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), "densenet121", _zoo_config("densenet121"))
     _edit(path, "dnet.num_classes", "1000")
     box.freeze()
-    line = box.cli("eval", "--engine", path, "--dataset", "cifar10", "--limit", 2).error_line(1)
+    line = box.cli("eval", path, "--dataset", "cifar10", "--count", 2).error_line(1)
     assert line == f"{path}: its metadata says 1000 classes, the graph gives 10"
     box.unchanged()

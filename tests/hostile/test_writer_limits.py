@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from dnet.errors import DnetError
-from tests.hostile.harness import ROOT
+from tests.helpers.harness import ROOT
 from tests.hostile.test_write_errors import (
     OLD,
     fill,
@@ -67,7 +67,7 @@ def test_convert_whose_calibration_cache_hits_the_limit_is_one_line_and_writes_n
     monkeypatch.setattr(CalibrationCache, "to_json", lambda self: real(self) + " " * 400_000)  # larger than the rest
     box.freeze()
     with size_limit(300_000):
-        r = box.cli("convert", src, "--from", "onnx", "--to", "onnx-int8", "--calib", box.work / "calib.npy",
+        r = box.cli("convert", src, "--from", "onnx", "--to", "onnx", "--precision", "int8", "--calib", box.work / "calib.npy",
                     "--calib-cache", cache, "-o", out, "--quiet")
     assert r.error_line(1) == _too_large(cache, 300_000)
     assert cache.read_bytes() == before and out.read_bytes() == OLD and leftovers(box.work) == []
@@ -110,7 +110,7 @@ def test_the_plan_sidecar_and_layer_information_past_the_size_limit_are_one_line
 
     from dnet.artifact.layers import layers_path, write_layers
     from dnet.artifact.sidecar import sidecar_path, write_sidecar
-    from tests.engines.tensorrt_standins import ENGINE_INFO, sidecar
+    from tests.helpers.tensorrt_standins import ENGINE_INFO, sidecar
 
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"PLAN: not read")
@@ -136,7 +136,7 @@ def test_a_timing_cache_past_the_size_limit_is_a_warning_and_keeps_the_old_cache
 
 def test_the_calibration_cache_and_the_sidecar_onto_a_full_tmpfs_are_one_no_space_line(tmpfs):  # noqa: F811
     from dnet.artifact.sidecar import sidecar_path, write_sidecar
-    from tests.engines.tensorrt_standins import sidecar
+    from tests.helpers.tensorrt_standins import sidecar
 
     cache, plan = old_file(tmpfs / "m.calib.json"), tmpfs / "m.plan"
     plan.write_bytes(b"PLAN")
@@ -176,11 +176,12 @@ def test_a_json_report_redirected_to_a_file_that_hits_the_limit_is_one_line_not_
 def test_a_plan_whose_sidecar_hits_the_limit_keeps_the_previous_plan_and_sidecar_whole(tmp_path, monkeypatch):
     import dnet.converters.tensorrt as ct
     from dnet.converters.tensorrt import BuildOptions, build_plan
-    from tests.engines.tensorrt_standins import fake_tensorrt, tiny_onnx
+    from tests.helpers.models import tiny_onnx
+    from tests.helpers.tensorrt_standins import fake_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1.11"))  # TensorRT's calls, no GPU
     monkeypatch.setattr(ct, "cuda_device", lambda what: ("NVIDIA A10", (8, 6)))
-    onnx_path, plan = tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan"
+    onnx_path, plan = tiny_onnx(tmp_path, "m.onnx"), tmp_path / "m.plan"
     build_plan(onnx_path, plan)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with size_limit(1024), pytest.raises(DnetError) as e:  # the plan (~100 bytes) fits, its sidecar (~1.7 kB) not
