@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from dnet.data.specs import SPECS, PreprocessSpec
-from dnet.errors import FileFormatError, UsageError
+from dnet.errors import DnetWarning, FileFormatError, UsageError
 
 PREFIX = "dnet."  # key prefix in ONNX metadata_props
 # Largest input side an artifact may claim: 16 Mpx, far above any DenseNet's (224..448); a file's claim above it
@@ -179,3 +180,13 @@ def check_classifier_shapes(name, dims, out_dims, meta: ArtifactMeta | None, *, 
                                   f"takes {dims[2]}×{dims[3]}")
         if out_dims is not None and out_dims[1] > 0 and out_dims[1] != meta.num_classes:
             raise FileFormatError(f"{name}: its metadata says {meta.num_classes} classes, the graph gives {out_dims[1]}")
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Each verb reads a file's metadata several times (by path and by name); say a warning about it once."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, DnetWarning, stacklevel=3)

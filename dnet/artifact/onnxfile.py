@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import warnings
 
 import onnx
 
-from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes
-from dnet.errors import DnetWarning, FileFormatError, UsageError
+from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, warn_once
+from dnet.errors import FileFormatError, UsageError
 from dnet.files import check_input_file
 
 INPUT = "input"
@@ -143,7 +142,7 @@ def read_meta(proto: onnx.ModelProto, name: str | None = None) -> ArtifactMeta |
     quantized = quantized_ops(proto)
     if meta is not None and meta.precision != "int8" and quantized:
         # a file quantized by another tool (onnxruntime.quantization, ModelOpt) keeps dnet's "fp32": the graph wins
-        _warn_once(os.path.basename(name or ""), f"{name or 'this ONNX file'}: metadata key dnet.precision says {meta.precision} but the graph is "
+        warn_once(os.path.basename(name or ""), f"{name or 'this ONNX file'}: metadata key dnet.precision says {meta.precision} but the graph is "
                    f"quantized ({', '.join(quantized[:3])} nodes); taken as int8")
         meta = dataclasses.replace(meta, precision="int8")
     return meta
@@ -151,22 +150,11 @@ def read_meta(proto: onnx.ModelProto, name: str | None = None) -> ArtifactMeta |
 
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat")
-_warned: set[str] = set()
 
 
 def quantized_ops(proto: onnx.ModelProto) -> list[str]:
     """The quantization operators the graph uses (sorted), empty for a float graph."""
     return sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
-
-
-def _warn_once(key: str, message: str) -> None:
-    """Each verb reads a file's metadata several times (by path and by name); say a warning about it once."""
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, DnetWarning, stacklevel=3)
-
-
-warn_once = _warn_once  # for the checks of the layers above, which know what the metadata names (the zoo)
 
 
 def classifier_features(proto: onnx.ModelProto) -> int | None:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnet import __version__
-from dnet.artifact.meta import ArtifactMeta
-from dnet.artifact.onnxfile import warn_once
+from dnet.artifact.meta import ArtifactMeta, warn_once
 from dnet.data.specs import PreprocessSpec, get_spec
 from dnet.errors import UnknownModelError
 from dnet.files import sha256_file
