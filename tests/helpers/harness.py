@@ -88,9 +88,9 @@ class Outcome:
 
 def cli(*args, tmpdir: Path | None = None) -> Outcome:
     """Run ``dnet ARGS`` in this process, with the temporary folder at ``tmpdir``."""
-    from dnet.artifact import onnxfile
+    from dnet.artifact import meta
 
-    onnxfile._warned.clear()  # each run is a new process: its once-per-file warnings are said again
+    meta._warned.clear()  # each run is a new process: its once-per-file warnings are said again
     with pytest.MonkeyPatch.context() as mp:
         if tmpdir is not None:
             tmpdir.mkdir(parents=True, exist_ok=True)
