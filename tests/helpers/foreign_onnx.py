@@ -131,3 +131,12 @@ MAKERS = {
     "external-truncated": lambda s, d: external(s, d, "truncated"),
     "feature-map": feature_map,
 }
+
+
+def edit_meta(path, key: str, value: str) -> None:
+    """Set the value of an existing metadata_props key of an ONNX file in place (a tampered file)."""
+    proto = onnx.load(str(path))
+    for p in proto.metadata_props:
+        if p.key == key:
+            p.value = value
+    onnx.save(proto, str(path))

@@ -12,7 +12,6 @@ import math
 import re
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -24,6 +23,7 @@ from dnet.eval import topk_hits
 from dnet.models.zoo import get as zoo_get
 from dnet.similarity import best_class, require_finite, top1_agreement
 from tests.helpers.evaldata import write_cifar_bin
+from tests.helpers.foreign_onnx import edit_meta
 from tests.helpers.models import TINY, tiny_model
 
 CIFAR = get_spec("cifar10")
@@ -113,12 +113,6 @@ def test_non_finite_logits_are_refused_by_compare_and_the_paired_statistics(tmp_
     box.unchanged()
 
 
-def _edit_meta(path, key, value):
-    proto = onnx.load(str(path))
-    for p in proto.metadata_props:
-        if p.key == key:
-            p.value = value
-    onnx.save(proto, str(path))
 
 
 @pytest.mark.parametrize(("mean", "std", "problem"), [
@@ -138,7 +132,7 @@ def test_nan_mean_or_tiny_std_in_a_checkpoint_is_refused(tmp_path, cifar, box, m
 def test_nan_mean_in_onnx_metadata_is_refused_naming_the_file(tmp_path, cifar, box, models):
     path = box.add(models["onnx"], "tampered.onnx")
     spec = dict(CIFAR.to_dict(), mean=[math.nan, 0, 0])
-    _edit_meta(path, "dnet.preprocess", json.dumps(spec))
+    edit_meta(path, "dnet.preprocess", json.dumps(spec))
     box.freeze()
     for verb in (("eval", path, "--dataset", "cifar10", "--data", cifar, "-q"), ("inspect", path),
                  ("bench", path, "--batch-sizes", "1", "--duration", "0.1")):

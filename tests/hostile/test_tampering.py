@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from dnet.artifact.sidecar import write_sidecar
+from tests.helpers.foreign_onnx import edit_meta
 from tests.helpers.harness import Box
 from tests.helpers.tensorrt_standins import sidecar
 
@@ -38,12 +39,6 @@ ONNX_EDITS = {  # case -> (key, new value, the end of the one error line)
 }
 
 
-def _edit(path, key, value):
-    m = onnx.load(str(path))
-    for p in m.metadata_props:
-        if p.key == key:
-            p.value = value
-    onnx.save(m, str(path))
 
 
 @pytest.mark.parametrize("verb", ["inspect", "eval", "bench", "compare"])
@@ -51,7 +46,7 @@ def _edit(path, key, value):
 def test_edited_onnx_metadata_is_refused_naming_the_file_and_key(box: Box, models, case, verb):
     key, value, expected = ONNX_EDITS[case]
     path = box.add(models["onnx"], "edited.onnx")
-    _edit(path, key, value)
+    edit_meta(path, key, value)
     good = box.add(models["onnx"], "good.onnx")
     box.freeze()
     args = {"inspect": ["inspect", path], "eval": ["eval", path, "--dataset", "cifar10", "--count", 2],
@@ -172,7 +167,7 @@ def test_every_zoo_name_agrees_with_its_own_configuration_and_classifier():
 
 def test_metadata_naming_a_1000_class_model_on_a_10_output_graph_is_refused(box: Box, models):
     path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), "densenet121", _zoo_config("densenet121"))
-    _edit(path, "dnet.num_classes", "1000")
+    edit_meta(path, "dnet.num_classes", "1000")
     box.freeze()
     line = box.cli("eval", path, "--dataset", "cifar10", "--count", 2).error_line(1)
     assert line == f"{path}: its metadata says 1000 classes, the graph gives 10"
