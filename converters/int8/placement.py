@@ -68,12 +68,14 @@ from dnet.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)
-TARGETS = ("cpu", "tensorrt")  # the runtime whose rules a file's placement follows
+TARGETS = ("cpu", "tensorrt", "openvino")  # the runtime whose rules a file's placement follows
 CPU_WEIGHT_BITS = 8  # the CPU file's default (module doc); 7 for ONNX Runtime on x86 CPUs without VNNI
 TENSORRT_WEIGHT_BITS = 8  # the TensorRT file's only choice: int32 accumulation, nothing saturates
 DEFAULT_WEIGHT_BITS = CPU_WEIGHT_BITS
 POOLS = ("AveragePool", "MaxPool")  # commute with a shared scale: their input joins their output's block
 ZERO_POINT = "qdq_zero_point_int8"
+UINT8_ZERO_POINT = "qdq_zero_point_uint8"  # cpu: a ReLU's output on [0, amax], 255 steps (module doc)
+UINT8_QMAX = 255
 FALLBACKS = ("fp32", "fp16")  # the precision of an excluded layer
 CLASSIFIER = "classifier"
 
@@ -86,6 +88,7 @@ class Layout:
     convs: int = 0  # integer convolutions (the depthwise BNs included)
     quantized_tensors: int = 0
     relus_on_int8: int = 0  # cpu: ReLUs computed on the int8 grid (DQ -> LeakyRelu(0) -> Q)
+    relus_fused: int = 0  # cpu: Conv -> Relu -> Q(uint8, zero point 0), the ReLU done by the convolution's clamp
     float_bns: int = 0  # tensorrt: pre-activation BNs kept as float BatchNormalization between DQ and Relu -> Q
     uint8_activations: int = 0  # cpu: int8 activations written as uint8 (zero point 128)
     weight_bits: int = DEFAULT_WEIGHT_BITS
@@ -96,6 +99,7 @@ class Layout:
     def to_dict(self) -> dict:
         d = {"name": "densenet", "target": self.target, "blocks": self.blocks, "convs": self.convs,
              "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
+             "relus_fused": self.relus_fused,
              "float_bns": self.float_bns, "uint8_activations": self.uint8_activations,
              "weight_bits": self.weight_bits}
         if self.excluded:
@@ -171,13 +175,14 @@ class _Writer:
         self.inits = {t.name: t for t in proto.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
         self.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.int8), ZERO_POINT))
+        self.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.uint8), UINT8_ZERO_POINT))
 
     def scale(self, name: str, value: float) -> str:
         self.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{name}_scale"))
         return f"{name}_scale"
 
-    def q(self, x: str, y: str, scale: str) -> None:
-        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, ZERO_POINT], [y], name=f"{y}_Q"))
+    def q(self, x: str, y: str, scale: str, zero_point: str = ZERO_POINT) -> None:
+        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, zero_point], [y], name=f"{y}_Q"))
 
     def dq(self, x: str, y: str, scale: str, zero_point: str = ZERO_POINT, axis: int | None = None) -> None:
         kw = {} if axis is None else {"axis": axis}
@@ -214,9 +219,9 @@ def weight_bits_for(target: str, weight_bits: int | None) -> int:
     """The weight bits of a ``target``'s file: the target's default for None; 7 is refused for TensorRT."""
     require_one_of("INT8 target", target, TARGETS, "int8_target")
     if weight_bits is None:
-        return TENSORRT_WEIGHT_BITS if target == "tensorrt" else CPU_WEIGHT_BITS
+        return CPU_WEIGHT_BITS if target == "cpu" else TENSORRT_WEIGHT_BITS
     require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
-    if target == "tensorrt" and weight_bits != TENSORRT_WEIGHT_BITS:
+    if target != "cpu" and weight_bits != TENSORRT_WEIGHT_BITS:
         raise UsageError("7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the TensorRT layout uses 8-bit "
                          "weights (TensorRT accumulates in int32)", option="int8_weight_bits")
     return weight_bits
@@ -273,10 +278,17 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     # 2. a QuantizeLinear where each tensor is made, a DequantizeLinear for its readers
     w = _Writer(proto)
     for name, s in scale_of.items():
-        sname = w.scale(name, s)
         relu = producer.get(name)
+        zero_point = ZERO_POINT
+        relu_alone = relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1
+        if target in ("cpu", "openvino") and relu_alone and name not in block_tensors:
+            # Conv -> Relu -> Q(uint8, zero point 0): ONNX Runtime drops a ReLU before a Q whose zero point is the
+            # lowest code (ReluQuantFusion), so the convolution writes the ReLU's codes itself (QLinearConv)
+            s, zero_point = s * QMAX / UINT8_QMAX, UINT8_ZERO_POINT
+            layout.relus_fused += 1
+        sname = w.scale(name, s)
         # TensorRT: Conv -> Relu -> Q, no pair between them (it fuses Conv+ReLU+Q only so)
-        if target == "cpu" and relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1:
+        if target == "cpu" and relu_alone and zero_point == ZERO_POINT:
             # conv -> Q -> DQ -> LeakyRelu(0) -> Q: relu(Q(x)) == Q(relu(x)); ONNX Runtime runs it as one int8 table
             r = relu.input[0]
             w.q(r, f"{r}_q", sname)
@@ -285,8 +297,8 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
             relu.op_type = "LeakyRelu"
             relu.attribute.extend([helper.make_attribute("alpha", 0.0)])
             layout.relus_on_int8 += 1
-        w.q(name, f"{name}_q", sname)
-        w.dq(f"{name}_q", f"{name}_dq", sname)
+        w.q(name, f"{name}_q", sname, zero_point)
+        w.dq(f"{name}_q", f"{name}_dq", sname, zero_point)
         for node in consumers[name]:
             for k, i in enumerate(node.input):
                 if i == name:
