@@ -85,22 +85,27 @@ class ConvertOptions:
         return self.int8.calib
 
 
+# names_for's key of each INT8 target's file: NAME.int8.onnx (cpu), NAME.int8-trt.onnx, NAME.int8-ov.onnx
+INT8_FILE_KEYS = {"cpu": "int8", "tensorrt": "int8-trt", "openvino": "int8-ov"}
+
+
 def names_for(out: Path) -> dict[str, Path]:
     """The files of a chain ending in ``out``, side by side: fp32/fp16 ONNX, the INT8 file of each target (``int8``:
     the CPU layout, ``NAME.int8.onnx``; ``int8-trt``: the TensorRT layout, ``NAME.int8-trt.onnx``, the one an INT8
-    engine is built from) and the calibration cache."""
+    engine is built from; ``int8-ov``: the OpenVINO layout, ``NAME.int8-ov.onnx``) and the calibration cache."""
     name = out.name
     for suffix in (".plan", ".engine", ".onnx", ".pth", ".pt"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    for tag in (".int8-trt", ".int8", ".fp16", ".fp32"):
+    for tag in (".int8-trt", ".int8-ov", ".int8", ".fp16", ".fp32"):
         if name.endswith(tag):
             name = name[: -len(tag)]
             break
     d = out.parent
     files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
-             "int8-trt": d / f"{name}.int8-trt.onnx", "calib_cache": d / f"{name}.calib.json"}
+             "int8-trt": d / f"{name}.int8-trt.onnx", "int8-ov": d / f"{name}.int8-ov.onnx",
+             "calib_cache": d / f"{name}.calib.json"}
     return files
 
 
@@ -152,9 +157,9 @@ def _int8_target(target: str, opts: ConvertOptions) -> str:
 
 
 def _typed_key(target: str, opts: ConvertOptions) -> str:
-    """The :func:`names_for` key of the typed ONNX file: fp32, fp16, int8 (CPU layout) or int8-trt."""
+    """The :func:`names_for` key of the typed ONNX file: fp32, fp16, int8 (CPU layout), int8-trt or int8-ov."""
     typed = _typed_target(target, opts)
-    return "int8-trt" if typed == "int8" and _int8_target(target, opts) == "tensorrt" else typed
+    return INT8_FILE_KEYS[_int8_target(target, opts)] if typed == "int8" else typed
 
 
 def _files(out: Path, target: str, opts: ConvertOptions) -> dict[str, Path]:

@@ -63,7 +63,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dnet.converters.convs import module_of_weight, weight_name
-from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, int8_activations_as_uint8, sort_topologically
+from dnet.converters.graph import (
+    bn_to_depthwise_conv,
+    chain_concats,
+    int8_activations_as_uint8,
+    pool_into_conv,
+    sort_topologically,
+)
 from dnet.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
@@ -88,6 +94,7 @@ class Layout:
     convs: int = 0  # integer convolutions (the depthwise BNs included)
     quantized_tensors: int = 0
     relus_on_int8: int = 0  # cpu: ReLUs computed on the int8 grid (DQ -> LeakyRelu(0) -> Q)
+    pools_folded: int = 0  # cpu, openvino: transition Conv 1×1 -> AveragePool as one strided Conv (graph.pool_into_conv)
     relus_fused: int = 0  # cpu: Conv -> Relu -> Q(uint8, zero point 0), the ReLU done by the convolution's clamp
     float_bns: int = 0  # tensorrt: pre-activation BNs kept as float BatchNormalization between DQ and Relu -> Q
     uint8_activations: int = 0  # cpu: int8 activations written as uint8 (zero point 128)
@@ -99,7 +106,7 @@ class Layout:
     def to_dict(self) -> dict:
         d = {"name": "densenet", "target": self.target, "blocks": self.blocks, "convs": self.convs,
              "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
-             "relus_fused": self.relus_fused,
+             "relus_fused": self.relus_fused, "pools_folded": self.pools_folded,
              "float_bns": self.float_bns, "uint8_activations": self.uint8_activations,
              "weight_bits": self.weight_bits}
         if self.excluded:
@@ -216,14 +223,16 @@ class _Writer:
 
 
 def weight_bits_for(target: str, weight_bits: int | None) -> int:
-    """The weight bits of a ``target``'s file: the target's default for None; 7 is refused for TensorRT."""
+    """The weight bits of a ``target``'s file: the target's default for None; 7 only for the cpu target."""
     require_one_of("INT8 target", target, TARGETS, "int8_target")
     if weight_bits is None:
         return CPU_WEIGHT_BITS if target == "cpu" else TENSORRT_WEIGHT_BITS
     require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
     if target != "cpu" and weight_bits != TENSORRT_WEIGHT_BITS:
-        raise UsageError("7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the TensorRT layout uses 8-bit "
-                         "weights (TensorRT accumulates in int32)", option="int8_weight_bits")
+        runtime, why = (("TensorRT", "TensorRT accumulates in int32") if target == "tensorrt"
+                        else ("OpenVINO", "OpenVINO computes u8×s8 in int32 on every x86 CPU"))
+        raise UsageError(f"7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the {runtime} layout uses "
+                         f"8-bit weights ({why})", option="int8_weight_bits")
     return weight_bits
 
 
@@ -239,6 +248,9 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     weight_bits = weight_bits_for(target, weight_bits)
     require_one_of("the precision of excluded layers", fallback, FALLBACKS, "int8_fallback")
     graph = proto.graph
+    folded = 0
+    if target != "tensorrt":  # before the layers are named: the folded transition keeps its weight's name
+        folded = pool_into_conv(proto)
     named = layers(proto)
     unknown = sorted(set(exclude) - set(named))
     if unknown:
@@ -246,7 +258,7 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
                          option="int8_exclude")
     floats = {named[n].output[0] for n in exclude}  # by output: the rewrites below copy the nodes
     layout = Layout(weight_bits=weight_bits, target=target, excluded=[n for n in named if n in set(exclude)],
-                    fallback=fallback)
+                    fallback=fallback, pools_folded=folded)
     chain_concats(proto)
     if target == "cpu":
         bn_to_depthwise_conv(proto)
