@@ -1,6 +1,6 @@
 """dnet's INT8 Q/DQ placement for DenseNets, one layout per target, from one FP32 dnet export and calibrated ranges.
 
-Both targets share:
+Every target shares:
 
 - **One scale per dense block.** The block's input, every layer's new feature map, every concatenation, and the
   tensor a pool turns into the block's input share one activation scale: the largest calibrated range among
@@ -22,23 +22,36 @@ placement, and ModelOpt's ``modelopt/onnx/quantization`` as the reference placem
   Conv+ReLU+Q into one int8 kernel.
 - Full 8-bit weights (±127): TensorRT accumulates in int32. Zero points int8 0.
 
-**target="cpu"**, for ONNX Runtime's and OpenVINO's x86 kernels:
+**target="cpu"**, for ONNX Runtime's x86 (and ARM) kernels:
 
 - Each pre-activation BN becomes the 1×1 depthwise convolution that computes it (one weight per channel is exact in
-  int8), so it runs as an integer convolution of the block's int8 concatenation.
-- ReLU on the int8 grid: with zero point 0, ``relu(Q(x)) == Q(relu(x))``, so each ReLU after a convolution reads that
-  convolution's quantized output, written ``DequantizeLinear -> LeakyRelu(alpha 0) -> QuantizeLinear`` (same
-  scale), which ONNX Runtime runs as a 256-entry table on int8 (QLinearLeakyRelu).
+  int8), so it runs as an integer convolution of the block's int8 concatenation (as float BN between Q/DQ nodes
+  ONNX Runtime ran DQ, BN and Q as three float passes, 3.7 times as long on densenet121).
+- ``Conv -> Relu -> QuantizeLinear`` with a **uint8 zero point 0** over ``[0, amax]`` (255 steps): ONNX Runtime's
+  ReluQuantFusion drops a ReLU before a Q whose zero point is the lowest code, and QLinearConv's clamp to
+  ``[0, 255]`` is the ReLU, so no ReLU runs as a node (a ``DQ -> LeakyRelu(0) -> Q`` table per ReLU, the layout
+  before, was 22 % of densenet121's time). A ReLU whose output joins a dense block's grid (the stem's, before its
+  max pool) stays ``DQ -> LeakyRelu(alpha 0) -> Q`` on that grid: ``relu(Q(x)) == Q(relu(x))`` with zero point 0.
+- Each transition's ``Conv 1×1 -> AveragePool k×k stride k`` is the ``Conv k×k stride k`` it equals
+  (``graph.pool_into_conv``): the pool is no node of its own and its input no tensor (QLinearAveragePool was 7 %).
 - Activations as uint8 with zero point 128 (``graph.int8_activations_as_uint8``: the same numbers, bit for bit),
   written into the file: ONNX Runtime's x86 integer kernels are u8×s8 and its own int8 -> uint8 pass skips every
   DenseNet feature map (each feeds two DequantizeLinear nodes), so a plain ``onnxruntime.InferenceSession`` runs
-  the file as fast as dnet's own engine does.
+  the file as fast as dnet's own engine does. (ReLU outputs are uint8 already.)
 - Weights 8-bit (±127) by default (``CPU_WEIGHT_BITS``), as for TensorRT: VNNI CPUs (``vpdpbusd``: u8×s8 summed in
   int32), ARM CPUs and OpenVINO compute them exactly, and 7 bits would quadruple the weights' rounding noise (on the
   digits model it cost 1.1 points of agreement with FP32). ``weight_bits=7`` (±63) is for ONNX Runtime on x86 CPUs
   without VNNI, ONNX Runtime's own ``reduce_range`` advice: those multiply u8×s8 pairs into a saturating int16
   (``vpmaddubsw``); 255·63 + 255·63 < 32767 cannot saturate, so such a CPU computes what the file says. dnet's ONNX
   Runtime engine warns when it opens an 8-bit file on an x86 CPU without VNNI (dnet.engines.onnxruntime).
+
+**target="openvino"**, NNCF's placement for OpenVINO's low-precision transformations (LPT):
+
+- Pre-activation BNs stay float BatchNormalization between DequantizeLinear and ``Relu -> QuantizeLinear``, as for
+  TensorRT: OpenVINO folds the BN's scale and shift into the FakeQuantize that follows (no layer of its own; as a
+  depthwise int8 GroupConvolution it took 18 % of densenet121's time).
+- ReLU outputs uint8 from zero, and the transitions' pools folded, as for the cpu target; the dense blocks' grids
+  int8 with zero point 0 (a uint8 zero point 128 costs OpenVINO a Convert layer per tensor); weights 8-bit.
 
 **Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.int8.mixed``, or
 ``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
