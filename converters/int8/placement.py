@@ -51,7 +51,9 @@ placement, and ModelOpt's ``modelopt/onnx/quantization`` as the reference placem
   TensorRT: OpenVINO folds the BN's scale and shift into the FakeQuantize that follows (no layer of its own; as a
   depthwise int8 GroupConvolution it took 18 % of densenet121's time).
 - ReLU outputs uint8 from zero, and the transitions' pools folded, as for the cpu target; the dense blocks' grids
-  int8 with zero point 0 (a uint8 zero point 128 costs OpenVINO a Convert layer per tensor); weights 8-bit.
+  int8 with zero point 0 (a uint8 zero point 128 costs OpenVINO a Convert layer per tensor); weights 8-bit by
+  default, 7 on request as for the cpu target (oneDNN's u8×s8 kernels without VNNI add pairs in int16 too; NNCF's
+  ``overflow_fix`` is for the same).
 
 **Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.int8.mixed``, or
 ``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
@@ -236,16 +238,14 @@ class _Writer:
 
 
 def weight_bits_for(target: str, weight_bits: int | None) -> int:
-    """The weight bits of a ``target``'s file: the target's default for None; 7 only for the cpu target."""
+    """The weight bits of a ``target``'s file: the target's default for None; 7 is refused for TensorRT."""
     require_one_of("INT8 target", target, TARGETS, "int8_target")
     if weight_bits is None:
-        return CPU_WEIGHT_BITS if target == "cpu" else TENSORRT_WEIGHT_BITS
+        return TENSORRT_WEIGHT_BITS if target == "tensorrt" else CPU_WEIGHT_BITS
     require_one_of("INT8 weight bits", weight_bits, WEIGHT_BITS, "int8_weight_bits")
-    if target != "cpu" and weight_bits != TENSORRT_WEIGHT_BITS:
-        runtime, why = (("TensorRT", "TensorRT accumulates in int32") if target == "tensorrt"
-                        else ("OpenVINO", "OpenVINO computes u8×s8 in int32 on every x86 CPU"))
-        raise UsageError(f"7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the {runtime} layout uses "
-                         f"8-bit weights ({why})", option="int8_weight_bits")
+    if target == "tensorrt" and weight_bits != TENSORRT_WEIGHT_BITS:
+        raise UsageError("7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the TensorRT layout uses 8-bit "
+                         "weights (TensorRT accumulates in int32)", option="int8_weight_bits")
     return weight_bits
 
 

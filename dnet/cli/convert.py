@@ -80,8 +80,8 @@ def _check_precision(target: str, precision: str) -> None:
               show_default=True, help="densenet: dnet's placement for the target; ort: onnxruntime.quantization's "
               "placement (the reference, slower).")
 @click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
-              help="densenet layout, cpu target: 7 for ONNX Runtime on x86 CPUs without VNNI (their u8×s8 kernels "
-              f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the openvino and tensorrt targets always use 8].")
+              help="densenet layout, cpu or openvino target: 7 for x86 CPUs without VNNI (their u8×s8 kernels "
+              f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the tensorrt target always uses 8].")
 @click.option("--int8-check-images", type=count(0, MAX_IMAGES), default=default(Int8Options, "check_images"),
               show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")
 @click.option("--int8-min-cosine", type=amount(0, 1), default=default(Int8Options, "min_cosine"),

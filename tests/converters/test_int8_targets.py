@@ -187,10 +187,6 @@ def test_seven_bit_weights_are_refused_for_the_tensorrt_target():
     with pytest.raises(UsageError, match=r"^7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the TensorRT "
                                          r"layout uses 8-bit weights \(TensorRT accumulates in int32\)$"):
         quantize.to_int8("unused.onnx", "unused.int8.onnx", calib=None, target="tensorrt", weight_bits=7)
-    with pytest.raises(UsageError, match=r"^7-bit weights are for ONNX Runtime on x86 CPUs without VNNI; the OpenVINO "
-                                         r"layout uses 8-bit weights \(OpenVINO computes u8×s8 in int32 on every x86 "
-                                         r"CPU\)$"):
-        quantize.to_int8("unused.onnx", "unused.int8.onnx", calib=None, target="openvino", weight_bits=7)
 
 
 # --- the command line: targets, names, refusals ------------------------------------------------------------
