@@ -24,7 +24,7 @@ from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
 from dnet.converters.int8.mixed import model_layers, resolve
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.int8.placement import weight_bits_for
+from dnet.converters.int8.placement import INT8_FILE_KEYS, weight_bits_for
 from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import PROFILE, BuildOptions, build_plan
@@ -85,10 +85,6 @@ class ConvertOptions:
         return self.int8.calib
 
 
-# names_for's key of each INT8 target's file: NAME.int8.onnx (cpu), NAME.int8-trt.onnx, NAME.int8-ov.onnx
-INT8_FILE_KEYS = {"cpu": "int8", "tensorrt": "int8-trt", "openvino": "int8-ov"}
-
-
 def names_for(out: Path) -> dict[str, Path]:
     """The files of a chain ending in ``out``, side by side: fp32/fp16 ONNX, the INT8 file of each target (``int8``:
     the CPU layout, ``NAME.int8.onnx``; ``int8-trt``: the TensorRT layout, ``NAME.int8-trt.onnx``, the one an INT8
@@ -103,10 +99,9 @@ def names_for(out: Path) -> dict[str, Path]:
             name = name[: -len(tag)]
             break
     d = out.parent
-    files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
-             "int8-trt": d / f"{name}.int8-trt.onnx", "int8-ov": d / f"{name}.int8-ov.onnx",
-             "calib_cache": d / f"{name}.calib.json"}
-    return files
+    return {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
+            "int8-trt": d / f"{name}.int8-trt.onnx", "int8-ov": d / f"{name}.int8-ov.onnx",
+            "calib_cache": d / f"{name}.calib.json"}
 
 
 def _check_suffix(src: Path, src_format: str) -> None:

@@ -90,6 +90,8 @@ from dnet.errors import FileFormatError, UsageError, require_one_of
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)
 TARGETS = ("cpu", "tensorrt", "openvino")  # the runtime whose rules a file's placement follows
+# each target's file beside NAME (dnet.converters.pipeline.names_for): NAME.int8.onnx, NAME.int8-trt.onnx, NAME.int8-ov.onnx
+INT8_FILE_KEYS = {"cpu": "int8", "tensorrt": "int8-trt", "openvino": "int8-ov"}
 CPU_WEIGHT_BITS = 8  # the CPU file's default (module doc); 7 for ONNX Runtime on x86 CPUs without VNNI
 TENSORRT_WEIGHT_BITS = 8  # the TensorRT file's only choice: int32 accumulation, nothing saturates
 DEFAULT_WEIGHT_BITS = CPU_WEIGHT_BITS

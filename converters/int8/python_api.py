@@ -20,7 +20,8 @@ from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import LintResult, lint
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.pipeline import INT8_FILE_KEYS, convert, names_for
+from dnet.converters.int8.placement import INT8_FILE_KEYS
+from dnet.converters.pipeline import convert, names_for
 from dnet.errors import UsageError
 from dnet.progress import Recorder
 
