@@ -85,6 +85,52 @@ def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
     return count
 
 
+def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == name), default)
+
+
+def pool_into_conv(proto: onnx.ModelProto) -> int:
+    """Fold each ``Conv 1×1 -> AveragePool k×k stride k`` (a transition) into one ``Conv k×k stride k`` (returns how
+    many).
+
+    Averaging a 1×1 convolution's output over k×k windows is the k×k convolution whose weights are the 1×1 weights
+    divided by k² at every tap (both are linear; the bias passes through), so the values are the same and the
+    pooled tensor is never written at full resolution. The folded weight keeps the 1×1 weight's name (the layer's
+    name, dnet.converters.convs) and the pool's output name (its calibrated range).
+    """
+    inits = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers[i] = readers.get(i, 0) + 1
+    drop, count = [], 0
+    for pool in proto.graph.node:
+        conv = producer.get(pool.input[0]) if pool.op_type == "AveragePool" else None
+        if conv is None or conv.op_type != "Conv" or readers.get(conv.output[0]) != 1 or conv.input[1] not in inits:
+            continue
+        k = _ints(pool, "kernel_shape", [])
+        if (len(k) != 2 or k[0] != k[1] or _ints(pool, "strides", [1, 1]) != k or any(_ints(pool, "pads", [0] * 4))
+                or any(a.name == "ceil_mode" and a.i for a in pool.attribute) or any(_ints(conv, "pads", [0] * 4))
+                or _ints(conv, "kernel_shape", [1, 1]) != [1, 1] or _ints(conv, "strides", [1, 1]) != [1, 1]
+                or _ints(conv, "dilations", [1, 1]) != [1, 1]
+                or any(a.name == "group" and a.i != 1 for a in conv.attribute)):
+            continue
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        folded = np.repeat(np.repeat(w / np.float32(k[0] * k[1]), k[0], axis=2), k[1], axis=3).astype(w.dtype)
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(folded, conv.input[1]))
+        keep = [a for a in conv.attribute if a.name not in ("kernel_shape", "strides", "pads")]
+        del conv.attribute[:]
+        conv.attribute.extend([*keep, onnx.helper.make_attribute("kernel_shape", k),
+                               onnx.helper.make_attribute("strides", k)])
+        conv.output[0] = pool.output[0]
+        drop.append(pool)
+        count += 1
+    for pool in drop:
+        proto.graph.node.remove(pool)
+    return count
+
+
 def chain_concats(proto: onnx.ModelProto) -> int:
     """Concat(x0..xn) -> Concat(Concat(x0..xn-1), xn) wherever the shorter Concat exists (same axis; returns how many).
 

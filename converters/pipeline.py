@@ -23,7 +23,7 @@ from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
 from dnet.converters.int8.mixed import model_layers, resolve
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.int8.placement import weight_bits_for
+from dnet.converters.int8.placement import INT8_FILE_KEYS, weight_bits_for
 from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import BuildOptions, build_plan
@@ -84,20 +84,20 @@ class ConvertOptions:
 def names_for(out: Path) -> dict[str, Path]:
     """The files of a chain ending in ``out``, side by side: fp32/fp16 ONNX, the INT8 file of each target (``int8``:
     the CPU layout, ``NAME.int8.onnx``; ``int8-trt``: the TensorRT layout, ``NAME.int8-trt.onnx``, the one an INT8
-    engine is built from) and the calibration cache."""
+    engine is built from; ``int8-ov``: the OpenVINO layout, ``NAME.int8-ov.onnx``) and the calibration cache."""
     name = out.name
     for suffix in (".plan", ".engine", ".onnx", ".pth", ".pt"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    for tag in (".int8-trt", ".int8", ".fp16", ".fp32"):
+    for tag in (".int8-trt", ".int8-ov", ".int8", ".fp16", ".fp32"):
         if name.endswith(tag):
             name = name[: -len(tag)]
             break
     d = out.parent
-    files = {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
-             "int8-trt": d / f"{name}.int8-trt.onnx", "calib_cache": d / f"{name}.calib.json"}
-    return files
+    return {"fp32": d / f"{name}.onnx", "fp16": d / f"{name}.fp16.onnx", "int8": d / f"{name}.int8.onnx",
+            "int8-trt": d / f"{name}.int8-trt.onnx", "int8-ov": d / f"{name}.int8-ov.onnx",
+            "calib_cache": d / f"{name}.calib.json"}
 
 
 def _check_suffix(src: Path, src_format: str) -> None:
@@ -148,9 +148,9 @@ def _int8_target(target: str, opts: ConvertOptions) -> str:
 
 
 def _typed_key(target: str, opts: ConvertOptions) -> str:
-    """The :func:`names_for` key of the typed ONNX file: fp32, fp16, int8 (CPU layout) or int8-trt."""
+    """The :func:`names_for` key of the typed ONNX file: fp32, fp16, int8 (CPU layout), int8-trt or int8-ov."""
     typed = _typed_target(target, opts)
-    return "int8-trt" if typed == "int8" and _int8_target(target, opts) == "tensorrt" else typed
+    return INT8_FILE_KEYS[_int8_target(target, opts)] if typed == "int8" else typed
 
 
 def _files(out: Path, target: str, opts: ConvertOptions) -> dict[str, Path]:

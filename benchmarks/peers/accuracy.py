@@ -15,7 +15,8 @@ from benchmarks.peers.prepare import IMAGES, MEASURE, preprocess
 from benchmarks.report import print_table, write_result
 
 FILES = {"FP32": "bc100.onnx", "dnet cpu": "bc100.int8.onnx", "dnet tensorrt": "bc100.int8-trt.onnx",
-         "dnet cpu mse": "bc100.mse.int8.onnx", "dnet tensorrt mse": "bc100.mse.int8-trt.onnx",
+         "dnet openvino": "bc100.int8-ov.onnx", "dnet cpu mse": "bc100.mse.int8.onnx",
+         "dnet tensorrt mse": "bc100.mse.int8-trt.onnx", "dnet openvino mse": "bc100.mse.int8-ov.onnx",
          "ModelOpt": "bc100.modelopt.onnx", "NNCF (ONNX)": "bc100.nncf.onnx", "NNCF (OpenVINO IR)": "bc100.nncf.xml",
          "onnxruntime quantize_static QDQ": "bc100.ort-qdq.onnx"}
 

@@ -3,7 +3,7 @@
     python -m benchmarks.peers.run DIR [--quick] [--reuse] [--modelopt-python PY] [--nncf-python PY] [--steps ...]
 
 Steps (``--steps``, default all, in this order): prepare (BC-100 FP32 ONNX and the calibration images, see
-prepare.py), dnet (four INT8 files: CPU and TensorRT targets, minmax and mse calibration), ort (onnxruntime
+prepare.py), dnet (six INT8 files: CPU, TensorRT and OpenVINO targets, minmax and mse calibration), ort (onnxruntime
 .quantization's quantize_static QDQ file), peers (ModelOpt and NNCF in their own virtual environments, called by
 path; a peer whose python is absent is skipped, saying so), accuracy (accuracy.py), lint (dnet's TensorRT INT8
 lint on every INT8 ONNX file), speed (DenseNet-121, see speed.py), profile (ONNX Runtime's per-op-type time of each
@@ -28,7 +28,8 @@ PEERS = Path(__file__).resolve().parents[2] / ".venv-peers"  # the scratch envir
 PEER_PYTHONS = {name: str(PEERS / name / "bin" / "python") for name in ("modelopt", "nncf")}
 # (target, calibration method) -> dnet's BC-100 INT8 file
 DNET_FILES = {("cpu", "minmax"): "bc100.int8.onnx", ("tensorrt", "minmax"): "bc100.int8-trt.onnx",
-              ("cpu", "mse"): "bc100.mse.int8.onnx", ("tensorrt", "mse"): "bc100.mse.int8-trt.onnx"}
+              ("openvino", "minmax"): "bc100.int8-ov.onnx", ("cpu", "mse"): "bc100.mse.int8.onnx",
+              ("tensorrt", "mse"): "bc100.mse.int8-trt.onnx", ("openvino", "mse"): "bc100.mse.int8-ov.onnx"}
 ORT_QDQ = "bc100.ort-qdq.onnx"
 
 
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     print(result["heading"], flush=True)
     lint_names = {"dnet cpu": DNET_FILES[("cpu", "minmax")], "dnet tensorrt": DNET_FILES[("tensorrt", "minmax")],
                   "dnet cpu mse": DNET_FILES[("cpu", "mse")], "dnet tensorrt mse": DNET_FILES[("tensorrt", "mse")],
-                  "ModelOpt": "bc100.modelopt.onnx", "NNCF (ONNX)": "bc100.nncf.onnx",
+                  "dnet openvino": DNET_FILES[("openvino", "minmax")],
+                  "dnet openvino mse": DNET_FILES[("openvino", "mse")], "ModelOpt": "bc100.modelopt.onnx", "NNCF (ONNX)": "bc100.nncf.onnx",
                   "onnxruntime quantize_static QDQ": ORT_QDQ}
     for step in args.steps:
         _log(f"step {step}")

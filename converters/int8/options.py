@@ -18,7 +18,7 @@ LAYOUTS = ("densenet", "ort")  # dnet's placement for the target, or onnxruntime
 class Int8Options:
     """Target, calibration, weights, the check against FP32, exclusions and the accuracy bound of an INT8 file."""
 
-    target: str | None = None  # cpu | tensorrt; None: the conversion's (tensorrt for a TensorRT engine, else cpu)
+    target: str | None = None  # cpu | openvino | tensorrt; None: the conversion's (tensorrt for a TensorRT engine, else cpu)
     layout: str = LAYOUTS[0]
     calib: CalibrationSet | None = None  # calibration images (the FP32 and FP16 checks borrow a few)
     method: str = "minmax"

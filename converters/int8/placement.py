@@ -1,6 +1,6 @@
 """dnet's INT8 Q/DQ placement for DenseNets, one layout per target, from one FP32 dnet export and calibrated ranges.
 
-Both targets share:
+Every target shares:
 
 - **One scale per dense block.** The block's input, every layer's new feature map, every concatenation, and the
   tensor a pool turns into the block's input share one activation scale: the largest calibrated range among
@@ -22,23 +22,38 @@ placement, and ModelOpt's ``modelopt/onnx/quantization`` as the reference placem
   Conv+ReLU+Q into one int8 kernel.
 - Full 8-bit weights (±127): TensorRT accumulates in int32. Zero points int8 0.
 
-**target="cpu"**, for ONNX Runtime's and OpenVINO's x86 kernels:
+**target="cpu"**, for ONNX Runtime's x86 (and ARM) kernels:
 
 - Each pre-activation BN becomes the 1×1 depthwise convolution that computes it (one weight per channel is exact in
-  int8), so it runs as an integer convolution of the block's int8 concatenation.
-- ReLU on the int8 grid: with zero point 0, ``relu(Q(x)) == Q(relu(x))``, so each ReLU after a convolution reads that
-  convolution's quantized output, written ``DequantizeLinear -> LeakyRelu(alpha 0) -> QuantizeLinear`` (same
-  scale), which ONNX Runtime runs as a 256-entry table on int8 (QLinearLeakyRelu).
+  int8), so it runs as an integer convolution of the block's int8 concatenation (as float BN between Q/DQ nodes
+  ONNX Runtime ran DQ, BN and Q as three float passes, 3.7 times as long on densenet121).
+- ``Conv -> Relu -> QuantizeLinear`` with a **uint8 zero point 0** over ``[0, amax]`` (255 steps): ONNX Runtime's
+  ReluQuantFusion drops a ReLU before a Q whose zero point is the lowest code, and QLinearConv's clamp to
+  ``[0, 255]`` is the ReLU, so no ReLU runs as a node (a ``DQ -> LeakyRelu(0) -> Q`` table per ReLU, the layout
+  before, was 22 % of densenet121's time). A ReLU whose output joins a dense block's grid (the stem's, before its
+  max pool) stays ``DQ -> LeakyRelu(alpha 0) -> Q`` on that grid: ``relu(Q(x)) == Q(relu(x))`` with zero point 0.
+- Each transition's ``Conv 1×1 -> AveragePool k×k stride k`` is the ``Conv k×k stride k`` it equals
+  (``graph.pool_into_conv``): the pool is no node of its own and its input no tensor (QLinearAveragePool was 7 %).
 - Activations as uint8 with zero point 128 (``graph.int8_activations_as_uint8``: the same numbers, bit for bit),
   written into the file: ONNX Runtime's x86 integer kernels are u8×s8 and its own int8 -> uint8 pass skips every
   DenseNet feature map (each feeds two DequantizeLinear nodes), so a plain ``onnxruntime.InferenceSession`` runs
-  the file as fast as dnet's own engine does.
+  the file as fast as dnet's own engine does. (ReLU outputs are uint8 already.)
 - Weights 8-bit (±127) by default (``CPU_WEIGHT_BITS``), as for TensorRT: VNNI CPUs (``vpdpbusd``: u8×s8 summed in
   int32), ARM CPUs and OpenVINO compute them exactly, and 7 bits would quadruple the weights' rounding noise (on the
   digits model it cost 1.1 points of agreement with FP32). ``weight_bits=7`` (±63) is for ONNX Runtime on x86 CPUs
   without VNNI, ONNX Runtime's own ``reduce_range`` advice: those multiply u8×s8 pairs into a saturating int16
   (``vpmaddubsw``); 255·63 + 255·63 < 32767 cannot saturate, so such a CPU computes what the file says. dnet's ONNX
   Runtime engine warns when it opens an 8-bit file on an x86 CPU without VNNI (dnet.engines.onnxruntime).
+
+**target="openvino"**, NNCF's placement for OpenVINO's low-precision transformations (LPT):
+
+- Pre-activation BNs stay float BatchNormalization between DequantizeLinear and ``Relu -> QuantizeLinear``, as for
+  TensorRT: OpenVINO folds the BN's scale and shift into the FakeQuantize that follows (no layer of its own; as a
+  depthwise int8 GroupConvolution it took 18 % of densenet121's time).
+- ReLU outputs uint8 from zero, and the transitions' pools folded, as for the cpu target; the dense blocks' grids
+  int8 with zero point 0 (a uint8 zero point 128 costs OpenVINO a Convert layer per tensor); weights 8-bit by
+  default, 7 on request as for the cpu target (oneDNN's u8×s8 kernels without VNNI add pairs in int16 too; NNCF's
+  ``overflow_fix`` is for the same).
 
 **Layers left in higher precision** (``exclude``: accuracy-controlled conversion, ``dnet.converters.int8.mixed``, or
 ``--int8-exclude``). A layer is a named convolution (``denseblock3.denselayer7.conv2``, ``transition1.conv``, ``conv0``;
@@ -63,17 +78,27 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dnet.converters.convs import module_of_weight, weight_name
-from dnet.converters.graph import bn_to_depthwise_conv, chain_concats, int8_activations_as_uint8, sort_topologically
+from dnet.converters.graph import (
+    bn_to_depthwise_conv,
+    chain_concats,
+    int8_activations_as_uint8,
+    pool_into_conv,
+    sort_topologically,
+)
 from dnet.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)
-TARGETS = ("cpu", "tensorrt")  # the runtime whose rules a file's placement follows
+TARGETS = ("cpu", "tensorrt", "openvino")  # the runtime whose rules a file's placement follows
+# each target's file beside NAME (dnet.converters.pipeline.names_for): NAME.int8.onnx, NAME.int8-trt.onnx, NAME.int8-ov.onnx
+INT8_FILE_KEYS = {"cpu": "int8", "tensorrt": "int8-trt", "openvino": "int8-ov"}
 CPU_WEIGHT_BITS = 8  # the CPU file's default (module doc); 7 for ONNX Runtime on x86 CPUs without VNNI
 TENSORRT_WEIGHT_BITS = 8  # the TensorRT file's only choice: int32 accumulation, nothing saturates
 DEFAULT_WEIGHT_BITS = CPU_WEIGHT_BITS
 POOLS = ("AveragePool", "MaxPool")  # commute with a shared scale: their input joins their output's block
 ZERO_POINT = "qdq_zero_point_int8"
+UINT8_ZERO_POINT = "qdq_zero_point_uint8"  # cpu: a ReLU's output on [0, amax], 255 steps (module doc)
+UINT8_QMAX = 255
 FALLBACKS = ("fp32", "fp16")  # the precision of an excluded layer
 CLASSIFIER = "classifier"
 
@@ -86,6 +111,8 @@ class Layout:
     convs: int = 0  # integer convolutions (the depthwise BNs included)
     quantized_tensors: int = 0
     relus_on_int8: int = 0  # cpu: ReLUs computed on the int8 grid (DQ -> LeakyRelu(0) -> Q)
+    pools_folded: int = 0  # cpu, openvino: transition Conv 1×1 -> AveragePool as one strided Conv (graph.pool_into_conv)
+    relus_fused: int = 0  # cpu: Conv -> Relu -> Q(uint8, zero point 0), the ReLU done by the convolution's clamp
     float_bns: int = 0  # tensorrt: pre-activation BNs kept as float BatchNormalization between DQ and Relu -> Q
     uint8_activations: int = 0  # cpu: int8 activations written as uint8 (zero point 128)
     weight_bits: int = DEFAULT_WEIGHT_BITS
@@ -96,6 +123,7 @@ class Layout:
     def to_dict(self) -> dict:
         d = {"name": "densenet", "target": self.target, "blocks": self.blocks, "convs": self.convs,
              "quantized_tensors": self.quantized_tensors, "relus_on_int8": self.relus_on_int8,
+             "relus_fused": self.relus_fused, "pools_folded": self.pools_folded,
              "float_bns": self.float_bns, "uint8_activations": self.uint8_activations,
              "weight_bits": self.weight_bits}
         if self.excluded:
@@ -171,13 +199,14 @@ class _Writer:
         self.inits = {t.name: t for t in proto.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
         self.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.int8), ZERO_POINT))
+        self.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.uint8), UINT8_ZERO_POINT))
 
     def scale(self, name: str, value: float) -> str:
         self.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{name}_scale"))
         return f"{name}_scale"
 
-    def q(self, x: str, y: str, scale: str) -> None:
-        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, ZERO_POINT], [y], name=f"{y}_Q"))
+    def q(self, x: str, y: str, scale: str, zero_point: str = ZERO_POINT) -> None:
+        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, zero_point], [y], name=f"{y}_Q"))
 
     def dq(self, x: str, y: str, scale: str, zero_point: str = ZERO_POINT, axis: int | None = None) -> None:
         kw = {} if axis is None else {"axis": axis}
@@ -234,6 +263,9 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     weight_bits = weight_bits_for(target, weight_bits)
     require_one_of("the precision of excluded layers", fallback, FALLBACKS, "int8_fallback")
     graph = proto.graph
+    folded = 0
+    if target != "tensorrt":  # before the layers are named: the folded transition keeps its weight's name
+        folded = pool_into_conv(proto)
     named = layers(proto)
     unknown = sorted(set(exclude) - set(named))
     if unknown:
@@ -241,7 +273,7 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
                          option="int8_exclude")
     floats = {named[n].output[0] for n in exclude}  # by output: the rewrites below copy the nodes
     layout = Layout(weight_bits=weight_bits, target=target, excluded=[n for n in named if n in set(exclude)],
-                    fallback=fallback)
+                    fallback=fallback, pools_folded=folded)
     chain_concats(proto)
     if target == "cpu":
         bn_to_depthwise_conv(proto)
@@ -273,10 +305,17 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     # 2. a QuantizeLinear where each tensor is made, a DequantizeLinear for its readers
     w = _Writer(proto)
     for name, s in scale_of.items():
-        sname = w.scale(name, s)
         relu = producer.get(name)
+        zero_point = ZERO_POINT
+        relu_alone = relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1
+        if target in ("cpu", "openvino") and relu_alone and name not in block_tensors:
+            # Conv -> Relu -> Q(uint8, zero point 0): ONNX Runtime drops a ReLU before a Q whose zero point is the
+            # lowest code (ReluQuantFusion), so the convolution writes the ReLU's codes itself (QLinearConv)
+            s, zero_point = s * QMAX / UINT8_QMAX, UINT8_ZERO_POINT
+            layout.relus_fused += 1
+        sname = w.scale(name, s)
         # TensorRT: Conv -> Relu -> Q, no pair between them (it fuses Conv+ReLU+Q only so)
-        if target == "cpu" and relu is not None and relu.op_type == "Relu" and len(consumers[relu.input[0]]) == 1:
+        if target == "cpu" and relu_alone and zero_point == ZERO_POINT:
             # conv -> Q -> DQ -> LeakyRelu(0) -> Q: relu(Q(x)) == Q(relu(x)); ONNX Runtime runs it as one int8 table
             r = relu.input[0]
             w.q(r, f"{r}_q", sname)
@@ -285,8 +324,8 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
             relu.op_type = "LeakyRelu"
             relu.attribute.extend([helper.make_attribute("alpha", 0.0)])
             layout.relus_on_int8 += 1
-        w.q(name, f"{name}_q", sname)
-        w.dq(f"{name}_q", f"{name}_dq", sname)
+        w.q(name, f"{name}_q", sname, zero_point)
+        w.dq(f"{name}_q", f"{name}_dq", sname, zero_point)
         for node in consumers[name]:
             for k, i in enumerate(node.input):
                 if i == name:

@@ -20,6 +20,7 @@ from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import LintResult, lint
 from dnet.converters.int8.options import Int8Options
+from dnet.converters.int8.placement import INT8_FILE_KEYS
 from dnet.converters.pipeline import convert, names_for
 from dnet.errors import UsageError
 from dnet.progress import Recorder
@@ -32,7 +33,7 @@ class QuantizeResult:
     """What :func:`quantize` wrote and measured."""
 
     path: Path  # the INT8 ONNX file
-    target: str  # cpu or tensorrt: whose rules its Q/DQ placement follows
+    target: str  # cpu, openvino or tensorrt: whose rules its Q/DQ placement follows
     written: tuple[Path, ...]  # every file written, in order (the FP32 ONNX and calibration cache kept beside it)
     check: dict  # the check against FP32 on held-out images (``batch``, cosine, top-1 agreement, bounds, stages), or
     # ``skipped`` with the reason
@@ -44,11 +45,11 @@ class QuantizeResult:
 
 def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike | None = None,
              options: Int8Options | None = None, progress: Recorder | None = None, **convert_options) -> QuantizeResult:
-    """Quantise ``model`` to an INT8 ONNX file for ``target`` ("cpu": ONNX Runtime, OpenVINO; "tensorrt").
+    """Quantise ``model`` to an INT8 ONNX file for ``target`` ("cpu": ONNX Runtime; "openvino"; "tensorrt").
 
     ``model``: a path (FP32 ONNX, ``.pth``/``.pt`` checkpoint, Lua ``.t7``) or a dnet DenseNet (exported to
     ``out``'s FP32 name first). ``calibration``: a :class:`CalibrationSet`, a folder of images, or a uint8
-    N×H×W×3 array. ``out`` defaults to ``NAME.int8.onnx`` (cpu) or ``NAME.int8-trt.onnx`` (tensorrt) beside a model
+    N×H×W×3 array. ``out`` defaults to ``NAME.int8.onnx`` (cpu), ``NAME.int8-ov.onnx`` or ``NAME.int8-trt.onnx`` beside a model
     file. ``options`` holds the other INT8 choices (its target and calibration are these arguments');
     ``convert_options`` are other :class:`dnet.converters.pipeline.ConvertOptions` fields (``preprocess=``...).
     """
@@ -79,7 +80,7 @@ def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike 
     else:
         raise UsageError(f"model must be a file path or a dnet DenseNet, got {type(model).__name__}", option="model")
     if out is None:
-        out = names_for(src)["int8-trt" if target == "tensorrt" else "int8"]
+        out = names_for(src)[INT8_FILE_KEYS.get(target, "int8")]
     written = convert(src, src_format=src_format, target="onnx-int8", out=out, int8=int8, progress=recorder,
                       **convert_options)
     proto = read_model(written[-1])

@@ -59,7 +59,7 @@ def to_int8(
 ) -> tuple[Path, dict]:
     """Write the INT8 Q/DQ version of the FP32 ONNX ``src`` to ``out``; returns (path, calibration summary).
 
-    ``target``: "cpu" (ONNX Runtime, OpenVINO) or "tensorrt": whose rules dnet's placement follows
+    ``target``: "cpu" (ONNX Runtime), "openvino" or "tensorrt": whose rules dnet's placement follows
     (dnet.converters.int8.placement), recorded in the file's metadata (``int8_target``); ``weight_bits`` None is
     the target's default. ``layout``: "densenet" (dnet's placement, the default) or "ort" (onnxruntime.quantization's
     QDQ placement, symmetric int8 activations: the reference dnet's is measured against, the same for either
@@ -117,7 +117,8 @@ def to_int8(
         "data": cache.data,
         # the CPU file stores them as uint8 with zero point 128: the same numbers (placement module doc)
         "activations": "int8 symmetric" + (" as uint8 (zero point 128)" if (layout, target) == ("densenet", "cpu")
-                                           else ""),
+                                           else "")
+        + ("; ReLU outputs uint8 (zero point 0)" if layout == "densenet" and target != "tensorrt" else ""),
         "per_channel_weights": True,
     }
     control = " + accuracy control on the validation images" if layout == "densenet" and plan.request.val else ""

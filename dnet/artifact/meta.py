@@ -23,7 +23,7 @@ MAX_CLASSES = 1_000_000
 
 
 INTERPOLATIONS = ("lua-bicubic", "bilinear", "none")
-INT8_TARGETS = (None, "cpu", "tensorrt")  # None: not INT8, or written before files recorded their target
+INT8_TARGETS = (None, "cpu", "tensorrt", "openvino")  # None: not INT8, or written before files recorded their target
 
 
 def _check_spec(spec: PreprocessSpec) -> None:
@@ -93,7 +93,7 @@ class ArtifactMeta:
     source_sha256: str = ""
     config: dict = field(default_factory=dict)  # DenseNetConfig.to_dict() when known
     calibration: dict | None = None  # INT8: method, image count, data, cache sha256
-    int8_target: str | None = None  # INT8: the runtime whose rules the Q/DQ placement follows: "cpu" or "tensorrt"
+    int8_target: str | None = None  # INT8: the runtime whose rules the Q/DQ placement follows: "cpu", "tensorrt" or "openvino"
     dnet_version: str = ""
     extra: dict = field(default_factory=dict)  # anything else a step wants to record
 
@@ -114,7 +114,7 @@ class ArtifactMeta:
                 if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
                     raise ValueError(f"{name} {v!r} is not a whole number in 1..{top:,}")
             if meta.int8_target not in INT8_TARGETS:
-                raise ValueError(f"int8_target {meta.int8_target!r} is not one of cpu, tensorrt")
+                raise ValueError(f"int8_target {meta.int8_target!r} is not one of cpu, tensorrt, openvino")
             if not isinstance(meta.extra, dict) or not isinstance(meta.config, dict):
                 raise ValueError("extra and config must be dicts")
             for name in ("model", "precision", "source", "source_sha256", "dnet_version"):

@@ -107,13 +107,14 @@ ALIASES = (Alias("--batch", "--profile", "use --profile MIN,OPT,MAX"), Alias("--
 @click.option("--calib-method", type=click.Choice(METHODS), default=default(Int8Options, "method"), show_default=True)
 @click.option("--calib-cache", type=click.Path(path_type=Path), help="Calibration cache (default: NAME.calib.json beside the output).")
 @click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=None,
-              help="Whose rules the INT8 file follows: cpu (ONNX Runtime, OpenVINO; NAME.int8.onnx) or tensorrt "
-              "(NAME.int8-trt.onnx, for trtexec or Triton) [default: tensorrt for --to trt, else cpu].")
+              help="Whose rules the INT8 file follows: cpu (ONNX Runtime; NAME.int8.onnx), openvino "
+              "(NAME.int8-ov.onnx) or tensorrt (NAME.int8-trt.onnx, for trtexec or Triton) [default: tensorrt for "
+              "--to trt, else cpu].")
 @click.option("--int8-layout", type=click.Choice(LAYOUTS), default=default(Int8Options, "layout"),
               show_default=True, help="densenet: dnet's placement for the target; ort: onnxruntime.quantization's "
               "placement (the reference, slower).")
 @click.option("--int8-weight-bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
-              help="densenet layout, cpu target: 7 for ONNX Runtime on x86 CPUs without VNNI (their u8×s8 kernels "
+              help="densenet layout, cpu or openvino target: 7 for x86 CPUs without VNNI (their u8×s8 kernels "
               f"saturate on 8-bit weights) [default: {CPU_WEIGHT_BITS}; the tensorrt target always uses 8].")
 @click.option("--int8-check-count", "int8_check_images", type=count(0, MAX_IMAGES), default=default(Int8Options, "check_images"),
               show_default=True, help="Held-out images of the --calib set the INT8 file is checked on (0: no check).")

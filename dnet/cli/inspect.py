@@ -78,7 +78,8 @@ def _inspect_onnx(path: Path, as_json: bool) -> None:
     calib = meta.calibration or {}
     if calib:
         layout = calib.get("layout", {})
-        target = {"cpu": "CPU target (ONNX Runtime, OpenVINO)", "tensorrt": "TensorRT target"}.get(
+        target = {"cpu": "CPU target (ONNX Runtime)", "openvino": "OpenVINO target",
+                  "tensorrt": "TensorRT target"}.get(
             meta.int8_target, "target not recorded")
         click.echo(f"INT8: {target}, {layout.get('name', '?')} layout, {layout.get('weight_bits', 8)}-bit weights, "
                    f"calibrated ({calib.get('method')}) on {calib.get('images')} images of {calib.get('data') or '?'}")

@@ -27,7 +27,7 @@ from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import lint
 from dnet.converters.int8.options import Int8Options
-from dnet.converters.pipeline import convert
+from dnet.converters.pipeline import convert, names_for
 from dnet.data.datasets import open_dataset
 from dnet.engines import onnxruntime as ort_engine
 from dnet.engines.onnxruntime import run as ort_run
@@ -72,15 +72,16 @@ def tensorrt_rule_breaks(proto: onnx.ModelProto) -> Counter:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """The trained digits DenseNet, its FP32 ONNX, test images and labels, and both INT8 files of it."""
+    """The trained digits DenseNet, its FP32 ONNX, test images and labels, and its INT8 file of each target."""
     model, x, labels = digits_model()
     folder = tmp_path_factory.mktemp("targets")
     fp32 = onnx_export.export(model, folder / "digits.onnx")
     calib = CalibrationSet(images=open_dataset("digits", split="train").images, count=512, name="digits/train")
     files = {}
-    for target in ("cpu", "tensorrt"):
+    for target in ("cpu", "tensorrt", "openvino"):
+        # mse: with minmax the openvino file lost 2 of the 360 images (0.56 points; agreement 99.4%), the others none
         files[target], _ = quantize.to_int8(fp32, folder / f"digits.{target}.onnx", calib=calib, target=target,
-                                            cache_path=folder / "digits.calib.json")
+                                            method="mse", cache_path=folder / "digits.calib.json")
     return fp32, x, labels, files
 
 
@@ -115,10 +116,37 @@ def test_the_cpu_layout_breaks_them_where_the_tensorrt_one_keeps_them(digits):
     proto = onnx.load(str(files["cpu"]))
     breaks = tensorrt_rule_breaks(proto)
     assert breaks["int8 grouped conv, group size not a multiple of 4"] == 6  # the 6 BNs as 1×1 depthwise convs
-    assert breaks["Q/DQ between a conv and its ReLU"] == breaks["LeakyRelu"] > 0
-    assert breaks["activation zero point not int8 0"] > 0  # uint8 activations, zero point 128
+    # Conv -> Relu -> Q(uint8, zero point 0) as TensorRT wants, but on uint8
+    assert "Q/DQ between a conv and its ReLU" not in breaks and "LeakyRelu" not in breaks
+    assert breaks["activation zero point not int8 0"] > 0  # uint8 activations, zero point 128 (0 after a ReLU)
     assert "weights not using ±127" not in breaks and "quantized logits" not in breaks
     assert read_meta(proto).int8_target == "cpu"
+
+
+def test_the_openvino_file_keeps_bns_float_and_quantizes_relu_outputs_as_uint8_from_zero(digits):
+    """NNCF's layout for OpenVINO's low-precision transformations: a float BN between a DequantizeLinear and
+    ``Relu -> QuantizeLinear`` (OpenVINO folds it into the quantization), uint8 codes from 0 for what a ReLU
+    wrote, int8 zero point 0 for the dense blocks' shared grids, 8-bit weights, the transitions' pools folded."""
+    _, _, _, files = digits
+    proto = onnx.load(str(files["openvino"]))
+    inits = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    breaks = tensorrt_rule_breaks(proto)
+    assert "int8 grouped conv, group size not a multiple of 4" not in breaks and "LeakyRelu" not in breaks
+    assert "weights not using ±127" not in breaks and "quantized logits" not in breaks
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["BatchNormalization"] == 6 and ops["AveragePool"] == 0
+    zero_points = Counter()
+    for q in (n for n in proto.graph.node if n.op_type == "QuantizeLinear"):
+        zp = numpy_helper.to_array(inits[q.input[2]])
+        assert int(zp) == 0
+        src = producer.get(q.input[0])
+        zero_points[(src.op_type if src is not None else "input", zp.dtype.name)] += 1
+    # 4 BN-ReLUs + 4 conv-ReLUs + the transition's BN-ReLU (the last BN-ReLU feeds the float head)
+    assert zero_points[("Relu", "uint8")] == 9 and not any(k[1] == "uint8" and k[0] != "Relu" for k in zero_points)
+    assert breaks["activation zero point not int8 0"] == 2 * 9  # each of those Q and its DQ
+    assert read_meta(proto).int8_target == "openvino"
+    assert read_meta(proto).calibration["layout"]["pools_folded"] == 1
 
 
 def test_both_files_agree_with_fp32_and_lose_at_most_half_a_point(digits):
@@ -142,7 +170,7 @@ def test_a_plain_session_of_the_cpu_file_runs_dnets_engine_graph_with_the_same_o
 
 def test_eight_bit_files_warn_on_an_x86_cpu_without_vnni_and_seven_bit_ones_do_not(digits, tmp_path, monkeypatch):
     fp32, _, _, files = digits
-    seven, _ = quantize.to_int8(fp32, tmp_path / "w7.onnx", calib=None, weight_bits=7,
+    seven, _ = quantize.to_int8(fp32, tmp_path / "w7.onnx", calib=None, weight_bits=7, method="mse",
                                 cache_path=files["cpu"].parent / "digits.calib.json", check_images=0)
     monkeypatch.setattr(ort_engine, "X86", True)
     monkeypatch.setattr(cpu, "flags", lambda: frozenset({"avx2", "fma"}))
@@ -191,6 +219,18 @@ def test_the_tensorrt_layout_is_a_target_of_its_own_that_succeeds_without_tensor
     assert code == 0, err
     code, out, err = invoke("inspect", tmp_path / "tiny.int8-trt.onnx")
     assert code == 0 and "INT8: TensorRT target, densenet layout, 8-bit weights" in out
+
+
+def test_the_openvino_layout_is_a_target_with_a_default_name_of_its_own(tmp_path, fast, tiny):
+    src, calib = tiny
+    code, out, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8",
+                            "--int8-target", "openvino", *int8_args(calib), "-o", tmp_path / "tiny.int8-ov.onnx", "--json", "-q")
+    assert code == 0, err  # the FP32 intermediate is NAME.onnx: the target's tag is one of NAME's suffixes
+    assert [Path(f["file"]).name for f in json.loads(out)["written"]] == ["tiny.onnx", "tiny.calib.json",
+                                                                         "tiny.int8-ov.onnx"]
+    assert names_for(tmp_path / "tiny.onnx")["int8-ov"] == tmp_path / "tiny.int8-ov.onnx"  # dnet.quantize's default
+    code, out, err = invoke("inspect", tmp_path / "tiny.int8-ov.onnx")
+    assert code == 0 and "INT8: OpenVINO target, densenet layout, 8-bit weights" in out
 
 
 def test_another_targets_int8_file_is_never_replaced(tmp_path, fast, tiny):
@@ -253,10 +293,12 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     common = ("--calib", calib, "--calib-count", 500, "--calib-method", "mse", "--preprocess", "cifar10", "-q")
     code, _, err = invoke("convert", src, "--from", "pth", "--to", "onnx", "--precision", "int8", *common, "-o", tmp_path / "bc100.int8.onnx")
     assert code == 0, err
-    code, _, err = invoke("convert", tmp_path / "bc100.onnx", "--from", "onnx", "--to", "onnx", "--precision", "int8", "--int8-target",
-                          "tensorrt", *common, "-o", tmp_path / "bc100.int8-trt.onnx")
-    assert code == 0, err
-    files = {"cpu": tmp_path / "bc100.int8.onnx", "tensorrt": tmp_path / "bc100.int8-trt.onnx"}
+    for target, name in (("tensorrt", "bc100.int8-trt.onnx"), ("openvino", "bc100.int8-ov.onnx")):
+        code, _, err = invoke("convert", tmp_path / "bc100.onnx", "--from", "onnx", "--to", "onnx", "--precision", "int8",
+                              "--int8-target", target, *common, "-o", tmp_path / name)
+        assert code == 0, err
+    files = {"cpu": tmp_path / "bc100.int8.onnx", "tensorrt": tmp_path / "bc100.int8-trt.onnx",
+             "openvino": tmp_path / "bc100.int8-ov.onnx"}
     trt = onnx.load(str(files["tensorrt"]))
     assert tensorrt_rule_breaks(trt) == Counter()
     cpu_lint = lint(onnx.load(str(files["cpu"])))
@@ -270,7 +312,9 @@ def test_the_real_densenet_bc_100_gives_both_files_by_their_rules_and_within_hal
     for target, path in files.items():
         assert read_meta(read_model(path)).int8_target == target
         got = ort_run(path, x, fused=False).argmax(1)  # the file's own arithmetic
-        assert np.mean(got == ref) >= 0.99, target  # measured: cpu 99.0%, tensorrt 99.6%
+        print(f"{target}: top-1 error {100 * np.mean(got != labels[:500]):.1f} % (FP32 "
+              f"{100 * np.mean(ref != labels[:500]):.1f} %), agreement with FP32 {np.mean(got == ref):.1%}")
+        assert np.mean(got == ref) >= 0.99, target  # measured: see docs/benchmarks.md (mse rows)
         assert 100 * (np.mean(ref == labels[:500]) - np.mean(got == labels[:500])) <= 0.5, target
     import onnxruntime as ort
 

@@ -78,19 +78,37 @@ def test_every_concatenation_of_a_block_is_chained_and_shares_one_scale(tiny):
     assert len(set(block_scales)) == 2 and all(s > 0 for s in block_scales)
 
 
-def test_relus_run_on_the_int8_grid_as_leaky_relu_between_equal_scales(tiny):
+def test_each_relu_writes_uint8_codes_from_zero_that_the_convolution_before_it_computes(tiny):
     _, path, summary = tiny
     proto = onnx.load(str(path))
     inits = {t.name: t for t in proto.graph.initializer}
     prod = {o: n for n in proto.graph.node for o in n.output}
-    leaky = [n for n in proto.graph.node if n.op_type == "LeakyRelu"]
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    relus = [n for n in proto.graph.node if n.op_type == "Relu"]
     # 5 layers × (BN-ReLU, conv-ReLU) + the transition's BN-ReLU; the last BN-ReLU feeds the float head
-    assert len(leaky) == summary["layout"]["relus_on_int8"] == 11
-    for node in leaky:
-        assert next(a.f for a in node.attribute if a.name == "alpha") == 0.0
-        dq = prod[node.input[0]]
-        (q,) = [n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == node.output[0]]
-        assert dq.op_type == "DequantizeLinear" and scalar(inits, dq.input[1]) == scalar(inits, q.input[1])
+    fused = [r for r in relus if [q.op_type for q in readers[r.output[0]]] == ["QuantizeLinear"]]
+    assert len(fused) == summary["layout"]["relus_fused"] == 11 and len(relus) == 12
+    assert summary["layout"]["relus_on_int8"] == 0 and not any(n.op_type == "LeakyRelu" for n in proto.graph.node)
+    for relu in fused:
+        assert prod[relu.input[0]].op_type == "Conv"  # Conv -> Relu -> Q: ONNX Runtime's ReluQuantFusion drops it
+        (q,) = readers[relu.output[0]]
+        zp = numpy_helper.to_array(inits[q.input[2]])
+        assert zp.dtype == np.uint8 and int(zp) == 0  # the lowest code: the convolution's clamp is the ReLU
+
+
+def test_the_transition_pool_is_folded_into_its_convolution_with_the_same_values(tiny):
+    from dnet.converters.graph import pool_into_conv
+
+    fp32, _, summary = tiny
+    proto = onnx.load(str(fp32))
+    pools = sum(n.op_type == "AveragePool" for n in proto.graph.node)
+    assert pool_into_conv(proto) == summary["layout"]["pools_folded"] == pools == 1
+    assert not any(n.op_type == "AveragePool" for n in proto.graph.node)
+    x = np.random.default_rng(5).standard_normal((4, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(ort_run(proto, x, fused=False), ort_run(fp32, x, fused=False), rtol=1e-4, atol=1e-4)
 
 
 def test_a_plain_onnxruntime_session_runs_every_convolution_as_an_integer_convolution(tiny, tmp_path):
@@ -98,10 +116,13 @@ def test_a_plain_onnxruntime_session_runs_every_convolution_as_an_integer_convol
     plain = _plain_session_ops(path, tmp_path)
     # 12 convolutions + 6 BNs as depthwise convs; the last BN reads int8 but writes the float head (FusedConv)
     assert plain["QLinearConv"] == 18 and plain["Conv"] == 0 and plain["FusedConv"] == 1
-    assert plain["QLinearLeakyRelu"] == 11 and plain["QLinearConcat"] == 5 and plain["BatchNormalization"] == 0
+    # every ReLU inside a QLinearConv; the transition's pool inside its convolution
+    assert plain["QLinearLeakyRelu"] == plain["Relu"] == plain["QLinearAveragePool"] == plain["AveragePool"] == 0
+    assert plain["QLinearConcat"] == 5 and plain["BatchNormalization"] == 0
     assert plain == optimized_ops(path)  # dnet's own session runs the very same graph: the file holds the rewrite
-    assert summary["layout"]["uint8_activations"] == sum(n.op_type == "QuantizeLinear"
-                                                         for n in onnx.load(str(path)).graph.node)
+    layout = summary["layout"]  # the ReLUs' outputs are uint8 from zero, the others int8 written as uint8
+    assert layout["uint8_activations"] + layout["relus_fused"] == sum(n.op_type == "QuantizeLinear"
+                                                                      for n in onnx.load(str(path)).graph.node)
 
 
 def test_a_plain_session_of_the_cpu_file_gives_dnets_engine_outputs_exactly(tiny):
