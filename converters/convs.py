@@ -15,13 +15,16 @@ What a "convolution's output" is, exactly:
   name; the node is still found by its weight, and its values are still the ReLU's input;
 - dnet's own INT8 layout (dnet.converters.int8.placement) keeps each weight as ``..._int8`` behind a DequantizeLinear, and computes
   each pre-activation BatchNormalization as a 1×1 depthwise Conv: those Convs (weight ``<BN node>_dw_weight``) are
-  BatchNormalizations, not convolutions of the model, and are left out, so the sites are the same as the FP32 file's.
+  BatchNormalizations, not convolutions of the model, and are left out, so the sites are the same as the FP32 file's;
+- a transition's ``Conv 1×1 -> AveragePool k×k stride k`` that dnet's CPU and OpenVINO INT8 layouts fold into one
+  ``Conv k×k stride k`` (dnet.converters.graph.pool_into_conv) writes the pool's output tensor: the FP32 file's
+  convolution is then compared at its pool's output (``ConvSite.pooled``, :func:`aligned`), the tensor both compute.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 
@@ -43,6 +46,36 @@ class ConvSite:
     name: str | None  # "denseblock1.denselayer2.conv1"
     output: str  # the float tensor the Conv writes
     input: str  # the tensor it reads (in a Q/DQ file: the output of its DequantizeLinear)
+    pooled: str | None = None  # a 1×1 Conv whose output only an AveragePool k×k stride k reads: the pool's output
+    folded: bool = False  # a Conv k×k stride k (k > 1): such a Conv and its pool folded into one (graph.pool_into_conv)
+
+
+def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == name), default)
+
+
+def site(index: int, name: str | None, node: onnx.NodeProto, readers: dict[str, list[onnx.NodeProto]]) -> ConvSite:
+    """The :class:`ConvSite` of a Conv node; ``readers``: tensor -> the nodes that read it."""
+    kernel, strides = _ints(node, "kernel_shape", []), _ints(node, "strides", [1, 1])
+    after = readers.get(node.output[0], [])
+    while len(after) == 1 and after[0].op_type in ("QuantizeLinear", "DequantizeLinear"):  # a Q/DQ file's unfolded one
+        after = readers.get(after[0].output[0], [])
+    pool = after[0] if len(after) == 1 and after[0].op_type == "AveragePool" else None
+    window = _ints(pool, "kernel_shape", []) if pool is not None else []
+    pooled = (pool.output[0] if pool is not None and kernel in ([1, 1], []) and strides == [1, 1]
+              and window and _ints(pool, "strides", [1, 1]) == window and not any(_ints(pool, "pads", [0] * 4))
+              else None)
+    return ConvSite(index, name, node.output[0], node.input[0], pooled,
+                    folded=len(kernel) == 2 and kernel == strides and kernel[0] > 1)
+
+
+def aligned(ref: ConvSite, other: ConvSite) -> tuple[ConvSite, ConvSite]:
+    """Two sites of one layer, the unfolded one's output moved to its pool's when the other folded that pool in."""
+    if ref.pooled is not None and other.folded:
+        return replace(ref, output=ref.pooled), other
+    if other.pooled is not None and ref.folded:
+        return ref, replace(other, output=other.pooled)
+    return ref, other
 
 
 def module_of_weight(tensor: str) -> str | None:
@@ -80,6 +113,10 @@ def conv_sites(proto: onnx.ModelProto, recorded: dict[str, str] | None = None) -
     The BatchNormalizations dnet's INT8 layout computes as depthwise Convs are not sites (module docstring)."""
     by_tensor = {tensor: module for module, tensor in (recorded or {}).items()}
     producers = {out: n for n in proto.graph.node for out in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
     sites, seen = [], set()
     for node in proto.graph.node:
         if node.op_type != "Conv":
@@ -91,7 +128,7 @@ def conv_sites(proto: onnx.ModelProto, recorded: dict[str, str] | None = None) -
         if name in seen:  # two nodes claiming one module: trust neither's name
             name = None
         seen.add(name)
-        sites.append(ConvSite(len(sites), name, node.output[0], node.input[0]))
+        sites.append(site(len(sites), name, node, readers))
     return sites
 
 
@@ -102,4 +139,5 @@ def block_of(name: str | None) -> str:
     return name.split(".")[0]
 
 
-__all__ = ["CONV_NAME", "ConvSite", "block_of", "conv_sites", "is_batchnorm", "module_of_weight", "weight_name"]
+__all__ = ["CONV_NAME", "ConvSite", "aligned", "block_of", "conv_sites", "is_batchnorm", "module_of_weight", "site",
+           "weight_name"]

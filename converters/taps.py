@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_meta, read_model
-from dnet.converters.convs import ConvSite, block_of
+from dnet.converters.convs import ConvSite, aligned, block_of
 from dnet.engines.onnxruntime import session
 from dnet.errors import UsageError, runtime_failure
 
@@ -149,8 +149,9 @@ class Tapped:
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)
         present = {o.name for o in copy.graph.output}
+        # a pool's output too: the other file may have folded that pool into the convolution (convs.aligned)
         wanted = [t for s in sites for t in (self.dequantize[s.input][0] if s.input in self.dequantize else s.input,
-                                             s.output)]
+                                             s.output, *([s.pooled] if s.pooled else []))]
         self.taps = [t for t in dict.fromkeys(wanted) if t not in self.graph_inputs and t not in present]
         types = _types(proto)
         for t in self.taps:
@@ -174,7 +175,10 @@ class Tapped:
 
 def layer_rows(a: Tapped, b: Tapped, pairs: list[tuple[str, ConvSite, ConvSite]], batch: np.ndarray
                ) -> tuple[tuple[LayerRow, ...], np.ndarray, np.ndarray]:
-    """A row per (name, REF's site, OTHER's site) in ``pairs`` on ``batch``, and the logits of each (``Tapped.run``)."""
+    """A row per (name, REF's site, OTHER's site) in ``pairs`` on ``batch``, and the logits of each (``Tapped.run``).
+
+    A transition whose pool one file folded into its convolution is compared at the pool's output (convs.aligned)."""
+    pairs = [(name, *aligned(r, o)) for name, r, o in pairs]
     outs, ins = [Running() for _ in pairs], [Running() for _ in pairs]
     shapes: list[tuple[int, ...]] = []
     logits_a, logits_b = [], []

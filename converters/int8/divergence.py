@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_model
-from dnet.converters.convs import ConvSite
+from dnet.converters.convs import ConvSite, site
 from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_names, stage_outputs
 from dnet.errors import AccuracyError, UsageError
 from dnet.similarity import cosine, top1_agreement
@@ -78,10 +78,22 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: np.ndar
 # --- per layer ----------------------------------------------------------------------------------------------
 
 
-def _sites(proto: onnx.ModelProto, layers: dict[str, str]) -> list[ConvSite]:
-    """Per layer (name -> a tensor its node writes): the tensor its node reads and the one it writes."""
+def _sites(proto: onnx.ModelProto, layers: dict[str, str], ref: list[ConvSite] | None = None) -> list[ConvSite]:
+    """Per layer (name -> a tensor its node writes): the tensor its node reads and the one it writes.
+
+    In the INT8 graph (``ref``: the FP32 graph's sites) a transition whose pool the layout folded into its
+    convolution (graph.pool_into_conv) is the Conv that writes the FP32 pool's output."""
     producer = {o: n for n in proto.graph.node for o in n.output}
-    return [ConvSite(k, name, producer[t].output[0], producer[t].input[0]) for k, (name, t) in enumerate(layers.items())]
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    sites = []
+    for k, (name, t) in enumerate(layers.items()):
+        if t not in producer and ref is not None and ref[k].pooled in producer:
+            t = ref[k].pooled
+        sites.append(site(k, name, producer[t], readers))
+    return sites
 
 
 def layer_divergence(fp32: onnx.ModelProto, int8: onnx.ModelProto, layers: dict[str, str],
@@ -93,7 +105,8 @@ def layer_divergence(fp32: onnx.ModelProto, int8: onnx.ModelProto, layers: dict[
     layer is fed its own file's input, so a layer's ``added`` error is its own weights' and output's rounding, not
     its predecessors'. The same measure as ``dnet compare --per-layer``.
     """
-    a, b = _sites(fp32, layers), _sites(int8, layers)
+    a = _sites(fp32, layers)
+    b = _sites(int8, layers, a)
     ref = Tapped(fp32, a, "the FP32 file", fused=False)
     got = Tapped(int8, b, "the INT8 file", fused=False)
     rows, _, _ = layer_rows(ref, got, [(s.name, s, o) for s, o in zip(a, b, strict=True)], images)

@@ -231,13 +231,16 @@ def _uint8_zero_points(proto) -> int:
                for n in proto.graph.node)
 
 
-def test_dnets_cpu_layout_breaks_the_depthwise_bn_conv_qdq_relu_and_zero_point_rules_once_per_layer(fp32):
+def test_dnets_cpu_layout_breaks_the_depthwise_bn_conv_and_zero_point_rules_once_per_layer(fp32):
     expected = _dense_counts(TINY)
     assert expected["grouped-conv-int8"] == sum(n.op_type == "BatchNormalization" for n in fp32.graph.node)
     cpu = _layout(fp32, target="cpu")
     zero_points = _uint8_zero_points(cpu)
     assert zero_points > 0
-    eight_bit = {**{k: v for k, v in expected.items() if k != "weights-7-bit"}, "zero-point": zero_points}
+    # Conv -> Relu -> Q(uint8, zero point 0): no Q/DQ pair splits a convolution from its ReLU any more (the rule
+    # itself is checked on onnxruntime.quantization's and hand-made files above)
+    eight_bit = {**{k: v for k, v in expected.items() if k not in ("weights-7-bit", "qdq-splits-conv-activation")},
+                 "zero-point": zero_points}
     result = lint(cpu)  # the CPU file's default: 8-bit weights
     assert result.counts() == eight_bit
     assert result.errors == expected["grouped-conv-int8"] + zero_points

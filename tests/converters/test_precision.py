@@ -171,10 +171,18 @@ def activation_zero_points(path) -> list[np.ndarray]:
 def test_the_cpu_file_is_symmetric_int8_written_as_uint8_and_weights_are_int8_zero(int8):
     path, summary = int8
     zps = activation_zero_points(path)
-    assert len(zps) > 20 and all(z.dtype == np.uint8 and int(z) == 128 for z in zps)
-    assert summary["activations"] == "int8 symmetric as uint8 (zero point 128)"
     proto = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    # every activation is uint8: a ReLU's output (Conv -> Relu -> Q, and the DQ reading it) from zero point 0 over
+    # [0, max]; every other one (the dense blocks' grids) symmetric int8 shifted to zero point 128
+    assert len(zps) > 20 and all(z.dtype == np.uint8 for z in zps)
+    by_relu = {}
+    for q in (n for n in proto.graph.node if n.op_type == "QuantizeLinear" and inits[n.input[2]].ndim == 0):
+        src = producer.get(q.input[0])
+        by_relu.setdefault(src is not None and src.op_type == "Relu", set()).add(int(inits[q.input[2]]))
+    assert by_relu == {True: {0}, False: {128}}
+    assert summary["activations"] == "int8 symmetric as uint8 (zero point 128); ReLU outputs uint8 (zero point 0)"
     weights = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert weights and all(z.dtype == np.int8 and not z.any() for z in weights)
 
