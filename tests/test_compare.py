@@ -118,6 +118,16 @@ def test_per_layer_rows_compare_each_convs_float_output_and_its_input(files):
     assert row.ref_tensor == row.other_tensor == "getitem_3"  # the Conv's float output (BN norm2 folded in)
     assert 0.9 < row.cosine <= 1 and row.max_abs > 0 and row.added == row.rel_error - row.input_rel_error
     assert report.rows[5].layer == "transition1.conv" and report.rows[5].block == "transition1"
+    # the INT8 file folded the transition's AveragePool into its Conv (2×2 stride 2, writing the pool's output):
+    # FP32's Conv 1×1 is compared at its pool's output, the tensor both compute, half the side of the Conv's own
+    graph = onnx.load(str(fp32)).graph
+    (pool,) = [n for n in graph.node if n.op_type == "AveragePool"]
+    trans = report.rows[5]
+    assert trans.ref_tensor == trans.other_tensor == pool.output[0] and trans.shape == (6, 8, 16, 16)
+    assert 0.9 < trans.cosine <= 1 and trans.max_abs > 0
+    backwards = compare_layers(int8, fp32, images=images, count=6).rows[5]  # either file may be the reference
+    assert (backwards.ref_tensor, backwards.shape) == (pool.output[0], (6, 8, 16, 16))
+    assert backwards.rel_error == pytest.approx(trans.rel_error, rel=0.2)
     assert report.logits.stage == "logits" and report.logits.shape == (6, 5) and report.logits.top1_agreement >= 0.5
     exact = compare_layers(fp32, fp32, images=images, count=6)
     assert all(r.rel_error == 0 and r.max_abs == 0 and r.cosine == pytest.approx(1) for r in exact.rows)
