@@ -55,9 +55,13 @@ def test_profile_counts_executed_ops_and_times_them(tmp_path):
     proto = onnx.load(str(int8))
     dequantized = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
     quantized = {n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
-    # the densenet layout's integer convolutions, DQ -> Conv -> Q (the BNs as depthwise ones included; not the final
-    # BN, whose output goes on in float through its ReLU to the global average pool)
-    convs = sum(n.op_type == "Conv" and n.input[0] in dequantized and n.output[0] in quantized for n in proto.graph.node)
+    # the densenet layout's integer convolutions, DQ -> Conv -> Q or DQ -> Conv -> Relu -> Q (the ReLU the fused
+    # kernel's clamp computes, zero point 0); the BNs as depthwise ones included, not the final BN, whose output goes on
+    # in float through its ReLU to the global average pool. 18 in the tiny DenseNet-BC (blocks 2, 3): conv0, 5 layers
+    # × 2 convs, 1 transition (its pool folded in), and 6 of the 7 pre-activation BNs (5 norm1, the transition's)
+    relu_quantized = {n.input[0] for n in proto.graph.node if n.op_type == "Relu" and n.output[0] in quantized}
+    convs = sum(n.op_type == "Conv" and n.input[0] in dequantized and n.output[0] in quantized | relu_quantized
+                for n in proto.graph.node)
     p = profile(int8, batch=2, threads=1, runs=3, size=32)
     # ONNX Runtime fuses every DQ -> Conv -> Q into one QLinearConv
     assert p["executed_ops"].get("com.microsoft.QLinearConv") == convs == 18 and "Conv" not in p["executed_ops"]

@@ -19,8 +19,9 @@ def test_defaults_run_every_step_with_the_peer_venvs():
 def test_quick_shortens_timing_and_drops_the_mse_files():
     a = run.parse_args(["d", "--quick", "--reuse", "--steps", "lint, speed", "--batches", "2"])
     assert (a.duration, a.rounds, a.speed_calib, a.reuse, a.steps, a.batches) == (1.0, 2, 16, True, ["lint", "speed"], [2])
-    assert set(run.dnet_files(True).values()) == {"bc100.int8.onnx", "bc100.int8-trt.onnx"}
-    assert len(run.dnet_files(False)) == 4
+    # one file per target (cpu, tensorrt, openvino); the full run adds each target's mse file
+    assert set(run.dnet_files(True).values()) == {"bc100.int8.onnx", "bc100.int8-trt.onnx", "bc100.int8-ov.onnx"}
+    assert len(run.dnet_files(False)) == 6 and set(run.dnet_files(False).values()) >= {"bc100.mse.int8-ov.onnx"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -64,11 +65,12 @@ def _row(tool, rt, b, tput, vs, of=None):
 
 def test_speed_targets_and_rows():
     rows = [_row("FP32", "plain", 8, 10.0, 1.0), _row("dnet cpu", "plain", 8, 19.0, 1.9, 0.76),
-            _row("dnet cpu", "dnet", 8, 20.0, 2.0, 0.8), _row("dnet cpu", "openvino", 8, 30.0, 3.0),
-            _row("NNCF (OpenVINO IR)", "openvino", 8, 31.0, 3.1)]
+            _row("dnet cpu", "dnet", 8, 20.0, 2.0, 0.8), _row("dnet cpu", "openvino", 8, 28.0, 2.8),
+            _row("dnet openvino", "openvino", 8, 30.0, 3.0), _row("NNCF (OpenVINO IR)", "openvino", 8, 31.0, 3.1)]
     t = speed.targets(rows, ceiling_ratio=2.5)
     assert t["plain_vs_dnet_engine_b8"]["measured"] == pytest.approx(0.95) and t["plain_vs_dnet_engine_b8"]["met"]
     assert t["plain_of_ceiling_ratio_b8"]["measured"] == pytest.approx(0.76) and t["plain_of_ceiling_ratio_b8"]["met"]
+    # OpenVINO's target is dnet's OpenVINO file against NNCF's, not the CPU file run in OpenVINO (28)
     assert t["openvino_vs_nncf_b8"]["measured"] == pytest.approx(30 / 31) and not t["openvino_vs_nncf_b8"]["met"]
     table = speed.table_rows({"results": rows[:2]})
     assert table == [["FP32", "onnxruntime.InferenceSession", 8, "800.0", "10.0", "1.00×", "–"],
