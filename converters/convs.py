@@ -54,6 +54,15 @@ def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
     return next((list(a.ints) for a in node.attribute if a.name == name), default)
 
 
+def readers_of(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor -> the nodes that read it, in graph order."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    return readers
+
+
 def site(index: int, name: str | None, node: onnx.NodeProto, readers: dict[str, list[onnx.NodeProto]]) -> ConvSite:
     """The :class:`ConvSite` of a Conv node; ``readers``: tensor -> the nodes that read it."""
     kernel, strides = _ints(node, "kernel_shape", []), _ints(node, "strides", [1, 1])
@@ -113,10 +122,7 @@ def conv_sites(proto: onnx.ModelProto, recorded: dict[str, str] | None = None) -
     The BatchNormalizations dnet's INT8 layout computes as depthwise Convs are not sites (module docstring)."""
     by_tensor = {tensor: module for module, tensor in (recorded or {}).items()}
     producers = {out: n for n in proto.graph.node for out in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            readers.setdefault(i, []).append(node)
+    readers = readers_of(proto)
     sites, seen = [], set()
     for node in proto.graph.node:
         if node.op_type != "Conv":
@@ -139,5 +145,5 @@ def block_of(name: str | None) -> str:
     return name.split(".")[0]
 
 
-__all__ = ["CONV_NAME", "ConvSite", "aligned", "block_of", "conv_sites", "is_batchnorm", "module_of_weight", "site",
-           "weight_name"]
+__all__ = ["CONV_NAME", "ConvSite", "aligned", "block_of", "conv_sites", "is_batchnorm", "module_of_weight",
+           "readers_of", "site", "weight_name"]

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_model
-from dnet.converters.convs import ConvSite, site
+from dnet.converters.convs import ConvSite, readers_of, site
 from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_names, stage_outputs
 from dnet.errors import AccuracyError, UsageError
 from dnet.similarity import cosine, top1_agreement
@@ -84,10 +84,7 @@ def _sites(proto: onnx.ModelProto, layers: dict[str, str], ref: list[ConvSite] |
     In the INT8 graph (``ref``: the FP32 graph's sites) a transition whose pool the layout folded into its
     convolution (graph.pool_into_conv) is the Conv that writes the FP32 pool's output."""
     producer = {o: n for n in proto.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            readers.setdefault(i, []).append(node)
+    readers = readers_of(proto)
     sites = []
     for k, (name, t) in enumerate(layers.items()):
         if t not in producer and ref is not None and ref[k].pooled in producer:
