@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
 from dnet.artifact.onnxfile import read_meta
-from dnet.converters.convs import block_of, conv_sites, module_of_weight
+from dnet.converters.convs import aligned, block_of, conv_sites, module_of_weight
 from dnet.converters.export import _export_proto, conv_tensors
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
@@ -86,3 +87,34 @@ def test_weight_names_and_blocks():
     assert module_of_weight("features.denseblock1.denselayer1.norm1.weight") is None
     assert [block_of(n) for n in ("conv0", "transition2.conv", "denseblock3.denselayer7.conv2", None)] == \
         ["stem", "transition2", "denseblock3", "stem"]
+
+
+def _transition(folded: bool, qdq: bool) -> onnx.ModelProto:
+    """A transition as an export writes it (Conv 1×1 -> [Q -> DQ] -> AveragePool 2×2) or folded (Conv 2×2 stride 2)."""
+    h = onnx.helper
+    w = onnx.numpy_helper.from_array(np.zeros((4, 8, 2, 2) if folded else (4, 8, 1, 1), "float32"),
+                                     "features.transition1.conv.weight")
+    if folded:
+        nodes = [h.make_node("Conv", ["x", w.name], ["pooled"], kernel_shape=[2, 2], strides=[2, 2])]
+    else:
+        nodes = [h.make_node("Conv", ["x", w.name], ["c"], kernel_shape=[1, 1])]
+        src = "c"
+        if qdq:
+            nodes += [h.make_node("QuantizeLinear", ["c", "s"], ["q"]), h.make_node("DequantizeLinear", ["q", "s"], ["d"])]
+            src = "d"
+        nodes.append(h.make_node("AveragePool", [src], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]))
+    inits = [w, onnx.numpy_helper.from_array(np.float32(0.1), "s")]
+    graph = h.make_graph(nodes, "t", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
+                         [h.make_tensor_value_info("pooled", onnx.TensorProto.FLOAT, None)], inits)
+    return h.make_model(graph)
+
+
+@pytest.mark.parametrize("qdq", [False, True])
+def test_a_transition_folded_into_its_conv_pairs_with_the_unfolded_ones_pool_output(qdq):
+    (plain,) = conv_sites(_transition(folded=False, qdq=qdq))
+    (folded,) = conv_sites(_transition(folded=True, qdq=False))
+    assert (plain.name, plain.output, plain.pooled, plain.folded) == ("transition1.conv", "c", "pooled", False)
+    assert (folded.output, folded.pooled, folded.folded) == ("pooled", None, True)
+    assert aligned(plain, folded) == (plain.__class__(0, "transition1.conv", "pooled", "x", "pooled", False), folded)
+    assert aligned(folded, plain)[1].output == "pooled"  # either file may be the reference
+    assert aligned(plain, plain) == (plain, plain)  # neither folded: each Conv's own output
