@@ -141,12 +141,12 @@ def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_fi
 
     from tests.helpers.evaldata import write_cifar_bin
     from tests.helpers.harness import cli, run_dnet
-    from tests.hostile.test_scoring import _save, _ten_class
+    from tests.helpers.models import save_model, ten_class
 
     work, tmpdir = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     write_cifar_bin(work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 64)
-    sources = [_save(work, f"seed{seed}.pth", _ten_class(seed)) for seed in (0, 1)]
+    sources = [save_model(work, f"seed{seed}.pth", ten_class(seed)) for seed in (0, 1)]
     expect = []
     for i, src in enumerate(sources):  # each file's own predictions, evaluated alone
         onnx_file = work / f"alone{i}.onnx"
