@@ -21,6 +21,7 @@ from dnet.artifact import ArtifactMeta
 from dnet.artifact.pthfile import PICKLE_PROTOCOLS, ZIP_MAGIC
 from dnet.errors import ConfigError, FileFormatError, UnsafeFileError
 from dnet.files import atomic_path, check_input_file
+from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.models.summary import param_count
 
@@ -234,6 +235,8 @@ def model_from_checkpoint(obj: dict, source: str = "checkpoint") -> DenseNet:
         if model.meta.num_classes != cfg.num_classes:
             raise FileFormatError(f"{source}: the metadata says {model.meta.num_classes} classes, the model has "
                                   f"{cfg.num_classes}")
+        # the name decides which published number eval and compare hold the model to: the weights must be that network
+        model.meta = zoo.checked_name(model.meta, Path(source).name, network=cfg)
     return model.eval()
 
 

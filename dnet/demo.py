@@ -159,6 +159,20 @@ def plot_accuracy_latency(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def write_report(result: DemoResult, table: str) -> tuple[Path, Path, Path]:
+    """report.txt, report.json and the plot in ``result.out``, each written atomically (a failed or interrupted write
+    keeps the previous file); their paths."""
+    tr = result.train
+    doc = {"rows": [asdict(r) for r in result.rows],
+           "train": {"run_dir": str(tr.run_dir), "epochs": tr.epochs_done, "final_error": tr.final_error,
+                     "best_error": tr.best_error}, "checks": result.checks}
+    paths = result.out / "report.txt", result.out / REPORT_JSON, result.out / REPORT_PNG
+    atomic_write_text(paths[0], table + "\n")
+    atomic_write_text(paths[1], json.dumps(doc, indent=2) + "\n")
+    plot_accuracy_latency(result.rows, paths[2])
+    return paths
+
+
 def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print,
              progress: Recorder | None = None) -> DemoResult:
     """Run every stage; write the report (table, JSON, PNG) into ``cfg.out``. ``progress`` (a ``dnet.progress.Recorder``)
@@ -187,15 +201,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print,
     log("== 4/4 report")
     table = format_report(result.rows)
     log(table)
-    png = out / REPORT_PNG
-    plot_accuracy_latency(result.rows, png)
-    doc = {"rows": [asdict(r) for r in result.rows],
-           "train": {"run_dir": str(tr.run_dir), "epochs": tr.epochs_done, "final_error": tr.final_error,
-                     "best_error": tr.best_error}, "checks": result.checks}
-    atomic_write_text(out / REPORT_JSON, json.dumps(doc, indent=2) + "\n")
-    atomic_write_text(out / "report.txt", table + "\n")
-    result.written = [tr.run_dir, *[p for p in result.files.values() if p != tr.last], out / "report.txt",
-                      out / REPORT_JSON, png]
+    report, doc, png = write_report(result, table)
+    result.written = [tr.run_dir, *[p for p in result.files.values() if p != tr.last], report, doc, png]
     log("written:")
     for p in [tr.run_dir / "metrics.csv", tr.run_dir / "curves.png", tr.last, *result.written[1:]]:
         log(f"  {p}")

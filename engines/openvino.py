@@ -29,6 +29,7 @@ from dnet.artifact.onnxfile import read_model
 from dnet.engines.base import Engine
 from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.files import check_input_file
+from dnet.models.zoo import checked_name
 
 INSTALL_HINT = f"OpenVINO is not installed: pip install '{DISTRIBUTION}[openvino]'"
 # provider -> INFERENCE_PRECISION_HINT of OpenVINO's CPU plugin
@@ -155,6 +156,30 @@ def model_meta(model) -> ArtifactMeta | None:
         return None
 
 
+def classifier_features(model) -> int | None:
+    """Channels entering the IR's classifier: the weight of the MatMul that makes its output (through a Convert or a
+    bias Add), as ``dnet.artifact.onnxfile.classifier_features`` reads an ONNX graph; None for a graph that ends
+    otherwise."""
+    try:
+        results = model.get_results()
+        if len(results) != 1:
+            return None
+        node = results[0].input_value(0).get_node()
+        for _ in range(4):
+            if node.get_type_name() == "MatMul":
+                break
+            if node.get_type_name() not in ("Convert", "Add"):
+                return None
+            node = next(v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant")
+        shape = node.input_value(1).get_partial_shape() if node.get_type_name() == "MatMul" else None
+        if shape is None or shape.is_dynamic or len(shape) != 2:
+            return None
+        rows, cols = (d.get_length() for d in shape)
+        return int(cols if node.get_attributes().get("transpose_b") else rows)
+    except Exception:  # noqa: BLE001 (a graph OpenVINO cannot walk names no classifier: the name is not checked)
+        return None
+
+
 class OpenVinoEngine(Engine):
     kind = "openvino"
 
@@ -218,11 +243,13 @@ def open_file(path: str | os.PathLike, *, provider: str | None = None, threads: 
         config["INFERENCE_NUM_THREADS"] = int(threads)
     try:
         compiled = ov.Core().compile_model(model, "CPU", config)
-        return OpenVinoEngine(path, compiled, name, model_meta(model))
+        # the zoo name decides which published number the model is held to: the graph must be that network
+        meta = checked_name(model_meta(model), path.name, classifier_features(model))
+        return OpenVinoEngine(path, compiled, name, meta)
     except (DnetError, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 (OpenVINO's failures share no base but Exception)
         raise FileFormatError(f"{path}: OpenVINO cannot compile it ({_first_line(e)})") from None
 
 
-__all__ = ["PROVIDERS", "OpenVinoEngine", "model_meta", "open_file", "read", "require_openvino"]
+__all__ = ["PROVIDERS", "OpenVinoEngine", "classifier_features", "model_meta", "open_file", "read", "require_openvino"]

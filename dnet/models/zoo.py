@@ -336,10 +336,10 @@ def find(config: DenseNetConfig) -> ZooEntry | None:
     return None
 
 
-def name_problem(meta: ArtifactMeta, features: int | None = None) -> str | None:
+def name_problem(meta: ArtifactMeta, features: int | None = None, network: DenseNetConfig | None = None) -> str | None:
     """What is wrong with the zoo name a file's metadata gives (``dnet.model``): no zoo model, or not the network
-    the file holds (its recorded ``dnet.config``, or ``features``: the channels its graph's classifier takes); None
-    when nothing is."""
+    the file holds (its recorded ``dnet.config``; ``network``: the one its weights build, for a checkpoint;
+    ``features``: the channels its graph's classifier takes); None when nothing is."""
     if meta.model == "custom":
         return None
     entry = ZOO.get(meta.model)
@@ -352,16 +352,20 @@ def name_problem(meta: ArtifactMeta, features: int | None = None) -> str | None:
     if config is not None and architecture(config) != architecture(entry.config):
         other = find(config)
         return f"{entry.name}, but dnet.config records {other.name if other else 'a custom DenseNet'}"
+    if network is not None and architecture(network) != architecture(entry.config):
+        other = find(network)
+        return f"{entry.name}, but the weights are {other.name if other else 'a custom DenseNet'}"
     if features is not None and features != entry.config.num_features:
         return (f"{entry.name}, whose classifier takes {entry.config.num_features:,} channels; the graph's takes "
                 f"{features:,}")
     return None
 
 
-def checked_name(meta: ArtifactMeta | None, where: str, features: int | None = None) -> ArtifactMeta | None:
+def checked_name(meta: ArtifactMeta | None, where: str, features: int | None = None,
+                 network: DenseNetConfig | None = None) -> ArtifactMeta | None:
     """``meta`` with a zoo name that disagrees with the file (:func:`name_problem`) taken as "custom", so no published
     number of another network is compared with it; said once, in a warning naming the file and the key."""
-    problem = name_problem(meta, features) if meta is not None else None
+    problem = name_problem(meta, features, network) if meta is not None else None
     if problem is None:
         return meta
     warn_once(f"{where}:dnet.model", f"{where}: metadata key dnet.model says {problem}: the name is ignored (taken "

@@ -24,6 +24,7 @@ METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
 LAST = "last.pth"
 BEST = "best.pth"
+LOCK = ".dnet-train.lock"  # held by the running train (run_lock); removed when it ends
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "time_s", "img_per_s")
 VAL_FIELDS = ("val_loss", "val_error")  # runs that hold a validation split out of training (SVHN)
 
@@ -49,19 +50,55 @@ def check_writable(run_dir: Path) -> None:
 def run_lock(run_dir: Path):
     """Hold an exclusive lock on the run folder for the run's life; a second ``train`` or ``--resume`` of it is refused.
 
-    The lock is ``flock`` on the folder itself, not a file in it: nothing is left behind, the folder's listing stays
-    the run's files, and the kernel drops the lock when the process ends, however it ends (SIGKILL included).
+    The lock is ``flock`` on a file in the folder (:data:`LOCK`), not on the folder itself: on NFS an exclusive
+    ``flock`` is an fcntl lock, which needs a descriptor open for writing, and a folder cannot be opened so (EBADF:
+    no run could start there). The kernel drops the lock when the process ends, however it ends (SIGKILL included);
+    the file is removed when the run ends (a SIGKILL leaves it, unlocked, and the next run takes it over).
     """
-    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    path = run_dir / LOCK
+    for _ in range(10):  # the file may be removed by a run ending between our open and our flock: open it again
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise DnetError(f"cannot lock run folder {run_dir}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise DnetError(f"cannot lock run folder {run_dir}: {e.strerror or e}") from None
-            raise UsageError(f"run folder {run_dir} is in use by another dnet train (or --resume) still running; "
-                             "wait for it to end or choose another --output") from None
+            raise busy(run_dir) from None
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)  # we locked a file that is no longer the folder's lock
+    else:
+        raise busy(run_dir)
+    try:
         yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: a run waiting on this file opens it again (above)
+        os.close(fd)
+
+
+def busy(run_dir: Path) -> UsageError:
+    """What a second ``train`` or ``--resume`` of a folder in use is told."""
+    return UsageError(f"run folder {run_dir} is in use by another dnet train (or --resume) still running; "
+                      "wait for it to end or choose another --output")
+
+
+def in_use(run_dir: Path) -> bool:
+    """Whether a running ``train`` holds the folder's lock (a shared lock on its file is refused)."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
     finally:
         os.close(fd)
 
@@ -75,7 +112,7 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict]:
     """The configuration a run folder was trained with, and the whole ``config.json``."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_JSON
-    if not path.exists() and run_dir.is_dir() and not any(run_dir.iterdir()):
+    if not path.exists() and run_dir.is_dir() and not any(p.name != LOCK for p in run_dir.iterdir()):
         raise stopped_early(run_dir)  # made, then interrupted before it wrote anything
     if not path.is_file():
         raise UsageError(f"--resume {run_dir}: no {CONFIG_JSON} there; is it a dnet run folder?")

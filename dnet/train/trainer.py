@@ -37,8 +37,10 @@ from dnet.train.run_folder import (
     BEST,
     CURVES_PNG,
     LAST,
+    busy,
     check_writable,
     default_run_dir,
+    in_use,
     run_lock,
     write_config,
     write_metrics,
@@ -79,12 +81,16 @@ def _run_folder(cfg: TrainConfig, resume, d) -> tuple[TrainConfig, Path, dict | 
     """The configuration to train, its run folder, and the checkpoint to resume from (None for a new run)."""
     if resume is not None:
         run_dir = Path(resume)
+        if d.main and in_use(run_dir):  # before its first checkpoint too: not "stopped", still training
+            raise busy(run_dir)
         saved, ckpt = load_resume(run_dir, cfg, d)
         changeable = ("epochs", "data", "workers", "threads", "quiet", "download", "memory_efficient", "channels_last")
         cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: getattr(cfg, k) for k in changeable}, "out": str(run_dir)})
         return cfg, run_dir, ckpt
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if d.main and (run_dir / LAST).exists():  # config.json alone: a run stopped before its first checkpoint
+        if in_use(run_dir):  # still training: --resume would be refused too
+            raise busy(run_dir)
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
                          f"or choose another --output")
     return cfg, run_dir, None

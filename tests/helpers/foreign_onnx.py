@@ -4,6 +4,7 @@ external data (moved, missing, truncated) and a feature-map output."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,16 @@ def edit_meta(path, key: str, value: str) -> None:
         if p.key == key:
             p.value = value
     onnx.save(proto, str(path))
+
+
+def ten_classes_named(path, model: str, config: dict | None = None) -> Path:
+    """The tiny CIFAR ONNX made a 10-class one (its classifier's rows repeated), its metadata naming ``model``."""
+    m = onnx.load(str(path))
+    w = next(t for t in m.graph.initializer if t.name == "classifier.weight")
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w).repeat(2, axis=0), w.name))
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 10
+    for p in m.metadata_props:
+        p.value = {"dnet.model": json.dumps(model), "dnet.num_classes": "10",
+                   "dnet.config": json.dumps(config) if config is not None else p.value}.get(p.key, p.value)
+    onnx.save(m, str(path))
+    return path

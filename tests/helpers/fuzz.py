@@ -523,12 +523,14 @@ class Report:
     worst_excess: float = 0.0  # max over cases of (added memory - FIXED_OVERHEAD) / input size
     largest_input: int = 0
     seconds: float = 0.0
+    process_peak_bytes: int = 0  # the whole run's (mutations included): each reset also resets what getrusage says
 
     def to_dict(self) -> dict:
         return {"target": self.target, "cases": self.cases, "outcomes": dict(self.outcomes.most_common()),
                 "bugs": len(self.bugs), "peak_added_mb": round(self.peak_bytes / 2**20, 1),
                 "input_bytes_of_peak_case": self.peak_case_size, "peak_case": self.peak_case,
                 "largest_input_bytes": self.largest_input,
+                "process_peak_mb": round(self.process_peak_bytes / 2**20, 1),
                 "worst_multiple_of_input_above_32mb": round(self.worst_excess, 2), "seconds": round(self.seconds, 1)}
 
 
@@ -556,6 +558,7 @@ def run(target: str, cases: int, seed: int = 0, *, save_bugs: Path | None = None
             path.write_bytes(data)
             report.largest_input = max(report.largest_input, len(data))
             before = _status_kb("VmRSS") * 1024
+            report.process_peak_bytes = max(report.process_peak_bytes, _status_kb("VmHWM") * 1024)
             _reset_peak()
             try:
                 OPEN[target](path)
@@ -570,6 +573,7 @@ def run(target: str, cases: int, seed: int = 0, *, save_bugs: Path | None = None
                     save_bugs.mkdir(parents=True, exist_ok=True)
                     (save_bugs / f"{target}-{i}{SUFFIX[target]}").write_bytes(data)
             added = max(0, _status_kb("VmHWM") * 1024 - before)
+            report.process_peak_bytes = max(report.process_peak_bytes, before + added)
             if added > report.peak_bytes:
                 report.peak_bytes, report.peak_case_size, report.peak_case = added, len(data), i
             report.worst_excess = max(report.worst_excess, (added - FIXED_OVERHEAD) / max(len(data), 1))

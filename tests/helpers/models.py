@@ -192,3 +192,15 @@ def save_random(path: Path, num_classes: int, spec: str, input_size: int, model_
     torch.manual_seed(0)
     meta = ArtifactMeta(model_name, num_classes, input_size, get_spec(spec))
     return save_checkpoint(path, model, meta)
+
+
+def ten_class(seed: int = 0) -> DenseNet:
+    """The tiny model with 10 classes (CIFAR-10 preprocessing, named custom), seeded: weights tests can break."""
+    model = tiny_model(seed, dataclasses.replace(TINY, num_classes=10))
+    model.meta = ArtifactMeta("custom", 10, 32, CIFAR)
+    return model
+
+
+def save_model(folder: Path, name: str, model: DenseNet, meta: ArtifactMeta | None = None) -> Path:
+    """``model`` saved as the dnet checkpoint ``folder/name``, with ``meta`` or its own metadata."""
+    return save_checkpoint(folder / name, model, meta or model.meta)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers.harness import Box
 from tests.helpers.models import save_random, tiny_checkpoint, tiny_onnx
+from tests.helpers.writes import mounted_tmpfs
 
 
 @pytest.fixture
@@ -35,3 +36,13 @@ def models(tmp_path_factory) -> dict[str, Path]:
             "two": save_random(folder / "two.pth", 2, "cifar10", 32)}
 
 
+@pytest.fixture
+def tmpfs(tmp_path) -> Path:
+    """A 256 KiB tmpfs, or a skip naming why it cannot be mounted here (tests.helpers.writes fills it)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    with mounted_tmpfs(mnt) as why:
+        if why is not None:
+            pytest.skip(f"cannot mount a tmpfs here ({why}): the full-disk cases run where the tests may mount one; "
+                        "the size-limit cases cover the writers")
+        yield mnt

@@ -87,6 +87,84 @@ def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_
     nothing_left(tmp)
 
 
+# A dnet train that holds its folder until the test opens the gate: its first epoch waits for the file GATE.
+GATED = r"""
+import os, sys, time
+import dnet.train.trainer as trainer
+real = trainer.train_epoch
+def gated(*args, **kwargs):
+    while not os.path.exists(os.environ["GATE"]):
+        time.sleep(0.05)
+    return real(*args, **kwargs)
+trainer.train_epoch = gated
+from dnet.cli import main
+sys.argv[0] = "dnet"
+main()
+"""
+
+
+@pytest.mark.slow
+def test_two_train_processes_into_one_folder_one_refused_in_one_line_the_other_intact(tmp_path):
+    """Two real processes (the lock is the kernel's, across processes): the second, started while the first holds
+    the folder, says so in one line and exits 2; the first ends normally, its files whole, the lock file gone."""
+    import time
+
+    from dnet.train.run_folder import LOCK
+
+    run, tmpdir, gate = tmp_path / "run", tmp_path / "tmp", tmp_path / "gate"
+    tmpdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1", "GATE": str(gate)}
+    args = [str(a) for a in (*TRAIN, "--epochs", 1, "-o", run)]
+    first = subprocess.Popen([sys.executable, "-c", GATED, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "config.json").exists():  # written under the lock, before the first step
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        for second_args in (args, ["train", "--resume", str(run), "--epochs", "2"]):
+            second = subprocess.run([sys.executable, "-c", LAUNCH, *second_args], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=300)
+            assert second.returncode == 2 and second.stderr.splitlines() == [
+                f"dnet: error: run folder {run} is in use by another dnet train (or --resume) still running; wait "
+                "for it to end or choose another --output"], (second.returncode, second.stderr)
+            assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing of the first's touched
+        gate.touch()
+        out, err = first.communicate(timeout=300)
+    finally:
+        gate.touch()
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.json", "curves.png", "last.pth",
+                                                      "metrics.csv"]  # the lock file is removed with the lock
+    assert LOCK not in os.listdir(run) and load_checkpoint(run / "last.pth").config.num_classes == 10
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and the one epoch
+    nothing_left(tmpdir)
+
+
+def test_the_lock_is_a_file_in_the_folder_taken_over_after_a_kill_and_removed_at_the_end(tmp_path):
+    """A lock file a killed run left (unlocked) is taken over; held, it refuses a second holder, from another
+    descriptor as from another process; released, the file is gone."""
+    import fcntl
+
+    from dnet.errors import UsageError
+    from dnet.train.run_folder import LOCK, in_use, run_lock
+
+    (tmp_path / LOCK).write_text("")  # what a SIGKILL leaves
+    assert not in_use(tmp_path)
+    with run_lock(tmp_path):
+        assert in_use(tmp_path) and (tmp_path / LOCK).is_file()
+        with pytest.raises(UsageError, match=r"is in use by another dnet train"), run_lock(tmp_path):
+            pass
+        fd = os.open(tmp_path / LOCK, os.O_RDWR)  # as any other process would try it
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    assert not (tmp_path / LOCK).exists() and not in_use(tmp_path)
+
+
 # --- eval of a file that a convert is replacing --------------------------------------------------------------
 
 
@@ -141,12 +219,12 @@ def test_eval_of_a_file_that_converts_are_replacing_scores_the_old_or_the_new_fi
 
     from tests.helpers.evaldata import write_cifar_bin
     from tests.helpers.harness import cli, run_dnet
-    from tests.hostile.test_scoring import _save, _ten_class
+    from tests.helpers.models import save_model, ten_class
 
     work, tmpdir = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     write_cifar_bin(work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 64)
-    sources = [_save(work, f"seed{seed}.pth", _ten_class(seed)) for seed in (0, 1)]
+    sources = [save_model(work, f"seed{seed}.pth", ten_class(seed)) for seed in (0, 1)]
     expect = []
     for i, src in enumerate(sources):  # each file's own predictions, evaluated alone
         onnx_file = work / f"alone{i}.onnx"

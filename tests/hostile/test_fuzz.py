@@ -54,3 +54,25 @@ def test_the_long_fuzz_run_finds_no_bug_and_stays_within_its_memory_bound(target
         assert report.peak_bytes < IMAGE_BOUND, report.to_dict()
     else:
         assert report.worst_excess <= 8, report.to_dict()
+
+
+def test_the_process_peak_is_kept_across_the_per_case_resets(monkeypatch):
+    """Each case resets Linux's high-water mark (and with it getrusage's), so a peak read after the run would show the
+    last case only; the report keeps the largest mark seen, here the first case's, which touched 256 MB and freed it."""
+    calls, warm_up = [], len(fuzz.SEEDS["mat"]())  # the run opens each seed once before its cases
+
+    def allocating(path):
+        calls.append(path)
+        if len(calls) != warm_up + 1:  # the first case only
+            return
+        block = bytearray(256 << 20)
+        block[:: 4096] = b"\1" * len(block[:: 4096])  # touch every page, so that it is resident
+        del block
+
+    monkeypatch.setitem(fuzz.OPEN, "mat", allocating)
+    before = fuzz._status_kb("VmRSS") * 1024
+    report = fuzz.run("mat", 3, seed=0)
+    after_run = fuzz._status_kb("VmHWM") * 1024
+    assert report.peak_case == 0 and report.process_peak_bytes >= before + (250 << 20), report.to_dict()
+    if os.path.exists("/proc/self/clear_refs"):  # the reset took effect: the mark at the end has forgotten the case
+        assert after_run < report.process_peak_bytes - (200 << 20), (after_run, report.to_dict())

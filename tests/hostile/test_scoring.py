@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from dnet.artifact import ArtifactMeta
-from dnet.checkpoint import save_checkpoint
 from dnet.data.specs import get_spec
 from dnet.errors import ModelOutputError
 from dnet.eval import topk_hits
@@ -24,7 +23,7 @@ from dnet.models.zoo import get as zoo_get
 from dnet.similarity import best_class, require_finite, top1_agreement
 from tests.helpers.evaldata import write_cifar_bin
 from tests.helpers.foreign_onnx import edit_meta
-from tests.helpers.models import TINY, tiny_model
+from tests.helpers.models import save_model, ten_class
 
 CIFAR = get_spec("cifar10")
 BROKEN = "the model gives NaN or infinite logits for 12 of 12 images; its weights or its preprocessing (mean, std) " \
@@ -35,16 +34,6 @@ BROKEN = "the model gives NaN or infinite logits for 12 of 12 images; its weight
 def cifar(tmp_path):
     write_cifar_bin(tmp_path / "data" / "cifar-10-batches-bin" / "test_batch.bin", 12)
     return tmp_path / "data"
-
-
-def _ten_class(seed: int = 0):
-    model = tiny_model(seed, dataclasses.replace(TINY, num_classes=10))
-    model.meta = ArtifactMeta("custom", 10, 32, CIFAR)
-    return model
-
-
-def _save(tmp_path, name, model, meta=None):
-    return save_checkpoint(tmp_path / name, model, meta or model.meta)
 
 
 def test_ties_are_misses_and_non_finite_rows_never_hit():
@@ -68,7 +57,7 @@ def test_a_zeroed_classifier_scores_100_percent_error_and_fails_the_tolerance(tm
     with torch.no_grad():
         model.classifier.weight.zero_()
         model.classifier.bias.zero_()
-    path = _save(box.work, "zeroed.pth", model, ArtifactMeta(entry.name, 10, 32, CIFAR))
+    path = save_model(box.work, "zeroed.pth", model, ArtifactMeta(entry.name, 10, 32, CIFAR))
     box.freeze()
     r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "--json", "-q")
     assert r.code == 0, r.stderr
@@ -82,7 +71,7 @@ def test_a_zeroed_classifier_scores_100_percent_error_and_fails_the_tolerance(tm
 
 @pytest.mark.parametrize("case", ["nan-bias", "inf-weight", "negative-bn-variance"])
 def test_non_finite_logits_are_refused_in_one_line(tmp_path, cifar, box, case):
-    model = _ten_class()
+    model = ten_class()
     with torch.no_grad():
         if case == "nan-bias":
             model.classifier.bias[3] = math.nan
@@ -91,7 +80,7 @@ def test_non_finite_logits_are_refused_in_one_line(tmp_path, cifar, box, case):
         else:
             norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
             norm.running_var[0] = -1.0  # sqrt(-1 + eps): NaN through the rest of the network
-    path = _save(box.work, f"{case}.pth", model)
+    path = save_model(box.work, f"{case}.pth", model)
     box.freeze()
     for extra in ((), ("--tolerance", 100)):
         r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "-q", *extra)
@@ -100,11 +89,11 @@ def test_non_finite_logits_are_refused_in_one_line(tmp_path, cifar, box, case):
 
 
 def test_non_finite_logits_are_refused_by_compare_and_the_paired_statistics(tmp_path, cifar, box):
-    good = _save(box.work, "good.pth", _ten_class())
-    model = _ten_class()
+    good = save_model(box.work, "good.pth", ten_class())
+    model = ten_class()
     with torch.no_grad():
         model.classifier.bias[0] = math.nan
-    bad = _save(box.work, "bad.pth", model)
+    bad = save_model(box.work, "bad.pth", model)
     box.freeze()
     r = box.cli("eval", good, "--compare-to", bad, "--dataset", "cifar10", "--data", cifar, "-q")
     assert r.error_line(1) == f"bad.pth: {BROKEN}"
@@ -113,16 +102,14 @@ def test_non_finite_logits_are_refused_by_compare_and_the_paired_statistics(tmp_
     box.unchanged()
 
 
-
-
 @pytest.mark.parametrize(("mean", "std", "problem"), [
     ("NaN", "63.0", "preprocess mean [nan, 123.0, 113.9] is not within the pixel range 0..255"),
     ("125.3", "1e-30", "preprocess std [1e-30, 62.1, 66.7] is not between 0.255 and 2550"),
 ])
 def test_nan_mean_or_tiny_std_in_a_checkpoint_is_refused(tmp_path, cifar, box, mean, std, problem):
-    model = _ten_class()
+    model = ten_class()
     spec = dataclasses.replace(CIFAR, mean=(float(mean), 123.0, 113.9), std=(float(std), 62.1, 66.7))
-    path = _save(box.work, "tampered.pth", model, ArtifactMeta("custom", 10, 32, spec))
+    path = save_model(box.work, "tampered.pth", model, ArtifactMeta("custom", 10, 32, spec))
     box.freeze()
     r = box.cli("eval", path, "--dataset", "cifar10", "--data", cifar, "-q")
     assert r.error_line(1) == f"{path}: artifact metadata is incomplete or malformed: {problem}"

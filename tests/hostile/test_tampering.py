@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-import onnx
 import pytest
 
 from dnet.artifact.sidecar import write_sidecar
-from tests.helpers.foreign_onnx import edit_meta
+from tests.helpers.foreign_onnx import edit_meta, ten_classes_named
 from tests.helpers.harness import Box
 from tests.helpers.tensorrt_standins import sidecar
 
@@ -37,8 +36,6 @@ ONNX_EDITS = {  # case -> (key, new value, the end of the one error line)
     "precision-int4": ("dnet.precision", json.dumps("INT4"), MALFORMED + "precision 'INT4' is not one of fp32, fp16, "
                                                                          "int8"),
 }
-
-
 
 
 @pytest.mark.parametrize("verb", ["inspect", "eval", "bench", "compare"])
@@ -102,21 +99,6 @@ def test_an_untouched_sidecar_still_reads(box: Box):
 IGNORED = ": the name is ignored (taken as custom, compared with no published number)"
 
 
-def _ten_classes_named(path, model: str, config: dict | None = None):
-    """The tiny CIFAR ONNX made a 10-class one (its classifier's rows repeated), its metadata naming ``model``."""
-    from onnx import numpy_helper
-
-    m = onnx.load(str(path))
-    w = next(t for t in m.graph.initializer if t.name == "classifier.weight")
-    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w).repeat(2, axis=0), w.name))
-    m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 10
-    for p in m.metadata_props:
-        p.value = {"dnet.model": json.dumps(model), "dnet.num_classes": "10",
-                   "dnet.config": json.dumps(config) if config is not None else p.value}.get(p.key, p.value)
-    onnx.save(m, str(path))
-    return path
-
-
 def _zoo_config(name: str) -> dict:
     from dnet.models import zoo
 
@@ -140,7 +122,7 @@ def test_a_zoo_name_the_graph_contradicts_is_ignored_with_a_warning_and_never_co
     from tests.helpers.evaldata import write_cifar_bin
 
     model, config, says = NAME_EDITS[case]
-    path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), model, config)
+    path = ten_classes_named(box.add(models["onnx"], "named.onnx"), model, config)
     write_cifar_bin(box.work / "data" / "cifar-10-batches-bin" / "test_batch.bin", 12)
     box.freeze()
     warning = f"dnet: warning: named.onnx: metadata key dnet.model says {says}{IGNORED}"
@@ -166,7 +148,7 @@ def test_every_zoo_name_agrees_with_its_own_configuration_and_classifier():
 
 
 def test_metadata_naming_a_1000_class_model_on_a_10_output_graph_is_refused(box: Box, models):
-    path = _ten_classes_named(box.add(models["onnx"], "named.onnx"), "densenet121", _zoo_config("densenet121"))
+    path = ten_classes_named(box.add(models["onnx"], "named.onnx"), "densenet121", _zoo_config("densenet121"))
     edit_meta(path, "dnet.num_classes", "1000")
     box.freeze()
     line = box.cli("eval", path, "--dataset", "cifar10", "--count", 2).error_line(1)

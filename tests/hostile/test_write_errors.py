@@ -9,66 +9,16 @@ cases skip, saying why.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import resource
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from dnet.write_errors import write_error
 from tests.helpers.harness import nothing_left
 from tests.helpers.models import digits_model_fixture  # noqa: F401 (a fixture)
-
-OLD = b"the previous file, which must survive\n"
-
-
-@contextlib.contextmanager
-def size_limit(nbytes: int):
-    """``ulimit -f`` for this process while the block runs (the hard limit stays, so the soft one is restored)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A 256 KiB tmpfs, or a skip naming why it cannot be mounted here."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or r.stdout).strip() or 'mount failed'}): "
-                    "the full-disk cases run where the tests may mount one; the size-limit cases cover the writers")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def fill(folder: Path, leave: int = 8192) -> None:
-    """Fill ``folder``'s filesystem until about ``leave`` bytes are free."""
-    s = os.statvfs(folder)
-    free = s.f_bavail * s.f_frsize
-    with open(folder / "filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            f.write(b"\0" * max(0, free - leave))
-
-
-def old_file(path: Path) -> Path:
-    path.write_bytes(OLD)
-    return path
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if "dnet-partial" in p.name)
-
+from tests.helpers.writes import OLD, fill, leftovers, old_file, size_limit
 
 # --- the size limit (EFBIG), in this process -----------------------------------------------------------------
 

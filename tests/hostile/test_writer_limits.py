@@ -15,14 +15,7 @@ import pytest
 
 from dnet.errors import DnetError
 from tests.helpers.harness import ROOT
-from tests.hostile.test_write_errors import (
-    OLD,
-    fill,
-    leftovers,
-    old_file,
-    size_limit,
-    tmpfs,  # noqa: F401 (a fixture)
-)
+from tests.helpers.writes import OLD, fill, leftovers, old_file, size_limit
 
 
 def _too_large(path, limit: int) -> str:
@@ -134,7 +127,7 @@ def test_a_timing_cache_past_the_size_limit_is_a_warning_and_keeps_the_old_cache
     assert path.read_bytes() == OLD and leftovers(tmp_path) == []
 
 
-def test_the_calibration_cache_and_the_sidecar_onto_a_full_tmpfs_are_one_no_space_line(tmpfs):  # noqa: F811
+def test_the_calibration_cache_and_the_sidecar_onto_a_full_tmpfs_are_one_no_space_line(tmpfs):
     from dnet.artifact.sidecar import sidecar_path, write_sidecar
     from tests.helpers.tensorrt_standins import sidecar
 

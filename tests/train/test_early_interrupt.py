@@ -8,6 +8,7 @@ import json
 import pytest
 
 import dnet.train.trainer as trainer
+from dnet.train.run_folder import LOCK
 from tests.helpers.harness import cli
 
 ARGS = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--epochs", 1, "--batch-size", 256,
@@ -26,7 +27,8 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "train_epoch", interrupt)
     r = cli(*ARGS, "-o", run, tmpdir=tmp_path / "tmp")
     assert r.error_line(130) == "interrupted by SIGINT; no partial file was kept"
-    assert seen["files"] == ["config.json"] and seen["config"]["model"]["growth_rate"] == 4
+    assert seen["files"] == [LOCK, "config.json"] and seen["config"]["model"]["growth_rate"] == 4
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # the interrupt released and removed the lock
     line = cli("train", "--resume", run, "--epochs", 1, tmpdir=tmp_path / "tmp").error_line(2)
     assert line == f"the run in {run} was stopped before its first checkpoint: nothing to resume; start it again"
     monkeypatch.undo()
