@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import onnx
 
-from dnet.converters.graph import BN_WEIGHT_SUFFIX
+from dnet.converters.graph import BN_WEIGHT_SUFFIX, ints, readers_of
 
 # Module names under ``features`` of dnet's DenseNet (torchvision's names).
 CONV_NAME = re.compile(r"conv0|denseblock\d+\.denselayer\d+\.conv[12]|transition\d+\.conv")
@@ -50,29 +50,16 @@ class ConvSite:
     folded: bool = False  # a Conv k×k stride k (k > 1): such a Conv and its pool folded into one (graph.pool_into_conv)
 
 
-def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
-    return next((list(a.ints) for a in node.attribute if a.name == name), default)
-
-
-def readers_of(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """Tensor -> the nodes that read it, in graph order."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            readers.setdefault(i, []).append(node)
-    return readers
-
-
 def site(index: int, name: str | None, node: onnx.NodeProto, readers: dict[str, list[onnx.NodeProto]]) -> ConvSite:
     """The :class:`ConvSite` of a Conv node; ``readers``: tensor -> the nodes that read it."""
-    kernel, strides = _ints(node, "kernel_shape", []), _ints(node, "strides", [1, 1])
+    kernel, strides = ints(node, "kernel_shape", []), ints(node, "strides", [1, 1])
     after = readers.get(node.output[0], [])
     while len(after) == 1 and after[0].op_type in ("QuantizeLinear", "DequantizeLinear"):  # a Q/DQ file's unfolded one
         after = readers.get(after[0].output[0], [])
     pool = after[0] if len(after) == 1 and after[0].op_type == "AveragePool" else None
-    window = _ints(pool, "kernel_shape", []) if pool is not None else []
+    window = ints(pool, "kernel_shape", []) if pool is not None else []
     pooled = (pool.output[0] if pool is not None and kernel in ([1, 1], []) and strides == [1, 1]
-              and window and _ints(pool, "strides", [1, 1]) == window and not any(_ints(pool, "pads", [0] * 4))
+              and window and ints(pool, "strides", [1, 1]) == window and not any(ints(pool, "pads", [0] * 4))
               else None)
     return ConvSite(index, name, node.output[0], node.input[0], pooled,
                     folded=len(kernel) == 2 and kernel == strides and kernel[0] > 1)
@@ -145,5 +132,5 @@ def block_of(name: str | None) -> str:
     return name.split(".")[0]
 
 
-__all__ = ["CONV_NAME", "ConvSite", "aligned", "block_of", "conv_sites", "is_batchnorm", "module_of_weight",
-           "readers_of", "site", "weight_name"]
+__all__ = ["CONV_NAME", "ConvSite", "aligned", "block_of", "conv_sites", "is_batchnorm", "module_of_weight", "site",
+           "weight_name"]

@@ -85,8 +85,18 @@ def bn_to_depthwise_conv(proto: onnx.ModelProto) -> int:
     return count
 
 
-def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+def ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    """A node's integer-list attribute, or ``default`` when it has none."""
     return next((list(a.ints) for a in node.attribute if a.name == name), default)
+
+
+def readers_of(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor -> the nodes that read it, in graph order."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    return readers
 
 
 def pool_into_conv(proto: onnx.ModelProto) -> int:
@@ -100,20 +110,17 @@ def pool_into_conv(proto: onnx.ModelProto) -> int:
     """
     inits = {t.name: t for t in proto.graph.initializer}
     producer = {o: n for n in proto.graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = readers_of(proto)
     drop, count = [], 0
     for pool in proto.graph.node:
         conv = producer.get(pool.input[0]) if pool.op_type == "AveragePool" else None
-        if conv is None or conv.op_type != "Conv" or readers.get(conv.output[0]) != 1 or conv.input[1] not in inits:
+        if conv is None or conv.op_type != "Conv" or len(readers.get(conv.output[0], [])) != 1 or conv.input[1] not in inits:
             continue
-        k = _ints(pool, "kernel_shape", [])
-        if (len(k) != 2 or k[0] != k[1] or _ints(pool, "strides", [1, 1]) != k or any(_ints(pool, "pads", [0] * 4))
-                or any(a.name == "ceil_mode" and a.i for a in pool.attribute) or any(_ints(conv, "pads", [0] * 4))
-                or _ints(conv, "kernel_shape", [1, 1]) != [1, 1] or _ints(conv, "strides", [1, 1]) != [1, 1]
-                or _ints(conv, "dilations", [1, 1]) != [1, 1]
+        k = ints(pool, "kernel_shape", [])
+        if (len(k) != 2 or k[0] != k[1] or ints(pool, "strides", [1, 1]) != k or any(ints(pool, "pads", [0] * 4))
+                or any(a.name == "ceil_mode" and a.i for a in pool.attribute) or any(ints(conv, "pads", [0] * 4))
+                or ints(conv, "kernel_shape", [1, 1]) != [1, 1] or ints(conv, "strides", [1, 1]) != [1, 1]
+                or ints(conv, "dilations", [1, 1]) != [1, 1]
                 or any(a.name == "group" and a.i != 1 for a in conv.attribute)):
             continue
         w = numpy_helper.to_array(inits[conv.input[1]])
@@ -166,10 +173,7 @@ def int8_activations_as_uint8(proto: onnx.ModelProto) -> int:
     DequantizeLinear nodes; weights (a DequantizeLinear of an initializer) stay int8.
     """
     inits = {t.name: t for t in proto.graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+    consumers = readers_of(proto)
 
     def scalar_int8(name: str) -> bool:
         t = inits.get(name)
@@ -255,5 +259,5 @@ def unshare_initializers(proto: onnx.ModelProto) -> int:
     return copies
 
 
-__all__ = ["bn_to_depthwise_conv", "bn_to_mul_add", "chain_concats", "int8_activations_as_uint8", "sort_topologically",
-           "unshare_initializers"]
+__all__ = ["bn_to_depthwise_conv", "bn_to_mul_add", "chain_concats", "int8_activations_as_uint8", "ints",
+           "pool_into_conv", "readers_of", "sort_topologically", "unshare_initializers"]

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from dnet.artifact.onnxfile import read_model
-from dnet.converters.convs import ConvSite, readers_of, site
+from dnet.converters.convs import ConvSite, site
+from dnet.converters.graph import readers_of
 from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_names, stage_outputs
 from dnet.errors import AccuracyError, UsageError
 from dnet.similarity import cosine, top1_agreement

@@ -83,6 +83,7 @@ from dnet.converters.graph import (
     chain_concats,
     int8_activations_as_uint8,
     pool_into_conv,
+    readers_of,
     sort_topologically,
 )
 from dnet.errors import FileFormatError, UsageError, require_one_of
@@ -280,10 +281,7 @@ def densenet_layout(proto: onnx.ModelProto, ranges: dict[str, tuple[float, float
     else:
         layout.float_bns = sum(n.op_type == "BatchNormalization" for n in graph.node)
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for i in node.input:
-            consumers[i].append(node)
+    consumers = defaultdict(list, readers_of(proto))  # a tensor nothing reads: no readers
 
     def need(name: str, what: str) -> float:
         if name not in ranges:
