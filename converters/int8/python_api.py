@@ -80,7 +80,7 @@ def quantize(model, calibration, *, target: str = "cpu", out: str | os.PathLike 
     else:
         raise UsageError(f"model must be a file path or a dnet DenseNet, got {type(model).__name__}", option="model")
     if out is None:
-        out = names_for(src)[INT8_FILE_KEYS.get(target, "int8")]
+        out = names_for(src)[INT8_FILE_KEYS[target]]  # target checked by Int8Options
     written = convert(src, src_format=src_format, target="onnx-int8", out=out, int8=int8, progress=recorder,
                       **convert_options)
     proto = read_model(written[-1])
