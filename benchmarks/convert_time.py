@@ -47,14 +47,14 @@ def main() -> None:
 
     from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet, write_folder
     from benchmarks.report import add_quick, print_table, write_result
-    from dnet.checkpoint import save_checkpoint
     from dnet.converters import export as onnx_export
     from dnet.converters import pipeline
     from dnet.converters.int8 import quantize
     from dnet.converters.int8.calibration import CalibrationSet
     from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
+    from dnet.formats.checkpoint import save_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib-count", type=int, default=512)

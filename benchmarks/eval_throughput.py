@@ -4,7 +4,7 @@ Generates a folder of real-size JPEGs (ImageNet-like 500×375 and 375×500, smoo
 quality 90), a DenseNet-121 with random weights, and measures, side by side:
   - decode:   ``preprocess(path, "torch7")`` alone, images/s in one process;
   - raw:      the engine on already-preprocessed batches (no decoding), images/s;
-  - eval:     ``dnet.eval.evaluate`` on the folder (decoding in worker processes), images/s;
+  - eval:     ``dnet.apps.eval.evaluate`` on the folder (decoding in worker processes), images/s;
   - overhead: 1 − eval/raw.
 Engines: the PyTorch engine on a dnet checkpoint, and ONNX Runtime on dnet's ONNX export of the same model.
 Writes benchmarks/results/eval_throughput.json and prints a table. A shared CPU makes absolute numbers noisy.
@@ -53,12 +53,12 @@ def main() -> None:
 
     import dnet
     from dnet import engines
-    from dnet.artifact import ArtifactMeta
-    from dnet.checkpoint import save_checkpoint
+    from dnet.apps.eval import evaluate
+    from dnet.core.artifact import ArtifactMeta
+    from dnet.core.specs import get_spec
     from dnet.data.datasets import open_dataset
-    from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess
-    from dnet.eval import evaluate
+    from dnet.formats.checkpoint import save_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="dnet-evalbench-"))
     make_folder(tmp / "images", args.images)

@@ -3,7 +3,7 @@ ONNX Runtime and in OpenVINO, side by side, each precision as a fraction of its 
 
     python -m benchmarks.inference_cpu [--threads 2] [--batches 1,8] [--duration 8] [--profile] [--quick] [--keep DIR]
 
-All engines are opened in one process and timed by ``dnet.bench.bench_engines``, interleaved round by round,
+All engines are opened in one process and timed by ``dnet.apps.bench.bench_engines``, interleaved round by round,
 so the ratios hold on a shared, noisy machine (absolute milliseconds do not). INT8 comes in two files:
 ``int8-densenet`` (dnet's DenseNet-aware layout, what ``dnet convert --to onnx-int8`` writes: TensorRT's Q/DQ
 rules, one scale per dense block), ``int8-ort`` (onnxruntime.quantization's placement, int8 activations, also
@@ -33,18 +33,18 @@ from onnx import TensorProto, helper
 from benchmarks.ort_profile import profile, rows_for
 from benchmarks.photos import DESCRIPTION, photo_crops, random_densenet
 from benchmarks.report import add_quick, print_table, run_times, write_result
-from dnet.bench import bench_engines, open_engines
-from dnet.checkpoint import save_checkpoint
+from dnet.apps.bench import bench_engines, open_engines
 from dnet.converters import export as onnx_export
 from dnet.converters import precision
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
-from dnet.data.specs import get_spec
+from dnet.core.similarity import cosine, top1_agreement
+from dnet.core.specs import get_spec
 from dnet.data.transforms import preprocess_array
 from dnet.engines.base import Engine
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.engines.onnxruntime import session
-from dnet.similarity import cosine, top1_agreement
+from dnet.formats.checkpoint import save_checkpoint
 
 GFLOP_PER_IMAGE = 2 * 2.87  # DenseNet-121, 224×224: 2.87 G multiply-adds
 # (variant, layout) of the INT8 files, in the order they are measured

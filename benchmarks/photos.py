@@ -71,7 +71,7 @@ def random_densenet(name: str = "densenet121", seed: int = 0, stat_images: int =
     With identity BN statistics a random densenet121's activations grow to ~1e8 by the last block, beyond
     float16's range; a trained model's statistics keep them normalised, and so do these.
     """
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
     from dnet.data.transforms import preprocess_array
     from dnet.models import build_model
     from dnet.models.densenet import measure_bn_statistics

@@ -2,7 +2,7 @@
 
 densenet121 (random weights, BN statistics from photo crops) and its CPU INT8 file, built as the peer benchmark
 builds them (``benchmarks.peers.speed.build``, 64 calibration crops); FP32 and INT8 in plain sessions and INT8 in
-dnet's ONNX Runtime engine, interleaved round by round (``dnet.bench.bench_engines``), 2 threads. Also counts the
+dnet's ONNX Runtime engine, interleaved round by round (``dnet.apps.bench.bench_engines``), 2 threads. Also counts the
 tensors the engine's load-time uint8 rewrite would still change in the file (0: the file carries it).
 
     python -m benchmarks.plain_vs_engine [--folder DIR] [--quick]
@@ -22,7 +22,7 @@ from benchmarks.inference_cpu import PlainOrtEngine
 from benchmarks.peers import speed
 from benchmarks.report import add_quick, print_table, write_result
 from dnet import engines
-from dnet.bench import bench_engines
+from dnet.apps.bench import bench_engines
 from dnet.converters.graph import int8_activations_as_uint8
 
 THREADS = 2

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from dnet import cpu
-from dnet.files import atomic_write_text
-from dnet.table import format_table
+from dnet.core import cpu
+from dnet.core.files import atomic_write_text
+from dnet.core.table import format_table
 
 RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 

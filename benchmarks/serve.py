@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet import cpu, engines
-from dnet.bench import bench_engines
-from dnet.deploy.serve import ServeOptions, server
+from dnet import engines
+from dnet.apps.bench import bench_engines
+from dnet.apps.deploy.serve import ServeOptions, server
+from dnet.core import cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,7 +96,7 @@ def densenet121(folder: Path) -> list[Path]:
     from dnet.converters import export as onnx_export
     from dnet.converters.int8 import quantize
     from dnet.converters.int8.calibration import CalibrationSet
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
 
     fp32, int8 = folder / "densenet121.onnx", folder / "densenet121.int8.onnx"
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,9 @@ import torch
 
 import dnet
 from benchmarks.report import add_quick, print_table, run_times, write_result
-from dnet.checkpoint import save_checkpoint
-from dnet.converters.t7 import reader
-from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+from dnet.formats.checkpoint import save_checkpoint
+from dnet.formats.t7 import reader
+from dnet.formats.t7.writer import LuaStyle, dumps, lua_densenet
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ MODES = ["standard", "memory-efficient", "torchvision-memory-efficient"]
 def child(mode: str, batch: int, steps: int) -> dict:
     import torch
 
-    from dnet.bench import peak_rss_mb, reset_peak, rss_mb
+    from dnet.apps.bench import peak_rss_mb, reset_peak, rss_mb
 
     torch.manual_seed(0)
     if mode.startswith("torchvision"):

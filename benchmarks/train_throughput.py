@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.report import add_quick, print_table, write_result
+from dnet.apps.train.loop import make_optimizer
+from dnet.apps.train.recipe import recipe
 from dnet.models.densenet import DenseNet
-from dnet.train.loop import make_optimizer
-from dnet.train.recipe import recipe
 
 MODES = {"standard": dict(), "memory-efficient": dict(memory_efficient=True), "channels-last": dict(channels_last=True)}
 COMPILED = {"compiled": dict(), "compiled-channels-last": dict(channels_last=True)}

@@ -1,7 +1,7 @@
 """Export a dnet model to ONNX and prove the file computes what PyTorch computes.
 
 The exported graph has one input ``input`` (float32 N×3×H×W, N dynamic) and one output ``logits``; its
-``metadata_props`` carry the model's :class:`~dnet.artifact.meta.ArtifactMeta` (``dnet.*`` keys), including the
+``metadata_props`` carry the model's :class:`~dnet.core.artifact.meta.ArtifactMeta` (``dnet.*`` keys), including the
 names of the graph tensors that hold each dense block's and transition's output (``extra.stages``) and each
 convolution's output (``extra.convs``, see :mod:`dnet.converters.convs`), which ``dnet compare`` uses to compare files
 stage by stage and layer by layer.
@@ -23,17 +23,17 @@ import onnx
 import torch
 
 from dnet import __version__
-from dnet.artifact.meta import ArtifactMeta
-from dnet.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
 from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_mul_add
+from dnet.core.artifact.meta import ArtifactMeta
+from dnet.core.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
+from dnet.core.errors import AccuracyError, UsageError, require_one_of
+from dnet.core.files import atomic_path
+from dnet.core.progress import QUIET, Progress
+from dnet.core.similarity import max_abs
 from dnet.engines.onnxruntime import run
-from dnet.errors import AccuracyError, UsageError, require_one_of
-from dnet.files import atomic_path
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet
-from dnet.progress import QUIET, Progress
-from dnet.similarity import max_abs
 
 DEFAULT_OPSET = 18  # >= 17 (LayerNorm era); 18 is what torch's dynamo exporter emits natively
 MIN_OPSET = 17

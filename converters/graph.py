@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from dnet.errors import FileFormatError
+from dnet.core.errors import FileFormatError
 
 
 def _bn_affine(node: onnx.NodeProto, inits: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@
 intermediate files are kept beside the output (``densenet121.onnx`` next to ``densenet121.int8.onnx`` and
 ``densenet121.plan``), and a failure leaves the files of the steps that succeeded, never a partial one. It prints
 nothing: each long stage, and each check with its numbers, goes to the ``progress`` object it is given
-(``dnet.progress``; the command line draws it, ``--json`` records it).
+(``dnet.core.progress``; the command line draws it, ``--json`` records it).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.onnxfile import check_asked_size, input_size_of, quantized_ops, read_meta, read_model
-from dnet.checkpoint import save_checkpoint, save_torch
 from dnet.converters.export import DEFAULT_OPSET, export, model_meta
 from dnet.converters.int8.calibration import CalibrationCache
 from dnet.converters.int8.mixed import model_layers, resolve
@@ -27,13 +25,15 @@ from dnet.converters.int8.placement import INT8_FILE_KEYS, weight_bits_for
 from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import BuildOptions, build_plan
-from dnet.data.specs import get_spec
-from dnet.errors import DnetError, UsageError, require_one_of
-from dnet.files import check_output_path, same_file, sha256_file
-from dnet.layouts import CONCAT_ORDERS
-from dnet.loading import load
-from dnet.progress import QUIET, Progress
-from dnet.statedict import torchvision_state_dict
+from dnet.core.artifact.onnxfile import check_asked_size, input_size_of, quantized_ops, read_meta, read_model
+from dnet.core.errors import DnetError, UsageError, require_one_of
+from dnet.core.files import check_output_path, same_file, sha256_file
+from dnet.core.progress import QUIET, Progress
+from dnet.core.specs import get_spec
+from dnet.formats.checkpoint import save_checkpoint, save_torch
+from dnet.formats.layouts import CONCAT_ORDERS
+from dnet.formats.loading import load
+from dnet.formats.statedict import torchvision_state_dict
 
 SOURCES = ("t7", "pth", "onnx")
 TARGETS = ("pth", "torchvision", "onnx", "onnx-fp16", "onnx-int8", "trt")
@@ -50,7 +50,7 @@ class ConvertOptions:
     opset: int = DEFAULT_OPSET
     input_size: int | None = None
     preprocess: str | None = None  # spec name, for sources that do not say how they are fed
-    key_map: Path | None = None  # pth source: JSON rules from its keys to torchvision's (dnet.layouts.read_key_map)
+    key_map: Path | None = None  # pth source: JSON rules from its keys to torchvision's (dnet.formats.layouts.read_key_map)
     concat_order: str | None = None  # pth source: "new-first" for ports writing torch.cat([new, x], 1)
     bn: str = "batchnorm"  # how pre-activation BNs are exported (see dnet.converters.export.export)
     keep_io_types: bool = True  # FP16: float32 input and logits
@@ -187,7 +187,7 @@ def _int8_file_of_another(path: Path, src: Path, src_format: str, int8_target: s
     try:
         meta = read_meta(read_model(path))
     except DnetError:
-        return None  # not an ONNX file dnet reads: the usual output policy (dnet.files)
+        return None  # not an ONNX file dnet reads: the usual output policy (dnet.core.files)
     if meta is None or meta.precision != "int8":
         return None
     if meta.int8_target != int8_target:
@@ -286,7 +286,7 @@ def convert(src: str | os.PathLike, *, src_format: str, target: str, out: str | 
     are the kept intermediates. ``kept``, a list, receives each file as it is written, so a caller knows what a
     failed or interrupted conversion kept.
     A missing output folder is created (and removed again when the request is refused before any file is written).
-    ``progress`` (a :class:`dnet.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers
+    ``progress`` (a :class:`dnet.core.progress.Progress`, e.g. a ``Recorder``) hears each stage and each check's numbers
     (the INT8 check's as ``int8_vs_fp32``: held-out images, cosine, top-1 agreement, bounds, each stage's cosine).
     """
     progress = progress or QUIET

@@ -20,14 +20,14 @@ import numpy as np
 import onnx
 
 from dnet import __version__
-from dnet.artifact.meta import ArtifactMeta
-from dnet.artifact.onnxfile import check_graph, input_size_of, read_meta, read_model, write_meta
 from dnet.converters.graph import sort_topologically, unshare_initializers
+from dnet.core.artifact.meta import ArtifactMeta
+from dnet.core.artifact.onnxfile import check_graph, input_size_of, read_meta, read_model, write_meta
+from dnet.core.errors import AccuracyError, InputModifiedError, UsageError
+from dnet.core.files import atomic_path, sha256_file
+from dnet.core.progress import QUIET, Progress
+from dnet.core.similarity import rel_l2
 from dnet.engines.onnxruntime import require_onnxruntime, run
-from dnet.errors import AccuracyError, InputModifiedError, UsageError
-from dnet.files import atomic_path, sha256_file
-from dnet.progress import QUIET, Progress
-from dnet.similarity import rel_l2
 
 # Float32 islands in the FP16 graph, measured on DenseNet: a pre-activation BN computes (x - mean)·γ/σ + β,
 # where rounding mean and σ to float16 cancels badly (on a small DenseNet-BC it was 0.7e-3 of the 1.1e-3

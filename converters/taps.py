@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.converters.convs import ConvSite, aligned, block_of
+from dnet.core.artifact.onnxfile import read_meta, read_model
+from dnet.core.errors import UsageError, runtime_failure
 from dnet.engines.onnxruntime import session
-from dnet.errors import UsageError, runtime_failure
 
 LOGITS = "logits"
 # Images per ONNX Runtime run when tensors are taken: a DenseNet-121 keeps about 60 MB of layer tensors per image
@@ -79,7 +79,7 @@ def stage_outputs(model: str | os.PathLike | onnx.ModelProto, batch: np.ndarray,
 
 
 class Running:
-    """``rel_l2``, ``cosine`` and ``max_abs`` of :mod:`dnet.similarity`, summed over chunks of a batch (float64)."""
+    """``rel_l2``, ``cosine`` and ``max_abs`` of :mod:`dnet.core.similarity`, summed over chunks of a batch (float64)."""
 
     def __init__(self) -> None:
         self.ref2 = self.got2 = self.dot = self.diff2 = self.max = 0.0

@@ -9,10 +9,10 @@ the real bindings of both).
 
 The build runs with ``ProfilingVerbosity.DETAILED`` and stores what ``IEngineInspector`` reports about the engine
 (layers, precisions, tactics, formats) beside the plan, as trtexec's ``--exportLayerInfo`` does; ``dnet inspect
-NAME.plan`` summarises it (``dnet.artifact.layers``).
+NAME.plan`` summarises it (``dnet.core.artifact.layers``).
 
-``tensorrt`` and CUDA are imported only inside :func:`build_plan` (through ``dnet.engines.gpu``, which also holds the
-process's one TensorRT logger); the sidecar and the compatibility policy are ``dnet.artifact.sidecar``.
+``tensorrt`` and CUDA are imported only inside :func:`build_plan` (through ``dnet.engines.tensorrt_runtime``, which also holds the
+process's one TensorRT logger); the sidecar and the compatibility policy are ``dnet.core.artifact.sidecar``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dnet.artifact.layers import layers_path, write_layers
-from dnet.artifact.meta import ArtifactMeta
-from dnet.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
-from dnet.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, sidecar_path, sidecar_text
-from dnet.engines.gpu import create, cuda_device, import_tensorrt, logging_to, major_version, stderr_line
-from dnet.errors import DnetError, EngineError, FileFormatError, UsageError
-from dnet.files import atomic_path, check_output_path, sha256_file
+from dnet.core.artifact.layers import layers_path, write_layers
+from dnet.core.artifact.meta import ArtifactMeta
+from dnet.core.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
+from dnet.core.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, sidecar_path, sidecar_text
+from dnet.core.errors import DnetError, EngineError, FileFormatError, UsageError
+from dnet.core.files import atomic_path, check_output_path, sha256_file
+from dnet.engines.tensorrt_runtime import create, cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 
 if TYPE_CHECKING:  # annotations only: tensorrt is imported inside build_plan
     import tensorrt

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from importlib import metadata
 
-from dnet.errors import DnetError
+from dnet.core.errors import DnetError
 
 DISTRIBUTION = "dnet-densenet"  # what pip calls the project ("dnet" on PyPI is another one); the import
 # package and the command are always dnet
@@ -22,9 +22,9 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 
 # public name -> module that defines it
 _LAZY = {
-    "load": "dnet.loading",
-    "create_model": "dnet.hub",  # dnet.models.build_model plus pretrained= (dnet.hub says why it lives there)
-    "hub": "dnet.hub",
+    "load": "dnet.formats.loading",
+    "create_model": "dnet.models.hub",  # dnet.models.build_model plus pretrained= (dnet.models.hub says why it lives there)
+    "hub": "dnet.models.hub",
     "DenseNet": "dnet.models.densenet",
     "DenseNetConfig": "dnet.models.config",
     "zoo": "dnet.models.zoo",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.meta import ArtifactMeta
-from dnet.artifact.pthfile import looks_like_pth
-from dnet.errors import EngineError, FileFormatError, UsageError
+from dnet.core.artifact.meta import ArtifactMeta
+from dnet.core.artifact.pthfile import looks_like_pth
+from dnet.core.errors import EngineError, FileFormatError, UsageError
 
 # suffix -> module under engines/ whose ``open_file(path, provider=...)`` returns an Engine.
 KINDS = {

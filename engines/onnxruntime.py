@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnet import DISTRIBUTION, cpu
-from dnet.artifact.onnxfile import classifier_features, input_dims, read_meta, read_model
-from dnet.artifact.sidecar import PROFILE
+from dnet import DISTRIBUTION
 from dnet.converters.graph import int8_activations_as_uint8
-from dnet.engines.base import Engine
-from dnet.errors import (
+from dnet.core import cpu
+from dnet.core.artifact.onnxfile import classifier_features, input_dims, read_meta, read_model
+from dnet.core.artifact.sidecar import PROFILE
+from dnet.core.errors import (
     DnetError,
     DnetWarning,
     EngineError,
@@ -47,8 +47,9 @@ from dnet.errors import (
     UsageError,
     runtime_failure,
 )
+from dnet.core.write_errors import write_error
+from dnet.engines.base import Engine
 from dnet.models.zoo import checked_name
-from dnet.write_errors import write_error
 
 # ONNX Runtime 1.32 starts a telemetry session when imported, and writes a ".ses" file into the temporary folder
 # that nothing removes; dnet leaves no file behind and sends nothing (a user may still set it to 0).

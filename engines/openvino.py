@@ -7,7 +7,7 @@ native bf16 ignores the bf16 hint and computes in f32 (measured on an AVX2-only 
 f32 and the logits equal the f32 run's bit for bit); the engine says what the plugin chose in ``inference_precision``.
 
 Files are read by the frontend of their own format (``ir`` or ``onnx``), never by OpenVINO's guess among all its
-frontends; an ONNX file is checked by ``dnet.artifact.onnxfile.read_model`` first, as for ONNX Runtime. dnet's
+frontends; an ONNX file is checked by ``dnet.core.artifact.onnxfile.read_model`` first, as for ONNX Runtime. dnet's
 metadata travels with the model: OpenVINO keeps an ONNX file's ``metadata_props`` in ``rt_info["framework"]``, and
 ``openvino.save_model`` writes them into the IR.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from dnet import DISTRIBUTION
-from dnet.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, shape_text
-from dnet.artifact.onnxfile import read_model
+from dnet.core.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, shape_text
+from dnet.core.artifact.onnxfile import read_model
+from dnet.core.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.core.files import check_input_file
 from dnet.engines.base import Engine
-from dnet.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
-from dnet.files import check_input_file
 from dnet.models.zoo import checked_name
 
 INSTALL_HINT = f"OpenVINO is not installed: pip install '{DISTRIBUTION}[openvino]'"
@@ -97,7 +97,7 @@ def _dims(port) -> list[int] | None:
 
 
 def check_interface(model, path: Path) -> None:
-    """The interface every verb relies on, as for ONNX (``dnet.artifact.onnxfile.check_interface``): one float
+    """The interface every verb relies on, as for ONNX (``dnet.core.artifact.onnxfile.check_interface``): one float
     input and one float output whose shapes pass ``check_classifier_shapes``, and no tensor far larger than the
     input."""
     try:
@@ -158,7 +158,7 @@ def model_meta(model) -> ArtifactMeta | None:
 
 def classifier_features(model) -> int | None:
     """Channels entering the IR's classifier: the weight of the MatMul that makes its output (through a Convert or a
-    bias Add), as ``dnet.artifact.onnxfile.classifier_features`` reads an ONNX graph; None for a graph that ends
+    bias Add), as ``dnet.core.artifact.onnxfile.classifier_features`` reads an ONNX graph; None for a graph that ends
     otherwise."""
     try:
         results = model.get_results()

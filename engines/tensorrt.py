@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dnet.artifact.sidecar import EngineSidecar, check_compatible, read_sidecar
+from dnet.core.artifact.sidecar import EngineSidecar, check_compatible, read_sidecar
+from dnet.core.errors import EngineError, UsageError
 from dnet.engines.base import Engine
-from dnet.engines.gpu import create, cuda_device, import_tensorrt, tensorrt_logger
-from dnet.errors import EngineError, UsageError
+from dnet.engines.tensorrt_runtime import create, cuda_device, import_tensorrt, tensorrt_logger
 
 if TYPE_CHECKING:  # annotations only: tensorrt is imported when a plan is opened
     import tensorrt

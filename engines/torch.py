@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dnet.core.errors import NotInstalledError, UsageError
 from dnet.engines.base import Engine
-from dnet.errors import NotInstalledError, UsageError
-from dnet.loading import load
+from dnet.formats.loading import load
 
 
 class TorchEngine(Engine):

@@ -20,18 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # repository folder -> installed package
 FOLDERS = {"dnet": "dnet", "converters": "dnet.converters", "engines": "dnet.engines"}
 
-# Longest prefix wins: dnet.data.specs is L0 although dnet.data is L1; the .t7 format is L1 under converters/.
+# One prefix per folder (the longest wins; subfolders take their folder's layer). dnet's root holds only the package's
+# front door (L0) and ``python -m dnet`` (L4).
 LAYERS: dict[str, int] = {
-    "dnet": 0, "dnet.errors": 0, "dnet.files": 0, "dnet.table": 0, "dnet.similarity": 0, "dnet.artifact": 0,
-    "dnet.progress": 0,
-    "dnet.data.specs": 0,
-    "dnet.models": 1, "dnet.data": 1, "dnet.converters.t7": 1, "dnet.statedict": 1, "dnet.layouts": 1, "dnet.checkpoint": 1,
-    "dnet.loading": 1, "dnet.hub": 1,
+    "dnet": 0, "dnet.core": 0,
+    "dnet.formats": 1, "dnet.models": 1, "dnet.data": 1,
     "dnet.converters": 2, "dnet.engines": 2,
-    "dnet.eval": 3, "dnet.compare": 3, "dnet.bench": 3, "dnet.train": 3, "dnet.demo": 3,
-    "dnet.paired": 3, "dnet.layer_plot": 3, "dnet.deploy": 3,
+    "dnet.apps": 3,
     "dnet.cli": 4, "dnet.__main__": 4,
 }
+# The modules (not folders) that have a prefix of their own.
+MODULE_PREFIXES = {"dnet.__main__"}
 NAMES = {0: "L0 core", 1: "L1 models/data/formats", 2: "L2 converters/engines", 3: "L3 applications", 4: "L4 cli"}
 
 
@@ -200,27 +199,39 @@ def _copy_tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_the_layers_have_one_prefix_per_folder_and_cover_every_folder():
+    """Each LAYERS key is a package folder (or a listed module), none inside another; every folder is covered."""
+    packages = {m for m, p in project_modules(ROOT).items() if p.name == "__init__.py"}
+    assert set(LAYERS) - MODULE_PREFIXES <= packages, sorted(set(LAYERS) - MODULE_PREFIXES - packages)
+    nested = [(a, b) for a in LAYERS for b in LAYERS if a != b and a != "dnet" and b.startswith(a + ".")]
+    assert nested == [], f"a prefix inside another folder's prefix: {nested}"
+    uncovered = sorted(p for p in packages if layer_of(p) is None)
+    assert uncovered == []
+    top = {p for p in packages if p.count(".") == 1}
+    assert top == set(LAYERS) - MODULE_PREFIXES - {"dnet"}, "every folder under dnet/ is a layer's folder"
+
+
 def test_a_planted_upward_import_fails_naming_file_line_and_rule(tmp_path):
     root = _copy_tree(tmp_path)
     zoo = root / "dnet" / "models" / "zoo.py"
     lines = zoo.read_text().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("from ")) + 1
-    lines.insert(at, "from dnet.eval import evaluate  # planted")
+    lines.insert(at, "from dnet.apps.eval import evaluate  # planted")
     zoo.write_text("\n".join(lines) + "\n")
     problems = check_tree(root)
-    assert problems == [f"dnet/models/zoo.py:{at + 1}: dnet.models.zoo (L1 models/data/formats) imports dnet.eval "
+    assert problems == [f"dnet/models/zoo.py:{at + 1}: dnet.models.zoo (L1 models/data/formats) imports dnet.apps.eval "
                         "(L3 applications); imports only go down the layers",
-                        "import circle: dnet.eval -> dnet.models.zoo -> dnet.eval"]
+                        "import circle: dnet.apps.eval -> dnet.models.zoo -> dnet.apps.eval"]
 
 
 def test_a_planted_circle_and_a_late_project_import_fail(tmp_path):
     root = _copy_tree(tmp_path)
     (root / "dnet" / "models" / "ring_a.py").write_text("from dnet.models import ring_b\n")
     (root / "dnet" / "models" / "ring_b.py").write_text("from dnet.models import ring_a\n")
-    (root / "dnet" / "models" / "late.py").write_text("def f():\n    from dnet import files\n    return files\n")
+    (root / "dnet" / "models" / "late.py").write_text("def f():\n    from dnet.core import files\n    return files\n")
     problems = check_tree(root)
     assert "import circle: dnet.models.ring_a -> dnet.models.ring_b -> dnet.models.ring_a" in problems
-    assert ("dnet/models/late.py:2: imports dnet.files inside a function; project imports go at the top of the "
+    assert ("dnet/models/late.py:2: imports dnet.core.files inside a function; project imports go at the top of the "
             "module (only optional heavy dependencies are imported late)") in problems
     assert len(problems) == 2, problems
 
@@ -234,7 +245,7 @@ def test_import_dnet_engines_loads_neither_torch_nor_pil(tmp_path):
     done = _run("""
         import sys
         import dnet.engines
-        import dnet.artifact.onnxfile
+        import dnet.core.artifact.onnxfile
         heavy = sorted(m for m in ("torch", "PIL", "matplotlib", "sklearn", "scipy") if m in sys.modules)
         print(",".join(heavy) or "none")
     """, tmp_path)

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import dnet
-from dnet.errors import NotInstalledError
+from dnet.core.errors import NotInstalledError
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -135,7 +135,7 @@ def test_the_built_wheel_installs_only_the_dnet_package(tmp_path):
         assert "Classifier: Typing :: Typed" in lines and "dnet/py.typed" in names
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"dnet"}
-    assert "dnet/converters/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names
+    assert "dnet/formats/t7/reader.py" in names and "dnet/engines/onnxruntime.py" in names
     assert not any(n.startswith(("converters/", "engines/", "tests/", "benchmarks/")) for n in names)
     # installed: one top-level package, dnet, and the dnet command
     site = tmp_path / "site"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dnet.errors import UsageError
+from dnet.core.errors import UsageError
 from tests.helpers.httpserver import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def _tiny_densenet(stem: str = "imagenet"):
 
 
 def _lua_file(path: Path) -> None:
-    from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+    from dnet.formats.t7.writer import LuaStyle, dumps, lua_densenet
 
     path.write_bytes(dumps(lua_densenet(_tiny_densenet(), LuaStyle())))
 
@@ -67,7 +67,7 @@ def _lua_file(path: Path) -> None:
 def _torchvision_file(path: Path) -> None:
     import torch
 
-    from dnet.statedict import torchvision_state_dict
+    from dnet.formats.statedict import torchvision_state_dict
 
     torch.save(torchvision_state_dict(_tiny_densenet()), path)
 
@@ -112,9 +112,9 @@ def publisher(namespace, monkeypatch):
     """densenet121's torchvision and torch7 files, served from 127.0.0.1 (random weights, the recorded names)."""
     import torch
 
-    from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+    from dnet.formats.statedict import torchvision_state_dict
+    from dnet.formats.t7.writer import LuaStyle, dumps, lua_densenet
     from dnet.models import build_model, zoo
-    from dnet.statedict import torchvision_state_dict
 
     model = build_model("densenet121")
     buf = io.BytesIO()

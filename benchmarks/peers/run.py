@@ -198,7 +198,7 @@ def heading() -> str:
     """The tables' first line: CPU model, its INT8 flags, the UTC date and the load average."""
     import os
 
-    from dnet import cpu
+    from dnet.core import cpu
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{cpu.model_name()} ({cpu.int8_flags_text()}), {os.cpu_count()} CPUs; "

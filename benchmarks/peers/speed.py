@@ -30,7 +30,7 @@ def build(folder: Path, calib_count: int = 64, seed: int = 0, reuse: bool = Fals
     from dnet.converters import export as onnx_export
     from dnet.converters.int8 import quantize
     from dnet.converters.int8.calibration import CalibrationSet
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
     from dnet.data.transforms import preprocess_array
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def measure(folder: Path, *, threads: int = 2, batches=(1, 8), duration: float =
     import openvino
 
     from benchmarks.inference_cpu import ceilings
-    from dnet.bench import bench_engines
+    from dnet.apps.bench import bench_engines
 
     runs = [ceilings(threads)]
     keys, opened = [], []

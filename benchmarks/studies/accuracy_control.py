@@ -70,7 +70,7 @@ def run_control(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib:
     from dnet.converters.int8.mixed import control
     from dnet.converters.int8.placement import densenet_layout, layers
     from dnet.converters.int8.quantize import calibrate
-    from dnet.errors import AccuracyError
+    from dnet.core.errors import AccuracyError
 
     proto = onnx.load(str(fp32))
     ranges = calibrate(fp32, calib, method)
@@ -113,8 +113,8 @@ def main() -> None:
         base = name.removesuffix("-outliers")
         fp32, x, labels, train, _ = trained_model(base, args.keep, quick=False)
         if name != base:
+            from dnet.core.similarity import cosine
             from dnet.engines.onnxruntime import run
-            from dnet.similarity import cosine
 
             fp32 = with_outliers(fp32, args.keep / f"{name}.onnx")
             same = cosine(run(args.keep / f"{base}.onnx", x), run(fp32, x))

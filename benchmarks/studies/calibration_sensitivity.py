@@ -41,8 +41,8 @@ MAX_DELTA, MIN_COSINE = 0.5, 0.99
 def trained_model(name: str, keep: Path, quick: bool) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, dict]:
     """(FP32 ONNX, test inputs, test labels, training inputs for calibration, training facts) of ``name``."""
     from benchmarks.studies.int8_accuracy import demo_checkpoint, digits32, train_bc32
-    from dnet.artifact.onnxfile import read_meta, read_model
     from dnet.converters.pipeline import convert
+    from dnet.core.artifact.onnxfile import read_meta, read_model
     from dnet.data.datasets import open_dataset
     from dnet.data.transforms import preprocess_array
 
@@ -68,8 +68,8 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, train: np.
 
     from dnet.converters.int8.placement import densenet_layout
     from dnet.converters.int8.quantize import calibrate
+    from dnet.core.similarity import cosine
     from dnet.engines.onnxruntime import run
-    from dnet.similarity import cosine
 
     ref = run(fp32, x)
     ref_right = ref.argmax(1) == labels

@@ -14,7 +14,7 @@ kernels compute it.
 Two trained models, both trained here (no download):
 
 - ``demo``: the demo's DenseNet-BC (depth 22, k=12, 30 cosine epochs, seed 0) on the 8×8 digits, trained by
-  ``dnet.demo``'s own training stage (``--checkpoint`` reuses a trained one).
+  ``dnet.apps.demo``'s own training stage (``--checkpoint`` reuses a trained one).
 - ``bc32``: a larger DenseNet-BC (depth 40, k=12, 176k parameters, three blocks) trained in this script on the
   digits upscaled to 32×32 (bilinear), with augmentation (zero-pad 3 and random 32×32 crops, i.e. shifts of up
   to ±3 pixels), SGD with Nesterov momentum, cosine learning rate, 15 epochs (``--quick``: 4).
@@ -45,7 +45,7 @@ INT8_VARIANTS = (("densenet-w7", "densenet", 7), ("densenet-w8", "densenet", 8),
 
 def demo_checkpoint(out: Path, epochs: int | None) -> tuple[Path, dict]:
     """Train the demo's model into ``out`` (the demo's own training stage); returns the last checkpoint."""
-    from dnet.demo import DemoConfig, stage_train
+    from dnet.apps.demo import DemoConfig, stage_train
 
     cfg = DemoConfig(out=str(out), quiet=True)
     if epochs is not None:
@@ -71,7 +71,7 @@ def train_bc32(out: Path, epochs: int, seed: int = 0) -> tuple[Path, object, dic
     import torch
 
     from dnet.converters import export as onnx_export
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
     from dnet.data.transforms import preprocess_array
     from dnet.models import DenseNetConfig, build_model
 
@@ -130,8 +130,8 @@ def measure(name: str, fp32: Path, x: np.ndarray, labels: np.ndarray, calib, tmp
             refused: list) -> list[dict]:
     from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
-    from dnet.errors import AccuracyError
-    from dnet.progress import Recorder
+    from dnet.core.errors import AccuracyError
+    from dnet.core.progress import Recorder
 
     files = {("ONNX FP32", "–", "–"): fp32,
              ("ONNX FP16", "–", "–"): convert(fp32, src_format="onnx", target="onnx-fp16", out=tmp / f"{name}.fp16.onnx")[-1]}
@@ -193,7 +193,7 @@ def main() -> None:
                 x, labels, calib_images = preprocess_array(test.images, test.spec), test.labels, train.images
             else:
                 if kept.is_file() and args.keep:
-                    from dnet.artifact.onnxfile import read_meta, read_model
+                    from dnet.core.artifact.onnxfile import read_meta, read_model
 
                     fp32, spec, training[name] = kept, read_meta(read_model(kept)).preprocess, {"reused": str(kept)}
                 else:

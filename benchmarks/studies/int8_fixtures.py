@@ -70,7 +70,7 @@ def row_cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> dict:
-    from dnet.similarity import cosine, top1_agreement
+    from dnet.core.similarity import cosine, top1_agreement
 
     return {"cosine": cosine(ref, got), "min_image_cosine": float(row_cosines(ref, got).min()),
             "top1_agreement": top1_agreement(ref, got)}
@@ -78,13 +78,13 @@ def agreement(ref: np.ndarray, got: np.ndarray) -> dict:
 
 def measure(name: str, tmp: Path, calib_images: np.ndarray, calib_count: int, tests: dict[str, np.ndarray],
             method: str, weight_bits: int) -> dict:
-    from dnet.artifact.onnxfile import read_meta, read_model
     from dnet.converters.int8.calibration import CalibrationSet
     from dnet.converters.int8.options import Int8Options
     from dnet.converters.pipeline import convert
+    from dnet.core.artifact.onnxfile import read_meta, read_model
+    from dnet.core.progress import Recorder
     from dnet.data.transforms import preprocess_array
     from dnet.engines.onnxruntime import run
-    from dnet.progress import Recorder
 
     src = FIXTURES / "t7" / f"{name}.t7"
     if not src.is_file():

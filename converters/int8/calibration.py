@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dnet.core.errors import DataError, FileFormatError
+from dnet.core.files import atomic_write_text, check_input_file
+from dnet.core.specs import PreprocessSpec
 from dnet.data.base import evenly_spread
 from dnet.data.datasets import FileDataset, open_images
 from dnet.data.images import list_images
-from dnet.data.specs import PreprocessSpec
 from dnet.data.transforms import preprocess, preprocess_array
-from dnet.errors import DataError, FileFormatError
-from dnet.files import atomic_write_text, check_input_file
 
 CACHE_FORMAT = "dnet.calibration"
 CACHE_VERSION = 1

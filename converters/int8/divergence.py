@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnet.artifact.onnxfile import read_model
 from dnet.converters.convs import ConvSite, site
 from dnet.converters.graph import readers_of
 from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_names, stage_outputs
-from dnet.errors import AccuracyError, UsageError
-from dnet.similarity import cosine, top1_agreement
+from dnet.core.artifact.onnxfile import read_model
+from dnet.core.errors import AccuracyError, UsageError
+from dnet.core.similarity import cosine, top1_agreement
 
 # The INT8 check's defaults, on held-out images, in the file's own arithmetic (Q/DQ unfused: what TensorRT
 # computes). Trained DenseNets land well inside them (digits DenseNet-BC: cosine ≥ 0.999, agreement 100%); a

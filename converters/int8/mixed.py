@@ -28,20 +28,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnet.artifact.onnxfile import read_meta
 from dnet.converters.convs import CONV_NAME
 from dnet.converters.int8.calibration import read_array, read_images
 from dnet.converters.int8.divergence import layer_divergence
 from dnet.converters.int8.placement import CLASSIFIER, FALLBACKS
 from dnet.converters.int8.placement import layers as qdq_layers
+from dnet.core.artifact.onnxfile import read_meta
+from dnet.core.errors import AccuracyError, DataError, UsageError, require_one_of
+from dnet.core.specs import PreprocessSpec
 from dnet.data.arrays import ImageArrays, check_labels
 from dnet.data.base import evenly_spread
 from dnet.data.datasets import FileDataset, open_images
 from dnet.data.folders import labelled_folder
 from dnet.data.images import IMAGE_SUFFIXES, list_images
-from dnet.data.specs import PreprocessSpec
 from dnet.engines.onnxruntime import session
-from dnet.errors import AccuracyError, DataError, UsageError, require_one_of
 
 RUN_CHUNK = 32  # images per ONNX Runtime run when measuring accuracy
 RANKING_IMAGES = 64  # validation images the per-layer divergence is measured on (evenly spread)

@@ -9,7 +9,7 @@ from dnet.converters.int8.calibration import METHODS, CalibrationSet
 from dnet.converters.int8.divergence import INT8_CHECK_IMAGES, INT8_MIN_COSINE, INT8_MIN_TOP1
 from dnet.converters.int8.mixed import MixedPrecision, ValidationSet
 from dnet.converters.int8.placement import FALLBACKS, TARGETS, WEIGHT_BITS
-from dnet.errors import UsageError, require_one_of
+from dnet.core.errors import UsageError, require_one_of
 
 LAYOUTS = ("densenet", "ort")  # dnet's placement for the target, or onnxruntime.quantization's (the reference)
 

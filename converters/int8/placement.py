@@ -86,7 +86,7 @@ from dnet.converters.graph import (
     readers_of,
     sort_topologically,
 )
-from dnet.errors import FileFormatError, UsageError, require_one_of
+from dnet.core.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0
 WEIGHT_BITS = (7, 8)

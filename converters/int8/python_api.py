@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.onnxfile import read_meta, read_model
-from dnet.artifact.pthfile import looks_like_pth
 from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import LintResult, lint
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.int8.placement import INT8_FILE_KEYS
 from dnet.converters.pipeline import convert, names_for
-from dnet.errors import UsageError
-from dnet.progress import Recorder
+from dnet.core.artifact.onnxfile import read_meta, read_model
+from dnet.core.artifact.pthfile import looks_like_pth
+from dnet.core.errors import UsageError
+from dnet.core.progress import Recorder
 
 FORMATS = {".onnx": "onnx", ".pth": "pth", ".pt": "pth", ".t7": "t7"}
 

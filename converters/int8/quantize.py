@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 
 from dnet import __version__
-from dnet.artifact.onnxfile import check_graph, read_meta, read_model, write_meta
 from dnet.converters.int8 import calibrator
 from dnet.converters.int8.calibration import METHODS, CalibrationCache, CalibrationSet
 from dnet.converters.int8.calibrator import calibrate  # a name of this module: benchmarks time quantize.calibrate
@@ -31,10 +30,11 @@ from dnet.converters.int8.mixed import MixedPrecision
 from dnet.converters.int8.options import LAYOUTS
 from dnet.converters.int8.placement import TARGETS, densenet_layout, weight_bits_for
 from dnet.converters.precision import guard_unmodified, meta_for
+from dnet.core.artifact.onnxfile import check_graph, read_meta, read_model, write_meta
+from dnet.core.errors import UsageError, require_one_of
+from dnet.core.files import atomic_path, scratch_folder, sha256_file
+from dnet.core.progress import QUIET, Progress
 from dnet.engines.onnxruntime import require_onnxruntime
-from dnet.errors import UsageError, require_one_of
-from dnet.files import atomic_path, scratch_folder, sha256_file
-from dnet.progress import QUIET, Progress
 
 # --- INT8 ------------------------------------------------------------------------------------------------
 

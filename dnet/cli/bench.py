@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dnet.bench import BATCH_SIZES, bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
+from dnet.apps.bench import BATCH_SIZES, bench_engines, layer_profile, open_engines, tensorrt_only, use_cuda_graphs
 from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors, warn
 from dnet.cli.options import (
@@ -23,8 +23,8 @@ from dnet.cli.options import (
     quiet_option,
 )
 from dnet.cli.progress import progress_for
+from dnet.core.table import format_table
 from dnet.engines.base import PROVIDERS
-from dnet.table import format_table
 
 SECTIONS = (
     ("Timing", ("--batch-sizes", "--warmup", "--duration", "--iterations", "--warmup-iterations", "--input-size")),

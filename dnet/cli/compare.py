@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
+from dnet.apps.compare import LayerReport, compare, compare_layers
+from dnet.apps.compare_plot import plot_layers
 from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, count, default_arg, json_option, quiet_option
 from dnet.cli.progress import progress_for
-from dnet.compare import LayerReport, compare, compare_layers
-from dnet.errors import UsageError
-from dnet.files import check_output_path
-from dnet.layer_plot import plot_layers
-from dnet.table import format_table
+from dnet.core.errors import UsageError
+from dnet.core.files import check_output_path
+from dnet.core.table import format_table
 
 RANKED = 5  # layers named under the per-layer table
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from dnet.artifact.sidecar import HARDWARE_COMPAT
 from dnet.cli.groups import GENERAL, Alias, Choice, deprecated, verb
 from dnet.cli.main import error_line, reports_errors, warn
 from dnet.cli.options import (
@@ -30,14 +29,15 @@ from dnet.converters.int8.placement import CPU_WEIGHT_BITS, FALLBACKS, WEIGHT_BI
 from dnet.converters.int8.placement import TARGETS as INT8_TARGETS
 from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOptions, convert
 from dnet.converters.tensorrt import BuildOptions
+from dnet.core.artifact.sidecar import HARDWARE_COMPAT
+from dnet.core.errors import DnetError, UsageError
+from dnet.core.files import check_output_path
+from dnet.core.specs import SPECS
+from dnet.core.table import format_table
 from dnet.data.datasets import DATASETS
-from dnet.data.specs import SPECS
-from dnet.errors import DnetError, UsageError
-from dnet.files import check_output_path
-from dnet.hub import SOURCES as PUBLISHERS
-from dnet.hub import pretrained_file
-from dnet.layouts import CONCAT_ORDERS
-from dnet.table import format_table
+from dnet.formats.layouts import CONCAT_ORDERS
+from dnet.models.hub import SOURCES as PUBLISHERS
+from dnet.models.hub import pretrained_file
 
 
 def accuracy_line(acc: dict) -> str:

@@ -6,11 +6,11 @@ import json
 
 import click
 
+from dnet.apps.demo import DemoConfig, run_demo
 from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_DEPTH, MAX_EPOCHS, count, default, json_option, quiet_option
 from dnet.cli.progress import progress_for
-from dnet.demo import DemoConfig, run_demo
 
 
 @verb("demo", aliases=(Alias("--out", "--output"),))

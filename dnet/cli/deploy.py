@@ -6,10 +6,10 @@ import json
 
 import click
 
+from dnet.apps.deploy.triton import DEVICES, TritonOptions, write_repository
 from dnet.cli.groups import Verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, count, default, json_option, parse_batch_sizes
-from dnet.deploy.triton import DEVICES, TritonOptions, write_repository
 
 
 @click.group("deploy")

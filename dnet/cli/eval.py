@@ -8,6 +8,8 @@ import os
 import click
 
 from dnet import engines
+from dnet.apps.eval import check_tolerance, evaluate, write_predictions
+from dnet.apps.paired import evaluate_paired
 from dnet.cli.groups import GENERAL, Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import (
@@ -21,13 +23,11 @@ from dnet.cli.options import (
     provider_option,
     quiet_option,
 )
+from dnet.core.errors import UsageError
+from dnet.core.files import check_output_path
+from dnet.core.specs import IMAGE_SPECS
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
-from dnet.data.specs import IMAGE_SPECS
 from dnet.engines.base import PROVIDERS
-from dnet.errors import UsageError
-from dnet.eval import check_tolerance, evaluate, write_predictions
-from dnet.files import check_output_path
-from dnet.paired import evaluate_paired
 
 
 def _pick_dataset(dataset: str | None, data: str | None, meta) -> str:

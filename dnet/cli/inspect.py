@@ -2,7 +2,7 @@
 TensorRT ``.plan`` holds, or the description an ONNX file dnet wrote carries.
 
 For a plan: its sidecar (model, precision, TensorRT version, GPU, profile) and a summary of the layer information
-stored beside it at build time (``NAME.plan.layers.json``, see ``dnet.artifact.layers``): layers and ONNX nodes per
+stored beside it at build time (``NAME.plan.layers.json``, see ``dnet.core.artifact.layers``): layers and ONNX nodes per
 precision, the ONNX op types per precision when the plan's ONNX file is beside it, and the reformat layers TensorRT
 inserted. For an ONNX file: model, precision, preprocessing, source; for INT8 the calibration, the layout, the
 layers left in higher precision, the measured drop, and what TensorRT's documented INT8 rules say about the file
@@ -16,24 +16,24 @@ from pathlib import Path
 
 import click
 
-from dnet.artifact.layers import layers_path, read_layers, summarise
-from dnet.artifact.onnxfile import classifier_features, read_meta, read_model
-from dnet.artifact.pthfile import looks_like_pth
-from dnet.artifact.sidecar import read_sidecar
 from dnet.cli.convert import accuracy_line
 from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import json_option
 from dnet.converters.int8.lint import lint
-from dnet.converters.t7 import reader, tree
-from dnet.converters.t7.densenet import lua_zoo_match, parse_densenet
+from dnet.core.artifact.layers import layers_path, read_layers, summarise
+from dnet.core.artifact.onnxfile import classifier_features, read_meta, read_model
+from dnet.core.artifact.pthfile import looks_like_pth
+from dnet.core.artifact.sidecar import read_sidecar
+from dnet.core.errors import FileFormatError, UsageError
+from dnet.core.files import sha256_file
+from dnet.core.table import format_table
 from dnet.engines.base import KINDS
-from dnet.errors import FileFormatError, UsageError
-from dnet.files import sha256_file
-from dnet.layouts import CONCAT_ORDERS
-from dnet.loading import describe_pth
+from dnet.formats.layouts import CONCAT_ORDERS
+from dnet.formats.loading import describe_pth
+from dnet.formats.t7 import reader, tree
+from dnet.formats.t7.densenet import lua_zoo_match, parse_densenet
 from dnet.models import zoo
-from dnet.table import format_table
 
 
 def _densenet_summary(obj: object) -> dict:

@@ -17,10 +17,10 @@ from pathlib import Path
 import click
 
 from dnet import __version__
-from dnet.errors import DnetError, DnetWarning
-from dnet.files import library_caches
-from dnet.signals import Terminated, exit_on_sigterm, forget_signals, interrupted_by
-from dnet.write_errors import write_error
+from dnet.core.errors import DnetError, DnetWarning
+from dnet.core.files import library_caches
+from dnet.core.signals import Terminated, exit_on_sigterm, forget_signals, interrupted_by
+from dnet.core.write_errors import write_error
 
 
 def flag_for(option: str | None) -> str | None:

@@ -12,10 +12,10 @@ import click
 from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_CLASSES, count, json_option
+from dnet.core.table import format_table
 from dnet.models import resolve_config, zoo
 from dnet.models.published import SOURCES
 from dnet.models.summary import param_count, summarize
-from dnet.table import format_table
 
 # The table's error columns: (header, data set, augmented, ImageNet preprocessing), single-crop top-1 each.
 COLUMNS = (("c10", "cifar10", False, None), ("c10+", "cifar10", True, None), ("c100", "cifar100", False, None),

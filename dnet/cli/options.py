@@ -9,8 +9,8 @@ import math
 
 import click
 
-from dnet.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE
-from dnet.errors import UsageError
+from dnet.core.artifact.meta import MAX_CLASSES, MAX_INPUT_SIZE
+from dnet.core.errors import UsageError
 
 
 def default(options: type, field: str):

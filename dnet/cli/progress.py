@@ -1,12 +1,12 @@
 """Progress on a terminal: each stage of a long job on stderr as it starts and with its seconds when it ends, a bar for
-stages that can count their work. Off (a silent :class:`~dnet.progress.Recorder`) with ``--quiet`` or when stderr
+stages that can count their work. Off (a silent :class:`~dnet.core.progress.Recorder`) with ``--quiet`` or when stderr
 is not a terminal, on every verb alike."""
 
 from __future__ import annotations
 
 import sys
 
-from dnet.progress import Recorder
+from dnet.core.progress import Recorder
 
 
 class TerminalProgress(Recorder):

@@ -10,8 +10,8 @@ from dnet.cli.groups import Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import json_option, quiet_option
 from dnet.cli.progress import shows_progress
-from dnet.hub import PREFERENCE, SOURCES, pull
-from dnet.table import format_table
+from dnet.core.table import format_table
+from dnet.models.hub import PREFERENCE, SOURCES, pull
 
 
 @verb("pull", aliases=(Alias("--source", "--pretrained"),))

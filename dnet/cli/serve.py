@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from dnet.apps.deploy.serve import ServeOptions, serve_forever
 from dnet.cli.groups import verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_THREADS, count, default, provider_option
-from dnet.deploy.serve import ServeOptions, serve_forever
 from dnet.engines.base import PROVIDERS
 
 

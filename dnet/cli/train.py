@@ -8,6 +8,9 @@ import math
 
 import click
 
+from dnet.apps.train.recipe import SCHEDULES, recipe
+from dnet.apps.train.run_folder import BEST, CONFIG_JSON, CURVES_PNG, LAST, METRICS_CSV, read_run_config
+from dnet.apps.train.trainer import TrainResult, train
 from dnet.cli.groups import GENERAL, Alias, verb
 from dnet.cli.main import reports_errors
 from dnet.cli.options import (
@@ -24,9 +27,6 @@ from dnet.cli.options import (
     quiet_option,
 )
 from dnet.data.datasets import TRAINABLE
-from dnet.train.recipe import SCHEDULES, recipe
-from dnet.train.run_folder import BEST, CONFIG_JSON, CURVES_PNG, LAST, METRICS_CSV, read_run_config
-from dnet.train.trainer import TrainResult, train
 
 
 def _finite(x: float) -> float | None:

@@ -1,7 +1,7 @@
 """Data sets (``datasets``), image arrays (``arrays``), image decoding (``images``), preprocessing (``specs``,
 ``transforms``), downloads.
 
-The package itself imports nothing, so ``dnet.data.specs`` (a description every artifact carries) stays light;
+The package itself imports nothing, so ``dnet.core.specs`` (a description every artifact carries) stays light;
 ``preprocess`` and ``preprocess_array`` (``dnet.data.transforms``) are looked up on first use (PEP 562).
 """
 

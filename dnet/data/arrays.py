@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.artifact.pthfile import ZIP_MAGIC
+from dnet.core.artifact.pthfile import ZIP_MAGIC
+from dnet.core.errors import DataError
 from dnet.data.images import check_pixels
-from dnet.errors import DataError
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 IMAGES_KEY, LABELS_KEY = "images", "labels"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.data.specs import PreprocessSpec
-from dnet.errors import DataError, UsageError
+from dnet.core.errors import DataError, UsageError
+from dnet.core.specs import PreprocessSpec
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch.utils.data
 
+from dnet.core.errors import DataError
+from dnet.core.specs import PreprocessSpec
 from dnet.data.datasets import ArrayDataset, FileDataset
-from dnet.data.specs import PreprocessSpec
 from dnet.data.transforms import preprocess as preprocess_image
 from dnet.data.transforms import preprocess_array
-from dnet.errors import DataError
 
 
 class _Decoded:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.core.errors import DataError, UsageError, require_one_of
+from dnet.core.specs import get_spec
 from dnet.data import folders, svhn
 from dnet.data.arrays import ImageArrays, check_labels, is_array_file, read_image_arrays
 from dnet.data.base import ArrayDataset, FileDataset, need_root
 from dnet.data.download import download as fetch_set
-from dnet.data.specs import get_spec
-from dnet.errors import DataError, UsageError, require_one_of
 
 # scikit-learn's bundled handwritten digits: 1,797 real 8×8 images, 17 grey levels (0..16), no download.
 # Split: a fixed stratified 80/20 split (seed 0); pixels scaled to 0..255 and replicated to RGB.

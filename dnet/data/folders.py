@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.core.errors import DataError, UsageError
 from dnet.data.base import FileDataset, need_root
 from dnet.data.images import IMAGE_SUFFIXES, is_image
-from dnet.errors import DataError, UsageError
 
 # --- folders of image files -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnet.errors import DataError
+from dnet.core.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 64_000_000  # a header's claim above this is refused before decoding (decompression bombs)

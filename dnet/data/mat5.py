@@ -4,7 +4,7 @@ scipy's ``loadmat`` trusts the file's structure: a mutated file can crash the in
 in ``_mio5.read_var_array`` on a data element of type 0). dnet reads only what it needs, the way it reads every
 untrusted format: each tag is checked against the bytes that are there before anything is allocated, an array's
 bytes are exactly its dimensions times its element size, a compressed array is inflated into an array of exactly
-that size (never more), and anything else is one :class:`~dnet.errors.DataError` line.
+that size (never more), and anything else is one :class:`~dnet.core.errors.DataError` line.
 
 Supported: real, non-sparse numeric arrays (double, single, 8..64-bit integers), stored plain or zlib-compressed,
 in either byte order; variables of other kinds are skipped unless asked for. Arrays come back as MATLAB stores them:
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnet.errors import DataError, FileFormatError
-from dnet.files import check_input_file
+from dnet.core.errors import DataError, FileFormatError
+from dnet.core.files import check_input_file
 
 HEADER = 128
 MI_MATRIX, MI_COMPRESSED = 14, 15

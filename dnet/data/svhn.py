@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dnet.core.errors import DataError
 from dnet.data import mat5
-from dnet.errors import DataError
 
 HOLD_OUT_PER_CLASS = {"train": 400, "extra": 200}  # 10 × (400 + 200) = 6,000 validation images
 SPLIT_SEED = 0  # the shuffle that picks them (numpy's RandomState: its stream is frozen across numpy versions)

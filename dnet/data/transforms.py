@@ -24,9 +24,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from dnet.core.errors import DataError, UsageError
+from dnet.core.specs import PreprocessSpec, get_spec
 from dnet.data.images import MAX_PIXELS, open_image
-from dnet.data.specs import PreprocessSpec, get_spec
-from dnet.errors import DataError, UsageError
 
 F32 = np.float32
 _INV255 = F32(1.0 / 255.0)  # Lua multiplies by the float32 constant, it does not divide by 255

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from dnet.errors import ConfigError
+from dnet.core.errors import ConfigError
 
 STEMS = ("cifar", "imagenet", "deep")
 # The input each stem was designed for: CIFAR/SVHN 32×32 images; ImageNet 224×224 crops (the paper, Sec. 4.1).

@@ -1,6 +1,6 @@
 """``build_model``: a freshly initialised DenseNet from a zoo name or a configuration, the architecture only.
 
-``dnet.create_model`` (``dnet.hub``, timm's ``create_model``) builds through it and adds ``pretrained=``.
+``dnet.create_model`` (``dnet.models.hub``, timm's ``create_model``) builds through it and adds ``pretrained=``.
 """
 
 from __future__ import annotations

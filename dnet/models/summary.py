@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dnet.errors import ConfigError
+from dnet.core.errors import ConfigError
 from dnet.models.config import POOLED_STEMS, DenseNetConfig
 
 

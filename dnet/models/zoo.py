@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnet import __version__
-from dnet.artifact.meta import ArtifactMeta, warn_once
-from dnet.data.specs import PreprocessSpec, get_spec
-from dnet.errors import UnknownModelError
-from dnet.files import sha256_file
+from dnet.core.artifact.meta import ArtifactMeta, warn_once
+from dnet.core.errors import UnknownModelError
+from dnet.core.files import sha256_file
+from dnet.core.specs import PreprocessSpec, get_spec
 from dnet.models.config import DenseNetConfig
 from dnet.models.published import Comparison, Published, kind_of
 

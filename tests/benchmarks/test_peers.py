@@ -78,7 +78,7 @@ def test_speed_targets_and_rows():
 
 
 def test_heading_names_the_cpu_its_flags_and_the_load():
-    from dnet import cpu
+    from dnet.core import cpu
 
     h = run.heading()
     assert h.startswith(f"{cpu.model_name()} ({cpu.int8_flags_text()}), ") and "UTC; load average " in h

@@ -105,7 +105,7 @@ def test_unwritable_output_folder(tmp_path, monkeypatch):
 def test_a_model_without_preprocessing_names_the_option(tmp_path, fast):
     import torch
 
-    from dnet.checkpoint import save_checkpoint
+    from dnet.formats.checkpoint import save_checkpoint
     from tests.helpers.models import tiny_model
 
     model = tiny_model()

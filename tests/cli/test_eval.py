@@ -212,7 +212,7 @@ def test_torchrun_on_a_folder_with_workers_and_a_bad_file(tmp_path):
 
 
 def test_compare_to_prints_the_paired_difference_of_the_same_images(tmp_path, digits_model):
-    from dnet.paired import mcnemar_exact, newcombe_paired
+    from dnet.apps.paired import mcnemar_exact, newcombe_paired
     from tests.helpers.models import save_trained_digits
 
     weak, strong = save_trained_digits(tmp_path / "weak.pth", epochs=1), digits_model

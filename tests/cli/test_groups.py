@@ -177,7 +177,7 @@ def _calib(tmp_path):
 
 
 def test_provider_and_preprocess_are_the_librarys_lists():
-    from dnet.data.specs import IMAGE_SPECS, SPECS
+    from dnet.core.specs import IMAGE_SPECS, SPECS
     from dnet.engines import base, onnxruntime, openvino, tensorrt
 
     for verb in ("eval", "bench", "serve"):
@@ -202,11 +202,11 @@ def test_convert_to_offers_the_formats_and_refuses_a_precision_pytorch_cannot_ho
 
 
 def test_cli_defaults_are_the_librarys():
-    from dnet.bench import BATCH_SIZES, bench_engines
-    from dnet.compare import compare
+    from dnet.apps.bench import BATCH_SIZES, bench_engines
+    from dnet.apps.compare import compare
+    from dnet.apps.eval import evaluate
+    from dnet.apps.paired import evaluate_paired
     from dnet.data.datasets import open_dataset
-    from dnet.eval import evaluate
-    from dnet.paired import evaluate_paired
 
     def default(verb, name):
         (p,) = [p for p in command(verb).params if p.name == name]
@@ -248,7 +248,7 @@ def test_compare_shows_its_stage_on_a_terminal_and_q_turns_it_off(tmp_path, monk
 
     from dnet.cli import compare as cli_compare
     from dnet.cli.progress import TerminalProgress
-    from dnet.progress import Recorder
+    from dnet.core.progress import Recorder
     from tests.helpers.models import tiny_onnx
 
     onnx = tiny_onnx(tmp_path, "tiny.onnx")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dnet.apps.demo import DemoResult, Row
 from dnet.cli import main
 from dnet.converters.precision import FP16_REL_L2
-from dnet.demo import DemoResult, Row
 from tests.helpers.images import photo_tiles, write_images
 from tests.helpers.models import fast_export, tiny_checkpoint
 

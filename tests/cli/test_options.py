@@ -7,7 +7,7 @@ import pytest
 from dnet.cli.options import default, parse_batch_sizes, parse_profile
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.tensorrt import PROFILE, BuildOptions
-from dnet.errors import UsageError
+from dnet.core.errors import UsageError
 
 
 def test_parse_profile_accepts_min_opt_max_and_one_number():

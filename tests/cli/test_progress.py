@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from dnet.cli.progress import TerminalProgress, format_check, progress_for
-from dnet.progress import Recorder
+from dnet.core.progress import Recorder
 
 
 def test_each_stage_is_drawn_when_it_starts_and_ends_with_its_seconds():

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from dnet.artifact.onnxfile import read_meta
 from dnet.converters.convs import aligned, block_of, conv_sites, module_of_weight
 from dnet.converters.export import _export_proto, conv_tensors
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.core.artifact.onnxfile import read_meta
 from dnet.models import DenseNetConfig
 from tests.helpers.images import photo_tiles
 from tests.helpers.models import TINY_CONVS, tiny_model, tiny_onnx

@@ -8,12 +8,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from dnet.artifact import onnxfile
 from dnet.converters import export as onnx_export
+from dnet.core.artifact import onnxfile
+from dnet.core.errors import AccuracyError, FileFormatError, UsageError
+from dnet.core.files import sha256_file
 from dnet.data.transforms import preprocess_array
 from dnet.engines.onnxruntime import run as ort_run
-from dnet.errors import AccuracyError, FileFormatError, UsageError
-from dnet.files import sha256_file
 from dnet.models.densenet import measure_bn_statistics
 from tests.helpers.images import photo_tiles
 from tests.helpers.models import CIFAR, TINY, fast_export, tiny_model
@@ -156,7 +156,7 @@ def test_corrupt_and_truncated_onnx_are_refused_in_one_line(tmp_path, exported):
 
 # ~15 s on an idle 2-core machine (the dynamo export of 121 layers dominates; 2-3 min when the cores are shared)
 def test_densenet121_fp32_matches_pytorch_at_batch_1_and_7(tmp_path):
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
     from dnet.models import build_model
 
     torch.manual_seed(0)

@@ -18,8 +18,6 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from dnet import cpu
-from dnet.artifact.onnxfile import read_meta, read_model
 from dnet.cli import main
 from dnet.converters import export as onnx_export
 from dnet.converters.graph import int8_activations_as_uint8
@@ -28,10 +26,12 @@ from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import lint
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert, names_for
+from dnet.core import cpu
+from dnet.core.artifact.onnxfile import read_meta, read_model
+from dnet.core.errors import DnetWarning, UsageError
 from dnet.data.datasets import open_dataset
 from dnet.engines import onnxruntime as ort_engine
 from dnet.engines.onnxruntime import run as ort_run
-from dnet.errors import DnetWarning, UsageError
 from tests.helpers.images import photo_tiles, write_images
 from tests.helpers.models import digits_model, fast_export, tiny_checkpoint
 

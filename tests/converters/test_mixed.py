@@ -11,15 +11,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from dnet.artifact.onnxfile import check_graph, read_meta
 from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet
 from dnet.converters.int8.divergence import layer_divergence
 from dnet.converters.int8.mixed import MixedPrecision, ValidationSet, resolve
+from dnet.core.artifact.onnxfile import check_graph, read_meta
+from dnet.core.errors import AccuracyError, DataError, UsageError
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
-from dnet.errors import AccuracyError, DataError, UsageError
 from tests.helpers.images import photo_tiles, write_images
 from tests.helpers.int8 import BROKEN, break_weight_scales, coarsen_activation_grids, fp32_top1_text
 from tests.helpers.models import digits_onnx, tiny_onnx

@@ -7,14 +7,14 @@ import onnx
 import pytest
 
 from dnet import engines
-from dnet.artifact import onnxfile
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import ConvertOptions, convert, names_for
 from dnet.converters.tensorrt import BuildOptions
+from dnet.core.artifact import onnxfile
+from dnet.core.errors import DnetError, NotInstalledError, UsageError
+from dnet.core.similarity import cosine, rel_l2
 from dnet.engines.onnxruntime import run as ort_run
-from dnet.errors import DnetError, NotInstalledError, UsageError
-from dnet.similarity import cosine, rel_l2
 from tests.helpers.images import locked_folder, photo_tiles, write_images
 from tests.helpers.models import fast_export, tiny_checkpoint, tiny_onnx
 from tests.helpers.shared import shared_fixture
@@ -73,8 +73,8 @@ def test_torchvision_state_dict_target(tmp_path):
     import torch
 
     import dnet
-    from dnet.checkpoint import save_checkpoint
-    from dnet.errors import ConfigError
+    from dnet.core.errors import ConfigError
+    from dnet.formats.checkpoint import save_checkpoint
     from dnet.models import DenseNetConfig, build_model
 
     cfg = DenseNetConfig(block_config=(2, 2), growth_rate=4, init_features=8, stem="imagenet", num_classes=5)
@@ -187,8 +187,8 @@ def test_the_output_may_not_be_the_source(tmp_path):
 
 
 def test_calibrating_on_an_in_memory_data_set_keeps_digits_accuracy(tmp_path):
-    from dnet.checkpoint import save_checkpoint
     from dnet.data.datasets import open_dataset
+    from dnet.formats.checkpoint import save_checkpoint
     from tests.helpers.models import digits_model
 
     model, x, labels = digits_model()

@@ -7,18 +7,18 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from dnet.artifact import onnxfile
 from dnet.converters import export as onnx_export
 from dnet.converters import precision
 from dnet.converters.int8 import calibrator as ortquant
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.core.artifact import onnxfile
+from dnet.core.errors import AccuracyError
+from dnet.core.files import sha256_file
+from dnet.core.similarity import cosine, rel_l2
 from dnet.data.datasets import open_dataset
 from dnet.data.transforms import preprocess_array
 from dnet.engines.onnxruntime import run as ort_run
-from dnet.errors import AccuracyError
-from dnet.files import sha256_file
-from dnet.similarity import cosine, rel_l2
 from tests.helpers.images import photo_tiles
 from tests.helpers.models import CIFAR, digits_model, tiny_onnx
 

@@ -10,9 +10,9 @@ from PIL import Image
 
 import dnet.data.datasets  # noqa: F401  (registers the digits spec)
 from dnet.converters.int8.calibration import CalibrationCache, CalibrationSet, read_array, read_folder
+from dnet.core.errors import DataError, FileFormatError
+from dnet.core.specs import get_spec
 from dnet.data.base import evenly_spread
-from dnet.data.specs import get_spec
-from dnet.errors import DataError, FileFormatError
 from tests.helpers.shared import shared_fixture
 
 

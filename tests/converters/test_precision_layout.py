@@ -17,12 +17,12 @@ from dnet.converters.graph import int8_activations_as_uint8
 from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet, split
-from dnet.cpu import has_vnni
+from dnet.core.cpu import has_vnni
+from dnet.core.errors import AccuracyError
+from dnet.core.similarity import cosine
 from dnet.data.datasets import open_dataset
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.engines.onnxruntime import session
-from dnet.errors import AccuracyError
-from dnet.similarity import cosine
 from tests.helpers.images import photo_tiles
 from tests.helpers.models import digits_model, tiny_onnx
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import dnet.converters.tensorrt as ct
-from dnet.artifact.layers import read_layers
-from dnet.artifact.sidecar import read_sidecar
 from dnet.converters.tensorrt import BuildOptions, build_plan
-from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
-from dnet.files import sha256_file
+from dnet.core.artifact.layers import read_layers
+from dnet.core.artifact.sidecar import read_sidecar
+from dnet.core.errors import EngineError, FileFormatError, NotInstalledError, UsageError
+from dnet.core.files import sha256_file
 from tests.helpers.tensorrt_standins import ENGINE_INFO, ENGINE_LAYERS, INSTALL, META, fake_tensorrt, stub_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_a_parse_that_returns_true_with_errors_is_refused(tmp_path, monkeypatch,
 ])
 def test_a_builder_that_cannot_initialise_cuda_names_the_driver_and_cuda(tmp_path, monkeypatch, gpu, driver,
                                                                          built_for, situation):
-    import dnet.engines.gpu as gpu_module
+    import dnet.engines.tensorrt_runtime as gpu_module
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106", cuda_init_fails=True))
     monkeypatch.setattr(gpu_module, "driver_cuda", lambda: driver)
@@ -195,7 +195,7 @@ def test_a_builder_that_cannot_initialise_cuda_names_the_driver_and_cuda(tmp_pat
 
 
 def test_another_type_error_of_the_builder_is_not_taken_for_cuda():
-    from dnet.engines.gpu import create
+    from dnet.engines.tensorrt_runtime import create
 
     def builder(logger):
         raise TypeError("__init__(): incompatible constructor arguments")
@@ -332,7 +332,7 @@ def test_a_plan_the_inspector_cannot_describe_is_still_written_with_its_sidecar(
 def test_the_cuda_of_tensorrt_s_wheels_comes_from_their_distribution_names(monkeypatch, names, cuda):
     from importlib import metadata
 
-    from dnet.engines.gpu import tensorrt_cuda
+    from dnet.engines.tensorrt_runtime import tensorrt_cuda
 
     monkeypatch.setattr(metadata, "distributions", lambda: [types.SimpleNamespace(metadata={"Name": n}) for n in names])
     assert tensorrt_cuda() == cuda

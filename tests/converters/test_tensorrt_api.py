@@ -45,7 +45,7 @@ import pytest
 from tests.helpers.tensorrt_standins import ENUMS
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "engines" / "tensorrt.py", ROOT / "engines" / "gpu.py"]
+SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "engines" / "tensorrt.py", ROOT / "engines" / "tensorrt_runtime.py"]
 
 # The versions we claim to support: the oldest 10.x our pyproject allows (SAME_COMPUTE_CAPABILITY arrived in 10.9),
 # the last 10.x, and the current 11.x.
@@ -207,7 +207,7 @@ class TensorRTUses:
         if isinstance(node, ast.Attribute):
             return self._from_trt(node.value)
         if isinstance(node, ast.Call):
-            # import_tensorrt() is the module; dnet.engines.gpu.create(trt, trt.Builder, ...) a Builder or Runtime
+            # import_tensorrt() is the module; dnet.engines.tensorrt_runtime.create(trt, trt.Builder, ...) a Builder or Runtime
             if isinstance(node.func, ast.Name) and node.func.id in ("import_tensorrt", "create"):
                 return True
             return self._from_trt(node.func)
@@ -686,7 +686,7 @@ def test_no_removed_tensorrt_11_api_is_used(uses):
 
 # What the typed check cannot follow in our sources (checked by name only, by the test above). An attribute that
 # appears here is read on a value whose class the collector does not know; keep this list short.
-UNTYPED: dict[str, set[str]] = {"converters/tensorrt.py": set(), "engines/tensorrt.py": set(), "engines/gpu.py": set()}
+UNTYPED: dict[str, set[str]] = {"converters/tensorrt.py": set(), "engines/tensorrt.py": set(), "engines/tensorrt_runtime.py": set()}
 
 
 def test_every_tensorrt_attribute_we_use_exists_on_the_class_it_is_used_on(apis):

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 import dnet.converters.tensorrt as ct
 import dnet.engines.tensorrt as et
-from dnet.artifact.layers import layers_path
 from dnet.cli.main import main
 from dnet.converters.tensorrt import BuildOptions, build_plan
+from dnet.core.artifact.layers import layers_path
 from tests.helpers.tensorrt_standins import ENGINE_LAYERS, engine_info_onnx, fake_cuda_graphs, fake_tensorrt, stub_onnx
 
 

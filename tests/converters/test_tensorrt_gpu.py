@@ -26,22 +26,22 @@ import pytest
 
 import dnet
 from dnet import engines
-from dnet.artifact.layers import read_layers, summarise
-from dnet.artifact.sidecar import read_sidecar, sidecar_path
-from dnet.checkpoint import save_checkpoint
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import lint
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
-from dnet.converters.t7.writer import dumps, lua_densenet
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
+from dnet.core.artifact.layers import read_layers, summarise
+from dnet.core.artifact.sidecar import read_sidecar, sidecar_path
+from dnet.core.errors import EngineError
+from dnet.core.files import sha256_file
+from dnet.core.similarity import rel_l2, top1_agreement
+from dnet.core.specs import get_spec
 from dnet.data.datasets import open_dataset
-from dnet.data.specs import get_spec
 from dnet.engines.onnxruntime import run as onnx_runtime_run
-from dnet.errors import EngineError
-from dnet.files import sha256_file
+from dnet.formats.checkpoint import save_checkpoint
+from dnet.formats.t7.writer import dumps, lua_densenet
 from dnet.models import DenseNetConfig
-from dnet.similarity import rel_l2, top1_agreement
 from tests.helpers.models import digits_model, tiny_model
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]

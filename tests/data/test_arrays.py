@@ -10,11 +10,11 @@ import pytest
 
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.mixed import ValidationSet
+from dnet.core.errors import DataError, UsageError
+from dnet.core.specs import get_spec
 from dnet.data.arrays import read_image_arrays
 from dnet.data.datasets import open_dataset, open_images
-from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
-from dnet.errors import DataError, UsageError
 from tests.helpers.evaldata import BAD, IMAGES, LABELS, write_cifar_bin, write_cifar_folder
 from tests.helpers.shared import shared_fixture
 

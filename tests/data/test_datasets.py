@@ -6,8 +6,8 @@ import scipy.io
 from PIL import Image
 
 from dnet.converters.int8.mixed import ValidationSet
+from dnet.core.errors import DataError, UsageError
 from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
-from dnet.errors import DataError, UsageError
 from tests.helpers.evaldata import write_cifar_bin
 
 SYNSETS = ["n01440764", "n01443537", "n09999999"]

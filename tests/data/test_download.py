@@ -7,9 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
+from dnet.core.errors import DataError, DownloadError
 from dnet.data import download as dl
 from dnet.data.datasets import open_dataset
-from dnet.errors import DataError, DownloadError
 from tests.helpers.evaldata import write_cifar_bin
 from tests.helpers.httpserver import closed_port_url, serve
 

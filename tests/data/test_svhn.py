@@ -10,9 +10,9 @@ import pytest
 import scipy.io
 
 import dnet.data.download as dl
+from dnet.core.errors import DataError, UsageError
 from dnet.data import svhn
 from dnet.data.datasets import open_dataset, open_train_val
-from dnet.errors import DataError, UsageError
 
 
 def _mat(path, n, seed=0, first=0):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dnet.core.errors import DataError, UsageError
 from dnet.data.transforms import (
     _cubic_axis,
     center_crop,
@@ -16,7 +17,6 @@ from dnet.data.transforms import (
     scaled_size,
     ten_crop,
 )
-from dnet.errors import DataError, UsageError
 from tests.helpers.shared import shared_fixture
 
 NAMES = ["chelsea", "coffee-portrait", "chelsea-257x301"]

@@ -12,8 +12,8 @@ import torch
 from onnx import TensorProto, helper
 
 from dnet import engines
+from dnet.core.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.engines import onnxruntime as ort_engine
-from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from tests.helpers.models import CIFAR, tiny_model, tiny_onnx
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from dnet import engines
-from dnet.checkpoint import save_checkpoint
-from dnet.errors import FileFormatError, UsageError
+from dnet.core.errors import FileFormatError, UsageError
+from dnet.formats.checkpoint import save_checkpoint
 from dnet.models import DenseNetConfig, build_model
 
 TINY = DenseNetConfig(block_config=(2, 2), growth_rate=4, init_features=8, num_classes=3)

@@ -15,16 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from dnet import DISTRIBUTION, engines
+from dnet.apps.eval import evaluate
 from dnet.cli import main
 from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.quantize import to_int8
+from dnet.core.errors import FileFormatError, NotInstalledError, UsageError
+from dnet.core.similarity import cosine, top1_agreement
 from dnet.data.datasets import open_dataset
 from dnet.engines import openvino as ov_engine
 from dnet.engines.onnxruntime import run
-from dnet.errors import FileFormatError, NotInstalledError, UsageError
-from dnet.eval import evaluate
-from dnet.similarity import cosine, top1_agreement
 from tests.helpers.images import photo_tiles
 from tests.helpers.models import CIFAR, digits_model, normalise_images, tiny_onnx
 
@@ -100,7 +100,7 @@ def test_ir_saved_by_openvino_runs_with_dnet_metadata_and_fp32_parity(ov, tiny, 
 
 def test_ir_with_weights_compressed_to_fp16_stays_within_the_fp16_bound(ov, tiny, photos_in, folder):
     from dnet.converters.precision import FP16_REL_L2
-    from dnet.similarity import rel_l2
+    from dnet.core.similarity import rel_l2
 
     xml = save_ir(ov, tiny, folder / "tiny16.xml")  # save_model's default: float16 weights
     ref = run(tiny, photos_in)

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dnet import engines
-from dnet.artifact.sidecar import read_sidecar, write_sidecar
+from dnet.core.artifact.sidecar import read_sidecar, write_sidecar
+from dnet.core.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from dnet.engines.tensorrt import split_batches
-from dnet.errors import EngineError, FileFormatError, NotInstalledError, UsageError
 from tests.helpers.tensorrt_standins import (
     ENGINE_LAYERS,
     INSTALL,
@@ -197,7 +197,7 @@ def cpu_engine(tmp_path, monkeypatch):
 
 
 def test_a_runtime_that_cannot_initialise_cuda_names_the_driver_and_cuda(cpu_engine, monkeypatch):
-    import dnet.engines.gpu as gpu_module
+    import dnet.engines.tensorrt_runtime as gpu_module
 
     monkeypatch.setattr(gpu_module, "driver_cuda", lambda: "12.2")
     monkeypatch.setattr(gpu_module, "tensorrt_cuda", lambda: "13")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnet.artifact import ArtifactMeta
-from dnet.data.specs import get_spec
+from dnet.core.artifact import ArtifactMeta
+from dnet.core.specs import get_spec
 from dnet.engines.base import Engine
 
 

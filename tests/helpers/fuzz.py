@@ -40,7 +40,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from dnet.errors import DnetError
+from dnet.core.errors import DnetError
 
 INTERESTING_INTS = (0, 1, 2, 3, 4, 5, 6, 7, 8, -1, -2**31, 2**31 - 1, 2**30, 2**16, 255, 40)
 INTERESTING_LONGS = (0, 1, -1, 2, 2**31, 2**40, 2**62, 2**63 - 1, -2**63)
@@ -72,7 +72,7 @@ def _tiny_densenet():
 
 
 def t7_seeds() -> dict[str, bytes]:
-    from dnet.converters.t7.writer import LuaStyle, dumps, lua_densenet
+    from dnet.formats.t7.writer import LuaStyle, dumps, lua_densenet
     from tests.helpers.shared import SHARED
 
     out = {}
@@ -94,7 +94,7 @@ def _save(obj, **kwargs) -> bytes:
 
 
 def pth_seeds() -> dict[str, bytes]:
-    from dnet.checkpoint import FORMAT, VERSION
+    from dnet.formats.checkpoint import FORMAT, VERSION
     from tests.helpers.shared import SHARED
 
     model = _tiny_densenet()
@@ -150,7 +150,7 @@ def ir_seeds() -> dict[str, bytes]:
 
 
 def sidecar_seeds() -> dict[str, bytes]:
-    from dnet.artifact.sidecar import EngineSidecar
+    from dnet.core.artifact.sidecar import EngineSidecar
     from tests.helpers.tensorrt_standins import sidecar
 
     plain = sidecar()
@@ -460,7 +460,7 @@ MUTATE = {"t7": mutate_t7, "pth": mutate_pth, "onnx": mutate_onnx, "mat": mutate
 # --- running -----------------------------------------------------------------------------------------------
 
 def open_t7_or_pth(path: Path) -> None:
-    from dnet.loading import load
+    from dnet.formats.loading import load
 
     load(path)
 
@@ -493,15 +493,15 @@ def open_ir(path: Path) -> None:
 
 
 def open_sidecar(path: Path) -> None:
-    from dnet.artifact.sidecar import read_sidecar
+    from dnet.core.artifact.sidecar import read_sidecar
 
     read_sidecar(path.with_name(path.name[: -len(".json")]))
 
 
 def open_image_file(path: Path) -> None:
     """Decode it as every verb does, then preprocess it to a 32×32 input."""
+    from dnet.core.specs import get_spec
     from dnet.data.images import open_image
-    from dnet.data.specs import get_spec
     from dnet.data.transforms import preprocess
 
     preprocess(open_image(path), get_spec("cifar10"))

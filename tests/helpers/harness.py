@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = r"""
 import importlib, json, os, resource, sys
 import numpy, torch, onnx, PIL.Image
-import dnet.engines.onnxruntime, dnet.cli.main, dnet.loading, dnet.eval, dnet.compare, dnet.converters.pipeline
+import dnet.engines.onnxruntime, dnet.cli.main, dnet.formats.loading, dnet.apps.eval, dnet.apps.compare, dnet.converters.pipeline
 verbs = sys.modules["dnet.cli.main"].VERBS
 if sys.argv[1:2] and sys.argv[1] in verbs:  # the verb's own libraries (scipy for eval --compare-to, matplotlib...)
     importlib.import_module(verbs[sys.argv[1]][0].split(":")[0])
@@ -88,7 +88,7 @@ class Outcome:
 
 def cli(*args, tmpdir: Path | None = None) -> Outcome:
     """Run ``dnet ARGS`` in this process, with the temporary folder at ``tmpdir``."""
-    from dnet.artifact import meta
+    from dnet.core.artifact import meta
 
     meta._warned.clear()  # each run is a new process: its once-per-file warnings are said again
     with pytest.MonkeyPatch.context() as mp:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from dnet.artifact import ArtifactMeta
-from dnet.checkpoint import save_checkpoint
 from dnet.converters.export import _export_proto as _REAL_EXPORT  # noqa: E402  (before any test patches it)
+from dnet.core.artifact import ArtifactMeta
+from dnet.core.specs import get_spec
 from dnet.data.datasets import open_dataset
-from dnet.data.specs import get_spec
 from dnet.data.transforms import preprocess_array
+from dnet.formats.checkpoint import save_checkpoint
 from dnet.models import DenseNetConfig, build_model
 from dnet.models.densenet import DenseNet, measure_bn_statistics
 from tests.helpers.shared import torch_threads
@@ -146,7 +146,7 @@ def digits_model():
     real model.
 
     Returns (model, test inputs float32 N×3×8×8, test labels)."""
-    from dnet.checkpoint import load_checkpoint
+    from dnet.formats.checkpoint import load_checkpoint
 
     model = load_checkpoint(DIGITS_BC)
     model._test_seed = None

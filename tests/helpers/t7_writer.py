@@ -1,4 +1,4 @@
-"""Test helpers beside the Torch7 writer (``dnet.converters.t7.writer``): one-thread forward passes, randomized
+"""Test helpers beside the Torch7 writer (``dnet.formats.t7.writer``): one-thread forward passes, randomized
 weights, and cutorch class names."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnet.converters.t7.reader import TorchObject
-from dnet.converters.t7.writer import T7Storage, T7Tensor
+from dnet.formats.t7.reader import TorchObject
+from dnet.formats.t7.writer import T7Storage, T7Tensor
 from tests.helpers.shared import torch_threads
 
 

@@ -23,10 +23,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from dnet import DISTRIBUTION
-from dnet.artifact import ArtifactMeta
-from dnet.artifact.sidecar import EngineSidecar
 from dnet.converters.tensorrt import BuildOptions
-from dnet.data.specs import get_spec
+from dnet.core.artifact import ArtifactMeta
+from dnet.core.artifact.sidecar import EngineSidecar
+from dnet.core.specs import get_spec
 
 INSTALL = f"TensorRT is not installed: pip install '{DISTRIBUTION}[tensorrt]' (needs NVIDIA's package index)"
 META = ArtifactMeta(

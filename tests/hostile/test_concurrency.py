@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dnet.checkpoint import load_checkpoint
+from dnet.formats.checkpoint import load_checkpoint
 from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 from tests.helpers.models import tiny_checkpoint
 
@@ -52,7 +52,7 @@ TRAIN = ["train", "--dataset", "digits", "--depth", 10, "--growth-rate", 4, "--b
 
 
 def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_path, monkeypatch):
-    import dnet.train.trainer as trainer
+    import dnet.apps.train.trainer as trainer
     from tests.helpers.harness import cli, tree
 
     run, tmp = tmp_path / "run", tmp_path / "tmp"
@@ -90,7 +90,7 @@ def test_train_and_resume_of_one_run_folder_at_once_are_refused_by_its_lock(tmp_
 # A dnet train that holds its folder until the test opens the gate: its first epoch waits for the file GATE.
 GATED = r"""
 import os, sys, time
-import dnet.train.trainer as trainer
+import dnet.apps.train.trainer as trainer
 real = trainer.train_epoch
 def gated(*args, **kwargs):
     while not os.path.exists(os.environ["GATE"]):
@@ -109,7 +109,7 @@ def test_two_train_processes_into_one_folder_one_refused_in_one_line_the_other_i
     the folder, says so in one line and exits 2; the first ends normally, its files whole, the lock file gone."""
     import time
 
-    from dnet.train.run_folder import LOCK
+    from dnet.apps.train.run_folder import LOCK
 
     run, tmpdir, gate = tmp_path / "run", tmp_path / "tmp", tmp_path / "gate"
     tmpdir.mkdir()
@@ -149,8 +149,8 @@ def test_the_lock_is_a_file_in_the_folder_taken_over_after_a_kill_and_removed_at
     descriptor as from another process; released, the file is gone."""
     import fcntl
 
-    from dnet.errors import UsageError
-    from dnet.train.run_folder import LOCK, in_use, run_lock
+    from dnet.apps.train.run_folder import LOCK, in_use, run_lock
+    from dnet.core.errors import UsageError
 
     (tmp_path / LOCK).write_text("")  # what a SIGKILL leaves
     assert not in_use(tmp_path)
@@ -178,8 +178,8 @@ def test_an_onnx_file_replaced_while_it_is_opened_runs_as_the_one_file_that_was_
 
     import dnet.engines.onnxruntime as ort_engine
     from dnet import engines
-    from dnet.artifact.onnxfile import read_meta, write_meta
-    from dnet.data.specs import get_spec
+    from dnet.core.artifact.onnxfile import read_meta, write_meta
+    from dnet.core.specs import get_spec
     from tests.helpers.models import tiny_onnx
 
     old, new = tiny_onnx(tmp_path, "old.onnx"), tmp_path / "new.onnx"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dnet.demo import REPORT_JSON, REPORT_PNG, DemoResult, Row, format_report, plot_accuracy_latency, write_report
-from dnet.errors import DnetError
-from dnet.train.trainer import TrainResult
+from dnet.apps.demo import REPORT_JSON, REPORT_PNG, DemoResult, Row, format_report, plot_accuracy_latency, write_report
+from dnet.apps.train.trainer import TrainResult
+from dnet.core.errors import DnetError
 from tests.helpers.writes import OLD, fill, leftovers, old_file, size_limit
 
 ROWS = [Row("PyTorch FP32", "train/last.pth", 3.5, None, 1.2, 900.0, 400_000),
@@ -80,11 +80,11 @@ def test_an_interrupted_report_write_keeps_the_old_file_and_leaves_no_partial_on
     """Ctrl-C half-way through the write (after half its bytes reached the temporary file): the old file stays."""
     from matplotlib.figure import Figure
 
-    import dnet.files
+    import dnet.core.files
 
     _old_report(tmp_path)
     if name == REPORT_JSON:
-        real = dnet.files.atomic_path
+        real = dnet.core.files.atomic_path
 
         @contextlib.contextmanager
         def interrupted_write(path, **kwargs):  # half the bytes arrive, then the interrupt, before the rename
@@ -94,7 +94,7 @@ def test_an_interrupted_report_write_keeps_the_old_file_and_leaves_no_partial_on
                     tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
                     raise KeyboardInterrupt
 
-        monkeypatch.setattr(dnet.files, "atomic_path", interrupted_write)
+        monkeypatch.setattr(dnet.core.files, "atomic_path", interrupted_write)
     else:
         def interrupted_savefig(self, fname, **kwargs):
             with open(fname, "wb") as f:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from dnet.checkpoint import load_checkpoint
+from dnet.formats.checkpoint import load_checkpoint
 from tests.helpers.harness import LAUNCH, ROOT, Box
 
 

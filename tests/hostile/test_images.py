@@ -130,7 +130,7 @@ def test_a_very_wide_image_cannot_make_the_resize_allocate_gigabytes(box: Box):
 @pytest.mark.parametrize("spec", ["torch7", "torchvision", "cifar10", "digits"])
 @pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1), (31, 33)])
 def test_preprocessing_always_yields_the_models_input_size(tmp_path, spec, size):
-    from dnet.data.specs import get_spec
+    from dnet.core.specs import get_spec
 
     s = get_spec(spec)
     x = preprocess(png(tmp_path / "x.png", *size), s)
@@ -140,11 +140,11 @@ def test_preprocessing_always_yields_the_models_input_size(tmp_path, spec, size)
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_training_on_a_folder_with_a_bomb_fails_in_one_line_from_any_worker(tmp_path, workers):
+    from dnet.apps.train.batches import Batches
+    from dnet.apps.train.distributed import Distributed
+    from dnet.apps.train.recipe import TrainConfig
+    from dnet.core.errors import DataError
     from dnet.data.datasets import FileDataset
-    from dnet.errors import DataError
-    from dnet.train.batches import Batches
-    from dnet.train.distributed import Distributed
-    from dnet.train.recipe import TrainConfig
 
     (tmp_path / "b").mkdir()
     paths = [png(tmp_path / "a" / "0.png", 40, 30), bomb(tmp_path / "b" / "bomb.png")]

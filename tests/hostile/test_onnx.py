@@ -1,5 +1,5 @@
 """ONNX files that are not image classifiers: the interface is checked once, when the file is read
-(``dnet.artifact.onnxfile.check_interface``), so ``bench``, ``eval``, ``convert`` and ``compare`` all say what is
+(``dnet.core.artifact.onnxfile.check_interface``), so ``bench``, ``eval``, ``convert`` and ``compare`` all say what is
 wrong in one line instead of showing ONNX Runtime tracebacks."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import json
 import onnx
 import pytest
 
-from dnet.errors import EngineError, runtime_failure
+from dnet.core.errors import EngineError, runtime_failure
 
 
 def _shared_dims(path, strip_meta: bool):

@@ -11,9 +11,9 @@ import zipfile
 import pytest
 import torch
 
-from dnet.checkpoint import FORMAT, VERSION
-from dnet.errors import DnetError, FileFormatError, UnsafeFileError
-from dnet.loading import load
+from dnet.core.errors import DnetError, FileFormatError, UnsafeFileError
+from dnet.formats.checkpoint import FORMAT, VERSION
+from dnet.formats.loading import load
 from tests.helpers.fuzz import mutate_pth
 from tests.helpers.harness import Box
 from tests.helpers.ports import PORTS, port_state_dict

@@ -1,4 +1,4 @@
-"""What writes into dnet's cache: ``dnet pull`` (``dnet.hub``, the one downloader
+"""What writes into dnet's cache: ``dnet pull`` (``dnet.models.hub``, the one downloader
 ``dnet.data.download.fetch``).
 
 The cache follows the output policy of every verb: a read-only cache is one line before any connection, the file a
@@ -24,10 +24,10 @@ import torch
 
 import dnet
 import dnet.data.download as dl
-from dnet.errors import DnetError
-from dnet.hub import pull
+from dnet.core.errors import DnetError
+from dnet.core.signals import Terminated
 from dnet.models import zoo
-from dnet.signals import Terminated
+from dnet.models.hub import pull
 from tests.helpers.harness import Box, unshare_works
 from tests.helpers.httpserver import serve
 from tests.helpers.t7_writer import randomized

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from dnet.artifact import ArtifactMeta
-from dnet.data.specs import get_spec
-from dnet.errors import ModelOutputError
-from dnet.eval import topk_hits
+from dnet.apps.eval import topk_hits
+from dnet.core.artifact import ArtifactMeta
+from dnet.core.errors import ModelOutputError
+from dnet.core.similarity import best_class, require_finite, top1_agreement
+from dnet.core.specs import get_spec
 from dnet.models.zoo import get as zoo_get
-from dnet.similarity import best_class, require_finite, top1_agreement
 from tests.helpers.evaldata import write_cifar_bin
 from tests.helpers.foreign_onnx import edit_meta
 from tests.helpers.models import save_model, ten_class

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from dnet.files import PARTIAL, SCRATCH, atomic_path, atomic_write_text, owner_of, scratch_folder, scratch_root
+from dnet.core.files import PARTIAL, SCRATCH, atomic_path, atomic_write_text, owner_of, scratch_folder, scratch_root
 from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 
 HOLD = r"""
 import sys, time
-from dnet.files import atomic_path, scratch_folder
-from dnet.signals import exit_on_sigterm
+from dnet.core.files import atomic_path, scratch_folder
+from dnet.core.signals import exit_on_sigterm
 exit_on_sigterm()
 with scratch_folder("calib") as scratch, atomic_path(sys.argv[1]) as tmp:
     (scratch / "model.onnx").write_bytes(b"x" * 1000)
@@ -185,7 +185,7 @@ def test_sigterm_and_sigkill_during_an_int8_convert_leave_complete_files_or_swep
 def test_sigterm_and_sigkill_during_training_leave_complete_checkpoints_and_resume_works(tmp_path):
     import shutil
 
-    from dnet.checkpoint import load_checkpoint
+    from dnet.formats.checkpoint import load_checkpoint
 
     work = tmp_path / "work"
     work.mkdir()
@@ -213,8 +213,8 @@ def test_sigterm_and_sigkill_during_training_leave_complete_checkpoints_and_resu
 def test_an_interrupt_a_library_turned_into_another_error_is_still_reported_as_the_interrupt(capsys):
     # Seen in the slow int8 case: SIGTERM landed while torch.onnx.export lazily imported torch._dynamo; torch's
     # except clause then failed on the half-imported module and raised TorchExportError, printed as a traceback.
-    from dnet import signals
     from dnet.cli.main import reports_errors
+    from dnet.core import signals
 
     @reports_errors
     def verb():

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from dnet.converters.t7 import reader
-from dnet.converters.t7.reader import Table, TorchObject
-from dnet.converters.t7.writer import LuaStyle, T7Storage, T7Tensor, dumps, lua_densenet
+from dnet.formats.t7 import reader
+from dnet.formats.t7.reader import Table, TorchObject
+from dnet.formats.t7.writer import LuaStyle, T7Storage, T7Tensor, dumps, lua_densenet
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from tests.helpers.harness import Box
 
@@ -37,7 +37,7 @@ class _Overlapping:
     """getParameters() replaced by views that all start at the first element of one storage."""
 
     def __init__(self, monkeypatch, size: int) -> None:
-        from dnet.converters.t7 import writer
+        from dnet.formats.t7 import writer
 
         shared = T7Storage("torch.FloatStorage", np.full(size, 0.01, np.float32))
 

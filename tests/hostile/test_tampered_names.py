@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from dnet.artifact import ArtifactMeta
-from dnet.checkpoint import save_checkpoint
-from dnet.data.specs import get_spec
+from dnet.core.artifact import ArtifactMeta
+from dnet.core.specs import get_spec
+from dnet.formats.checkpoint import save_checkpoint
 from dnet.models import zoo
 from tests.helpers.evaldata import write_cifar_bin
 from tests.helpers.foreign_onnx import ten_classes_named

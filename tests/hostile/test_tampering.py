@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dnet.artifact.sidecar import write_sidecar
+from dnet.core.artifact.sidecar import write_sidecar
 from tests.helpers.foreign_onnx import edit_meta, ten_classes_named
 from tests.helpers.harness import Box
 from tests.helpers.tensorrt_standins import sidecar

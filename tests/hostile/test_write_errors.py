@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from dnet.write_errors import write_error
+from dnet.core.write_errors import write_error
 from tests.helpers.harness import nothing_left
 from tests.helpers.models import digits_model_fixture  # noqa: F401 (a fixture)
 from tests.helpers.writes import OLD, fill, leftovers, old_file, size_limit

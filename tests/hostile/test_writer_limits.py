@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from dnet.errors import DnetError
+from dnet.core.errors import DnetError
 from tests.helpers.harness import ROOT
 from tests.helpers.writes import OLD, fill, leftovers, old_file, size_limit
 
@@ -69,7 +69,7 @@ def test_convert_whose_calibration_cache_hits_the_limit_is_one_line_and_writes_n
 
 @pytest.mark.parametrize("record", ["config.json", "metrics.csv"])
 def test_a_run_folders_records_past_the_size_limit_are_one_line_and_keep_the_old_ones(tmp_path, record):
-    from dnet.train.run_folder import write_config, write_metrics
+    from dnet.apps.train.run_folder import write_config, write_metrics
 
     path = old_file(tmp_path / record)
     write = {"config.json": lambda: write_config(tmp_path, {"padding": "x" * 4096}),
@@ -78,7 +78,7 @@ def test_a_run_folders_records_past_the_size_limit_are_one_line_and_keep_the_old
 
 
 def test_the_training_plot_past_the_size_limit_is_one_line_and_keeps_the_old_plot(tmp_path):
-    from dnet.train.plots import plot_curves
+    from dnet.apps.train.plots import plot_curves
 
     path = old_file(tmp_path / "curves.png")
     _refused(lambda: plot_curves(HISTORY, path, "a title"), path, 4096)  # the PNG is ~40 kB
@@ -101,8 +101,8 @@ def test_compare_per_layer_past_the_size_limit_is_one_line_for_onnx_runtimes_own
 def test_the_plan_sidecar_and_layer_information_past_the_size_limit_are_one_line_each(tmp_path):
     import json
 
-    from dnet.artifact.layers import layers_path, write_layers
-    from dnet.artifact.sidecar import sidecar_path, write_sidecar
+    from dnet.core.artifact.layers import layers_path, write_layers
+    from dnet.core.artifact.sidecar import sidecar_path, write_sidecar
     from tests.helpers.tensorrt_standins import ENGINE_INFO, sidecar
 
     plan = tmp_path / "m.plan"
@@ -128,7 +128,7 @@ def test_a_timing_cache_past_the_size_limit_is_a_warning_and_keeps_the_old_cache
 
 
 def test_the_calibration_cache_and_the_sidecar_onto_a_full_tmpfs_are_one_no_space_line(tmpfs):
-    from dnet.artifact.sidecar import sidecar_path, write_sidecar
+    from dnet.core.artifact.sidecar import sidecar_path, write_sidecar
     from tests.helpers.tensorrt_standins import sidecar
 
     cache, plan = old_file(tmpfs / "m.calib.json"), tmpfs / "m.plan"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dnet
-from dnet.errors import ConfigError, UnknownModelError
+from dnet.core.errors import ConfigError, UnknownModelError
 from dnet.models import DenseNetConfig, build_model, zoo
 from dnet.models.summary import count_params, summarize
 from tests.helpers.shared import shared_fixture

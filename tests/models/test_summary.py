@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnet.errors import ConfigError
+from dnet.core.errors import ConfigError
 from dnet.models import DenseNetConfig, zoo
 from dnet.models.densenet import BlurPool, DenseNet
 from dnet.models.summary import count_params, param_count, summarize

@@ -18,9 +18,9 @@ import torch
 import dnet
 from dnet.converters.export import export
 from dnet.engines.onnxruntime import run as ort_run
+from dnet.formats.statedict import config_from_state_dict
 from dnet.models import DenseNet, DenseNetConfig, zoo
 from dnet.models.summary import count_params
-from dnet.statedict import config_from_state_dict
 from tests.helpers import timm_reference as ref
 
 REFERENCE = json.loads(ref.REFERENCE.read_text())

@@ -2,7 +2,7 @@
 
 import torch
 
-from dnet.checkpoint import save_checkpoint
+from dnet.formats.checkpoint import save_checkpoint
 from tests.helpers.models import DIGITS_BC, train_digits
 
 torch.set_num_threads(2)

@@ -1,7 +1,0 @@
-"""Training with the paper's recipe (liuzhuang13/DenseNet ``train.lua``/``opts.lua``), one process or many."""
-
-from __future__ import annotations
-
-from dnet.train.recipe import TrainConfig, recipe
-
-__all__ = ["TrainConfig", "recipe"]
