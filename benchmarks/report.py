@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dnet.core import cpu
-from dnet.core.files import atomic_write_text
+from dnet.core.atomic import atomic_write_text
 from dnet.core.table import format_table
 
 RESULTS = Path(os.environ.get("DNET_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))

@@ -27,8 +27,8 @@ from dnet.converters.convs import module_of_weight, weight_name
 from dnet.converters.graph import bn_to_mul_add
 from dnet.core.artifact.meta import ArtifactMeta
 from dnet.core.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
+from dnet.core.atomic import atomic_path
 from dnet.core.errors import AccuracyError, UsageError, require_one_of
-from dnet.core.files import atomic_path
 from dnet.core.progress import QUIET, Progress
 from dnet.core.similarity import max_abs
 from dnet.engines.onnxruntime import run

@@ -26,8 +26,9 @@ from dnet.converters.int8.quantize import to_int8
 from dnet.converters.precision import FP16_REL_L2, to_fp16
 from dnet.converters.tensorrt import BuildOptions, build_plan
 from dnet.core.artifact.onnxfile import check_asked_size, input_size_of, quantized_ops, read_meta, read_model
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import DnetError, UsageError, require_one_of
-from dnet.core.files import check_output_path, same_file, sha256_file
+from dnet.core.outputs import check_output_path, same_file
 from dnet.core.progress import QUIET, Progress
 from dnet.core.specs import get_spec
 from dnet.formats.checkpoint import save_checkpoint, save_torch
@@ -187,7 +188,7 @@ def _int8_file_of_another(path: Path, src: Path, src_format: str, int8_target: s
     try:
         meta = read_meta(read_model(path))
     except DnetError:
-        return None  # not an ONNX file dnet reads: the usual output policy (dnet.core.files)
+        return None  # not an ONNX file dnet reads: the usual output policy (dnet.core.outputs)
     if meta is None or meta.precision != "int8":
         return None
     if meta.int8_target != int8_target:

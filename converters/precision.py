@@ -23,8 +23,8 @@ from dnet import __version__
 from dnet.converters.graph import sort_topologically, unshare_initializers
 from dnet.core.artifact.meta import ArtifactMeta
 from dnet.core.artifact.onnxfile import check_graph, input_size_of, read_meta, read_model, write_meta
+from dnet.core.atomic import atomic_path, sha256_file
 from dnet.core.errors import AccuracyError, InputModifiedError, UsageError
-from dnet.core.files import atomic_path, sha256_file
 from dnet.core.progress import QUIET, Progress
 from dnet.core.similarity import rel_l2
 from dnet.engines.onnxruntime import require_onnxruntime, run

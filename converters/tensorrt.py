@@ -31,8 +31,9 @@ from dnet.core.artifact.layers import layers_path, write_layers
 from dnet.core.artifact.meta import ArtifactMeta
 from dnet.core.artifact.onnxfile import INPUT, input_dims, read_meta, read_model
 from dnet.core.artifact.sidecar import AMPERE, HARDWARE_COMPAT, PROFILE, EngineSidecar, sidecar_path, sidecar_text
+from dnet.core.atomic import atomic_path, sha256_file
 from dnet.core.errors import DnetError, EngineError, FileFormatError, UsageError
-from dnet.core.files import atomic_path, check_output_path, sha256_file
+from dnet.core.outputs import check_output_path
 from dnet.engines.tensorrt_runtime import create, cuda_device, import_tensorrt, logging_to, major_version, stderr_line
 
 if TYPE_CHECKING:  # annotations only: tensorrt is imported inside build_plan

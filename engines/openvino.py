@@ -27,7 +27,7 @@ from dnet import DISTRIBUTION
 from dnet.core.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, shape_text
 from dnet.core.artifact.onnxfile import read_model
 from dnet.core.errors import DnetError, EngineError, FileFormatError, NotInstalledError, UsageError
-from dnet.core.files import check_input_file
+from dnet.core.outputs import check_input_file
 from dnet.engines.base import Engine
 from dnet.models.zoo import checked_name
 

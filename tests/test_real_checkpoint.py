@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import dnet
 from dnet.cli.main import main
 from dnet.core.artifact.onnxfile import read_meta, read_model
-from dnet.core.files import sha256_file
+from dnet.core.atomic import sha256_file
 from dnet.models.densenet import DenseNetConfig
 from tests.helpers.ports import PORTS, port_forward
 from tests.helpers.shared import shared_fixture

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dnet.core.atomic import atomic_write_text
 from dnet.core.errors import DataError, FileFormatError
-from dnet.core.files import atomic_write_text, check_input_file
+from dnet.core.outputs import check_input_file
 from dnet.core.specs import PreprocessSpec
 from dnet.data.base import evenly_spread
 from dnet.data.datasets import FileDataset, open_images

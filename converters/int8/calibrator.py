@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from dnet.converters.int8.calibration import CalibrationCache
-from dnet.core.files import scratch_folder
 from dnet.core.progress import QUIET, Progress
+from dnet.core.scratch import scratch_folder
 
 CALIB_BATCH = 16
 CALIB_CHUNK = 4  # batches per histogram update: bounds the memory of entropy/percentile calibration

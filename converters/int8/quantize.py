@@ -31,9 +31,10 @@ from dnet.converters.int8.options import LAYOUTS
 from dnet.converters.int8.placement import TARGETS, densenet_layout, weight_bits_for
 from dnet.converters.precision import guard_unmodified, meta_for
 from dnet.core.artifact.onnxfile import check_graph, read_meta, read_model, write_meta
+from dnet.core.atomic import atomic_path, sha256_file
 from dnet.core.errors import UsageError, require_one_of
-from dnet.core.files import atomic_path, scratch_folder, sha256_file
 from dnet.core.progress import QUIET, Progress
+from dnet.core.scratch import scratch_folder
 from dnet.engines.onnxruntime import require_onnxruntime
 
 # --- INT8 ------------------------------------------------------------------------------------------------

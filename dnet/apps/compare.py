@@ -29,7 +29,7 @@ from dnet.converters.taps import LOGITS, LayerRow, Tapped, layer_rows, stage_out
 from dnet.converters.taps import Running as _Running  # noqa: F401 (the running sums the per-layer rows are made of)
 from dnet.core.artifact.onnxfile import read_meta, read_model
 from dnet.core.errors import UsageError
-from dnet.core.files import scratch_folder
+from dnet.core.scratch import scratch_folder
 from dnet.core.similarity import cosine, max_abs, rel_l2, require_finite, top1_agreement
 from dnet.engines.base import KINDS
 from dnet.engines.onnxruntime import session

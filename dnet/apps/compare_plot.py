@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dnet.apps.compare import LayerReport
-from dnet.core.files import atomic_path
+from dnet.core.atomic import atomic_path
 
 MARKED = 3  # the layers named on the plot: the first of the ranking
 

@@ -20,8 +20,8 @@ from dnet.apps.train.trainer import TrainResult, train
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.options import Int8Options
 from dnet.converters.pipeline import convert
+from dnet.core.atomic import atomic_path, atomic_write_text
 from dnet.core.errors import AccuracyError
-from dnet.core.files import atomic_path, atomic_write_text
 from dnet.core.progress import Recorder
 from dnet.core.table import format_table
 from dnet.data.datasets import open_dataset

@@ -20,8 +20,8 @@ import torch.distributed as dist
 import torch.utils.data
 
 from dnet import engines
+from dnet.core.atomic import atomic_write_text
 from dnet.core.errors import AccuracyError, DataError, UsageError
-from dnet.core.files import atomic_write_text
 from dnet.core.similarity import require_finite
 from dnet.core.specs import PreprocessSpec, get_spec
 from dnet.data.base import evenly_spread

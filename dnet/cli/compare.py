@@ -15,7 +15,7 @@ from dnet.cli.main import reports_errors
 from dnet.cli.options import MAX_BATCH, count, default_arg, json_option, quiet_option
 from dnet.cli.progress import progress_for
 from dnet.core.errors import UsageError
-from dnet.core.files import check_output_path
+from dnet.core.outputs import check_output_path
 from dnet.core.table import format_table
 
 RANKED = 5  # layers named under the per-layer table

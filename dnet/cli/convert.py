@@ -31,7 +31,7 @@ from dnet.converters.pipeline import PRECISIONS, SOURCES, TARGETS, ConvertOption
 from dnet.converters.tensorrt import BuildOptions
 from dnet.core.artifact.sidecar import HARDWARE_COMPAT
 from dnet.core.errors import DnetError, UsageError
-from dnet.core.files import check_output_path
+from dnet.core.outputs import check_output_path
 from dnet.core.specs import SPECS
 from dnet.core.table import format_table
 from dnet.data.datasets import DATASETS

@@ -24,7 +24,7 @@ from dnet.cli.options import (
     quiet_option,
 )
 from dnet.core.errors import UsageError
-from dnet.core.files import check_output_path
+from dnet.core.outputs import check_output_path
 from dnet.core.specs import IMAGE_SPECS
 from dnet.data.datasets import DATASETS, SPLITS, dataset_of_spec, open_dataset
 from dnet.engines.base import PROVIDERS

@@ -25,8 +25,8 @@ from dnet.core.artifact.layers import layers_path, read_layers, summarise
 from dnet.core.artifact.onnxfile import classifier_features, read_meta, read_model
 from dnet.core.artifact.pthfile import looks_like_pth
 from dnet.core.artifact.sidecar import read_sidecar
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import FileFormatError, UsageError
-from dnet.core.files import sha256_file
 from dnet.core.table import format_table
 from dnet.engines.base import KINDS
 from dnet.formats.layouts import CONCAT_ORDERS

@@ -18,7 +18,7 @@ import click
 
 from dnet import __version__
 from dnet.core.errors import DnetError, DnetWarning
-from dnet.core.files import library_caches
+from dnet.core.scratch import library_caches
 from dnet.core.signals import Terminated, exit_on_sigterm, forget_signals, interrupted_by
 from dnet.core.write_errors import write_error
 

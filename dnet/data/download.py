@@ -29,7 +29,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dnet.core.errors import DataError, DownloadError
-from dnet.core.files import check_output_path, open_for_resume, partial_prefix
+from dnet.core.outputs import check_output_path, open_for_resume
+from dnet.core.ownership import partial_prefix
 from dnet.core.write_errors import disk_full_error, is_disk_full
 
 try:  # one download per partial file at a time (POSIX advisory lock)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.core.errors import DataError, FileFormatError
-from dnet.core.files import check_input_file
+from dnet.core.outputs import check_input_file
 
 HEADER = 128
 MI_MATRIX, MI_COMPRESSED = 14, 15

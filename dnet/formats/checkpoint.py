@@ -19,8 +19,9 @@ import torch
 
 from dnet.core.artifact import ArtifactMeta
 from dnet.core.artifact.pthfile import PICKLE_PROTOCOLS, ZIP_MAGIC
+from dnet.core.atomic import atomic_path
 from dnet.core.errors import ConfigError, FileFormatError, UnsafeFileError
-from dnet.core.files import atomic_path, check_input_file
+from dnet.core.outputs import check_input_file
 from dnet.models import zoo
 from dnet.models.densenet import DenseNet, DenseNetConfig
 from dnet.models.summary import param_count

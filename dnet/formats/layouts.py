@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from dnet.core.errors import FileFormatError, UsageError, require_one_of
-from dnet.core.files import check_input_file
+from dnet.core.outputs import check_input_file
 
 CONCAT_ORDERS = ("input-first", "new-first")  # torch.cat([x, new]) (the paper, torchvision) or torch.cat([new, x])
 KEY_MAP_MAX_BYTES = 1 << 20

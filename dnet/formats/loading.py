@@ -6,8 +6,9 @@ import os
 
 import torch
 
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import DnetError, FileFormatError
-from dnet.core.files import check_input_file, sha256_file
+from dnet.core.outputs import check_input_file
 from dnet.formats.checkpoint import container_of, is_checkpoint, model_from_checkpoint, read_pth
 from dnet.formats.statedict import model_from_state_dict, read_layout, unwrap
 from dnet.formats.t7.densenet import load_t7_densenet

@@ -21,8 +21,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnet.core.atomic import atomic_write_text, sha256_file
 from dnet.core.errors import DnetError, DownloadError, FileFormatError, UsageError, require_one_of
-from dnet.core.files import atomic_write_text, check_input_file, sha256_file
+from dnet.core.outputs import check_input_file
 from dnet.core.specs import get_spec
 from dnet.data.download import fetch
 from dnet.formats.loading import load

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dnet import __version__
 from dnet.core.artifact.meta import ArtifactMeta, warn_once
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import UnknownModelError
-from dnet.core.files import sha256_file
 from dnet.core.specs import PreprocessSpec, get_spec
 from dnet.models.config import DenseNetConfig
 from dnet.models.published import Comparison, Published, kind_of

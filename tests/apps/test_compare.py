@@ -14,8 +14,8 @@ from dnet.apps.compare import _Running, compare, compare_layers
 from dnet.cli import main
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import UsageError
-from dnet.core.files import sha256_file
 from dnet.core.similarity import cosine, max_abs, rel_l2
 from tests.helpers.images import photo_tiles, write_images
 from tests.helpers.models import TINY_CONVS, tiny_checkpoint, tiny_model, tiny_onnx

@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 from dnet.converters import export as onnx_export
 from dnet.core.artifact import onnxfile
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import AccuracyError, FileFormatError, UsageError
-from dnet.core.files import sha256_file
 from dnet.data.transforms import preprocess_array
 from dnet.engines.onnxruntime import run as ort_run
 from dnet.models.densenet import measure_bn_statistics

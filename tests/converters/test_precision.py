@@ -13,8 +13,8 @@ from dnet.converters.int8 import calibrator as ortquant
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.core.artifact import onnxfile
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import AccuracyError
-from dnet.core.files import sha256_file
 from dnet.core.similarity import cosine, rel_l2
 from dnet.data.datasets import open_dataset
 from dnet.data.transforms import preprocess_array

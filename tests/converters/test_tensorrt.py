@@ -18,8 +18,8 @@ import dnet.converters.tensorrt as ct
 from dnet.converters.tensorrt import BuildOptions, build_plan
 from dnet.core.artifact.layers import read_layers
 from dnet.core.artifact.sidecar import read_sidecar
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import EngineError, FileFormatError, NotInstalledError, UsageError
-from dnet.core.files import sha256_file
 from tests.helpers.tensorrt_standins import ENGINE_INFO, ENGINE_LAYERS, INSTALL, META, fake_tensorrt, stub_onnx
 
 ROOT = Path(__file__).resolve().parents[2]

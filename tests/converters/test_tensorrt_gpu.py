@@ -33,8 +33,8 @@ from dnet.converters.pipeline import convert
 from dnet.converters.tensorrt import BuildOptions, build_plan, read_onnx_meta
 from dnet.core.artifact.layers import read_layers, summarise
 from dnet.core.artifact.sidecar import read_sidecar, sidecar_path
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import EngineError
-from dnet.core.files import sha256_file
 from dnet.core.similarity import rel_l2, top1_agreement
 from dnet.core.specs import get_spec
 from dnet.data.datasets import open_dataset

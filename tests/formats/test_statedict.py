@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import dnet
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import ConfigError, FileFormatError
-from dnet.core.files import sha256_file
 from dnet.formats.statedict import (
     config_from_state_dict,
     infer_compression,

@@ -55,5 +55,5 @@ def old_file(path: Path) -> Path:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """The partial files (dnet.core.files' temporary names) left in ``folder``."""
+    """The partial files (dnet.core.ownership's temporary names) left in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if "dnet-partial" in p.name)

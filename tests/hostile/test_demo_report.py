@@ -80,11 +80,11 @@ def test_an_interrupted_report_write_keeps_the_old_file_and_leaves_no_partial_on
     """Ctrl-C half-way through the write (after half its bytes reached the temporary file): the old file stays."""
     from matplotlib.figure import Figure
 
-    import dnet.core.files
+    import dnet.core.atomic
 
     _old_report(tmp_path)
     if name == REPORT_JSON:
-        real = dnet.core.files.atomic_path
+        real = dnet.core.atomic.atomic_path
 
         @contextlib.contextmanager
         def interrupted_write(path, **kwargs):  # half the bytes arrive, then the interrupt, before the rename
@@ -94,7 +94,7 @@ def test_an_interrupted_report_write_keeps_the_old_file_and_leaves_no_partial_on
                     tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
                     raise KeyboardInterrupt
 
-        monkeypatch.setattr(dnet.core.files, "atomic_path", interrupted_write)
+        monkeypatch.setattr(dnet.core.atomic, "atomic_path", interrupted_write)
     else:
         def interrupted_savefig(self, fname, **kwargs):
             with open(fname, "wb") as f:

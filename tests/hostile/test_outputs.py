@@ -1,6 +1,6 @@
 """Outputs: what an output may be, a full disk, and the mode of new files.
 
-One output-path policy for every verb (``dnet.core.files.check_output_path``): never an input of the same command, never
+One output-path policy for every verb (``dnet.core.outputs.check_output_path``): never an input of the same command, never
 an existing node that is not a regular file, never an intermediate the command did not write (unless ``--force``).
 """
 
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from dnet.core.files import atomic_write_text
+from dnet.core.atomic import atomic_write_text
 from tests.helpers.harness import Box, unshare_works
 
 

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from dnet.core.files import PARTIAL, SCRATCH, atomic_path, atomic_write_text, owner_of, scratch_folder, scratch_root
+from dnet.core.atomic import atomic_path, atomic_write_text
+from dnet.core.ownership import PARTIAL, SCRATCH, owner_of
+from dnet.core.scratch import scratch_folder, scratch_root
 from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 
 HOLD = r"""
 import sys, time
-from dnet.core.files import atomic_path, scratch_folder
+from dnet.core.atomic import atomic_path
+from dnet.core.scratch import scratch_folder
 from dnet.core.signals import exit_on_sigterm
 exit_on_sigterm()
 with scratch_folder("calib") as scratch, atomic_path(sys.argv[1]) as tmp:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dnet.core.files import library_caches, scratch_root
+from dnet.core.scratch import library_caches, scratch_root
 from tests.helpers.harness import LAUNCH, ROOT, nothing_left
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from dnet import DISTRIBUTION, engines
 from dnet.core.errors import DataError, EngineError, NotInstalledError, UsageError
-from dnet.core.files import scratch_folder
+from dnet.core.scratch import scratch_folder
 from dnet.data.transforms import preprocess, preprocess_array
 
 INSTALL_HINT = f"Triton serving is not installed: pip install '{DISTRIBUTION}[serve]' and nvidia-pytriton (see README)"

@@ -25,7 +25,8 @@ from dnet.core.artifact.meta import ArtifactMeta
 from dnet.core.artifact.onnxfile import OUTPUT, read_meta, read_model
 from dnet.core.artifact.sidecar import read_sidecar, sidecar_path
 from dnet.core.errors import FileFormatError, UsageError, require_one_of
-from dnet.core.files import check_input_file, partial_prefix
+from dnet.core.outputs import check_input_file
+from dnet.core.ownership import partial_prefix
 from dnet.engines import openvino
 
 DEVICES = ("cpu", "gpu")

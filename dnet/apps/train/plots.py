@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
 
-from dnet.core.files import atomic_path  # noqa: E402
+from dnet.core.atomic import atomic_path  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

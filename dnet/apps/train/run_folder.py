@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from dnet.apps.train.recipe import TrainConfig
+from dnet.core.atomic import atomic_write_text
 from dnet.core.errors import DnetError, FileFormatError, UsageError
-from dnet.core.files import atomic_write_text
 
 CONFIG_JSON = "config.json"
 METRICS_CSV = "metrics.csv"

@@ -21,8 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnet.core.atomic import atomic_write_text
 from dnet.core.errors import FileFormatError
-from dnet.core.files import atomic_write_text
 
 MAX_BYTES = 256 << 20  # DETAILED information of a DenseNet-264 is a few MB; refuse to parse a huge file as one
 ONNX_PREFIX = "[ONNX Layer: "

@@ -18,7 +18,7 @@ import onnx
 
 from dnet.core.artifact.meta import CLASSIFIER, PREFIX, ArtifactMeta, check_classifier_shapes, warn_once
 from dnet.core.errors import FileFormatError, UsageError
-from dnet.core.files import check_input_file
+from dnet.core.outputs import check_input_file
 
 INPUT = "input"
 OUTPUT = "logits"

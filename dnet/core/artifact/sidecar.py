@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnet.core.artifact.meta import ArtifactMeta
+from dnet.core.atomic import atomic_write_text
 from dnet.core.errors import EngineError, FileFormatError
-from dnet.core.files import atomic_write_text
 
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 SIDECAR_FORMAT = "dnet.tensorrt-plan"

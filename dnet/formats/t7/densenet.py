@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import ConfigError, FileFormatError
-from dnet.core.files import sha256_file
 from dnet.formats.statedict import infer_compression
 from dnet.formats.t7 import reader
 from dnet.formats.t7.modules import (

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dnet.core.errors import FileFormatError, UnsafeFileError
-from dnet.core.files import check_input_file
+from dnet.core.outputs import check_input_file
 
 TYPE_NIL, TYPE_NUMBER, TYPE_STRING, TYPE_TABLE, TYPE_TORCH, TYPE_BOOLEAN = 0, 1, 2, 3, 4, 5
 FUNCTION_TAGS = {6: "a Lua function", 7: "a Lua function (legacy recursive)", 8: "a Lua function"}

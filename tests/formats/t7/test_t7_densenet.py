@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import dnet
+from dnet.core.atomic import sha256_file
 from dnet.core.errors import DnetError, FileFormatError, UnsafeFileError
-from dnet.core.files import sha256_file
 from dnet.formats.t7 import reader
 from dnet.formats.t7.densenet import model_from_t7_object, parse_densenet
 from dnet.formats.t7.reader import Table, TorchObject
