@@ -4,7 +4,7 @@ Generates a folder of real-size JPEGs (ImageNet-like 500×375 and 375×500, smoo
 quality 90), a DenseNet-121 with random weights, and measures, side by side:
   - decode:   ``preprocess(path, "torch7")`` alone, images/s in one process;
   - raw:      the engine on already-preprocessed batches (no decoding), images/s;
-  - eval:     ``dnet.apps.eval.evaluate`` on the folder (decoding in worker processes), images/s;
+  - eval:     ``dnet.apps.eval.loop.evaluate`` on the folder (decoding in worker processes), images/s;
   - overhead: 1 − eval/raw.
 Engines: the PyTorch engine on a dnet checkpoint, and ONNX Runtime on dnet's ONNX export of the same model.
 Writes benchmarks/results/eval_throughput.json and prints a table. A shared CPU makes absolute numbers noisy.
@@ -53,7 +53,7 @@ def main() -> None:
 
     import dnet
     from dnet import engines
-    from dnet.apps.eval import evaluate
+    from dnet.apps.eval.loop import evaluate
     from dnet.core.artifact import ArtifactMeta
     from dnet.core.specs import get_spec
     from dnet.data.datasets import open_dataset

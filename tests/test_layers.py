@@ -216,12 +216,12 @@ def test_a_planted_upward_import_fails_naming_file_line_and_rule(tmp_path):
     zoo = root / "dnet" / "models" / "zoo.py"
     lines = zoo.read_text().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("from ")) + 1
-    lines.insert(at, "from dnet.apps.eval import evaluate  # planted")
+    lines.insert(at, "from dnet.apps.eval.report import EvalReport  # planted")
     zoo.write_text("\n".join(lines) + "\n")
     problems = check_tree(root)
-    assert problems == [f"dnet/models/zoo.py:{at + 1}: dnet.models.zoo (L1 models/data/formats) imports dnet.apps.eval "
+    assert problems == [f"dnet/models/zoo.py:{at + 1}: dnet.models.zoo (L1 models/data/formats) imports dnet.apps.eval.report "
                         "(L3 applications); imports only go down the layers",
-                        "import circle: dnet.apps.eval -> dnet.models.zoo -> dnet.apps.eval"]
+                        "import circle: dnet.apps.eval.report -> dnet.models.zoo -> dnet.apps.eval.report"]
 
 
 def test_a_planted_circle_and_a_late_project_import_fail(tmp_path):

@@ -1,7 +1,7 @@
 """The demo pipeline on the built-in digits data set: train → convert → eval → report.
 
 Each stage is the library code a user's command runs (``dnet train``, ``dnet.converters.pipeline.convert``,
-``dnet.apps.eval.evaluate``, ``dnet.apps.bench``), not an imitation.
+``dnet.apps.eval.loop.evaluate``, ``dnet.apps.bench``), not an imitation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dnet import engines
 from dnet.apps.bench import bench_engines
-from dnet.apps.eval import evaluate
+from dnet.apps.eval.loop import evaluate
 from dnet.apps.train.recipe import recipe
 from dnet.apps.train.trainer import TrainResult, train
 from dnet.converters.int8.calibration import CalibrationSet

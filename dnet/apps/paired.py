@@ -18,7 +18,7 @@ images carry information about the difference:
   (scipy.stats.binomtest), 1 when no image is discordant.
 
 :func:`evaluate_paired` decodes every image once and feeds the same batch to both engines (through
-:func:`dnet.apps.eval.evaluate`, so decoding, batching, ten-crop and skipped images behave exactly as in ``dnet eval``).
+:func:`dnet.apps.eval.loop.evaluate`, so decoding, batching, ten-crop and skipped images behave exactly as in ``dnet eval``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from dnet.apps.eval import Z95, EvalReport, choose_spec, evaluate, reduce_ten_crop, top5_labels, topk_hits
+from dnet.apps.eval.loop import choose_spec, evaluate
+from dnet.apps.eval.metrics import Z95, reduce_ten_crop, top5_labels, topk_hits
+from dnet.apps.eval.report import EvalReport
 from dnet.core.errors import DataError, DnetError, UsageError
 from dnet.core.similarity import require_finite
 from dnet.core.specs import PreprocessSpec
@@ -182,7 +184,7 @@ def _run(engine: Engine, batch: np.ndarray) -> np.ndarray:
 
 
 class _Both(Engine):
-    """What :func:`dnet.apps.eval.evaluate` sees: the engine, which also feeds every batch it gets to the reference."""
+    """What :func:`dnet.apps.eval.loop.evaluate` sees: the engine, which also feeds every batch it gets to the reference."""
 
     kind = "paired"
 

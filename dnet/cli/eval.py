@@ -8,7 +8,8 @@ import os
 import click
 
 from dnet import engines
-from dnet.apps.eval import check_tolerance, evaluate, write_predictions
+from dnet.apps.eval.loop import evaluate
+from dnet.apps.eval.report import check_tolerance, write_predictions
 from dnet.apps.paired import evaluate_paired
 from dnet.cli.groups import GENERAL, Alias, verb
 from dnet.cli.main import reports_errors

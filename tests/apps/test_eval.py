@@ -8,15 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dnet.apps.eval import (
-    binomial_ci95,
-    check_tolerance,
-    evaluate,
-    published_error,
-    reduce_ten_crop,
-    top5_labels,
-    topk_hits,
-)
+from dnet.apps.eval.loop import evaluate
+from dnet.apps.eval.metrics import binomial_ci95, reduce_ten_crop, top5_labels, topk_hits
+from dnet.apps.eval.report import check_tolerance
 from dnet.converters.int8.mixed import ValidationSet
 from dnet.core.errors import AccuracyError, DataError, UsageError
 from dnet.core.specs import get_spec
@@ -25,6 +19,7 @@ from dnet.data.datasets import ArrayDataset, FileDataset, open_dataset
 from dnet.data.transforms import preprocess_array
 from dnet.engines.base import Engine
 from dnet.models.zoo import get as zoo_get
+from dnet.models.zoo import published_error
 from tests.helpers.evaldata import TableEngine, ranked_logits, write_cifar_bin, write_imagenet_val
 from tests.helpers.models import digits_model_fixture, save_random  # noqa: F401 (digits_model_fixture is a fixture)
 
@@ -242,7 +237,7 @@ def test_static_batch_engine_gets_padded_batches(tmp_path):
 
 
 def test_report_line_reads_like_the_issue_example():
-    from dnet.apps.eval import EvalReport
+    from dnet.apps.eval.report import EvalReport
     from dnet.models.published import Comparison
 
     n, top1, top5 = 50_000, 50_000 - 12_655, 50_000 - 3_950

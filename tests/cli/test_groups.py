@@ -204,7 +204,7 @@ def test_convert_to_offers_the_formats_and_refuses_a_precision_pytorch_cannot_ho
 def test_cli_defaults_are_the_librarys():
     from dnet.apps.bench import BATCH_SIZES, bench_engines
     from dnet.apps.compare import compare
-    from dnet.apps.eval import evaluate
+    from dnet.apps.eval.loop import evaluate
     from dnet.apps.paired import evaluate_paired
     from dnet.data.datasets import open_dataset
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from dnet import DISTRIBUTION, engines
-from dnet.apps.eval import evaluate
+from dnet.apps.eval.loop import evaluate
 from dnet.cli import main
 from dnet.converters.export import export
 from dnet.converters.int8.calibration import CalibrationSet

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnet.apps.eval import topk_hits
+from dnet.apps.eval.metrics import topk_hits
 from dnet.core.artifact import ArtifactMeta
 from dnet.core.errors import ModelOutputError
 from dnet.core.similarity import best_class, require_finite, top1_agreement
