@@ -23,7 +23,7 @@ from benchmarks.peers import speed
 from benchmarks.report import add_quick, print_table, write_result
 from dnet import engines
 from dnet.apps.bench import bench_engines
-from dnet.converters.graph import int8_activations_as_uint8
+from dnet.converters.int8.rewrites import int8_activations_as_uint8
 
 THREADS = 2
 

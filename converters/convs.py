@@ -17,7 +17,7 @@ What a "convolution's output" is, exactly:
   each pre-activation BatchNormalization as a 1×1 depthwise Conv: those Convs (weight ``<BN node>_dw_weight``) are
   BatchNormalizations, not convolutions of the model, and are left out, so the sites are the same as the FP32 file's;
 - a transition's ``Conv 1×1 -> AveragePool k×k stride k`` that dnet's CPU and OpenVINO INT8 layouts fold into one
-  ``Conv k×k stride k`` (dnet.converters.graph.pool_into_conv) writes the pool's output tensor: the FP32 file's
+  ``Conv k×k stride k`` (dnet.converters.int8.rewrites.pool_into_conv) writes the pool's output tensor: the FP32 file's
   convolution is then compared at its pool's output (``ConvSite.pooled``, :func:`aligned`), the tensor both compute.
 """
 
@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 
 import onnx
 
-from dnet.converters.graph import BN_WEIGHT_SUFFIX, ints, readers_of
+from dnet.converters.batchnorm import BN_WEIGHT_SUFFIX
+from dnet.converters.graph import ints, readers_of
 
 # Module names under ``features`` of dnet's DenseNet (torchvision's names).
 CONV_NAME = re.compile(r"conv0|denseblock\d+\.denselayer\d+\.conv[12]|transition\d+\.conv")

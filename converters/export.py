@@ -23,8 +23,8 @@ import onnx
 import torch
 
 from dnet import __version__
+from dnet.converters.batchnorm import bn_to_mul_add
 from dnet.converters.convs import module_of_weight, weight_name
-from dnet.converters.graph import bn_to_mul_add
 from dnet.core.artifact.meta import ArtifactMeta
 from dnet.core.artifact.onnxfile import INPUT, OUTPUT, check_graph, write_meta
 from dnet.core.atomic import atomic_path

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from dnet import DISTRIBUTION
-from dnet.converters.graph import int8_activations_as_uint8
+from dnet.converters.int8.rewrites import int8_activations_as_uint8
 from dnet.core import cpu
 from dnet.core.artifact.onnxfile import classifier_features, input_dims, read_meta, read_model
 from dnet.core.artifact.sidecar import PROFILE
@@ -278,7 +278,7 @@ def _uint8_activations(model: str | os.PathLike | bytes | onnx.ModelProto):
     """An INT8 Q/DQ model with its int8 activations as uint8 (same arithmetic), else ``model`` unchanged.
 
     ONNX Runtime's x86 integer kernels are u8×s8; its own int8 -> uint8 pass skips every tensor that feeds more
-    than one DequantizeLinear, and a DenseNet feature map feeds two (see dnet.converters.graph). dnet's CPU INT8 files
+    than one DequantizeLinear, and a DenseNet feature map feeds two (see dnet.converters.int8.rewrites). dnet's CPU INT8 files
     hold this rewrite already (a no-op here: a plain session runs them alike); it stays for the files that do not:
     TensorRT-layout files run on a CPU, INT8 files of earlier dnet versions, and other tools' Q/DQ files.
     """

@@ -77,15 +77,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from dnet.converters.batchnorm import bn_to_depthwise_conv
 from dnet.converters.convs import module_of_weight, weight_name
-from dnet.converters.graph import (
-    bn_to_depthwise_conv,
-    chain_concats,
-    int8_activations_as_uint8,
-    pool_into_conv,
-    readers_of,
-    sort_topologically,
-)
+from dnet.converters.graph import readers_of, sort_topologically
+from dnet.converters.int8.rewrites import chain_concats, int8_activations_as_uint8, pool_into_conv
 from dnet.core.errors import FileFormatError, UsageError, require_one_of
 
 QMAX = 127  # symmetric int8 activations: [-127, 127] scaled, zero point 0

@@ -20,11 +20,11 @@ from onnx import numpy_helper
 
 from dnet.cli import main
 from dnet.converters import export as onnx_export
-from dnet.converters.graph import int8_activations_as_uint8
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet
 from dnet.converters.int8.lint import lint
 from dnet.converters.int8.options import Int8Options
+from dnet.converters.int8.rewrites import int8_activations_as_uint8
 from dnet.converters.pipeline import convert, names_for
 from dnet.core import cpu
 from dnet.core.artifact.onnxfile import read_meta, read_model

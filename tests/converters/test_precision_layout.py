@@ -13,10 +13,10 @@ import pytest
 from onnx import numpy_helper
 
 from dnet.converters import export as onnx_export
-from dnet.converters.graph import int8_activations_as_uint8
 from dnet.converters.int8 import placement as qdq
 from dnet.converters.int8 import quantize
 from dnet.converters.int8.calibration import CalibrationSet, split
+from dnet.converters.int8.rewrites import int8_activations_as_uint8
 from dnet.core.cpu import has_vnni
 from dnet.core.errors import AccuracyError
 from dnet.core.similarity import cosine
@@ -100,7 +100,7 @@ def test_each_relu_writes_uint8_codes_from_zero_that_the_convolution_before_it_c
 
 
 def test_the_transition_pool_is_folded_into_its_convolution_with_the_same_values(tiny):
-    from dnet.converters.graph import pool_into_conv
+    from dnet.converters.int8.rewrites import pool_into_conv
 
     fp32, _, summary = tiny
     proto = onnx.load(str(fp32))
