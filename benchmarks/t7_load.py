@@ -2,7 +2,7 @@
 
 Writes DenseNet-121 (7,978,856 parameters) as ``models/densenet.lua`` + ``checkpoint.save`` would, with the
 test-only Torch7 writer: weights only (about 32 MB), weights plus last gradients (about 64 MB, like the
-released checkpoints), and with memory-efficient custom layers. Times ``converters.t7.reader.load`` (parse
+released checkpoints), and with memory-efficient custom layers. Times ``dnet.formats.t7.reader.load`` (parse
 only) and ``dnet.load`` (parse, map, build the model, sha256), and, side by side, ``dnet.load`` of the same
 weights as a dnet ``.pth`` checkpoint. Timings on a shared machine are noisy: compare the ratios.
 
